@@ -1,0 +1,1 @@
+"""Enrichers: stages that add knowledge to a sighting (ports, names, vendors, guests)."""

@@ -1,0 +1,7 @@
+"""``python -m lanscope``."""
+
+import sys
+
+from lanscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""The ``lanscope`` command line.
+
+Each subcommand lives in ``lanscope/commands/<name>.py`` and exposes
+``HELP`` (one line), ``add_arguments(parser)`` and ``main(args, config) -> int``.
+Modules are imported only when their command runs, so ``lanscope ip`` does not
+pay for DuckDB or nats-py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from lanscope import __version__
+from lanscope.config import Config, ConfigError, load
+from lanscope.errors import LanscopeError
+from lanscope.log import setup_logging
+
+# name -> (module, one-line help). Explicit, in the order `lanscope --help` shows them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("lanscope.commands.run", "run the pipeline: every stage, or one with --stage"),
+    "provision": ("lanscope.commands.provision", "create the NATS streams and consumers"),
+    "watch": ("lanscope.commands.watch", "print host-change events live"),
+    "discover": ("lanscope.commands.discover", "one-shot full discovery, persisted, with a summary"),
+    "scan": ("lanscope.commands.scan", "discover hosts, probe ports, fingerprint (like nmap)"),
+    "probe": ("lanscope.commands.probe", "probe one host's ports, banners and OS"),
+    "ping": ("lanscope.commands.ping", "ping sweep: which hosts are up (like nmap -sn)"),
+    "arp": ("lanscope.commands.arp", "ARP discovery plus the neighbour table"),
+    "list": ("lanscope.commands.list", "expand targets without sending packets (like nmap -sL)"),
+    "leases": ("lanscope.commands.leases", "DHCP leases from a MikroTik gateway and lease files"),
+    "proxmox": ("lanscope.commands.proxmox", "Proxmox guests with MACs and IPs"),
+    "fingerprint": ("lanscope.commands.fingerprint", "identify services from banners (JSON lines)"),
+    "interfaces": ("lanscope.commands.interfaces", "list network interfaces"),
+    "ip": ("lanscope.commands.ip", "facts about an address or network"),
+    "dns": ("lanscope.commands.dns", "DNS lookups (like dig)"),
+    "query": ("lanscope.commands.query", "read-only SQL against the DuckDB store"),
+    "status": ("lanscope.commands.status", "a host's record, ports and recent history"),
+    "schema": ("lanscope.commands.schema", "print the JSON Schema of every event"),
+    "config": ("lanscope.commands.config", "check or show the configuration"),
+}
+
+
+def _load_command(name: str) -> ModuleType:
+    module_name, _ = COMMANDS[name]
+    return importlib.import_module(module_name)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lanscope",
+        description="Watch a LAN continuously: discovery, ports, fingerprints, changes.",
+    )
+    parser.add_argument("--version", action="version", version=f"lanscope {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="config file (default: ./config.yaml, then /etc/lanscope/config.yaml)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others get a stub parser for --help.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (_, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _load_command(name).add_arguments(command_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        config = _config_for(args)
+        setup_logging(config.logging, verbose=args.verbose)
+        result: int = _load_command(args.command).main(args, config)
+        return result
+    except (ConfigError, LanscopeError) as exc:
+        print(f"lanscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else getattr(exc, "exit_code", 1)
+    except KeyboardInterrupt:
+        print(f"lanscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _config_for(args: argparse.Namespace) -> Config:
+    # `config check FILE` validates its own argument and must not fail on another file.
+    if args.command == "config":
+        return Config()
+    return load(args.config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Network helpers shared by stages and commands: targets, scope, interfaces, port specs."""

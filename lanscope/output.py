@@ -1,0 +1,78 @@
+"""How one-shot commands print: rich tables for people, JSON for machines, progress on stderr.
+
+Every command uses these so tables, JSON and progress bars look the same
+everywhere. Attacker-controlled text (banners, hostnames) is printed as data:
+rich markup in it is escaped.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    return escape(str(value))
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+                caption: str | None = None) -> None:
+    table = Table(title=title, caption=caption, header_style="bold", show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    stdout.print(table)
+
+
+def print_json(value: Any) -> None:
+    """JSON to stdout: Structs, dataclasses, datetimes and bytes are handled by msgspec."""
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def print_jsonl(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress(description: str, total: int | None = None, *,
+             enabled: bool | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (only on a terminal); yields ``update(done, total)``."""
+    show = stderr.is_terminal if enabled is None else enabled
+    if not show:
+        yield lambda done, total: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=stderr, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def update(done: int, new_total: int) -> None:
+            bar.update(task, completed=done, total=new_total)
+
+        yield update
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")

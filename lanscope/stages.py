@@ -1,0 +1,95 @@
+"""Stage construction: the global Config in, one stage with its own typed Config out.
+
+The only place that maps config.yaml sections onto stage configs, so stages
+never see the file or the environment. Each builder imports its stage lazily,
+so running one stage does not import the others (DuckDB, proxmoxer ...).
+The runner calls ``build(spec_name, ctx)``; one-shot commands call the
+builders directly and compose the stages in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lanscope.config import Config
+from lanscope.runtime.claims import Claims, MemoryClaims
+
+
+@dataclass
+class StageContext:
+    """What a builder may hand to a stage besides its Config."""
+
+    config: Config
+    claims: Claims = field(default_factory=MemoryClaims)
+    # Called by long sweeps as (done, total); one-shot commands draw a progress bar.
+    progress: Callable[[int, int], None] | None = None
+
+
+def build(builder: str, ctx: StageContext) -> Any:
+    """Build the stage named by a topology builder name (``build_port_probe``)."""
+    function = globals().get(builder)
+    if function is None or not callable(function):
+        raise LookupError(f"no stage builder {builder!r} in lanscope.stages")
+    return function(ctx)
+
+
+# --------------------------------------------------------------------------
+# Producers
+
+
+def build_arp_sweep(ctx: StageContext) -> Any:
+    raise NotImplementedError("arp_sweep: being built (issue 3)")
+
+
+def build_ping_sweep(ctx: StageContext) -> Any:
+    raise NotImplementedError("ping_sweep: being built (issue 3)")
+
+
+def build_neighbours(ctx: StageContext) -> Any:
+    raise NotImplementedError("neighbours: being built (issue 3)")
+
+
+def build_dhcp_leases(ctx: StageContext) -> Any:
+    raise NotImplementedError("dhcp_leases: being built (issue 5)")
+
+
+def build_proxmox_guests(ctx: StageContext) -> Any:
+    raise NotImplementedError("proxmox_guests: being built (issue 5)")
+
+
+# --------------------------------------------------------------------------
+# Enrichers
+
+
+def build_port_probe(ctx: StageContext) -> Any:
+    raise NotImplementedError("port_probe: being built (issue 4)")
+
+
+def build_dns_names(ctx: StageContext) -> Any:
+    raise NotImplementedError("dns_names: being built (issue 3)")
+
+
+def build_mac_vendor(ctx: StageContext) -> Any:
+    raise NotImplementedError("mac_vendor: being built (issue 3)")
+
+
+def build_proxmox_names(ctx: StageContext) -> Any:
+    raise NotImplementedError("proxmox_names: being built (issue 5)")
+
+
+# --------------------------------------------------------------------------
+# Sinks
+
+
+def build_host_state(ctx: StageContext) -> Any:
+    raise NotImplementedError("host_state: being built (issue 6)")
+
+
+def build_findings(ctx: StageContext) -> Any:
+    raise NotImplementedError("findings: being built (issue 6)")
+
+
+def build_registry(ctx: StageContext) -> Any:
+    raise NotImplementedError("registry: being built (issue 6)")

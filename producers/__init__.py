@@ -1,0 +1,1 @@
+"""Producers: stages that say "I saw this host" (HostSeen). They never import nats."""

@@ -1,0 +1,296 @@
+"""The event contract: every fact that crosses the bus.
+
+Evolution rules (msgspec's): new fields get defaults, no field changes type,
+a breaking change is a new type with a new tag and subject. Wire tags are
+explicit snake_case strings. Wire structs never forbid unknown fields, so an
+old reader accepts a newer writer's events. ``v`` is the revision of the
+type's field set; readers must not depend on it for decoding.
+
+Every event is a small fact keyed by ``host_key`` (the MAC when known, else
+the IP) with ``observed_at`` (UTC) and ``source``. ``id`` is deterministic and
+filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Union
+
+import msgspec
+
+from .types import (
+    ChangeKind,
+    Confidence,
+    FindingState,
+    Ip,
+    LongText,
+    Mac,
+    Port,
+    PortState,
+    Protocol,
+    Severity,
+    ShortText,
+    Ttl,
+)
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False):
+    """Fields common to every event."""
+
+    id: str = ""
+    v: int = 1
+    host_key: str
+    observed_at: datetime
+    source: str
+
+
+# --------------------------------------------------------------------------
+# Parts
+
+
+class DhcpLease(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A DHCP lease as a server (MikroTik, dnsmasq, dhcpd, Kea) or client file tells it."""
+
+    address: Ip | None = None
+    mac: Mac | None = None
+    client_id: ShortText | None = None
+    hostname: ShortText | None = None
+    dynamic: bool | None = None          # False = static reservation
+    status: ShortText | None = None      # bound, waiting, offered, active, expired, ...
+    expires_after_secs: int | None = None  # None = never / unknown
+    expires_at: datetime | None = None
+    last_seen_secs: int | None = None    # seconds ago; None = never
+    server: ShortText | None = None      # DHCP server name or address
+    comment: ShortText | None = None
+    disabled: bool | None = None
+    blocked: bool | None = None
+    active_address: Ip | None = None
+    active_mac: Mac | None = None
+    gateway: ShortText | None = None     # which router or file reported it
+    origin: ShortText | None = None      # mikrotik, dnsmasq, dhcpd, kea, dhclient, ...
+
+
+class ProxmoxGuest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    vm_id: int
+    name: ShortText | None = None
+    vm_type: ShortText | None = None     # qemu | lxc
+    node: ShortText | None = None
+    status: ShortText | None = None      # running | stopped | paused ...
+    tags: list[ShortText] = []
+    cluster: ShortText | None = None
+
+
+class TlsCert(msgspec.Struct, kw_only=True, omit_defaults=True):
+    subject: LongText | None = None
+    issuer: LongText | None = None
+    sans: list[ShortText] = []
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    self_signed: bool | None = None
+    sha256: ShortText | None = None
+
+
+class PortResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One port of one host, as nmap reports it, plus what the banner told."""
+
+    protocol: Protocol
+    port: Port
+    state: PortState
+    reason: ShortText = ""                # syn-ack, conn-refused, no-response, udp-response, port-unreach
+    reason_ttl: Ttl | None = None
+    banner: LongText | None = None        # escaped text: non-printable bytes as \\xNN
+    service: ShortText | None = None      # ssh, http, mysql ...
+    product: ShortText | None = None      # OpenSSH, nginx ...
+    version: ShortText | None = None
+    extra_info: ShortText | None = None
+    cpe: list[ShortText] = []
+    os_hint: ShortText | None = None
+    device_type: ShortText | None = None
+    confidence: Confidence | None = None
+    tunnel: ShortText | None = None       # "ssl" when the service speaks TLS
+    http_status: int | None = None
+    http_title: ShortText | None = None
+    tls: TlsCert | None = None
+    auth_required: bool | None = None     # False = answered a data command without credentials
+    method: ShortText | None = None       # "banner" | "probe" | "port" (how the service was named)
+
+
+class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: ShortText                       # e.g. "Linux", "Windows", "Ubuntu 22.04"
+    family: ShortText | None = None       # linux | windows | bsd | network | embedded
+    confidence: Confidence = 0
+    evidence: list[ShortText] = []        # "ttl=64", "ssh banner Ubuntu-4ubuntu0.5" ...
+
+
+class FieldChange(msgspec.Struct, kw_only=True):
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """A host's current state as the host_state sink knows it."""
+
+    host_key: str
+    mac: Mac | None = None
+    ip: Ip | None = None
+    ips: list[Ip] = []
+    hostname: ShortText | None = None
+    vendor: ShortText | None = None
+    mac_randomized: bool | None = None
+    os_hint: ShortText | None = None
+    services: list[ShortText] = []        # "tcp/22 ssh OpenSSH 9.2p1"
+    open_ports: list[ShortText] = []      # "tcp/22"
+    dhcp_type: ShortText | None = None    # static | dynamic
+    dhcp_status: ShortText | None = None
+    dhcp_comment: ShortText | None = None
+    arp_state: ShortText | None = None    # REACHABLE, STALE, ... or "reply"
+    active: bool = False
+    vm_name: ShortText | None = None
+    vm_id: int | None = None
+    vm_type: ShortText | None = None
+    vm_node: ShortText | None = None
+    vm_status: ShortText | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    last_seen_by: dict[str, datetime] = {}
+
+
+# --------------------------------------------------------------------------
+# Events
+
+
+class HostSeen(Event, tag="host_seen", kw_only=True):
+    """A producer saw a host (or heard about one from a lease or an API)."""
+
+    ip: Ip | None = None
+    mac: Mac | None = None
+    alive: bool = True                    # False: a record that is not evidence of presence (STALE neighbour)
+    evidence: ShortText = ""              # arp-reply, echo-reply, syn-ack, neighbour:REACHABLE, lease:bound ...
+    interface: ShortText | None = None
+    rtt_ms: float | None = None
+    ttl: Ttl | None = None
+    hostname: ShortText | None = None     # a hint (lease host-name, DNS, guest name)
+    neighbour_state: ShortText | None = None
+    lease: DhcpLease | None = None
+    guest: ProxmoxGuest | None = None
+    sweep_id: ShortText | None = None     # one id per producer sweep, for "missed sweeps" presence
+
+
+class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
+    """A producer finished one sweep; host_state counts missed sweeps with it."""
+
+    targets: list[ShortText] = []         # CIDRs / specs that were swept
+    sweep_id: ShortText = ""
+    hosts_found: int = 0
+    duration_ms: float = 0.0
+
+
+class HostAnnotated(Event, tag="host_annotated", kw_only=True):
+    """An enricher's addition to a host: a name, a vendor, a Proxmox guest."""
+
+    ip: Ip | None = None
+    mac: Mac | None = None
+    hostname: ShortText | None = None
+    vendor: ShortText | None = None
+    mac_randomized: bool | None = None
+    guest: ProxmoxGuest | None = None
+
+
+class PortsProbed(Event, tag="ports_probed", kw_only=True):
+    """The result of probing one host's ports (a full snapshot for the probed set)."""
+
+    ip: Ip
+    mac: Mac | None = None
+    ports: list[PortResult] = []
+    scanned: list[ShortText] = []         # port specs that were probed, e.g. "tcp:1-1024"
+    scan_type: ShortText = "connect"      # connect | syn | udp
+    os: OsGuess | None = None
+    duration_ms: float = 0.0
+
+
+class HostChanged(Event, tag="host_changed", kw_only=True):
+    """What the host_state sink concluded: a host is new, changed, gone or back."""
+
+    kind: ChangeKind
+    changes: list[FieldChange] = []
+    host: HostRecord
+    evidence: ShortText | None = None     # which sighting caused a presence transition
+
+
+class Finding(Event, tag="finding", kw_only=True):
+    """A security finding opened or resolved (a lifecycle, not a one-off alert)."""
+
+    finding_id: str                       # stable: rule + host + detail
+    state: FindingState
+    rule: ShortText
+    severity: Severity
+    category: ShortText
+    title: LongText
+    ip: Ip | None = None
+    mac: Mac | None = None
+    port: Port | None = None
+    evidence: LongText = ""
+    first_seen: datetime
+    last_seen: datetime
+
+
+class RegistryEntry(Event, tag="registry_entry", kw_only=True):
+    """The host registry's view of one inventory entry after a register/sync."""
+
+    entry_id: str
+    action: ShortText                     # created | updated
+    ip: Ip | None = None
+    internal_ip: Ip | None = None
+    hostname: ShortText | None = None
+    mac: Mac | None = None
+    os_hint: ShortText | None = None
+    services: list[ShortText] = []
+    owner: ShortText | None = None
+    notes: LongText | None = None
+    last_seen: datetime | None = None
+
+
+AnyEvent = Union[
+    HostSeen, SweepCompleted, HostAnnotated, PortsProbed, HostChanged, Finding, RegistryEntry
+]
+EVENT_TYPES: tuple[type[Event], ...] = (
+    HostSeen,
+    SweepCompleted,
+    HostAnnotated,
+    PortsProbed,
+    HostChanged,
+    Finding,
+    RegistryEntry,
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    """JSON bytes for the wire."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """Decode any event; raises msgspec.DecodeError / ValidationError naming the bad field."""
+    return _decoder.decode(data)
+
+
+def tag_of(event_type: type[Event]) -> str:
+    """The wire tag of an event type (``"host_seen"``)."""
+    tag = event_type.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every event, for subscribers in other languages."""
+    _, components = msgspec.json.schema_components(EVENT_TYPES, ref_template="#/$defs/{name}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "lanscope events",
+        "oneOf": [{"$ref": f"#/$defs/{t.__name__}"} for t in EVENT_TYPES],
+        "$defs": components,
+    }

@@ -1,0 +1,108 @@
+"""Event type -> subject, and the streams that hold them. Nothing else.
+
+Subjects follow ``lanscope.<entity>.<fact>[.<qualifier>]``. Publishers use
+full subjects; wildcards are for consumers only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from msgspec import Struct
+
+from .events import (
+    Event,
+    Finding,
+    HostAnnotated,
+    HostChanged,
+    HostSeen,
+    PortsProbed,
+    RegistryEntry,
+    SweepCompleted,
+)
+
+PREFIX = "lanscope"
+
+HOST_SEEN = "lanscope.host.seen.>"            # .<source>
+HOST_ANNOTATED = "lanscope.host.annotated.>"  # .<source>
+HOST_PORTS = "lanscope.host.ports"
+SWEEP_COMPLETED = "lanscope.sweep.completed.>"  # .<source>
+HOST_CHANGED = "lanscope.host.changed.>"      # .new .changed .gone .back
+FINDING = "lanscope.finding.>"                # .opened .resolved
+REGISTRY = "lanscope.registry.>"              # .created .updated
+DLQ = "lanscope.dlq.>"                        # .<stage>
+QUERY = "lanscope.query"                      # request/reply to the DuckDB owner (core NATS)
+
+
+class StreamSpec(Struct, frozen=True):
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+
+
+FACTS = StreamSpec(
+    name="LANSCOPE_FACTS",
+    subjects=(HOST_SEEN, HOST_ANNOTATED, HOST_PORTS, SWEEP_COMPLETED),
+    description="Sightings, enrichments and probe results (replayable: rebuilds DuckDB)",
+)
+CHANGES = StreamSpec(
+    name="LANSCOPE_CHANGES",
+    subjects=(HOST_CHANGED, FINDING, REGISTRY),
+    description="Conclusions: host changes, findings, registry entries",
+)
+DEAD_LETTERS = StreamSpec(
+    name="LANSCOPE_DLQ",
+    subjects=(DLQ,),
+    description="Messages a stage could not handle, with the reason in headers",
+)
+STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS)
+
+_TOKEN = re.compile(r"[^a-z0-9_-]+")
+
+
+def _token(value: str) -> str:
+    """A subject token from free text (sources, kinds): lower-case, no dots or wildcards."""
+    return _TOKEN.sub("_", value.lower()) or "unknown"
+
+
+def subject_for(event: Event) -> str:
+    """The full subject an event is published on."""
+    if isinstance(event, HostSeen):
+        return f"{PREFIX}.host.seen.{_token(event.source)}"
+    if isinstance(event, HostAnnotated):
+        return f"{PREFIX}.host.annotated.{_token(event.source)}"
+    if isinstance(event, PortsProbed):
+        return HOST_PORTS
+    if isinstance(event, SweepCompleted):
+        return f"{PREFIX}.sweep.completed.{_token(event.source)}"
+    if isinstance(event, HostChanged):
+        return f"{PREFIX}.host.changed.{event.kind.value}"
+    if isinstance(event, Finding):
+        return f"{PREFIX}.finding.{event.state.value}"
+    if isinstance(event, RegistryEntry):
+        return f"{PREFIX}.registry.{_token(event.action)}"
+    raise TypeError(f"no subject for event type {type(event).__name__}")
+
+
+def dlq_subject(stage: str) -> str:
+    return f"{PREFIX}.dlq.{_token(stage)}"
+
+
+def stream_for(subject: str) -> StreamSpec:
+    """The stream that captures a concrete subject."""
+    for stream in STREAMS:
+        if any(matches(pattern, subject) for pattern in stream.subjects):
+            return stream
+    raise LookupError(f"no stream captures subject {subject!r}")
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard match (``*`` one token, ``>`` the rest)."""
+    p_tokens = pattern.split(".")
+    s_tokens = subject.split(".")
+    for i, p in enumerate(p_tokens):
+        if p == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens) or (p != "*" and p != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)

@@ -1,0 +1,98 @@
+"""Constrained scalar types shared by every event.
+
+msgspec has no ipaddress or MAC type, so addresses travel as strings whose
+shape is pinned by a pattern (it shows up in the exported JSON Schema).
+Producers normalise before they publish: IPs in ``ipaddress`` canonical form,
+MACs lower-case colon form.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from typing import Annotated
+
+import msgspec
+
+# Lower-case colon form, e.g. "bc:24:11:2a:3b:4c".
+Mac = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")]
+# Canonical IPv4 or IPv6 text; the pattern only rejects obvious garbage, the
+# producers use ipaddress to canonicalise.
+Ip = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}$", max_length=45)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Ttl = Annotated[int, msgspec.Meta(ge=0, le=255)]
+# 0..10 like nmap's service "conf".
+Confidence = Annotated[int, msgspec.Meta(ge=0, le=10)]
+# Attacker-controlled text (banners, hostnames, lease comments) is capped.
+ShortText = Annotated[str, msgspec.Meta(max_length=255)]
+LongText = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class PortState(str, enum.Enum):
+    """nmap's six port states."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    FILTERED = "filtered"
+    UNFILTERED = "unfiltered"
+    OPEN_FILTERED = "open|filtered"
+    CLOSED_FILTERED = "closed|filtered"
+
+
+class Protocol(str, enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class ChangeKind(str, enum.Enum):
+    NEW = "new"
+    CHANGED = "changed"
+    GONE = "gone"
+    BACK = "back"
+
+
+class FindingState(str, enum.Enum):
+    OPENED = "opened"
+    RESOLVED = "resolved"
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def normalize_mac(value: str) -> str:
+    """Return ``value`` in lower-case colon form; raise ValueError if it is not a MAC.
+
+    Accepts ``AA:BB:CC:DD:EE:FF``, ``aa-bb-cc-dd-ee-ff``, ``aabb.ccdd.eeff`` and
+    ``aabbccddeeff``, and RouterOS/dnsmasq forms without zero padding
+    (``0:0:5e:0:53:1``).
+    """
+    text = value.strip().lower()
+    if ":" in text or "-" in text:
+        parts = text.replace("-", ":").split(":")
+        if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+            raise ValueError(f"not a MAC address: {value!r}")
+        digits = "".join(p.zfill(2) for p in parts)
+    else:
+        digits = text.replace(".", "")
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f"not a MAC address: {value!r}")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def normalize_ip(value: str) -> str:
+    """Return the canonical text of an IPv4/IPv6 address; raise ValueError otherwise."""
+    return str(ipaddress.ip_address(value.strip()))
+
+
+def host_key(mac: str | None, ip: str | None) -> str:
+    """The identity of a host on the bus: its MAC when known, else its IP."""
+    if mac:
+        return normalize_mac(mac)
+    if ip:
+        return normalize_ip(ip)
+    raise ValueError("a host needs a MAC or an IP")

@@ -1,0 +1,1 @@
+"""Sinks: stages that keep state (host records, DuckDB, findings, registry)."""

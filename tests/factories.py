@@ -1,0 +1,48 @@
+"""Factories for events, so tests state only the fields they care about."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import (
+    HostAnnotated,
+    HostSeen,
+    PortResult,
+    PortsProbed,
+    PortState,
+    Protocol,
+    host_key,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """A timestamp ``seconds`` after T0."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def host_seen(ip: str = "198.18.0.10", mac: str | None = "02:00:00:00:00:10", *,
+              source: str = "arp", t: float = 0, **fields: Any) -> HostSeen:
+    fields.setdefault("evidence", {"arp": "arp-reply", "icmp": "echo-reply"}.get(source, source))
+    return HostSeen(host_key=host_key(mac, ip), observed_at=at(t), source=source, ip=ip, mac=mac,
+                    **fields)
+
+
+def port(port: int, state: PortState | str = PortState.OPEN, protocol: str = "tcp",
+         **fields: Any) -> PortResult:
+    return PortResult(protocol=Protocol(protocol), port=port, state=PortState(state), **fields)
+
+
+def ports_probed(ip: str = "198.18.0.10", mac: str | None = "02:00:00:00:00:10",
+                 ports: list[PortResult] | None = None, *, t: float = 0, **fields: Any) -> PortsProbed:
+    return PortsProbed(host_key=host_key(mac, ip), observed_at=at(t), source="port_probe", ip=ip,
+                       mac=mac, ports=ports if ports is not None else [port(22, service="ssh")],
+                       **fields)
+
+
+def host_annotated(ip: str = "198.18.0.10", mac: str | None = "02:00:00:00:00:10", *,
+                   source: str = "dns", t: float = 0, **fields: Any) -> HostAnnotated:
+    return HostAnnotated(host_key=host_key(mac, ip), observed_at=at(t), source=source, ip=ip,
+                         mac=mac, **fields)

@@ -1,0 +1,109 @@
+"""The event contract: round trips, tags, schema export, evolution rules."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from lanscope.runtime.topology import STAGES, emitted_subject_patterns
+from schemas import (
+    EVENT_TYPES,
+    PortState,
+    decode,
+    encode,
+    json_schema,
+    matches,
+    normalize_mac,
+    stream_for,
+    subject_for,
+    tag_of,
+)
+from tests import factories
+
+
+@pytest.mark.parametrize("event", [
+    factories.host_seen(rtt_ms=0.4, ttl=64),
+    factories.ports_probed(),
+    factories.host_annotated(hostname="ssh.lab.test"),
+])
+def test_round_trip(event: msgspec.Struct) -> None:
+    assert decode(encode(event)) == event
+
+
+def test_tags_are_explicit_snake_case() -> None:
+    tags = [tag_of(t) for t in EVENT_TYPES]
+    assert len(set(tags)) == len(tags)
+    for event_type, tag in zip(EVENT_TYPES, tags, strict=True):
+        assert tag != event_type.__name__ and tag == tag.lower()
+
+
+def test_unknown_fields_from_newer_writers_are_ignored() -> None:
+    data = msgspec.json.decode(encode(factories.host_seen()))
+    data["field_from_the_future"] = {"x": 1}
+    assert decode(msgspec.json.encode(data)) == factories.host_seen()
+
+
+def test_decode_error_names_the_field() -> None:
+    data = msgspec.json.decode(encode(factories.host_seen()))
+    data["ttl"] = 999
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.ttl"):
+        decode(msgspec.json.encode(data))
+
+
+def test_new_fields_have_defaults() -> None:
+    # Additive-only evolution: only the base fields may be required.
+    required_base = {"host_key", "observed_at", "source"}
+    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"},
+               "Finding": {"finding_id", "state", "rule", "severity", "category", "title",
+                           "first_seen", "last_seen"},
+               "RegistryEntry": {"entry_id", "action"}}
+    for event_type in EVENT_TYPES:
+        info = msgspec.inspect.type_info(event_type)
+        required = {f.name for f in info.fields if f.required}  # type: ignore[attr-defined]
+        assert required <= required_base | allowed.get(event_type.__name__, set()), event_type
+
+
+def test_json_schema_covers_every_event() -> None:
+    schema = json_schema()
+    assert {t.__name__ for t in EVENT_TYPES} <= set(schema["$defs"])
+    states = schema["$defs"]["PortState"]["enum"]
+    assert set(states) == {s.value for s in PortState} and len(states) == 6
+
+
+def test_every_event_has_a_subject_in_a_stream() -> None:
+    for event in (factories.host_seen(), factories.ports_probed(), factories.host_annotated()):
+        stream_for(subject_for(event))
+
+
+def test_every_consumed_subject_is_produced_by_someone() -> None:
+    produced = emitted_subject_patterns()
+    for spec in STAGES.values():
+        for pattern in spec.consumes:
+            assert pattern in produced, f"{spec.qualified} consumes {pattern} that nobody emits"
+
+
+@pytest.mark.parametrize(("pattern", "subject", "expected"), [
+    ("lanscope.host.seen.>", "lanscope.host.seen.arp", True),
+    ("lanscope.host.seen.>", "lanscope.host.seen", False),
+    ("lanscope.host.*", "lanscope.host.ports", True),
+    ("lanscope.host.*", "lanscope.host.seen.arp", False),
+    ("lanscope.host.ports", "lanscope.host.ports", True),
+])
+def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
+    assert matches(pattern, subject) is expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff"),
+    ("aa-bb-cc-dd-ee-ff", "aa:bb:cc:dd:ee:ff"),
+    ("aabb.ccdd.eeff", "aa:bb:cc:dd:ee:ff"),
+    ("0:0:5e:0:53:1", "00:00:5e:00:53:01"),
+])
+def test_normalize_mac(raw: str, expected: str) -> None:
+    assert normalize_mac(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "aa:bb:cc", "zz:bb:cc:dd:ee:ff", "aabbccddeeff00"])
+def test_normalize_mac_rejects(raw: str) -> None:
+    with pytest.raises(ValueError, match="not a MAC"):
+        normalize_mac(raw)
