@@ -17,6 +17,12 @@ from lanscope.config import Config
 from lanscope.runtime.claims import Claims, MemoryClaims
 
 
+class StageDisabled(Exception):
+    """Raised by a builder when its stage is not configured (no gateway, schedule 0 ...).
+
+    The runner logs the reason and runs the other stages."""
+
+
 @dataclass
 class StageContext:
     """What a builder may hand to a stage besides its Config."""
