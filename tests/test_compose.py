@@ -1,0 +1,58 @@
+"""compose.yaml stays in step with the topology (Docker is not available here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lanscope.runtime.topology import STAGES, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _services() -> dict[str, Any]:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services: dict[str, Any] = compose["services"]
+    return services
+
+
+def _stage_of(service: dict[str, Any]) -> str | None:
+    command = service.get("command", [])
+    if "--stage" in command:
+        return str(command[command.index("--stage") + 1])
+    return None
+
+
+def test_every_stage_service_names_a_real_stage_and_every_stage_has_one() -> None:
+    named = {}
+    for name, service in _services().items():
+        stage = _stage_of(service)
+        if stage is not None:
+            named[resolve(stage).name] = name  # resolve() raises on an unknown stage
+    assert set(named) == set(STAGES)
+
+
+def test_stage_services_share_one_image_and_wait_for_provisioning() -> None:
+    services = _services()
+    for name, service in services.items():
+        if _stage_of(service) is None:
+            continue
+        assert service["image"] == services["provision"]["image"], name
+        assert "provision" in service["depends_on"], name
+    assert services["provision"]["command"] == ["provision"]
+    assert "-js" in services["nats"]["command"]
+
+
+def test_duckdb_owner_stays_single_and_raw_socket_stages_get_capabilities() -> None:
+    for service in _services().values():
+        stage = _stage_of(service)
+        if stage is None:
+            continue
+        spec = resolve(stage)
+        replicas = service.get("deploy", {}).get("replicas", 1)
+        if spec.max_replicas is not None:
+            assert replicas <= spec.max_replicas, stage
+        caps = set(service.get("cap_add", []))
+        assert ("NET_RAW" in caps) == spec.raw_sockets, stage
