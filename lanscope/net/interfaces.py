@@ -1,0 +1,165 @@
+"""The machine's network interfaces, without ifconfig or ``ip``.
+
+Names, MACs, MTU, state and driver come from /sys/class/net; addresses with
+their prefixes from one rtnetlink dump (lanscope.net.netlink). The default
+targets and the scope's "attached" networks come from here.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lanscope.net import netlink
+
+SYS_CLASS_NET = Path("/sys/class/net")
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# ARPHRD_* values from /sys/class/net/<if>/type that matter here.
+_LINK_TYPES = {1: "ether", 772: "loopback", 65534: "none", 776: "sit", 778: "gre", 823: "ip6gre"}
+
+
+@dataclass
+class Interface:
+    name: str
+    index: int
+    mac: str | None
+    mtu: int | None
+    state: str                              # up | down | unknown | dormant | ...
+    link_type: str
+    driver: str | None                      # from the device's driver symlink, or "bridge", "veth" ...
+    addresses: list[IPInterface] = field(default_factory=list)
+
+    @property
+    def ipv4(self) -> list[ipaddress.IPv4Interface]:
+        return [a for a in self.addresses if isinstance(a, ipaddress.IPv4Interface)]
+
+    @property
+    def ipv6(self) -> list[ipaddress.IPv6Interface]:
+        return [a for a in self.addresses if isinstance(a, ipaddress.IPv6Interface)]
+
+    @property
+    def is_up(self) -> bool:
+        # Loopback and many virtual links report "unknown" while working.
+        return self.state in ("up", "unknown")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _driver(path: Path) -> str | None:
+    link = path / "device" / "driver"
+    if link.exists():
+        return os.path.basename(os.readlink(link))
+    uevent = _read(path / "uevent") or ""
+    for line in uevent.splitlines():
+        if line.startswith("DEVTYPE="):
+            return line.split("=", 1)[1]       # bridge, vlan, wlan ...
+    if (path / "bridge").exists():
+        return "bridge"
+    return None
+
+
+def interfaces() -> list[Interface]:
+    """Every interface, ordered by index, with its addresses."""
+    found: dict[int, Interface] = {}
+    for path in sorted(SYS_CLASS_NET.iterdir()) if SYS_CLASS_NET.is_dir() else []:
+        index_text = _read(path / "ifindex")
+        if not index_text or not index_text.isdigit():
+            continue
+        mac = _read(path / "address")
+        mtu = _read(path / "mtu")
+        link_type = _read(path / "type") or ""
+        found[int(index_text)] = Interface(
+            name=path.name,
+            index=int(index_text),
+            mac=mac.lower() if mac and len(mac) == 17 and mac != "00:00:00:00:00:00" else None,
+            mtu=int(mtu) if mtu and mtu.isdigit() else None,
+            state=(_read(path / "operstate") or "unknown").lower(),
+            link_type=_LINK_TYPES.get(int(link_type), link_type) if link_type.isdigit() else link_type,
+            driver=_driver(path),
+        )
+    for record in netlink.addresses():
+        interface = found.get(record.index)
+        if interface is None:
+            continue
+        text = socket.inet_ntop(record.family, record.address)
+        interface.addresses.append(ipaddress.ip_interface(f"{text}/{record.prefixlen}"))
+    return [found[i] for i in sorted(found)]
+
+
+def _attached_private(network: IPNetwork) -> bool:
+    # Python's is_private includes 198.18.0.0/15 and the documentation ranges, which
+    # is what "attached private" means here: not a globally routed network.
+    return not network.is_global
+
+
+def attached_private_networks(found: list[Interface] | None = None) -> list[IPNetwork]:
+    """Non-global networks directly attached to an up interface (loopback included)."""
+    networks: list[IPNetwork] = []
+    for interface in interfaces() if found is None else found:
+        if not interface.is_up:
+            continue
+        for address in interface.addresses:
+            if _attached_private(address.network) and address.network not in networks:
+                networks.append(address.network)
+    return networks
+
+
+def default_target_networks(found: list[Interface] | None = None) -> list[ipaddress.IPv4Network]:
+    """What to sweep when no targets are given: attached private IPv4 subnets, not loopback or
+    link-local, no larger than a /16 (a /8 on an interface is a mistake to sweep blindly)."""
+    out: list[ipaddress.IPv4Network] = []
+    for network in attached_private_networks(found):
+        if (isinstance(network, ipaddress.IPv4Network) and not network.is_loopback
+                and not network.is_link_local and network.prefixlen >= 16 and network not in out):
+            out.append(network)
+    return out
+
+
+def interface_for(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  found: list[Interface] | None = None) -> tuple[Interface, IPInterface] | None:
+    """The up interface (and its address) whose attached network holds ``address``: on-link."""
+    best: tuple[Interface, IPInterface] | None = None
+    for interface in interfaces() if found is None else found:
+        if not interface.is_up:
+            continue
+        for own in interface.addresses:
+            if own.version == address.version and address in own.network \
+                    and (best is None or own.network.prefixlen > best[1].network.prefixlen):
+                best = (interface, own)
+    return best
+
+
+def local_ip(toward: str = "192.0.2.1") -> str:
+    """The source address the kernel would use toward ``toward`` (default: the default route).
+
+    connect() on a UDP socket only picks a route and a source address; it sends
+    nothing. Without a route (no default gateway), the first address of an up
+    non-loopback interface, else 127.0.0.1.
+    """
+    family = socket.AF_INET6 if ":" in toward else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((toward, 9))
+            address = str(sock.getsockname()[0])
+            if address not in ("0.0.0.0", "::"):
+                return address
+    except OSError as exc:
+        if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL):
+            raise
+    for interface in interfaces():
+        if interface.is_up and interface.link_type != "loopback":
+            for own in interface.ipv4 if family == socket.AF_INET else interface.ipv6:
+                if not own.is_link_local:
+                    return str(own.ip)
+    return "127.0.0.1" if family == socket.AF_INET else "::1"

@@ -1,0 +1,126 @@
+"""Minimal rtnetlink dumps (addresses, neighbours) over the standard library's AF_NETLINK socket.
+
+The stdlib has no getifaddrs() and /proc only tells IPv6 prefixes, so the
+kernel is asked directly: one RTM_GETADDR or RTM_GETNEIGH dump, parsed with
+``struct``. Forty lines instead of a dependency (pyroute2) or a subprocess
+(``ip -j``, which the machine may not have). Linux only; blocking, so async
+callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+NDA_DST, NDA_LLADDR = 1, 2
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_NDMSG = struct.Struct("=BBHiHBB")
+_RTATTR = struct.Struct("=HH")
+
+# Neighbour states (include/uapi/linux/neighbour.h).
+NUD_STATES = {
+    0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY",
+    0x10: "PROBE", 0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT",
+}
+
+
+@dataclass(frozen=True)
+class AddressRecord:
+    index: int
+    family: int
+    address: bytes
+    prefixlen: int
+    scope: int
+    label: str | None
+
+
+@dataclass(frozen=True)
+class NeighbourRecord:
+    index: int
+    family: int
+    address: bytes
+    lladdr: bytes | None
+    state: str
+
+
+def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        attrs[kind & 0x3FFF] = data[offset + _RTATTR.size: offset + length]
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def _dump(msg_type: int, body: bytes) -> list[tuple[int, bytes, int]]:
+    """Send one dump request; return (type, message bytes, body offset) of every answer."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        seq = 1
+        request = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP,
+                                 seq, 0) + body
+        sock.sendto(request, (0, 0))
+        messages: list[tuple[int, bytes, int]] = []
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    return messages
+                if kind == NLMSG_DONE:
+                    return messages
+                if kind == NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
+                    if error:
+                        raise OSError(-error, os.strerror(-error))
+                    return messages
+                messages.append((kind, data[offset: offset + length], _NLMSGHDR.size))
+                offset += (length + 3) & ~3
+
+
+def addresses() -> list[AddressRecord]:
+    """Every IPv4/IPv6 address of every interface (RTM_GETADDR dump)."""
+    out = []
+    for kind, message, offset in _dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if kind != RTM_NEWADDR:
+            continue
+        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(message, offset)
+        attrs = _attrs(message, offset + _IFADDRMSG.size, len(message))
+        # IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS elsewhere.
+        address = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+        if address is None:
+            continue
+        label = attrs.get(IFA_LABEL)
+        out.append(AddressRecord(index, family, address, prefixlen, scope,
+                                 label.rstrip(b"\0").decode(errors="replace") if label else None))
+    return out
+
+
+def neighbours() -> list[NeighbourRecord]:
+    """The kernel's IPv4 and IPv6 neighbour tables (RTM_GETNEIGH dump)."""
+    out = []
+    for kind, message, offset in _dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0)):
+        if kind != RTM_NEWNEIGH:
+            continue
+        family, _p1, _p2, index, state, _flags, _type = _NDMSG.unpack_from(message, offset)
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        attrs = _attrs(message, offset + _NDMSG.size, len(message))
+        if NDA_DST not in attrs:
+            continue
+        names = [name for bit, name in NUD_STATES.items() if state & bit]
+        out.append(NeighbourRecord(index, family, attrs[NDA_DST], attrs.get(NDA_LLADDR),
+                                   "|".join(names) or "NONE"))
+    return out

@@ -1,0 +1,96 @@
+"""Scope refusals: what is refused, and that the message names the flag that allows it."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+import pytest
+
+from lanscope.commands._targets import add_target_arguments, targets_from_args
+from lanscope.config import Config, ScopeConfig
+from lanscope.errors import ScopeError, UsageError
+from lanscope.net.interfaces import attached_private_networks
+from lanscope.net.scope import check_scope
+from lanscope.net.targets import parse_targets
+
+LAB = [ipaddress.ip_network("198.18.0.0/16"), ipaddress.ip_network("127.0.0.0/8")]
+
+
+def check(spec: str, scope: ScopeConfig | None = None, **flags: bool) -> None:
+    check_scope(parse_targets([spec]), scope or ScopeConfig(), attached=LAB, **flags)
+
+
+@pytest.mark.parametrize("spec", ["198.18.0.0/24", "198.18.0.0/16", "198.18.7.33", "127.0.0.1"])
+def test_attached_networks_are_allowed(spec: str) -> None:
+    check(spec)
+
+
+@pytest.mark.parametrize(("spec", "scope", "flags", "message"), [
+    ("8.8.8.8", None, {}, r"^8\.8\.8\.8 is not a private address .* pass --allow-public"),
+    ("198.19.0.0/24", None, {}, r"^198\.19\.0\.0 \(and 255 more\) .* --allow-public"),
+    ("10.0.0.0/24", None, {}, r"^10\.0\.0\.0 \(and 255 more\) is private but not attached .*"
+                              r"add it to scope\.allow in the config, or pass --force"),
+    ("198.18.0.0/15", None, {}, r"more than scope\.max_addresses \(65536\); pass --force"),
+    ("10.0.0.0/24", ScopeConfig(max_addresses=100), {"force": False}, r"pass --force"),
+    ("8.8.8.8", None, {"force": True}, r"--allow-public"),        # --force does not allow public
+])
+def test_refusals_name_the_flag(spec: str, scope: ScopeConfig | None, flags: dict[str, bool],
+                                message: str) -> None:
+    with pytest.raises(ScopeError, match=message):
+        check(spec, scope, **flags)
+
+
+@pytest.mark.parametrize(("spec", "scope", "flags"), [
+    ("8.8.8.8", None, {"allow_public": True}),
+    ("8.8.8.8", ScopeConfig(allow_public=True), {}),
+    ("10.0.0.0/24", ScopeConfig(allow=["10.0.0.0/16"]), {}),
+    ("10.0.0.1-20", ScopeConfig(allow=["10.0.0.1-50"]), {}),
+    ("10.0.0.0/24", None, {"force": True}),
+    ("198.18.0.0/15", None, {"force": True, "allow_public": True}),
+])
+def test_flags_and_config_allow(spec: str, scope: ScopeConfig | None, flags: dict[str, bool]) -> None:
+    check(spec, scope, **flags)
+
+
+def test_attached_off_means_only_scope_allow() -> None:
+    with pytest.raises(ScopeError, match=r"198\.18\.0\.10"):
+        check("198.18.0.10", ScopeConfig(attached=False), allow_public=False)
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_target_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_lab_range_is_refused_where_it_is_not_attached() -> None:
+    """198.18.0.0/15 is not RFC 1918: in the root namespace (no lab bridge) it is refused,
+    before any packet, by the same function the commands call."""
+    attached = attached_private_networks()
+    if any(n.version == 4 and n.overlaps(ipaddress.ip_network("198.18.0.0/15")) for n in attached):
+        pytest.skip("running inside the lab scanner namespace")
+    with pytest.raises(ScopeError, match=r"198\.18\.0\.10 .*--allow-public"):
+        targets_from_args(_args("198.18.0.10"), Config())
+
+
+def test_targets_from_args_applies_excludes_prefix_and_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "in.txt").write_text("198.18.0.20 # comment\n")
+    (tmp_path / "ex.txt").write_text("198.18.0.3\n")
+    args = _args("198.18.0.1-5", "--exclude", "198.18.0.2", "-iL", str(tmp_path / "in.txt"),
+                 "--exclude-file", str(tmp_path / "ex.txt"), "--prefix", "198.18.1.", "--start", "1",
+                 "--end", "2")
+    config = Config(scope=ScopeConfig(exclude=["198.18.0.4"]))
+    targets = targets_from_args(args, config, attached=LAB)
+    assert [str(a) for a in targets] == ["198.18.0.1", "198.18.0.5", "198.18.0.20", "198.18.1.1",
+                                         "198.18.1.2"]
+
+
+def test_no_targets_uses_config_targets() -> None:
+    targets = targets_from_args(_args(), Config(targets=["198.18.0.1-3"]), attached=LAB)
+    assert len(targets) == 3
+
+
+def test_everything_excluded_is_an_error() -> None:
+    with pytest.raises(UsageError, match="no addresses left"):
+        targets_from_args(_args("198.18.0.1", "--exclude", "198.18.0.0/24"), Config(), attached=LAB)
