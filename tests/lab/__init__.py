@@ -1,0 +1,13 @@
+"""A virtual LAN of Linux network namespaces with real servers, for tests and benchmarks.
+
+    from tests.lab import Lab
+    lab = Lab.from_env(); lab.up(); lab.enter_scanner()
+
+See README.md for the topology and `python -m tests.lab --help` for the CLI.
+"""
+
+from .lab import Lab
+from .netns import LabError
+from .topology import LabHost
+
+__all__ = ["Lab", "LabError", "LabHost"]
