@@ -168,6 +168,9 @@ class DuckDBConfig(_Section):
     path: str = ""                         # empty: <data_dir>/lanscope.duckdb
     batch_size: int = 2000
     flush_ms: int = 200
+    keep_event_ids_days: float = 7.0       # processed ids + outbox kept this long (redelivery, replay)
+    max_query_rows: int = 10000            # a query returns at most this many rows
+    query_timeout_ms: int = 3000           # `lanscope query` waits this long for the running pipeline
 
 
 class PresenceConfig(_Section):
@@ -177,6 +180,8 @@ class PresenceConfig(_Section):
 
 class RegistryConfig(_Section):
     mode: Literal["off", "register", "sync"] = "register"
+    inventory: str = ""                    # YAML/CSV inventory to seed sync mode; empty: none
+    state_file: str = ""                   # empty: <data_dir>/registry.json
 
 
 class FindingsConfig(_Section):
@@ -186,6 +191,9 @@ class FindingsConfig(_Section):
     gateways: dict[str, str] = {}          # gateway IP -> its MAC (ARP spoofing)
     dhcp_servers: list[str] = []           # known DHCP servers; another one is a finding
     cert_expiry_days: int = 0              # warn this many days before expiry (0: only expired)
+    rules_file: str = ""                   # empty: the shipped sinks/findings/rules.yaml
+    duplicate_ip_window_secs: float = 300.0  # two MACs for one IP within this window: a finding
+    state_file: str = ""                   # empty: <data_dir>/findings.json
 
 
 class LoggingConfig(_Section):

@@ -90,7 +90,14 @@ def build_proxmox_names(ctx: StageContext) -> Any:
 
 
 def build_host_state(ctx: StageContext) -> Any:
-    raise NotImplementedError("host_state: being built (issue 6)")
+    from sinks.host_state import Config as HostStateConfig
+    from sinks.host_state import HostState
+
+    c = ctx.config
+    return HostState(HostStateConfig(
+        path=str(c.duckdb_path), missed_sweeps=c.presence.missed_sweeps,
+        grace_secs=c.presence.grace_secs, keep_event_ids_secs=c.duckdb.keep_event_ids_days * 86400,
+        max_query_rows=c.duckdb.max_query_rows))
 
 
 def build_findings(ctx: StageContext) -> Any:

@@ -1,0 +1,427 @@
+"""The DuckDB file: the host_state sink's single I/O primitive.
+
+Only this module touches DuckDB. Every blocking call goes through
+``asyncio.to_thread`` here, once. One ``write()`` is one transaction: the
+processed event ids, the outbox, host records, ports, history, findings and
+registry rows commit together or not at all, so the runtime may ack the batch
+after it returns and a redelivered batch finds its ids already processed.
+
+Bulk rows go in with the Appender (never ``executemany``: ~100x slower).
+DuckDB upserts keep the *first* of duplicate keys in one statement, so rows
+arrive here already de-duplicated by key (the fold produces one row per host
+and port; findings and registry rows are reduced newest-wins by the caller)
+and replace existing rows with delete-then-append inside the transaction.
+
+IPs are stored as text plus integers (``ipv4 UINTEGER``, ``ipv6 UHUGEINT``):
+the ``inet`` extension would be downloaded at run time, which lanscope never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+
+from schemas import Finding, HostChanged, PortResult, RegistryEntry
+
+from .fold import HistoryRow, HostEntry, PortRow
+
+_HOST_COLUMNS = """
+    host_key VARCHAR NOT NULL,
+    ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT, ips VARCHAR[],
+    hostname VARCHAR, vendor VARCHAR, mac_randomized BOOLEAN, os_hint VARCHAR,
+    services VARCHAR[], open_ports VARCHAR[],
+    dhcp_type VARCHAR, dhcp_status VARCHAR, dhcp_comment VARCHAR, arp_state VARCHAR,
+    active BOOLEAN NOT NULL,
+    vm_name VARCHAR, vm_id BIGINT, vm_type VARCHAR, vm_node VARCHAR, vm_status VARCHAR,
+    first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
+    last_evidence VARCHAR, last_evidence_at TIMESTAMPTZ, missed_sweeps INTEGER,
+    last_seen_by JSON,
+    state JSON NOT NULL
+"""
+
+# Each entry migrates the schema from version i to i+1. Never edit a shipped one: append.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE hosts_by_mac (mac VARCHAR PRIMARY KEY, {_HOST_COLUMNS});
+    CREATE TABLE hosts_by_ip ({_HOST_COLUMNS}, PRIMARY KEY (host_key));
+    CREATE VIEW hosts AS
+        SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;
+    CREATE TABLE history (
+        host_key VARCHAR NOT NULL, field VARCHAR NOT NULL, old JSON, new JSON,
+        source VARCHAR, observed_at TIMESTAMPTZ NOT NULL, event_id VARCHAR,
+        recorded_at TIMESTAMPTZ NOT NULL);
+    CREATE TABLE host_ports (
+        host_key VARCHAR NOT NULL, ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT,
+        protocol VARCHAR NOT NULL, port INTEGER NOT NULL, state VARCHAR NOT NULL, reason VARCHAR,
+        service VARCHAR, product VARCHAR, version VARCHAR, extra_info VARCHAR,
+        banner VARCHAR, os_hint VARCHAR, device_type VARCHAR, cpe VARCHAR[], tunnel VARCHAR,
+        http_status INTEGER, http_title VARCHAR, tls JSON, auth_required BOOLEAN, method VARCHAR,
+        first_seen TIMESTAMPTZ NOT NULL, last_seen TIMESTAMPTZ NOT NULL,
+        state_since TIMESTAMPTZ NOT NULL, result JSON NOT NULL,
+        PRIMARY KEY (host_key, protocol, port));
+    CREATE VIEW services AS
+        SELECT host_key, ip, protocol, port, service, product, version, extra_info,
+               first_seen, last_seen
+        FROM host_ports WHERE state = 'open' AND service IS NOT NULL;
+    CREATE TABLE findings (
+        finding_id VARCHAR PRIMARY KEY, state VARCHAR NOT NULL, rule VARCHAR NOT NULL,
+        severity VARCHAR NOT NULL, category VARCHAR, title VARCHAR, host_key VARCHAR,
+        ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT, mac VARCHAR, port INTEGER, evidence VARCHAR,
+        first_seen TIMESTAMPTZ, last_seen TIMESTAMPTZ,
+        observed_at TIMESTAMPTZ NOT NULL, event_id VARCHAR);
+    CREATE TABLE registry (
+        entry_id VARCHAR PRIMARY KEY, action VARCHAR, ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT,
+        internal_ip VARCHAR, hostname VARCHAR, mac VARCHAR, os_hint VARCHAR,
+        services VARCHAR[], owner VARCHAR, notes VARCHAR, last_seen TIMESTAMPTZ,
+        observed_at TIMESTAMPTZ NOT NULL, event_id VARCHAR);
+    CREATE TABLE processed_events (event_id VARCHAR PRIMARY KEY, processed_at TIMESTAMPTZ NOT NULL);
+    CREATE TABLE outbox (
+        input_id VARCHAR NOT NULL, output_id VARCHAR NOT NULL, payload VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL);
+    CREATE INDEX outbox_input ON outbox (input_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_entry_encoder = msgspec.json.Encoder()
+_entry_decoder = msgspec.json.Decoder(HostEntry)
+_result_decoder = msgspec.json.Decoder(PortResult)
+_changed_decoder = msgspec.json.Decoder(HostChanged)
+
+
+class StoreError(Exception):
+    """The database cannot be opened or has a schema this version does not know."""
+
+
+def ip_ints(ip: str | None) -> tuple[int | None, int | None]:
+    """(ipv4, ipv6) integer columns for an IP text."""
+    if not ip:
+        return None, None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None, None
+    return (int(addr), None) if addr.version == 4 else (None, int(addr))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _json(value: Any) -> str:
+    return _entry_encoder.encode(value).decode()
+
+
+@dataclass
+class Batch:
+    """Everything one write() commits."""
+
+    processed: list[str] = field(default_factory=list)
+    outbox: list[tuple[str, HostChanged]] = field(default_factory=list)   # (input id, output)
+    hosts: list[HostEntry] = field(default_factory=list)
+    removed_hosts: dict[str, str] = field(default_factory=dict)           # old key -> new key
+    ports_of: list[HostEntry] = field(default_factory=list)               # rewrite these hosts' ports
+    history: list[HistoryRow] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    registry: list[RegistryEntry] = field(default_factory=list)
+
+
+_READ_PRAGMAS = re.compile(
+    r"^\s*pragma\s+(table_info|show|show_tables|show_tables_expanded|database_size|storage_info|"
+    r"database_list|version|platform|functions|metadata_info|user_agent)\b", re.IGNORECASE)
+_READ_TYPES = {"SELECT", "EXPLAIN"}
+
+
+class QueryRejected(ValueError):
+    """A query that is not one read-only statement."""
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Reject anything but one SELECT/WITH/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN/read-PRAGMA statement."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRejected(str(exc).splitlines()[0]) from None
+    if len(statements) != 1:
+        raise QueryRejected(f"exactly one statement please, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind == "PRAGMA" and _READ_PRAGMAS.match(sql):
+        return
+    if kind not in _READ_TYPES:
+        raise QueryRejected(f"read-only queries only: {kind} statements are not allowed")
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON can carry it (big integers and odd types become text)."""
+    if value is None or isinstance(value, (bool, float, str)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+class QueryResult(msgspec.Struct, kw_only=True):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = False
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryResult:
+    """Run one checked statement in a read-only transaction on its own cursor (blocking)."""
+    check_read_only(con, sql)
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        try:
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchmany(max_rows + 1)
+        finally:
+            cur.execute("ROLLBACK")
+    finally:
+        cur.close()
+    return QueryResult(columns=columns, rows=[[_plain(v) for v in row] for row in rows[:max_rows]],
+                       truncated=len(rows) > max_rows)
+
+
+def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file; no file-system access from SQL (queries cannot read or write other files)."""
+    try:
+        return duckdb.connect(str(path), read_only=read_only,
+                              config={"enable_external_access": False})
+    except duckdb.IOException as exc:
+        raise StoreError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+
+
+class HostStore:
+    """The DuckDB file of the host_state sink (the one writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()   # one write transaction at a time on the main connection
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def open(self) -> list[HostEntry]:
+        """Open (creating and migrating), and load every host with its ports."""
+        return await asyncio.to_thread(self._open)
+
+    def _open(self) -> list[HostEntry]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = connect(self.path, read_only=False)
+        self._migrate(self._con)
+        return self._load(self._con)
+
+    async def reload(self) -> list[HostEntry]:
+        """The committed hosts again (after a failed write left memory ahead of the file)."""
+        return await asyncio.to_thread(self._load, self.con)
+
+    async def close(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            await asyncio.to_thread(con.close)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError("the store is not open")
+        return self._con
+
+    @staticmethod
+    def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                    "(version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        version = int(current[0]) if current else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"database schema version {version} is newer than this lanscope "
+                             f"knows ({SCHEMA_VERSION}); upgrade lanscope")
+        for number in range(version, SCHEMA_VERSION):
+            con.execute("BEGIN")
+            try:
+                con.execute(MIGRATIONS[number])
+                con.execute("INSERT INTO schema_version VALUES (?, now())", [number + 1])
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _load(con: duckdb.DuckDBPyConnection) -> list[HostEntry]:
+        entries: dict[str, HostEntry] = {}
+        for table in ("hosts_by_mac", "hosts_by_ip"):
+            for (state,) in con.execute(f"SELECT state FROM {table}").fetchall():
+                entry = _entry_decoder.decode(state)
+                entries[entry.record.host_key] = entry
+        for key, proto, port, result, first, last, since in con.execute(
+                "SELECT host_key, protocol, port, result, first_seen, last_seen, state_since "
+                "FROM host_ports").fetchall():
+            entry = entries.get(key)
+            if entry is not None:
+                entry.ports[f"{proto}/{port}"] = PortRow(
+                    result=_result_decoder.decode(result), first_seen=_utc(first),
+                    last_seen=_utc(last), state_since=_utc(since))
+        return list(entries.values())
+
+    # ---------------------------------------------------------------- writing
+
+    async def processed(self, ids: Sequence[str]) -> dict[str, list[HostChanged]]:
+        """Which of these input ids were committed before, with the outputs they produced."""
+        if not ids:
+            return {}
+        return await asyncio.to_thread(self._processed, list(ids))
+
+    def _processed(self, ids: list[str]) -> dict[str, list[HostChanged]]:
+        with self._lock:
+            cur = self.con.cursor()
+            try:
+                done = {row[0] for row in cur.execute(
+                    "SELECT event_id FROM processed_events WHERE event_id IN (SELECT unnest(?))",
+                    [ids]).fetchall()}
+                found: dict[str, list[HostChanged]] = {i: [] for i in done}
+                if done:
+                    for input_id, payload in cur.execute(
+                            "SELECT input_id, payload FROM outbox WHERE input_id IN (SELECT unnest(?)) "
+                            "ORDER BY rowid", [sorted(done)]).fetchall():
+                        found[input_id].append(_changed_decoder.decode(payload))
+                return found
+            finally:
+                cur.close()
+
+    async def write(self, batch: Batch, now: datetime) -> None:
+        await asyncio.to_thread(self._write, batch, now)
+
+    def _write(self, batch: Batch, now: datetime) -> None:
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN")
+            try:
+                self._write_rows(con, batch, now)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime) -> None:
+        if batch.processed:
+            with con.appender("processed_events") as app:
+                app.append_rows((i, now) for i in batch.processed)
+        if batch.outbox:
+            with con.appender("outbox") as app:
+                app.append_rows((i, e.id, _json(e), now) for i, e in batch.outbox)
+        # Merged records: the IP-keyed row goes, its history follows the MAC key.
+        for old, new in batch.removed_hosts.items():
+            con.execute("DELETE FROM hosts_by_ip WHERE host_key = ?", [old])
+            con.execute("DELETE FROM host_ports WHERE host_key = ?", [old])
+            con.execute("UPDATE history SET host_key = ? WHERE host_key = ?", [new, old])
+        if batch.hosts:
+            by_mac = [e for e in batch.hosts if e.record.mac]
+            by_ip = [e for e in batch.hosts if not e.record.mac]
+            for table, entries in (("hosts_by_mac", by_mac), ("hosts_by_ip", by_ip)):
+                if not entries:
+                    continue
+                con.execute(f"DELETE FROM {table} WHERE host_key IN (SELECT unnest(?))",
+                            [[e.record.host_key for e in entries]])
+                with con.appender(table) as app:
+                    if table == "hosts_by_mac":
+                        app.append_rows((e.record.mac, *_host_row(e)) for e in entries)
+                    else:
+                        app.append_rows(_host_row(e) for e in entries)
+        if batch.ports_of:
+            con.execute("DELETE FROM host_ports WHERE host_key IN (SELECT unnest(?))",
+                        [[e.record.host_key for e in batch.ports_of]])
+            with con.appender("host_ports") as app:
+                app.append_rows(row for e in batch.ports_of for row in _port_rows(e))
+        if batch.history:
+            with con.appender("history") as app:
+                app.append_rows((h.host_key, h.field, _json(h.old), _json(h.new), h.source,
+                                 h.observed_at, h.event_id or None, now) for h in batch.history)
+        if batch.findings:
+            self._replace_newer(con, "findings", "finding_id", [_finding_row(f) for f in batch.findings])
+        if batch.registry:
+            self._replace_newer(con, "registry", "entry_id", [_registry_row(r) for r in batch.registry])
+
+    @staticmethod
+    def _replace_newer(con: duckdb.DuckDBPyConnection, table: str, key: str,
+                       rows: list[tuple[Any, ...]]) -> None:
+        """Upsert rows whose observed_at is not older than the stored one (rows unique by key)."""
+        staging = f"{table}_in"
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} AS SELECT * FROM {table} LIMIT 0")
+        con.execute(f"DELETE FROM {staging}")
+        with con.appender(staging) as app:
+            app.append_rows(rows)
+        con.execute(f"DELETE FROM {staging} s USING {table} t "
+                    f"WHERE s.{key} = t.{key} AND s.observed_at < t.observed_at")
+        con.execute(f"DELETE FROM {table} t USING {staging} s WHERE t.{key} = s.{key}")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {staging}")
+
+    async def prune(self, before: datetime) -> None:
+        """Forget processed ids and outbox rows older than the replay window."""
+        await asyncio.to_thread(self._prune, before)
+
+    def _prune(self, before: datetime) -> None:
+        with self._lock:
+            self.con.execute("DELETE FROM outbox WHERE created_at < ?", [before])
+            self.con.execute("DELETE FROM processed_events WHERE processed_at < ?", [before])
+
+    # --------------------------------------------------------------- querying
+
+    async def query(self, sql: str, max_rows: int) -> QueryResult:
+        return await asyncio.to_thread(run_query, self.con, sql, max_rows)
+
+
+def _host_row(entry: HostEntry) -> tuple[Any, ...]:
+    r = entry.record
+    v4, v6 = ip_ints(r.ip)
+    state = msgspec.structs.replace(entry, ports={})
+    return (r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
+            list(r.services), list(r.open_ports), r.dhcp_type, r.dhcp_status, r.dhcp_comment,
+            r.arp_state, r.active, r.vm_name, r.vm_id, r.vm_type, r.vm_node, r.vm_status,
+            r.first_seen, r.last_seen, entry.last_evidence, entry.last_evidence_at,
+            entry.missed_sweeps, _json(r.last_seen_by), _json(state))
+
+
+def _port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
+    r = entry.record
+    v4, v6 = ip_ints(r.ip)
+    rows = []
+    for row in entry.ports.values():
+        p = row.result
+        rows.append((r.host_key, r.ip, v4, v6, p.protocol.value, p.port, p.state.value, p.reason,
+                     p.service, p.product, p.version, p.extra_info, p.banner, p.os_hint,
+                     p.device_type, list(p.cpe), p.tunnel, p.http_status, p.http_title,
+                     _json(p.tls) if p.tls else None, p.auth_required, p.method,
+                     row.first_seen, row.last_seen, row.state_since, _json(p)))
+    return rows
+
+
+def _finding_row(f: Finding) -> tuple[Any, ...]:
+    v4, v6 = ip_ints(f.ip)
+    return (f.finding_id, f.state.value, f.rule, f.severity.value, f.category, f.title, f.host_key,
+            f.ip, v4, v6, f.mac, f.port, f.evidence, f.first_seen, f.last_seen, f.observed_at,
+            f.id or None)
+
+
+def _registry_row(e: RegistryEntry) -> tuple[Any, ...]:
+    v4, v6 = ip_ints(e.ip)
+    return (e.entry_id, e.action, e.ip, v4, v6, e.internal_ip, e.hostname, e.mac, e.os_hint,
+            list(e.services), e.owner, e.notes, e.last_seen, e.observed_at, e.id or None)

@@ -1,0 +1,546 @@
+"""Folding facts into host records: identity, presence and change detection. No I/O.
+
+``HostBook`` holds every host the sink knows (loaded from DuckDB at open) and
+folds one event at a time. What it concludes for a batch comes back as a
+``Folded``: the records to write, the history rows, the hosts to delete (an
+IP-keyed record merged into its MAC-keyed one) and one ``HostChanged`` per
+host that changed.
+
+Rules:
+
+- Identity: the MAC first; an IP-only fact goes to the MAC record that owns
+  that IP now, else to an IP-keyed record (off-link hosts). A fact carrying
+  both a MAC and an IP that has an IP-keyed record merges that record into
+  the MAC record, so a host first seen by IP and later with its MAC stays one
+  host.
+- Order: every field remembers the ``observed_at`` of its value; an older
+  fact never overwrites a newer one, whatever order the bus delivers them in.
+- Presence: alive evidence (``HostSeen.alive``) makes a host active; a stale
+  neighbour entry alone never does. A host is gone after ``missed_sweeps``
+  sweeps that covered its IP without seeing it *and* ``grace_secs`` since its
+  last evidence, both measured in event time (so a replay decides the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from schemas import (
+    ChangeKind,
+    Event,
+    FieldChange,
+    HostAnnotated,
+    HostChanged,
+    HostRecord,
+    HostSeen,
+    PortResult,
+    PortsProbed,
+    PortState,
+    ProxmoxGuest,
+    SweepCompleted,
+    normalize_ip,
+    normalize_mac,
+)
+
+STAGE = "host_state"
+
+# Fields whose changes become history rows and HostChanged field changes.
+TRACKED = ("ip", "hostname", "os_hint", "services", "open_ports", "dhcp_type", "dhcp_status",
+           "dhcp_comment", "arp_state", "active", "vendor", "vm_name")
+
+# Hostname sources from most to least trusted; the name shown is the first one
+# known, so two sources that disagree do not make the name flap every sweep.
+_HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox")
+_MAX_IPS = 16
+
+
+class PortRow(msgspec.Struct, kw_only=True):
+    """One port of one host with its lifetime."""
+
+    result: PortResult
+    first_seen: datetime
+    last_seen: datetime
+    state_since: datetime
+
+
+class HostEntry(msgspec.Struct, kw_only=True):
+    """A host record plus what folding needs to remember about it."""
+
+    record: HostRecord
+    field_at: dict[str, datetime] = {}
+    hostnames: dict[str, str] = {}           # source -> name
+    ips_at: dict[str, datetime] = {}         # every IP of this host -> last seen
+    ports: dict[str, PortRow] = {}           # "tcp/22" -> row
+    ports_at: datetime | None = None
+    last_evidence_at: datetime | None = None
+    last_evidence: str | None = None
+    missed_sweeps: int = 0
+    presence_at: datetime | None = None      # time of the last active/gone transition
+    ever_active: bool = False
+
+
+class HistoryRow(msgspec.Struct, kw_only=True, array_like=True):
+    host_key: str
+    field: str
+    old: Any
+    new: Any
+    source: str
+    observed_at: datetime
+    event_id: str
+
+
+@dataclass
+class _Pending:
+    """What one host accumulated during one batch."""
+
+    created: bool = False
+    transition: ChangeKind | None = None
+    evidence: str | None = None
+    changes: dict[str, FieldChange] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    observed_at: datetime | None = None
+    source: str = ""
+
+
+@dataclass
+class Folded:
+    """The result of folding one batch."""
+
+    upserts: dict[str, HostEntry] = field(default_factory=dict)
+    deletes: dict[str, str] = field(default_factory=dict)     # removed host_key -> merged into
+    history: list[HistoryRow] = field(default_factory=list)
+    changed: list[HostChanged] = field(default_factory=list)
+    contributors: dict[str, list[str]] = field(default_factory=dict)  # output id -> input ids
+    ports_dirty: set[str] = field(default_factory=set)                # hosts whose ports changed
+
+
+@dataclass(frozen=True)
+class PresencePolicy:
+    missed_sweeps: int = 3
+    grace_secs: float = 900.0
+
+
+def _ip_key(ip: str) -> str:
+    return normalize_ip(ip)
+
+
+def _port_name(p: PortResult) -> str:
+    return f"{p.protocol.value}/{p.port}"
+
+
+def _service_text(p: PortResult) -> str:
+    parts = [_port_name(p), p.service or "", p.product or "", p.version or ""]
+    return " ".join(x for x in parts if x)[:255]
+
+
+def parse_targets(targets: Iterable[str]) -> list[tuple[int, int, int]]:
+    """Sweep targets as (family, first, last) integer ranges; specs we cannot read are skipped."""
+    ranges: list[tuple[int, int, int]] = []
+    for spec in targets:
+        text = spec.strip()
+        try:
+            if "-" in text and "/" not in text:
+                lo_text, hi_text = text.split("-", 1)
+                lo = ipaddress.ip_address(lo_text)
+                hi = ipaddress.ip_address(hi_text) if ("." in hi_text or ":" in hi_text) else None
+                if hi is None:   # 10.0.0.1-254: the last octet's range
+                    hi = ipaddress.ip_address(lo_text.rsplit(".", 1)[0] + "." + hi_text)
+                ranges.append((lo.version, int(lo), int(hi)))
+            else:
+                net = ipaddress.ip_network(text, strict=False)
+                ranges.append((net.version, int(net.network_address), int(net.broadcast_address)))
+        except ValueError:
+            continue
+    return ranges
+
+
+def _covered(ip: str | None, ranges: list[tuple[int, int, int]]) -> bool:
+    if not ip:
+        return False
+    addr = ipaddress.ip_address(ip)
+    value = int(addr)
+    return any(v == addr.version and lo <= value <= hi for v, lo, hi in ranges)
+
+
+def _entry_for_new(host_key: str, mac: str | None, ip: str | None) -> HostEntry:
+    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, ip=ip))
+
+
+class HostBook:
+    """Every known host, folded from facts in event time."""
+
+    def __init__(self, policy: PresencePolicy, entries: Iterable[HostEntry] = ()) -> None:
+        self.policy = policy
+        self.hosts: dict[str, HostEntry] = {}
+        self._by_ip: dict[str, tuple[datetime, str]] = {}   # ip -> (when, owner host_key)
+        for entry in entries:
+            self.hosts[entry.record.host_key] = entry
+            for ip, when in entry.ips_at.items():
+                self._index_ip(ip, when, entry.record.host_key)
+            if entry.record.ip and entry.record.ip not in entry.ips_at and entry.record.mac is None:
+                self._index_ip(entry.record.ip, entry.record.last_seen or datetime.min,
+                               entry.record.host_key)
+        self._pending: dict[str, _Pending] = {}
+        self._folded = Folded()
+
+    # ------------------------------------------------------------------ batch
+
+    def fold(self, events: list[Event]) -> Folded:
+        """Fold a batch (in observed_at order) and return what to write and publish."""
+        self._pending = {}
+        self._folded = Folded()
+        for event in sorted(events, key=lambda e: e.observed_at):
+            if isinstance(event, HostSeen):
+                self._seen(event)
+            elif isinstance(event, HostAnnotated):
+                self._annotated(event)
+            elif isinstance(event, PortsProbed):
+                self._probed(event)
+            elif isinstance(event, SweepCompleted):
+                self._sweep(event)
+        return self._finish()
+
+    def _finish(self) -> Folded:
+        folded = self._folded
+        for key, pending in self._pending.items():
+            entry = self.hosts.get(key)
+            if entry is None:      # merged away later in the batch
+                continue
+            folded.upserts[key] = entry
+            if pending.created:
+                kind = ChangeKind.NEW
+            elif pending.transition is not None:
+                kind = pending.transition
+            elif pending.changes:
+                kind = ChangeKind.CHANGED
+            else:
+                continue
+            assert pending.observed_at is not None
+            event = HostChanged(
+                host_key=key, observed_at=pending.observed_at, source=STAGE, kind=kind,
+                changes=list(pending.changes.values()), host=msgspec.structs.replace(entry.record),
+                evidence=pending.evidence)
+            event.id = _output_id(key, kind, pending)
+            folded.changed.append(event)
+            folded.contributors[event.id] = pending.inputs
+        return folded
+
+    # ---------------------------------------------------------------- identity
+
+    def _index_ip(self, ip: str, when: datetime, key: str) -> None:
+        current = self._by_ip.get(ip)
+        if current is None or when >= current[0] or current[1] not in self.hosts:
+            self._by_ip[ip] = (when, key)
+
+    def owner_of_ip(self, ip: str) -> str | None:
+        current = self._by_ip.get(ip)
+        return current[1] if current and current[1] in self.hosts else None
+
+    def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, _Pending]:
+        """The entry a fact belongs to, creating or merging as identity demands."""
+        mac = normalize_mac(mac) if mac else None
+        ip = _ip_key(ip) if ip else None
+        if mac:
+            entry = self.hosts.get(mac)
+            ip_entry = self.hosts.get(ip) if ip else None
+            if ip_entry is not None and ip_entry.record.mac is None:
+                entry = self._merge_ip_record(ip_entry, mac, entry, event)
+            if entry is None:
+                entry = _entry_for_new(mac, mac, None)
+                self.hosts[mac] = entry
+                pending = self._touch(mac, event)
+                pending.created = True
+            key = mac
+        elif ip:
+            owner = self.owner_of_ip(ip)
+            key = owner if owner is not None else ip
+            entry = self.hosts.get(key)
+            if entry is None:
+                entry = _entry_for_new(ip, None, None)
+                self.hosts[ip] = entry
+                pending = self._touch(ip, event)
+                pending.created = True
+        else:
+            raise ValueError(f"{type(event).__name__} {event.id or ''} has neither a MAC nor an IP")
+        pending = self._touch(key, event)
+        if ip:
+            self._set_ip(entry, ip, event, pending)
+        return entry, pending
+
+    def _merge_ip_record(self, ip_entry: HostEntry, mac: str, mac_entry: HostEntry | None,
+                         event: Event) -> HostEntry:
+        """A host known by IP only shows its MAC: fold the IP record into the MAC record."""
+        old_key = ip_entry.record.host_key
+        del self.hosts[old_key]
+        self._folded.upserts.pop(old_key, None)
+        self._folded.deletes[old_key] = mac
+        pending_old = self._pending.pop(old_key, None)
+        for row in self._folded.history:
+            if row.host_key == old_key:
+                row.host_key = mac
+        if mac_entry is None:
+            # The same host, now with its identity: re-key, no "new" event.
+            ip_entry.record.host_key = mac
+            ip_entry.record.mac = mac
+            self.hosts[mac] = ip_entry
+            pending = self._touch(mac, event)
+            if pending_old is not None:
+                pending.created = pending_old.created
+                pending.changes.update(pending_old.changes)
+                pending.inputs[:0] = pending_old.inputs
+                pending.transition = pending_old.transition
+                pending.evidence = pending_old.evidence
+            self._change(ip_entry, pending, "mac", None, mac, event, track=False)
+            merged = ip_entry
+        else:
+            merged = mac_entry
+            rec, other = merged.record, ip_entry.record
+            if other.first_seen and (rec.first_seen is None or other.first_seen < rec.first_seen):
+                rec.first_seen = other.first_seen
+            for ip, when in ip_entry.ips_at.items():
+                merged.ips_at[ip] = max(when, merged.ips_at.get(ip, when))
+            for name, row in ip_entry.ports.items():
+                merged.ports.setdefault(name, row)
+            for source, name in ip_entry.hostnames.items():
+                merged.hostnames.setdefault(source, name)
+            pending = self._touch(mac, event)
+            if pending_old is not None:
+                pending.inputs[:0] = pending_old.inputs
+        for ip in list(merged.ips_at):
+            self._index_ip(ip, merged.ips_at[ip], mac)
+        self._folded.ports_dirty.add(mac)
+        return merged
+
+    def _touch(self, key: str, event: Event) -> _Pending:
+        pending = self._pending.setdefault(key, _Pending())
+        if event.id and (not pending.inputs or pending.inputs[-1] != event.id):
+            pending.inputs.append(event.id)
+        if pending.observed_at is None or event.observed_at > pending.observed_at:
+            pending.observed_at = event.observed_at
+        pending.source = event.source
+        return pending
+
+    # ------------------------------------------------------------------ fields
+
+    def _change(self, entry: HostEntry, pending: _Pending, name: str, old: Any, new: Any,
+                event: Event, *, track: bool = True) -> None:
+        if old == new:
+            return
+        if track:
+            previous = pending.changes.get(name)
+            first_old = previous.old if previous is not None else old
+            if first_old == new:
+                pending.changes.pop(name, None)
+            else:
+                pending.changes[name] = FieldChange(field=name, old=first_old, new=new)
+        self._folded.history.append(HistoryRow(
+            host_key=entry.record.host_key, field=name, old=old, new=new, source=event.source,
+            observed_at=event.observed_at, event_id=event.id))
+
+    def _set(self, entry: HostEntry, pending: _Pending, name: str, value: Any, event: Event) -> None:
+        """Set a tracked field if this fact is not older than the value it would replace."""
+        at = entry.field_at.get(name)
+        if at is not None and event.observed_at < at:
+            return
+        entry.field_at[name] = event.observed_at
+        old = getattr(entry.record, name)
+        if old != value:
+            setattr(entry.record, name, value)
+            self._change(entry, pending, name, old, value, event)
+
+    def _set_ip(self, entry: HostEntry, ip: str, event: Event, pending: _Pending) -> None:
+        when = event.observed_at
+        entry.ips_at[ip] = max(when, entry.ips_at.get(ip, when))
+        if len(entry.ips_at) > _MAX_IPS:
+            oldest = min(entry.ips_at, key=lambda k: entry.ips_at[k])
+            del entry.ips_at[oldest]
+        entry.record.ips = sorted(entry.ips_at, key=lambda k: entry.ips_at[k], reverse=True)
+        self._index_ip(ip, when, entry.record.host_key)
+        self._set(entry, pending, "ip", ip, event)
+
+    def _stamp(self, entry: HostEntry, event: Event) -> None:
+        rec = entry.record
+        if rec.first_seen is None or event.observed_at < rec.first_seen:
+            rec.first_seen = event.observed_at
+        if rec.last_seen is None or event.observed_at > rec.last_seen:
+            rec.last_seen = event.observed_at
+
+    def _hostname(self, entry: HostEntry, pending: _Pending, source: str, name: str | None,
+                  event: Event) -> None:
+        if not name:
+            return
+        entry.hostnames[source] = name[:255]
+        ranked = sorted(entry.hostnames.items(),
+                        key=lambda kv: (_HOSTNAME_PRIORITY.index(kv[0])
+                                        if kv[0] in _HOSTNAME_PRIORITY else len(_HOSTNAME_PRIORITY),
+                                        kv[0]))
+        best = ranked[0][1]
+        old = entry.record.hostname
+        if old != best:
+            entry.record.hostname = best
+            entry.field_at["hostname"] = event.observed_at
+            self._change(entry, pending, "hostname", old, best, event)
+
+    def _guest(self, entry: HostEntry, pending: _Pending, guest: ProxmoxGuest | None,
+               event: Event) -> None:
+        if guest is None:
+            return
+        at = entry.field_at.get("vm_name")
+        if at is not None and event.observed_at < at:
+            return
+        rec = entry.record
+        rec.vm_id, rec.vm_type, rec.vm_node, rec.vm_status = (
+            guest.vm_id, guest.vm_type, guest.node, guest.status)
+        self._set(entry, pending, "vm_name", guest.name, event)
+
+    # ------------------------------------------------------------------ events
+
+    def _seen(self, event: HostSeen) -> None:
+        entry, pending = self._resolve(event, event.mac, event.ip)
+        self._stamp(entry, event)
+        if event.neighbour_state:
+            self._set(entry, pending, "arp_state", event.neighbour_state, event)
+        elif event.alive and event.evidence == "arp-reply":
+            self._set(entry, pending, "arp_state", "reply", event)
+        lease = event.lease
+        if lease is not None:
+            if lease.dynamic is not None:
+                self._set(entry, pending, "dhcp_type", "dynamic" if lease.dynamic else "static", event)
+            if lease.status is not None:
+                self._set(entry, pending, "dhcp_status", lease.status, event)
+            if lease.comment is not None:
+                self._set(entry, pending, "dhcp_comment", lease.comment, event)
+            self._hostname(entry, pending, "dhcp", lease.hostname, event)
+        if event.hostname and lease is None:
+            self._hostname(entry, pending, "proxmox" if event.guest else event.source,
+                           event.hostname, event)
+        self._guest(entry, pending, event.guest, event)
+        if event.alive:
+            self._evidence(entry, pending, event)
+
+    def _annotated(self, event: HostAnnotated) -> None:
+        entry, pending = self._resolve(event, event.mac, event.ip)
+        if event.hostname:
+            self._hostname(entry, pending, "proxmox" if event.guest else event.source,
+                           event.hostname, event)
+        if event.vendor is not None:
+            self._set(entry, pending, "vendor", event.vendor, event)
+        if event.mac_randomized is not None:
+            entry.record.mac_randomized = event.mac_randomized
+        self._guest(entry, pending, event.guest, event)
+
+    def _probed(self, event: PortsProbed) -> None:
+        entry, pending = self._resolve(event, event.mac, event.ip)
+        self._stamp(entry, event)
+        if entry.ports_at is not None and event.observed_at < entry.ports_at:
+            return
+        entry.ports_at = event.observed_at
+        self._folded.ports_dirty.add(entry.record.host_key)
+        seen: set[str] = set()
+        for result in event.ports:
+            name = _port_name(result)
+            seen.add(name)
+            row = entry.ports.get(name)
+            if row is None:
+                entry.ports[name] = PortRow(result=result, first_seen=event.observed_at,
+                                            last_seen=event.observed_at,
+                                            state_since=event.observed_at)
+            else:
+                if row.result.state != result.state:
+                    row.state_since = event.observed_at
+                row.result = result
+                row.last_seen = event.observed_at
+        # A full snapshot: ports no longer reported open are closed now (the row stays, with its
+        # lifetime, so "when did 23/tcp close" can be answered).
+        for name, row in entry.ports.items():
+            if name not in seen and row.result.state == PortState.OPEN:
+                row.result = msgspec.structs.replace(row.result, state=PortState.CLOSED,
+                                                     reason="not-reported")
+                row.state_since = event.observed_at
+                row.last_seen = event.observed_at
+        open_rows = sorted((r.result for r in entry.ports.values() if r.result.state == PortState.OPEN),
+                           key=lambda p: (p.protocol.value, p.port))
+        self._set(entry, pending, "open_ports", [_port_name(p) for p in open_rows], event)
+        self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service], event)
+        os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
+        if os_hint:
+            self._set(entry, pending, "os_hint", os_hint, event)
+        # Answering on a port is evidence of presence.
+        if any(p.state in (PortState.OPEN, PortState.CLOSED) for p in event.ports):
+            self._evidence(entry, pending, event, "tcp-answer")
+
+    # ---------------------------------------------------------------- presence
+
+    def _evidence(self, entry: HostEntry, pending: _Pending, event: Event,
+                  evidence: str | None = None) -> None:
+        what = f"{evidence or getattr(event, 'evidence', '') or 'seen'} via {event.source}"
+        rec = entry.record
+        when = event.observed_at
+        previous = rec.last_seen_by.get(event.source)
+        if previous is None or when > previous:
+            rec.last_seen_by = {**rec.last_seen_by, event.source: when}
+        if entry.last_evidence_at is None or when >= entry.last_evidence_at:
+            entry.last_evidence_at = when
+            entry.last_evidence = what
+            entry.missed_sweeps = 0
+        if rec.active or (entry.presence_at is not None and when <= entry.presence_at):
+            return
+        entry.presence_at = when
+        if entry.ever_active and not pending.created:
+            pending.transition = ChangeKind.BACK
+        pending.evidence = what
+        entry.ever_active = True
+        old = rec.active
+        rec.active = True
+        entry.field_at["active"] = when
+        self._change(entry, pending, "active", old, True, event)
+
+    def _sweep(self, event: SweepCompleted) -> None:
+        ranges = parse_targets(event.targets)
+        if not ranges:
+            return
+        start = event.observed_at - timedelta(milliseconds=event.duration_ms)
+        grace = timedelta(seconds=self.policy.grace_secs)
+        for entry in list(self.hosts.values()):
+            rec = entry.record
+            if not rec.active or not _covered(rec.ip, ranges):
+                continue
+            if entry.last_evidence_at is not None and entry.last_evidence_at >= start:
+                continue
+            entry.missed_sweeps += 1
+            self._folded.upserts[rec.host_key] = entry   # the counter must survive a restart
+            since = entry.last_evidence_at
+            if entry.missed_sweeps < self.policy.missed_sweeps:
+                continue
+            if since is not None and event.observed_at - since < grace:
+                continue
+            pending = self._touch(rec.host_key, event)
+            pending.transition = ChangeKind.GONE
+            pending.evidence = (f"missed {entry.missed_sweeps} sweeps covering {rec.ip} "
+                                f"(last: {event.source} {event.sweep_id}); last evidence: "
+                                f"{entry.last_evidence or 'none'} at "
+                                f"{since.isoformat() if since else 'never'}")
+            entry.presence_at = event.observed_at
+            rec.active = False
+            entry.field_at["active"] = event.observed_at
+            self._change(entry, pending, "active", True, False, event)
+
+
+def _output_id(key: str, kind: ChangeKind, pending: _Pending) -> str:
+    """A HostChanged id from the inputs that caused it: a redelivery recomputes the same one."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{STAGE}\0{key}\0{kind.value}\0".encode())
+    if pending.inputs:
+        h.update("\0".join(pending.inputs).encode())
+    else:
+        assert pending.observed_at is not None
+        h.update(pending.observed_at.isoformat().encode())
+        h.update(msgspec.json.encode(sorted(pending.changes)))
+    return h.hexdigest()

@@ -1,0 +1,151 @@
+"""The ``host_state`` sink: host records, change detection and history; owns the DuckDB file.
+
+``write(batch)`` folds the batch into the in-memory host book (loaded from
+DuckDB at ``open()``), commits everything in one transaction, and returns the
+``HostChanged`` events to publish. Inputs whose ids were committed before (a
+redelivery after a crash between commit and ack) are not folded again; their
+stored outputs (the outbox) are returned again, with the same ids, so the
+runtime's ``Nats-Msg-Id`` de-duplication drops the copies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from schemas import Event, Finding, HostChanged, RegistryEntry
+
+from ._store import Batch, HostStore, QueryRejected, StoreError
+from .fold import STAGE, HostBook, PresencePolicy
+
+log = logging.getLogger(__name__)
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    path: str                               # the DuckDB file
+    missed_sweeps: int = 3                  # gone after this many sweeps covering the host missed it
+    grace_secs: float = 900.0               # ... and this long since its last evidence
+    keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
+    max_query_rows: int = 10000             # query() returns at most this many rows
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    sql: str
+
+
+class HostState:
+    """Sink: fold facts into host records, write DuckDB, return HostChanged events."""
+
+    def __init__(self, config: Config, store: HostStore | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.config = config
+        self.store = store if store is not None else HostStore(Path(config.path))
+        self.clock = clock
+        self.book = HostBook(PresencePolicy(config.missed_sweeps, config.grace_secs))
+        self._last_prune: datetime | None = None
+
+    async def open(self) -> None:
+        entries = await self.store.open()
+        self.book = HostBook(self.book.policy, entries)
+        log.info("host_state: %d hosts loaded from %s", len(entries), self.store.path)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def write(self, batch: list[Event]) -> list[Event]:
+        done = await self.store.processed([e.id for e in batch if e.id])
+        replayed: dict[str, Event] = {}
+        fresh: list[Event] = []
+        seen_ids: set[str] = set()
+        for event in batch:
+            if event.id and event.id in done:
+                for output in done[event.id]:
+                    replayed.setdefault(output.id, output)
+                continue
+            if event.id:
+                if event.id in seen_ids:     # the same message twice in one batch
+                    continue
+                seen_ids.add(event.id)
+            fresh.append(event)
+        if not fresh:
+            return list(replayed.values())
+
+        host_facts = [e for e in fresh if not isinstance(e, (Finding, RegistryEntry))]
+        try:
+            folded = self.book.fold(host_facts)
+            rows = Batch(
+                processed=sorted(seen_ids),
+                hosts=list(folded.upserts.values()),
+                removed_hosts=folded.deletes,
+                ports_of=[folded.upserts[k] for k in sorted(folded.ports_dirty)
+                          if k in folded.upserts],
+                history=folded.history,
+                findings=_newest(e for e in fresh if isinstance(e, Finding)),
+                registry=_newest(e for e in fresh if isinstance(e, RegistryEntry)),
+            )
+            for output in folded.changed:
+                inputs = folded.contributors.get(output.id) or []
+                rows.outbox.extend((i, output) for i in inputs)
+            await self.store.write(rows, self.clock())
+        except BaseException:
+            # Memory ran ahead of the database: reload it so a retry folds the batch again.
+            self.book = HostBook(self.book.policy, await self.store.reload())
+            raise
+        await self._maybe_prune()
+        return [*replayed.values(), *folded.changed]
+
+    async def _maybe_prune(self) -> None:
+        now = self.clock()
+        if self._last_prune is not None and now - self._last_prune < timedelta(hours=1):
+            return
+        self._last_prune = now
+        await self.store.prune(now - timedelta(seconds=self.config.keep_event_ids_secs))
+
+    # ------------------------------------------------------------------ queries
+
+    async def query(self, request: bytes) -> bytes:
+        """JSON ``{"sql": ...}`` -> ``{"columns": [...], "rows": [...]}`` or ``{"error": ...}``.
+
+        Read-only: one SELECT-like statement, run in a read-only transaction on
+        its own cursor, with file access disabled for the whole database."""
+        try:
+            sql = msgspec.json.decode(request, type=QueryRequest).sql
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return _error(f"bad query request: {exc}; send {{\"sql\": \"SELECT ...\"}}")
+        try:
+            result = await self.store.query(sql, self.config.max_query_rows)
+        except QueryRejected as exc:
+            return _error(str(exc))
+        except StoreError as exc:
+            return _error(str(exc))
+        except Exception as exc:   # a SQL error is the caller's, not the sink's
+            return _error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return msgspec.json.encode(result)
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def _newest(events: Any) -> list[Any]:
+    """One event per key (finding_id / entry_id), the newest observation winning."""
+    best: dict[str, Any] = {}
+    for event in events:
+        key = event.finding_id if isinstance(event, Finding) else event.entry_id
+        current = best.get(key)
+        if current is None or event.observed_at >= current.observed_at:
+            best[key] = event
+    return list(best.values())
+
+
+__all__ = ["STAGE", "Config", "HostChanged", "HostState"]

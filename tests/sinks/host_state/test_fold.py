@@ -1,0 +1,194 @@
+"""Identity, ordering, presence and change detection of the host book (pure logic, no I/O)."""
+
+from __future__ import annotations
+
+from schemas import ChangeKind, DhcpLease, HostChanged, SweepCompleted
+from sinks.host_state import HostBook, PresencePolicy
+from tests.factories import at, host_annotated, host_seen, port, ports_probed
+
+MAC_A = "02:00:00:00:00:0a"
+MAC_B = "02:00:00:00:00:0b"
+
+
+def book(missed: int = 2, grace: float = 60) -> HostBook:
+    return HostBook(PresencePolicy(missed_sweeps=missed, grace_secs=grace))
+
+
+def sweep(t: float, targets: list[str] | None = None, source: str = "arp") -> SweepCompleted:
+    return SweepCompleted(host_key="sweep", observed_at=at(t), source=source,
+                          targets=targets or ["198.18.0.0/24"], sweep_id=f"s{t}", duration_ms=1000)
+
+
+def only(changed: list[HostChanged]) -> HostChanged:
+    assert len(changed) == 1, changed
+    return changed[0]
+
+
+def test_new_host_is_one_new_event_with_its_fields() -> None:
+    b = book()
+    event = only(b.fold([host_seen("198.18.0.10", MAC_A, t=0)]).changed)
+    assert event.kind is ChangeKind.NEW
+    assert event.host.host_key == MAC_A and event.host.ip == "198.18.0.10" and event.host.active
+    assert {c.field for c in event.changes} >= {"ip", "active", "arp_state"}
+    assert event.evidence == "arp-reply via arp"
+
+
+def test_same_facts_again_change_nothing() -> None:
+    b = book()
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    assert b.fold([host_seen(mac=MAC_A, t=10)]).changed == []
+
+
+def test_mac_moves_to_a_new_ip_is_one_host_with_an_ip_change() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", MAC_A, t=0)])
+    folded = b.fold([host_seen("198.18.0.20", MAC_A, t=10)])
+    event = only(folded.changed)
+    assert event.kind is ChangeKind.CHANGED
+    assert [(c.field, c.old, c.new) for c in event.changes] == [("ip", "198.18.0.10", "198.18.0.20")]
+    assert list(b.hosts) == [MAC_A]
+    assert b.hosts[MAC_A].record.ips == ["198.18.0.20", "198.18.0.10"]
+    assert [(h.field, h.old, h.new) for h in folded.history] == [("ip", "198.18.0.10", "198.18.0.20")]
+
+
+def test_ip_changes_mac_makes_a_second_host_and_ip_only_facts_follow_the_new_owner() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", MAC_A, t=0)])
+    event = only(b.fold([host_seen("198.18.0.10", MAC_B, t=10)]).changed)
+    assert event.kind is ChangeKind.NEW and event.host.host_key == MAC_B
+    assert sorted(b.hosts) == [MAC_A, MAC_B]
+    # A later IP-only fact (ping) belongs to whoever holds the IP now.
+    b.fold([host_seen("198.18.0.10", None, source="icmp", t=20, hostname="newer")])
+    assert b.hosts[MAC_B].record.last_seen == at(20)
+    assert b.hosts[MAC_A].record.last_seen == at(0)
+
+
+def test_off_link_host_without_mac_is_keyed_by_ip() -> None:
+    b = book()
+    event = only(b.fold([host_seen("198.19.0.5", None, source="icmp", t=0)]).changed)
+    assert event.kind is ChangeKind.NEW
+    assert event.host.host_key == "198.19.0.5" and event.host.mac is None
+    assert event.host.last_seen_by == {"icmp": at(0)}
+
+
+def test_first_seen_by_ip_then_with_mac_merges_into_one_host() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", None, source="icmp", t=0),
+            ports_probed("198.18.0.10", None, [port(22, service="ssh")], t=1)])
+    folded = b.fold([host_seen("198.18.0.10", MAC_A, t=10)])
+    assert list(b.hosts) == [MAC_A]
+    assert folded.deletes == {"198.18.0.10": MAC_A}
+    entry = b.hosts[MAC_A]
+    assert entry.record.first_seen == at(0) and entry.record.open_ports == ["tcp/22"]
+    event = only(folded.changed)
+    assert event.kind is not ChangeKind.NEW     # the same host, now with its identity
+    assert event.host.mac == MAC_A
+
+
+def test_ip_record_merges_into_an_existing_mac_record() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", MAC_A, t=0)])
+    b.fold([host_seen("198.18.0.30", None, source="icmp", t=5)])
+    assert set(b.hosts) == {"198.18.0.30", MAC_A}
+    folded = b.fold([host_seen("198.18.0.30", MAC_A, t=10)])
+    assert list(b.hosts) == [MAC_A] and folded.deletes == {"198.18.0.30": MAC_A}
+    assert b.hosts[MAC_A].record.first_seen == at(0)
+
+
+def test_out_of_order_facts_never_overwrite_newer_values() -> None:
+    b = book()
+    b.fold([host_annotated(mac=MAC_A, vendor="New Corp", t=20)])
+    folded = b.fold([host_annotated(mac=MAC_A, vendor="Old Corp", t=10)])
+    assert b.hosts[MAC_A].record.vendor == "New Corp"
+    assert folded.changed == [] and folded.history == []
+
+
+def test_a_batch_is_folded_in_observed_order_so_the_newest_wins() -> None:
+    b = book()
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    folded = b.fold([host_seen("198.18.0.12", MAC_A, t=30), host_seen("198.18.0.11", MAC_A, t=20)])
+    assert b.hosts[MAC_A].record.ip == "198.18.0.12"
+    event = only(folded.changed)
+    # One net change per field per batch: first old, last new.
+    assert [(c.field, c.old, c.new) for c in event.changes] == [("ip", "198.18.0.10", "198.18.0.12")]
+
+
+def test_ports_probed_sets_open_ports_services_and_a_closed_port_is_a_change() -> None:
+    b = book()
+    b.fold([ports_probed(mac=MAC_A, ports=[port(22, service="ssh", product="OpenSSH", version="9.2p1"),
+                                            port(23, service="telnet")], t=0)])
+    rec = b.hosts[MAC_A].record
+    assert rec.open_ports == ["tcp/22", "tcp/23"]
+    assert rec.services == ["tcp/22 ssh OpenSSH 9.2p1", "tcp/23 telnet"]
+    event = only(b.fold([ports_probed(mac=MAC_A, ports=[port(22, service="ssh", product="OpenSSH",
+                                                                 version="9.2p1")], t=10)]).changed)
+    change = {c.field: c for c in event.changes}
+    assert change["open_ports"].old == ["tcp/22", "tcp/23"] and change["open_ports"].new == ["tcp/22"]
+    assert b.hosts[MAC_A].ports["tcp/23"].result.state.value == "closed"
+
+
+def test_lease_fields_are_tracked() -> None:
+    b = book()
+    lease = DhcpLease(address="198.18.0.10", mac=MAC_A, dynamic=False, status="bound",
+                      comment="printer", hostname="hp-1")
+    b.fold([host_seen(mac=MAC_A, source="dhcp", evidence="lease:bound", lease=lease, t=0)])
+    rec = b.hosts[MAC_A].record
+    assert (rec.dhcp_type, rec.dhcp_status, rec.dhcp_comment, rec.hostname) == (
+        "static", "bound", "printer", "hp-1")
+
+
+def test_dns_name_outranks_a_lease_name_so_it_does_not_flap() -> None:
+    b = book()
+    lease = DhcpLease(hostname="lease-name")
+    b.fold([host_seen(mac=MAC_A, t=0), host_annotated(mac=MAC_A, hostname="dns-name", t=0)])
+    assert b.fold([host_seen(mac=MAC_A, source="dhcp", lease=lease, t=10)]).changed == []
+    assert b.hosts[MAC_A].record.hostname == "dns-name"
+
+
+def test_stale_neighbour_entry_alone_never_makes_a_host_active() -> None:
+    b = book()
+    event = only(b.fold([host_seen(mac=MAC_A, source="neighbours", alive=False,
+                                   neighbour_state="STALE", t=0)]).changed)
+    assert event.kind is ChangeKind.NEW and not event.host.active
+    assert event.host.last_seen_by == {}
+
+
+def test_gone_after_missed_sweeps_and_grace_then_back() -> None:
+    b = book(missed=2, grace=60)
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    assert b.fold([sweep(30)]).changed == []            # one miss
+    assert b.fold([sweep(50)]).changed == []            # two misses, but only 50 s since evidence
+    gone = only(b.fold([sweep(90)]).changed)
+    assert gone.kind is ChangeKind.GONE and not gone.host.active
+    assert "missed 3 sweeps" in (gone.evidence or "") and "arp-reply via arp" in (gone.evidence or "")
+    assert [(c.field, c.old, c.new) for c in gone.changes] == [("active", True, False)]
+    back = only(b.fold([host_seen(mac=MAC_A, source="icmp", evidence="echo-reply", t=120)]).changed)
+    assert back.kind is ChangeKind.BACK and back.evidence == "echo-reply via icmp"
+
+
+def test_a_sweep_that_saw_the_host_or_did_not_cover_it_is_not_a_miss() -> None:
+    b = book(missed=1, grace=0)
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    assert b.fold([host_seen(mac=MAC_A, t=99.5), sweep(100)]).changed == []
+    assert b.fold([sweep(200, targets=["198.18.1.0/24"])]).changed == []
+    assert b.fold([sweep(300, targets=["198.18.0.5-20"])])  .changed[0].kind is ChangeKind.GONE
+
+
+def test_a_late_sighting_older_than_the_gone_decision_does_not_bring_it_back() -> None:
+    b = book(missed=1, grace=0)
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    b.fold([sweep(100)])
+    assert b.fold([host_seen(mac=MAC_A, t=50)]).changed == []
+    assert not b.hosts[MAC_A].record.active
+
+
+def test_port_answer_is_presence_evidence() -> None:
+    b = book()
+    event = only(b.fold([ports_probed(mac=MAC_A, t=0)]).changed)
+    assert event.host.active and event.evidence == "tcp-answer via port_probe"
+
+
+def test_output_ids_are_deterministic_from_the_inputs() -> None:
+    first = book().fold([host_seen(mac=MAC_A, t=0, id="in-1")]).changed[0]
+    again = book().fold([host_seen(mac=MAC_A, t=0, id="in-1")]).changed[0]
+    assert first.id == again.id and first.id

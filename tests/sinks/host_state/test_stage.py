@@ -1,0 +1,174 @@
+"""The host_state sink on a real DuckDB file: one transaction per batch, redelivery, queries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from ipaddress import ip_address
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
+from sinks.host_state import Config, HostState
+from sinks.host_state._store import MIGRATIONS, SCHEMA_VERSION
+from tests.factories import at, host_seen, port, ports_probed
+
+MAC_A = "02:00:00:00:00:0a"
+
+
+def clock() -> datetime:
+    return datetime(2026, 1, 2, tzinfo=UTC)
+
+
+async def opened(tmp_path: Path, **overrides: object) -> HostState:
+    sink = HostState(Config(path=str(tmp_path / "lanscope.duckdb"), **overrides), clock=clock)
+    await sink.open()
+    return sink
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def finding(fid: str, state: FindingState, t: float, **fields: object) -> Finding:
+    return Finding(host_key=MAC_A, observed_at=at(t), source="findings", finding_id=fid, state=state,
+                   rule="telnet", severity=Severity.HIGH, category="exposure", title="Telnet open",
+                   first_seen=at(0), last_seen=at(t), id=f"f-{fid}-{t}", **fields)
+
+
+async def test_a_batch_is_written_and_survives_a_restart(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    out = await sink.write([
+        host_seen("198.18.0.10", MAC_A, t=0, id="e1"),
+        ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh", banner="SSH-2.0-OpenSSH_9.2p1"),
+                                            port(80, "closed")], t=1, id="e2"),
+        host_seen("198.19.0.5", None, source="icmp", t=2, id="e3"),
+    ])
+    assert sorted((e.host_key, e.kind) for e in out if isinstance(e, HostChanged)) == [
+        (MAC_A, ChangeKind.NEW), ("198.19.0.5", ChangeKind.NEW)]
+    await sink.close()
+    db = tmp_path / "lanscope.duckdb"
+    assert rows(db, "SELECT mac, ip, ipv4, open_ports, active FROM hosts_by_mac") == [
+        (MAC_A, "198.18.0.10", 3323068426, ["tcp/22"], True)]
+    assert rows(db, "SELECT host_key, ip, ipv4 FROM hosts_by_ip") == [
+        ("198.19.0.5", "198.19.0.5", int(ip_address("198.19.0.5")))]
+    assert rows(db, "SELECT port, state, banner FROM host_ports ORDER BY port") == [
+        (22, "open", "SSH-2.0-OpenSSH_9.2p1"), (80, "closed", None)]
+    assert rows(db, "SELECT port, service FROM services") == [(22, "ssh")]
+    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+
+    again = await opened(tmp_path)
+    assert set(again.book.hosts) == {MAC_A, "198.19.0.5"}
+    assert again.book.hosts[MAC_A].ports["tcp/22"].first_seen == at(1)
+    changed = await again.write([ports_probed("198.18.0.10", MAC_A, [], t=100, id="e4")])
+    assert [c.field for c in changed[0].changes] == ["open_ports", "services"]
+    await again.close()
+    assert rows(db, "SELECT field, old, new FROM history WHERE field = 'open_ports'") == [
+        ("open_ports", "[]", '["tcp/22"]'), ("open_ports", '["tcp/22"]', "[]")]
+
+
+async def test_redelivered_inputs_return_the_same_events_and_write_nothing_twice(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    batch = [host_seen("198.18.0.10", MAC_A, t=0, id="e1"),
+             host_seen("198.18.0.11", "02:00:00:00:00:0b", t=0, id="e2")]
+    first = await sink.write(batch)
+    await sink.close()
+    sink = await opened(tmp_path)   # as after a crash between commit and ack
+    second = await sink.write([*batch, host_seen("198.18.0.12", "02:00:00:00:00:0c", t=1, id="e3")])
+    await sink.close()
+    assert {e.id for e in first} <= {e.id for e in second}
+    assert [e for e in second if e.id in {x.id for x in first}] == first
+    db = tmp_path / "lanscope.duckdb"
+    assert rows(db, "SELECT count(*) FROM hosts") == [(3,)]
+    assert rows(db, "SELECT count(*) FROM history WHERE field = 'ip'") == [(3,)]
+    assert rows(db, "SELECT count(*) FROM processed_events") == [(3,)]
+
+
+async def test_findings_and_registry_rows_dedupe_newest_wins(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([finding("x", FindingState.RESOLVED, 20), finding("x", FindingState.OPENED, 10),
+                      finding("y", FindingState.OPENED, 5)])
+    await sink.write([finding("x", FindingState.OPENED, 15)])     # older than the stored one
+    entry = RegistryEntry(host_key=MAC_A, observed_at=at(3), source="registry", entry_id="r1",
+                          action="created", ip="198.18.0.10", owner="ops", id="r-1")
+    await sink.write([entry])
+    await sink.close()
+    db = tmp_path / "lanscope.duckdb"
+    assert rows(db, "SELECT finding_id, state FROM findings ORDER BY 1") == [
+        ("x", "resolved"), ("y", "opened")]
+    assert rows(db, "SELECT entry_id, owner, ipv4 FROM registry") == [("r1", "ops", 3323068426)]
+
+
+async def test_merge_moves_history_to_the_mac_key(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([host_seen("198.18.0.10", None, source="icmp", t=0, id="a")])
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=10, id="b")])
+    await sink.close()
+    db = tmp_path / "lanscope.duckdb"
+    assert rows(db, "SELECT count(*) FROM hosts_by_ip") == [(0,)]
+    assert rows(db, "SELECT DISTINCT host_key FROM history") == [(MAC_A,)]
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "lanscope.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER, applied_at TIMESTAMPTZ)")
+    con.execute("INSERT INTO schema_version VALUES (?, now())", [len(MIGRATIONS) + 1])
+    con.close()
+    with pytest.raises(Exception, match="newer than this lanscope knows"):
+        await opened(tmp_path)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT host_key FROM hosts",
+    "WITH h AS (SELECT * FROM hosts) SELECT count(*) FROM h",
+    "DESCRIBE hosts", "SHOW TABLES", "SUMMARIZE history", "EXPLAIN SELECT 1", "FROM hosts",
+    "PRAGMA table_info('hosts')",
+])
+async def test_read_queries_are_answered(tmp_path: Path, sql: str) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([host_seen(mac=MAC_A, id="e1")])
+    reply = json.loads(await sink.query(json.dumps({"sql": sql}).encode()))
+    await sink.close()
+    assert "error" not in reply and reply["columns"]
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("DELETE FROM hosts_by_mac", "DELETE statements are not allowed"),
+    ("INSERT INTO history VALUES (1)", "INSERT statements are not allowed"),
+    ("DROP TABLE hosts_by_mac", "DROP statements are not allowed"),
+    ("SELECT 1; DELETE FROM hosts_by_mac", "exactly one statement"),
+    ("COPY hosts_by_mac TO '/tmp/x.csv'", "COPY statements are not allowed"),
+    ("ATTACH '/tmp/other.duckdb'", "ATTACH statements are not allowed"),
+    ("SET threads = 1", "SET statements are not allowed"),
+    ("PRAGMA enable_profiling", "PRAGMA statements are not allowed"),
+    ("CALL pragma_version()", "CALL statements are not allowed"),
+    ("SELECT * FROM read_text('/etc/hostname')", "file system operations are disabled"),
+    ("SELEC 1", "Parser Error"),
+])
+async def test_anything_but_a_read_is_refused(tmp_path: Path, sql: str, message: str) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([host_seen(mac=MAC_A, id="e1")])
+    reply = json.loads(await sink.query(json.dumps({"sql": sql}).encode()))
+    await sink.close()
+    assert message in reply["error"]
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT count(*) FROM hosts_by_mac") == [(1,)]
+
+
+async def test_a_malformed_request_is_an_error_reply(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    reply = json.loads(await sink.query(b'{"sq": 1}'))
+    await sink.close()
+    assert reply["error"].startswith("bad query request")
+
+
+async def test_rows_are_capped(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, max_query_rows=5)
+    reply = json.loads(await sink.query(b'{"sql": "SELECT * FROM range(10)"}'))
+    await sink.close()
+    assert len(reply["rows"]) == 5 and reply["truncated"] is True
