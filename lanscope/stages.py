@@ -101,7 +101,19 @@ def build_host_state(ctx: StageContext) -> Any:
 
 
 def build_findings(ctx: StageContext) -> Any:
-    raise NotImplementedError("findings: being built (issue 6)")
+    from pathlib import Path
+
+    from sinks.findings import Config as FindingsConfig
+    from sinks.findings import Findings
+
+    f = ctx.config.findings
+    if not f.enabled:
+        raise StageDisabled("findings.enabled is false")
+    return Findings(FindingsConfig(
+        state_file=f.state_file or str(Path(ctx.config.data_dir) / "findings.json"),
+        rules_file=f.rules_file, min_openssh=f.min_openssh, static_ranges=list(f.static_ranges),
+        gateways=dict(f.gateways), dhcp_servers=list(f.dhcp_servers),
+        cert_expiry_days=f.cert_expiry_days, window_secs=f.duplicate_ip_window_secs))
 
 
 def build_registry(ctx: StageContext) -> Any:

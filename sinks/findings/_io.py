@@ -1,0 +1,62 @@
+"""The findings sink's single I/O primitive: its rules file and its local state file.
+
+Both are small files read or written whole through ``asyncio.to_thread``. The
+state file is replaced atomically (write a temporary file, fsync, rename), so a
+crash leaves the previous state or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
+
+
+class StateFileError(ValueError):
+    """A file that cannot be read or parsed; the message names it."""
+
+
+async def read_yaml(path: Path) -> Any:
+    return await asyncio.to_thread(_read_yaml, path)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise StateFileError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise StateFileError(f"{path}: not valid YAML: {exc}") from None
+
+
+async def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist yet."""
+    return await asyncio.to_thread(_read_bytes, path)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
+async def write_atomic(path: Path, data: bytes) -> None:
+    await asyncio.to_thread(_write_atomic, path, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

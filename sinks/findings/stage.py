@@ -1,0 +1,285 @@
+"""The ``findings`` sink: security findings as a lifecycle (opened, resolved), rules as data.
+
+Port rules are checked on every ``PortsProbed`` snapshot: a finding opens the
+first time a rule holds for an IP and port and resolves when a later snapshot
+of that IP no longer shows it. Sighting checks (rogue DHCP server, ARP
+spoofing, duplicate IP) open on ``HostSeen`` and resolve when the condition
+is not seen again within the window; a new host inside a static range opens
+on ``HostChanged`` kind new and resolves when that host is gone. Only
+transitions are published, as ``Finding`` events with deterministic ids.
+
+State across restarts lives in a small local JSON file (open findings, the
+newest probe per IP, and the outputs of recent inputs — an outbox, so a
+redelivered input returns the same events and the runtime's de-duplication
+drops them). It is rewritten only when something opened or resolved, and at
+most once a minute for last-seen updates. Run one replica per state file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from schemas import (
+    ChangeKind,
+    Event,
+    Finding,
+    FindingState,
+    HostChanged,
+    HostSeen,
+    PortsProbed,
+)
+
+from . import _io
+from .rules import Rule, parse_rules, port_holds
+
+log = logging.getLogger(__name__)
+STAGE = "findings"
+_OUTBOX_INPUTS = 5000          # recent inputs whose outputs are kept for redelivery
+_SAVE_EVERY = timedelta(seconds=60)
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    state_file: str
+    rules_file: str = ""                      # empty: the shipped rules.yaml
+    min_openssh: str = "8.8"
+    static_ranges: list[str] = []
+    gateways: dict[str, str] = {}             # gateway IP -> its MAC
+    dhcp_servers: list[str] = []
+    cert_expiry_days: int = 0
+    window_secs: float = 300.0                # sighting findings resolve after this long unseen
+
+
+class _State(msgspec.Struct, kw_only=True):
+    open: dict[str, Finding] = {}             # finding_id -> the finding, last_seen kept current
+    probed_at: dict[str, datetime] = {}       # ip -> newest PortsProbed handled
+    outbox: dict[str, list[Finding]] = {}     # input id -> the findings it produced (recent)
+    newest: datetime | None = None            # newest event time seen (window expiry)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _finding_event_id(finding_id: str, state: FindingState, at: datetime) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{STAGE}\0{finding_id}\0{state.value}\0{at.isoformat()}".encode())
+    return h.hexdigest()
+
+
+class Findings:
+    """Sink: evaluate the rules, keep the open findings, return opened/resolved events."""
+
+    def __init__(self, config: Config, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self.rules: list[Rule] = []
+        self.state = _State()
+        self._state_path = Path(config.state_file)
+        self._saved_at: datetime | None = None
+        self._dirty = False
+        self._ip_macs: dict[str, dict[str, datetime]] = {}   # window-bounded, rebuilt from sightings
+        self._static = [ipaddress.ip_network(r, strict=False) for r in config.static_ranges]
+        self._thresholds = {"min_openssh": config.min_openssh}
+
+    async def open(self) -> None:
+        rules_path = Path(self.config.rules_file) if self.config.rules_file else _io.SHIPPED_RULES
+        self.rules = parse_rules(await _io.read_yaml(rules_path), str(rules_path))
+        raw = await _io.read_bytes(self._state_path)
+        if raw:
+            try:
+                self.state = msgspec.json.decode(raw, type=_State)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise _io.StateFileError(f"{self._state_path}: not a findings state file ({exc}); "
+                                         "move it away to start with no open findings") from None
+        log.info("findings: %d rules, %d open findings", len(self.rules), len(self.state.open))
+
+    async def close(self) -> None:
+        if self._dirty:
+            await self._save()
+
+    # ------------------------------------------------------------------ batch
+
+    async def write(self, batch: list[Event]) -> list[Event]:
+        outputs: dict[str, Finding] = {}
+        produced = False
+        for event in sorted(batch, key=lambda e: e.observed_at):
+            if event.id and event.id in self.state.outbox:
+                for finding in self.state.outbox[event.id]:
+                    outputs.setdefault(finding.id, finding)
+                continue
+            made = self._handle(event)
+            if made:
+                produced = True
+                for finding in made:
+                    outputs[finding.id] = finding
+                if event.id:
+                    self.state.outbox[event.id] = made
+        expired = self._expire()
+        if expired:
+            produced = True
+            for finding in expired:
+                outputs[finding.id] = finding
+        if produced:
+            while len(self.state.outbox) > _OUTBOX_INPUTS:
+                del self.state.outbox[next(iter(self.state.outbox))]
+            await self._save()
+        elif self._dirty and (self._saved_at is None or self.clock() - self._saved_at > _SAVE_EVERY):
+            await self._save()
+        return list(outputs.values())
+
+    async def _save(self) -> None:
+        await _io.write_atomic(self._state_path, msgspec.json.encode(self.state))
+        self._saved_at = self.clock()
+        self._dirty = False
+
+    def _handle(self, event: Event) -> list[Finding]:
+        if self.state.newest is None or event.observed_at > self.state.newest:
+            self.state.newest = event.observed_at
+        if isinstance(event, PortsProbed):
+            return self._ports(event)
+        if isinstance(event, HostSeen):
+            return self._seen(event)
+        if isinstance(event, HostChanged):
+            return self._changed(event)
+        return []
+
+    # --------------------------------------------------------------- lifecycle
+
+    def _rule(self, check: str) -> Rule | None:
+        return next((r for r in self.rules if r.check == check), None)
+
+    def _observe(self, rule: Rule, finding_id: str, event: Event, *, evidence: str,
+                 ip: str | None, mac: str | None, port: int | None, key: str) -> list[Finding]:
+        """The condition holds now: open the finding, or refresh its last_seen."""
+        current = self.state.open.get(finding_id)
+        if current is not None:
+            if event.observed_at > current.last_seen:
+                current.last_seen = event.observed_at
+                current.evidence = evidence[:4096]
+                self._dirty = True
+            return []
+        finding = Finding(
+            host_key=key, observed_at=event.observed_at, source=STAGE, finding_id=finding_id,
+            state=FindingState.OPENED, rule=rule.id, severity=rule.severity, category=rule.category,
+            title=rule.title, ip=ip, mac=mac, port=port, evidence=evidence[:4096],
+            first_seen=event.observed_at, last_seen=event.observed_at)
+        finding.id = _finding_event_id(finding_id, FindingState.OPENED, event.observed_at)
+        self.state.open[finding_id] = msgspec.structs.replace(finding)
+        return [finding]
+
+    def _resolve(self, finding_id: str, at: datetime, why: str) -> list[Finding]:
+        current = self.state.open.pop(finding_id, None)
+        if current is None:
+            return []
+        resolved = msgspec.structs.replace(
+            current, state=FindingState.RESOLVED, observed_at=at,
+            evidence=f"{why}; was: {current.evidence}"[:4096],
+            id=_finding_event_id(finding_id, FindingState.RESOLVED, at))
+        return [resolved]
+
+    # ------------------------------------------------------------------ events
+
+    def _ports(self, event: PortsProbed) -> list[Finding]:
+        ip = event.ip
+        newest = self.state.probed_at.get(ip)
+        if newest is not None and event.observed_at < newest:
+            return []            # an older snapshot than one already judged
+        self.state.probed_at[ip] = event.observed_at
+        self._dirty = True
+        now = event.observed_at
+        out: list[Finding] = []
+        holding: set[str] = set()
+        for rule in self.rules:
+            if rule.match is None:
+                continue
+            for port in event.ports:
+                evidence = port_holds(rule.match, port, thresholds=self._thresholds, now=now,
+                                      expiry_days=self.config.cert_expiry_days)
+                if evidence is None:
+                    continue
+                finding_id = f"{rule.id}/{ip}/{port.protocol.value}/{port.port}"
+                holding.add(finding_id)
+                out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
+                                     mac=event.mac, port=port.port, key=event.host_key)
+        port_rules = {r.id for r in self.rules if r.match is not None}
+        for finding_id, finding in list(self.state.open.items()):
+            if finding.ip == ip and finding.rule in port_rules and finding_id not in holding:
+                out += self._resolve(finding_id, now, "the latest probe no longer shows it")
+        return out
+
+    def _seen(self, event: HostSeen) -> list[Finding]:
+        out: list[Finding] = []
+        ip, mac = event.ip, event.mac
+        key = event.host_key
+        lease = event.lease
+        rule = self._rule("rogue_dhcp")
+        if rule and lease is not None and lease.server and self.config.dhcp_servers \
+                and lease.server not in self.config.dhcp_servers:
+            out += self._observe(rule, f"{rule.id}/{lease.server}", event,
+                                 evidence=f"lease for {lease.address or ip} ({lease.mac or mac}) "
+                                          f"from DHCP server {lease.server}",
+                                 ip=lease.address or ip, mac=lease.mac or mac, port=None, key=key)
+        if not (event.alive and ip and mac):
+            return out
+        rule = self._rule("arp_spoof")
+        expected = self.config.gateways.get(ip)
+        if rule and expected and mac != expected.lower():
+            out += self._observe(rule, f"{rule.id}/{ip}/{mac}", event,
+                                 evidence=f"{mac} answered for gateway {ip} (its MAC is {expected}); "
+                                          f"{event.evidence} via {event.source}",
+                                 ip=ip, mac=mac, port=None, key=key)
+        rule = self._rule("duplicate_ip")
+        if rule:
+            window = timedelta(seconds=self.config.window_secs)
+            macs = self._ip_macs.setdefault(ip, {})
+            macs[mac] = max(event.observed_at, macs.get(mac, event.observed_at))
+            for other, when in list(macs.items()):
+                if event.observed_at - when > window:
+                    del macs[other]
+            if len(macs) > 1:
+                out += self._observe(rule, f"{rule.id}/{ip}", event,
+                                     evidence=f"{ip} answered from {', '.join(sorted(macs))} within "
+                                              f"{self.config.window_secs:g} s",
+                                     ip=ip, mac=None, port=None, key=ip)
+        return out
+
+    def _changed(self, event: HostChanged) -> list[Finding]:
+        rule = self._rule("new_in_static_range")
+        if rule is None:
+            return []
+        finding_id = f"{rule.id}/{event.host.host_key}"
+        if event.kind is ChangeKind.GONE:
+            return self._resolve(finding_id, event.observed_at, "the host is gone")
+        if event.kind is not ChangeKind.NEW or not event.host.ip:
+            return []
+        address = ipaddress.ip_address(event.host.ip)
+        inside = next((n for n in self._static if address.version == n.version and address in n), None)
+        if inside is None:
+            return []
+        return self._observe(rule, finding_id, event,
+                             evidence=f"new host {event.host.ip} ({event.host.mac or 'no MAC'}) in "
+                                      f"static range {inside}",
+                             ip=event.host.ip, mac=event.host.mac, port=None, key=event.host.host_key)
+
+    def _expire(self) -> list[Finding]:
+        """Sighting findings not seen again within the window resolve."""
+        if self.state.newest is None:
+            return []
+        cutoff = self.state.newest - timedelta(seconds=self.config.window_secs)
+        rules = {r.id for r in self.rules if r.check in ("rogue_dhcp", "arp_spoof", "duplicate_ip")}
+        out: list[Finding] = []
+        for finding_id, finding in list(self.state.open.items()):
+            if finding.rule in rules and finding.last_seen < cutoff:
+                out += self._resolve(finding_id, self.state.newest,
+                                     f"not seen for {self.config.window_secs:g} s")
+        return out
+
+
+__all__ = ["Config", "Findings"]
