@@ -180,7 +180,10 @@ def _isc_time(words: list[str]) -> datetime | None:
     date_words = words[1:] if len(words) >= 3 and words[0].isdigit() and len(words[0]) == 1 else words
     if len(date_words) < 2:
         raise ValueError(f"not a lease time: {' '.join(words)[:60]!r}")
-    day = datetime.strptime(f"{date_words[0]} {date_words[1]}", "%Y/%m/%d %H:%M:%S")
+    try:
+        day = datetime.strptime(f"{date_words[0]} {date_words[1]}", "%Y/%m/%d %H:%M:%S")
+    except ValueError:
+        raise ValueError(f"not a lease time: {' '.join(words)[:60]!r}") from None
     return day.replace(tzinfo=UTC)
 
 
