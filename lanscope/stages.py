@@ -117,4 +117,14 @@ def build_findings(ctx: StageContext) -> Any:
 
 
 def build_registry(ctx: StageContext) -> Any:
-    raise NotImplementedError("registry: being built (issue 6)")
+    from pathlib import Path
+
+    from sinks.registry import Config as RegistryConfig
+    from sinks.registry import Registry
+
+    r = ctx.config.registry
+    if r.mode == "off":
+        raise StageDisabled("registry.mode is off")
+    return Registry(RegistryConfig(
+        mode=r.mode, inventory=r.inventory,
+        state_file=r.state_file or str(Path(ctx.config.data_dir) / "registry.json")))

@@ -1,0 +1,189 @@
+"""The ``registry`` sink: keep a host inventory in step with what the LAN shows.
+
+- ``register``: every new host gets an entry (keyed by its host_key); hosts that
+  match an existing entry update it as in sync mode.
+- ``sync``: only entries that already exist are updated, matched by IP,
+  internal IP or hostname (a multi-NIC host with a public and an internal IP
+  matches on either). Updated: services, OS hint, last seen (and a missing
+  MAC). Never touched: the fields people own (owner, notes, hostname, IPs of
+  an existing entry).
+
+Entries live in a local JSON state file, seeded and refreshed at ``open()`` from
+a user-editable inventory (YAML or CSV; see README.md). Every created or
+updated entry is returned as a ``RegistryEntry`` event, which the host_state
+sink stores in DuckDB's ``registry`` table. Recent inputs' outputs are kept
+(an outbox) so a redelivered input returns the same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from schemas import ChangeKind, Event, HostChanged, RegistryEntry
+
+from . import _io
+
+log = logging.getLogger(__name__)
+STAGE = "registry"
+_OUTBOX_INPUTS = 5000
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: Literal["register", "sync"] = "register"
+    state_file: str
+    inventory: str = ""                   # YAML/CSV inventory; empty: none
+
+
+class Entry(msgspec.Struct, kw_only=True):
+    entry_id: str
+    ip: str | None = None
+    internal_ip: str | None = None
+    hostname: str | None = None
+    mac: str | None = None
+    os_hint: str | None = None
+    services: list[str] = []
+    owner: str | None = None              # people's fields: never written by discovery
+    notes: str | None = None
+    last_seen: datetime | None = None
+    updated_from: datetime | None = None  # observed_at of the newest fact applied
+
+
+class _State(msgspec.Struct, kw_only=True):
+    entries: dict[str, Entry] = {}
+    outbox: dict[str, list[RegistryEntry]] = {}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _short(name: str | None) -> str | None:
+    return name.split(".", 1)[0].lower() if name else None
+
+
+class Registry:
+    """Sink: register new hosts or sync existing inventory entries."""
+
+    def __init__(self, config: Config, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self.state = _State()
+        self._path = Path(config.state_file)
+
+    async def open(self) -> None:
+        raw = await _io.read_bytes(self._path)
+        if raw:
+            try:
+                self.state = msgspec.json.decode(raw, type=_State)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise _io.InventoryError(f"{self._path}: not a registry state file ({exc})") from None
+        if self.config.inventory:
+            rows = await _io.read_inventory(Path(self.config.inventory))
+            self._import(rows)
+            await self._save()
+        log.info("registry: %d entries (%s mode)", len(self.state.entries), self.config.mode)
+
+    async def close(self) -> None:
+        return None
+
+    def _import(self, rows: list[dict[str, Any]]) -> None:
+        """Inventory rows are the people's word: their fields overwrite the stored ones."""
+        for number, row in enumerate(rows, 1):
+            entry_id = str(row.get("id") or row.get("entry_id") or row.get("hostname") or row.get("ip") or "")
+            if not entry_id:
+                raise _io.InventoryError(f"{self.config.inventory}: entry {number} has no id, "
+                                         "hostname or ip")
+            entry = self.state.entries.get(entry_id) or Entry(entry_id=entry_id)
+            for name in ("ip", "internal_ip", "hostname", "mac", "owner", "notes"):
+                if row.get(name) not in (None, ""):
+                    setattr(entry, name, str(row[name])[:4096 if name == "notes" else 255])
+            self.state.entries[entry_id] = entry
+
+    async def _save(self) -> None:
+        await _io.write_atomic(self._path, msgspec.json.encode(self.state))
+
+    # ------------------------------------------------------------------ batch
+
+    async def write(self, batch: list[Event]) -> list[Event]:
+        outputs: dict[str, RegistryEntry] = {}
+        changed = False
+        for event in sorted(batch, key=lambda e: e.observed_at):
+            if event.id and event.id in self.state.outbox:
+                for out in self.state.outbox[event.id]:
+                    outputs.setdefault(out.id, out)
+                continue
+            if not isinstance(event, HostChanged):
+                continue
+            made = self._handle(event)
+            if made:
+                changed = True
+                for out in made:
+                    outputs[out.id] = out
+                if event.id:
+                    self.state.outbox[event.id] = made
+        if changed:
+            while len(self.state.outbox) > _OUTBOX_INPUTS:
+                del self.state.outbox[next(iter(self.state.outbox))]
+            await self._save()
+        return list(outputs.values())
+
+    def match(self, event: HostChanged) -> list[Entry]:
+        """Existing entries for this host: by IP or internal IP (any of its IPs), else hostname."""
+        host = event.host
+        ips = {ip for ip in [host.ip, *host.ips] if ip}
+        found = [e for e in self.state.entries.values()
+                 if (e.ip and e.ip in ips) or (e.internal_ip and e.internal_ip in ips)]
+        if not found and host.hostname:
+            name = _short(host.hostname)
+            found = [e for e in self.state.entries.values() if e.hostname and _short(e.hostname) == name]
+        if not found and host.mac:
+            found = [e for e in self.state.entries.values() if e.mac == host.mac]
+        return found
+
+    def _handle(self, event: HostChanged) -> list[RegistryEntry]:
+        if event.kind is ChangeKind.GONE:
+            return []
+        host = event.host
+        entries = self.match(event)
+        out: list[RegistryEntry] = []
+        if not entries:
+            if self.config.mode != "register" or event.kind is not ChangeKind.NEW:
+                return []
+            entry = Entry(entry_id=host.host_key, ip=host.ip, hostname=host.hostname, mac=host.mac,
+                          os_hint=host.os_hint, services=list(host.services),
+                          last_seen=host.last_seen or event.observed_at, updated_from=event.observed_at)
+            self.state.entries[entry.entry_id] = entry
+            return [self._event(entry, "created", event)]
+        for entry in entries:
+            if entry.updated_from is not None and event.observed_at < entry.updated_from:
+                continue         # an older change than one already applied
+            before = (entry.os_hint, list(entry.services), entry.last_seen, entry.mac)
+            entry.services = list(host.services)
+            entry.os_hint = host.os_hint or entry.os_hint
+            seen = host.last_seen or event.observed_at
+            entry.last_seen = max(seen, entry.last_seen) if entry.last_seen else seen
+            entry.mac = entry.mac or host.mac
+            entry.updated_from = event.observed_at
+            if (entry.os_hint, entry.services, entry.last_seen, entry.mac) != before:
+                out.append(self._event(entry, "updated", event))
+        return out
+
+    @staticmethod
+    def _event(entry: Entry, action: str, cause: HostChanged) -> RegistryEntry:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{STAGE}\0{entry.entry_id}\0{action}\0{cause.id or cause.observed_at.isoformat()}".encode())
+        return RegistryEntry(
+            id=h.hexdigest(), host_key=cause.host_key, observed_at=cause.observed_at, source=STAGE,
+            entry_id=entry.entry_id, action=action, ip=entry.ip, internal_ip=entry.internal_ip,
+            hostname=entry.hostname, mac=entry.mac, os_hint=entry.os_hint, services=entry.services,
+            owner=entry.owner, notes=entry.notes, last_seen=entry.last_seen)
+
+
+__all__ = ["Config", "Entry", "Registry"]

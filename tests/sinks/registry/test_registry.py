@@ -1,0 +1,122 @@
+"""Registry modes: register creates, sync only updates matches, people's fields are never overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ChangeKind, HostChanged, HostRecord
+from sinks.registry import Config, InventoryError, Registry
+from tests.factories import at
+
+INVENTORY = """\
+- id: web-1
+  hostname: web-1.lab.test
+  ip: 203.0.113.10
+  internal_ip: 198.18.0.10
+  owner: alice
+  notes: public web server
+- id: db-1
+  hostname: db-1
+  owner: bob
+"""
+
+
+def changed(kind: ChangeKind = ChangeKind.NEW, *, ip: str = "198.18.0.10", t: float = 0,
+            mac: str = "02:00:00:00:00:0a", **fields: Any) -> HostChanged:
+    fields.setdefault("services", ["tcp/22 ssh OpenSSH 9.2p1"])
+    fields.setdefault("os_hint", "Linux")
+    host = HostRecord(host_key=mac, mac=mac, ip=ip, ips=[ip], last_seen=at(t), **fields)
+    return HostChanged(host_key=mac, observed_at=at(t), source="host_state", kind=kind, host=host,
+                       id=f"hc-{mac}-{t}-{kind.value}-{ip}")
+
+
+async def opened(tmp_path: Path, mode: str, inventory: str | None = INVENTORY) -> Registry:
+    path = ""
+    if inventory is not None:
+        (tmp_path / "inventory.yaml").write_text(inventory)
+        path = str(tmp_path / "inventory.yaml")
+    sink = Registry(Config(mode=mode, state_file=str(tmp_path / "registry.json"),  # type: ignore[arg-type]
+                           inventory=path))
+    await sink.open()
+    return sink
+
+
+async def test_register_creates_an_entry_for_a_new_host(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "register", inventory=None)
+    [entry] = await sink.write([changed(ip="198.18.0.20")])
+    assert (entry.action, entry.entry_id, entry.ip, entry.services) == (
+        "created", "02:00:00:00:00:0a", "198.18.0.20", ["tcp/22 ssh OpenSSH 9.2p1"])
+    assert await sink.write([changed(ChangeKind.CHANGED, ip="198.18.0.20", t=0)]) == []
+
+
+async def test_sync_updates_only_existing_entries_matched_by_internal_ip(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "sync")
+    assert await sink.write([changed(ip="198.18.0.99")]) == []        # unknown host: nothing
+    [entry] = await sink.write([changed(ip="198.18.0.10", t=5)])
+    assert (entry.action, entry.entry_id, entry.owner, entry.notes, entry.os_hint, entry.last_seen) == (
+        "updated", "web-1", "alice", "public web server", "Linux", at(5))
+    assert entry.hostname == "web-1.lab.test" and entry.ip == "203.0.113.10"   # people's fields kept
+
+
+async def test_a_multi_nic_host_matches_on_its_public_ip_too(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "sync")
+    [entry] = await sink.write([changed(ip="203.0.113.10", mac="02:00:00:00:00:0b")])
+    assert entry.entry_id == "web-1"
+
+
+async def test_sync_matches_by_hostname(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "sync")
+    [entry] = await sink.write([changed(ip="198.18.0.30", hostname="db-1.lab.test")])
+    assert (entry.entry_id, entry.owner, entry.mac) == ("db-1", "bob", "02:00:00:00:00:0a")
+
+
+async def test_register_mode_updates_a_matching_entry_instead_of_creating(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "register")
+    [entry] = await sink.write([changed(ip="198.18.0.10")])
+    assert (entry.action, entry.entry_id) == ("updated", "web-1")
+
+
+async def test_an_older_change_does_not_overwrite_a_newer_one(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "sync")
+    await sink.write([changed(ip="198.18.0.10", t=10, os_hint="Debian")])
+    assert await sink.write([changed(ip="198.18.0.10", t=5, os_hint="Windows")]) == []
+    assert sink.state.entries["web-1"].os_hint == "Debian"
+
+
+async def test_entries_and_outputs_survive_a_restart_and_redelivery(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "register", inventory=None)
+    event = changed(ip="198.18.0.20")
+    first = await sink.write([event])
+    again = await opened(tmp_path, "register", inventory=None)
+    assert "02:00:00:00:00:0a" in again.state.entries
+    assert await again.write([event]) == first
+
+
+async def test_reimport_keeps_discovered_fields_and_takes_the_people_fields(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "sync")
+    await sink.write([changed(ip="198.18.0.10", t=5)])
+    again = await opened(tmp_path, "sync", inventory=INVENTORY.replace("alice", "carol"))
+    entry = again.state.entries["web-1"]
+    assert (entry.owner, entry.os_hint) == ("carol", "Linux")
+
+
+async def test_csv_inventory(tmp_path: Path) -> None:
+    (tmp_path / "inv.csv").write_text("id,hostname,ip,owner\nnas,nas,198.18.0.40,ops\n")
+    sink = Registry(Config(mode="sync", state_file=str(tmp_path / "r.json"),
+                           inventory=str(tmp_path / "inv.csv")))
+    await sink.open()
+    [entry] = await sink.write([changed(ip="198.18.0.40")])
+    assert (entry.entry_id, entry.owner) == ("nas", "ops")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- {id: a, colour: red}\n", r"entry 1: unknown field\(s\) colour"),
+    ("just text\n", r"expected a list of entries"),
+    ("- {owner: x}\n", r"entry 1 has no id, hostname or ip"),
+])
+async def test_bad_inventory_is_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InventoryError, match=message):
+        await opened(tmp_path, "sync", inventory=text)
