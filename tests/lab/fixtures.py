@@ -17,6 +17,8 @@ Load it with `pytest_plugins = ["tests.lab.fixtures"]` in tests/conftest.py.
 from __future__ import annotations
 
 import os
+import signal
+import types
 
 import pytest
 
@@ -70,6 +72,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         config.stash[_ERROR_KEY] = f"lab failed to come up: {exc}"
         return
     lab.enter_scanner()
+    _terminate_like_ctrl_c()
+
+
+def _terminate_like_ctrl_c() -> None:
+    """Let SIGTERM (CI timeouts, `kill`) unwind like Ctrl-C, so teardown runs."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: types.FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

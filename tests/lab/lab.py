@@ -117,16 +117,26 @@ class Lab:
     # --- lifecycle -----------------------------------------------------------
 
     def is_up(self) -> bool:
-        """State file present and every namespace exists."""
-        if not (self.state_dir / _STATE_FILE).exists():
+        """State file of this configuration present and every namespace exists."""
+        try:
+            state = json.loads((self.state_dir / _STATE_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        if state.get("full") != self.full:
             return False
         return set(self.namespaces()) <= netns.list_netns()
 
     def up(self) -> None:
-        """Build the lab and start every server; a healthy lab is left as is."""
+        """Build the lab and start every server.
+
+        A complete, healthy lab of the same configuration is reused as is;
+        anything else left by an earlier run of this prefix is removed first.
+        A thread that had entered the scanner namespace is put back there.
+        """
         with self._locked():
-            if self.is_up() and not self._not_answering():
+            if self.is_up() and self._healthy():
                 return
+            entered = self._home_fd is not None
             self._down()
             try:
                 self._build_network()
@@ -135,6 +145,19 @@ class Lab:
                 self._down()
                 raise
             self._write_state()
+            if entered:
+                self.enter_scanner()
+
+    def _healthy(self) -> bool:
+        """Every link plugged in and every service answering."""
+        try:
+            for ns, bridge in ((self.scanner_ns, "br0"), (self.router_ns, "br1")):
+                links = json.loads(netns.ip("-j", "link", "show", "master", bridge, ns=ns).stdout or "[]")
+                if any(link.get("operstate") != "UP" for link in links):
+                    return False
+            return not self._not_answering()
+        except (LabError, OSError, ValueError):
+            return False
 
     def down(self) -> None:
         """Kill everything in the lab's namespaces, delete them and the state dir."""
