@@ -1,0 +1,293 @@
+"""The port_probe enricher: HostSeen in, one PortsProbed (ports, banners, fingerprints, OS) out.
+
+``Prober`` does the work for any number of hosts (the enricher gives it one,
+``lanscope scan`` many): a TCP scan (SYN when raw sockets are available and
+the port set is large, else connect), banner grabs and fingerprints of the
+open ports, UDP probes, and an OS guess. ``PortProbe`` is the stage: it
+probes a host when it is new or its last probe is older than
+``interval_secs``, holding a claim so two replicas never probe one host at
+once. Timeouts give a partial snapshot, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from lanscope.net.ports import PortSpec, resolve
+from lanscope.runtime.claims import Claims, MemoryClaims
+from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol
+
+from . import _banner, _connect, _syn, _udp
+from .fingerprint import Identity, RuleSet, escape_banner, rule_set
+from .os_hints import BannerHint, guess_os
+
+log = logging.getLogger(__name__)
+
+SHOWN_STATE_LIMIT = 25        # like nmap: a non-open state with more ports than this is summarised
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    tcp: str = "20-1024"                   # nmap -p syntax; "" disables TCP
+    top_ports: int = 0                     # >0: the N most common TCP ports instead of `tcp`
+    udp: str = "53,123,137,161,1900,5353"  # "" disables UDP
+    scan_type: Literal["auto", "connect", "syn"] = "auto"
+    syn_min_ports: int = 64                # auto: SYN (when root) from this many ports per scan
+    connect_timeout_ms: int = 1000
+    banner_timeout_ms: int = 3000
+    host_timeout_secs: float = 300.0
+    hosts: int = 16
+    sockets: int = 512
+    per_host: int = 128
+    banners: int = 32
+    retries: int = 1
+    packets_per_sec: int = 0
+    fingerprint: bool = True               # grab banners and identify services
+    nmap_service_probes: str = ""          # path: also use nmap's match lines (if the file exists)
+    interval_secs: float = 3600.0          # re-probe a host when its last probe is older
+
+
+@dataclass
+class HostReport:
+    ip: str
+    ports: list[PortResult] = field(default_factory=list)   # every scanned port
+    os: OsGuess | None = None
+    scan_type: str = "connect"
+    duration_ms: float = 0.0
+    complete: bool = True
+
+
+def shown_ports(ports: list[PortResult]) -> list[PortResult]:
+    """Open ports plus the other states that are few (nmap's "Not shown: 1000 closed ports")."""
+    counts = Counter((p.protocol, p.state) for p in ports)
+    return [p for p in ports
+            if p.state == PortState.OPEN or counts[(p.protocol, p.state)] <= SHOWN_STATE_LIMIT]
+
+
+def not_shown(ports: list[PortResult]) -> dict[str, int]:
+    """State -> count of the ports ``shown_ports`` leaves out."""
+    shown = {(p.protocol, p.port) for p in shown_ports(ports)}
+    return dict(Counter(p.state.value for p in ports if (p.protocol, p.port) not in shown))
+
+
+class Prober:
+    """Scans, banners and fingerprints; shared by the enricher and the one-shot commands."""
+
+    def __init__(self, config: Config, *, rules: RuleSet | None = None,
+                 syn_available: Callable[[], bool] = _syn.available) -> None:
+        self.config = config
+        self.rules = rules or rule_set(config.nmap_service_probes)
+        self._syn_available = syn_available
+        self._budget = _connect.SocketBudget(config.sockets)
+        self._banner_slots = asyncio.Semaphore(config.banners)
+
+    def spec(self) -> PortSpec:
+        c = self.config
+        return resolve(None, top=c.top_ports, default=c.tcp, tcp=bool(c.tcp or c.top_ports),
+                       udp=bool(c.udp), udp_default=c.udp)
+
+    def choose_scan_type(self, ips: Iterable[str], port_count: int, wanted: str | None = None) -> str:
+        wanted = wanted or self.config.scan_type
+        ipv4 = all(":" not in ip for ip in ips)
+        if wanted == "connect":
+            return "connect"
+        if wanted == "syn":
+            return "syn" if ipv4 and self._syn_available() else "connect"
+        if ipv4 and port_count >= self.config.syn_min_ports and self._syn_available():
+            return "syn"
+        return "connect"
+
+    async def probe(self, ips: list[str], spec: PortSpec | None = None, *, scan_type: str | None = None,
+                    fingerprint: bool | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, HostReport]:
+        """Probe every host in ``ips``; a host that runs out of time gets a partial report."""
+        spec = spec if spec is not None else self.spec()
+        fingerprint = self.config.fingerprint if fingerprint is None else fingerprint
+        started = time.monotonic()
+        kind = self.choose_scan_type(ips, len(spec.tcp), scan_type) if spec.tcp else "none"
+        reports = {ip: HostReport(ip=ip, scan_type=kind if spec.tcp else "udp") for ip in ips}
+        budget = self.config.host_timeout_secs * max(1, -(-len(ips) // self.config.hosts))
+        deadline = started + budget
+
+        outcomes: dict[tuple[str, int], _connect.Outcome] = {}
+        if spec.tcp:
+            outcomes, complete = await self._tcp(ips, spec.tcp, kind, deadline, progress)
+            if not complete:
+                for report in reports.values():
+                    report.complete = False
+        tcp_results: dict[tuple[str, int], PortResult] = {}
+        for (ip, port), outcome in outcomes.items():
+            tcp_results[(ip, port)] = PortResult(
+                protocol=Protocol.TCP, port=port, state=PortState(outcome.state), reason=outcome.reason,
+                reason_ttl=outcome.ttl)
+        identify_tasks = []
+        for (ip, port), result in tcp_results.items():
+            if result.state == PortState.OPEN:
+                if fingerprint:
+                    identify_tasks.append(self._identify_tcp(ip, result, deadline))
+                else:
+                    _apply_identity(result, self.rules.identify(b"", port, "tcp"))
+        udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in spec.udp]
+        udp_results = await asyncio.gather(*identify_tasks, *udp_tasks)
+        for ip, port_result in udp_results[len(identify_tasks):]:
+            if port_result is not None:
+                reports[ip].ports.append(port_result)
+        for (ip, _port), result in sorted(tcp_results.items()):
+            reports[ip].ports.append(result)
+        for report in reports.values():
+            report.ports.sort(key=lambda p: (p.protocol.value, p.port))
+            report.os = _os_guess(report.ports, outcomes, report.ip)
+            report.duration_ms = (time.monotonic() - started) * 1000
+        return reports
+
+    async def _tcp(self, ips: list[str], ports: tuple[int, ...], kind: str, deadline: float,
+                   progress: Callable[[int, int], None] | None,
+                   ) -> tuple[dict[tuple[str, int], _connect.Outcome], bool]:
+        c = self.config
+        stop = threading.Event()
+        targets = {ip: list(ports) for ip in ips}
+        timeout_s = c.connect_timeout_ms / 1000
+        if kind == "syn":
+            work = asyncio.to_thread(_syn.syn_scan, targets, timeout_s=timeout_s, retries=c.retries,
+                                     packets_per_sec=c.packets_per_sec, stop=stop, progress=progress)
+        else:
+            work = asyncio.to_thread(_connect.connect_scan, targets, timeout_s=timeout_s,
+                                     retries=c.retries, per_host=c.per_host, budget=self._budget,
+                                     stop=stop, progress=progress)
+        task = asyncio.ensure_future(work)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.1, deadline - time.monotonic()))
+            if task in done:
+                return task.result(), True
+            stop.set()                 # out of time: the engine returns what it has so far
+            return await task, False
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    async def _identify_tcp(self, ip: str, result: PortResult, deadline: float) -> None:
+        c = self.config
+        timeout_s = min(c.banner_timeout_ms / 1000, max(0.1, deadline - time.monotonic()))
+        async with self._banner_slots:
+            grab = await _banner.grab(ip, result.port, timeout_s=timeout_s,
+                                      greet_s=min(1.0, timeout_s / 3))
+        identity = self.rules.identify(grab.data, result.port, "tcp")
+        if not grab.data and grab.tls is not None:
+            identity = Identity(service="ssl", confidence=5, method="probe")
+        _apply_identity(result, identity)
+        if grab.shown:
+            result.banner = escape_banner(grab.shown)
+        result.tunnel = grab.tunnel
+        result.tls = grab.tls
+        result.http_status = grab.http_status
+        result.http_title = grab.http_title
+        if identity.method == "banner" and grab.probe not in (None, "greeting", "greet+http"):
+            result.method = "probe"
+
+    async def _udp(self, ip: str, port: int, deadline: float) -> tuple[str, PortResult | None]:
+        c = self.config
+        timeout_s = min(c.connect_timeout_ms / 1000, max(0.05, deadline - time.monotonic()))
+        async with self._banner_slots:
+            outcome = await _udp.udp_probe(ip, port, timeout_s=timeout_s, retries=c.retries)
+        result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
+                            reason=outcome.reason)
+        _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
+        if outcome.shown:
+            result.banner = escape_banner(outcome.shown)
+        return ip, result
+
+
+def _apply_identity(result: PortResult, identity: Identity) -> None:
+    result.service = identity.service
+    result.product = identity.product
+    result.version = identity.version
+    result.extra_info = identity.extra_info
+    result.cpe = identity.cpe
+    result.os_hint = identity.os_hint
+    result.device_type = identity.device_type
+    result.confidence = identity.confidence
+    result.auth_required = identity.auth_required
+    result.method = identity.method
+
+
+def _os_guess(ports: list[PortResult], outcomes: dict[tuple[str, int], _connect.Outcome],
+              ip: str) -> OsGuess | None:
+    hints = []
+    for p in ports:
+        if p.os_hint:
+            # os_rules' confidence is not on PortResult; distro-specific names beat generic ones.
+            specific = any(ch.isdigit() for ch in p.os_hint)
+            hints.append(BannerHint(p.os_hint, _family(p.os_hint), 8 if specific else 6,
+                                    f"{p.protocol.value}/{p.port} {p.product or p.service or ''}".strip()))
+    ttls = [o.ttl for (host, _), o in outcomes.items() if host == ip and o.ttl]
+    windows = [o.window for (host, _), o in outcomes.items()
+               if host == ip and o.state == "open" and o.window]
+    return guess_os(hints, ttls, windows)
+
+
+def _family(name: str) -> str | None:
+    lowered = name.lower()
+    if "windows" in lowered:
+        return "windows"
+    if any(w in lowered for w in ("debian", "ubuntu", "linux", "openwrt", "red hat", "centos", "fedora",
+                                  "raspberry", "synology", "qnap", "rocky", "alma", "suse")):
+        return "linux"
+    if "bsd" in lowered or "macos" in lowered:
+        return "bsd"
+    if "unix" in lowered or "solaris" in lowered:
+        return "unix"
+    if any(w in lowered for w in ("routeros", "ios", "vrp")):
+        return "network"
+    return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+ProbeFn = Callable[[list[str]], Awaitable[dict[str, HostReport]]]
+
+
+class PortProbe:
+    """Enricher: probes a host seen alive when it is new or its last probe is stale."""
+
+    def __init__(self, config: Config, *, claims: Claims | None = None, prober: Prober | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.config = config
+        self.claims: Claims = claims or MemoryClaims()
+        self.prober = prober or Prober(config)
+        self.clock = clock
+
+    async def handle(self, event: Event) -> list[Event]:
+        if not isinstance(event, HostSeen) or not event.alive or not event.ip:
+            return []
+        ip = event.ip
+        key = "port_probe." + ip.replace(":", "_")
+        now = self.clock()
+        last = await self.claims.last_done(key)
+        if last is not None and (now - last).total_seconds() < self.config.interval_secs:
+            return []
+        if not await self.claims.claim(key, self.config.host_timeout_secs + 60):
+            return []                      # another replica is probing it right now
+        try:
+            spec = self.prober.spec()
+            reports = await self.prober.probe([ip], spec)
+            report = reports[ip]
+            observed = self.clock()
+            await self.claims.mark_done(key, observed)
+        finally:
+            await self.claims.release(key)
+        if not report.complete:
+            log.warning("port_probe: %s: host timeout, publishing a partial result", ip)
+        return [PortsProbed(host_key=event.host_key, observed_at=observed, source="port_probe", ip=ip,
+                            mac=event.mac, ports=shown_ports(report.ports), scanned=spec.describe(),
+                            scan_type=report.scan_type, os=report.os, duration_ms=report.duration_ms)]
