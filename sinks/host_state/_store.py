@@ -207,7 +207,7 @@ def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only,
                               config={"enable_external_access": False})
-    except duckdb.IOException as exc:
+    except duckdb.Error as exc:   # IOException: another process holds the lock
         raise StoreError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
 
 

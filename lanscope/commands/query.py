@@ -1,0 +1,155 @@
+"""``lanscope query "SQL"``: read-only SQL against the DuckDB store.
+
+DuckDB lets one process write a file and no one else open it meanwhile, so
+while the pipeline runs the question goes to the DuckDB owner (the host_state
+sink) as a core NATS request on ``lanscope.query``; when nothing answers, the
+file is opened read-only here. Both paths accept only one read statement and
+run it in a read-only transaction with file access from SQL disabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from lanscope.config import Config
+from lanscope.errors import LanscopeError, UsageError
+from lanscope.output import print_json, print_table
+from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, run_query
+
+log = logging.getLogger(__name__)
+_CONNECT_TIMEOUT_SECS = 1.0
+
+
+class QueryError(LanscopeError):
+    """The store refused or failed the query; the message says why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sql", help='one read-only statement, e.g. "SELECT ip, hostname FROM hosts"')
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="output format (default: table)")
+    parser.add_argument("--file", action="store_true",
+                        help="skip the running pipeline and open the DuckDB file read-only")
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    result = ask(config, args.sql, pipeline=not args.file)
+    show(result, args.format)
+    return 0
+
+
+def show(result: QueryResult, fmt: str, *, title: str | None = None) -> None:
+    if fmt == "json":
+        print_json({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows([_csv_cell(v) for v in row] for row in result.rows)
+    else:
+        caption = "more rows not shown (duckdb.max_query_rows)" if result.truncated else None
+        print_table(result.columns, result.rows, title=title, caption=caption)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return msgspec.json.encode(value).decode()
+    return value
+
+
+def ask(config: Config, sql: str, *, pipeline: bool = True) -> QueryResult:
+    """Answer one read-only query: from the running pipeline if it answers, else from the file."""
+    if pipeline:
+        url = _pipeline_url(config)
+        if url:
+            reply = asyncio.run(_request(config, url, sql))
+            if reply is not None:
+                return _decode_reply(reply)
+    return _from_file(config, sql)
+
+
+def _pipeline_url(config: Config) -> str | None:
+    """The configured NATS url, or the embedded server's (its config file names the port)."""
+    if config.nats.url:
+        return config.nats.url
+    conf = Path(config.data_dir) / "nats" / "nats-server.conf"
+    try:
+        text = conf.read_text()
+    except OSError:
+        return None
+    host = re.search(r'^host:\s*"?([^"\s]+)"?', text, re.MULTILINE)
+    port = re.search(r"^port:\s*(\d+)", text, re.MULTILINE)
+    if not port:
+        return None
+    name = host.group(1) if host else "127.0.0.1"
+    return f"nats://{f'[{name}]' if ':' in name else name}:{port.group(1)}"
+
+
+async def _request(config: Config, url: str, sql: str) -> bytes | None:
+    """The owner's reply, or None when no pipeline answers (then the file is used)."""
+    from lanscope.runtime.bus import Bus
+
+    nats_config = msgspec.structs.replace(
+        config.nats, connect_timeout_secs=min(config.nats.connect_timeout_secs, _CONNECT_TIMEOUT_SECS))
+    try:
+        bus = await asyncio.wait_for(Bus.connect(nats_config, url=url, name="lanscope-query"),
+                                     timeout=_CONNECT_TIMEOUT_SECS * 2)
+    except Exception as exc:   # TimeoutError included: nothing listens, read the file
+        log.debug("no NATS at %s (%s); reading the file", url, exc)
+        return None
+    try:
+        from schemas.subjects import QUERY
+
+        msg = await bus.nc.request(QUERY, msgspec.json.encode({"sql": sql}),
+                                   timeout=config.duckdb.query_timeout_ms / 1000)
+    except Exception as exc:  # no responders / timeout: no pipeline owns the file right now
+        log.debug("no answer on the query subject (%s); reading the file", type(exc).__name__)
+        return None
+    finally:
+        await bus.close()
+    from lanscope.runtime.runner import H_QUERY_ERROR
+
+    if msg.headers and msg.headers.get(H_QUERY_ERROR):
+        raise QueryError(f"the pipeline failed the query: {msg.headers[H_QUERY_ERROR]}")
+    return msg.data
+
+
+def _decode_reply(reply: bytes) -> QueryResult:
+    try:
+        tree = msgspec.json.decode(reply)
+    except msgspec.DecodeError:
+        raise QueryError("the pipeline sent a reply that is not JSON") from None
+    if isinstance(tree, dict) and "error" in tree:
+        raise QueryError(str(tree["error"]))
+    try:
+        return msgspec.convert(tree, QueryResult)
+    except msgspec.ValidationError as exc:
+        raise QueryError(f"unexpected reply from the pipeline: {exc}") from None
+
+
+def _from_file(config: Config, sql: str) -> QueryResult:
+    path = config.duckdb_path
+    if not path.exists():
+        raise UsageError(f"no database at {path} yet: run `lanscope discover` or `lanscope run` first "
+                         "(or set duckdb.path)")
+    try:
+        con = connect(path, read_only=True)
+    except StoreError as exc:
+        raise QueryError(f"{exc} — if the pipeline is running, it did not answer on lanscope.query "
+                         "(is the host_state stage running?)") from None
+    try:
+        return run_query(con, sql, config.duckdb.max_query_rows)
+    except QueryRejected as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        raise QueryError(str(exc).splitlines()[0]) from None
+    finally:
+        con.close()
