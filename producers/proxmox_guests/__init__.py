@@ -1,0 +1,86 @@
+"""The proxmox_guests producer: known Proxmox VMs and containers reported as sightings.
+
+Each guest NIC (a MAC from the guest's config) becomes a HostSeen with
+``source="proxmox"``, the guest attached, its name as the host-name hint, and
+``alive`` only while the guest is running. A NIC with known addresses yields
+one sighting per address; a guest with addresses but no MAC yields one per
+address. Proxmox being unreachable returns no sightings (and is retried with
+backoff by the shared GuestCache), never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from enrichers.proxmox_names import (
+    FetchGuests,
+    Guest,
+    GuestCache,
+    ProxmoxClient,
+    ProxmoxSettings,
+)
+from schemas import Event, HostSeen
+from schemas.types import host_key
+
+STAGE = "proxmox_guests"
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    interval_secs: float = 600.0
+    proxmox: ProxmoxSettings | None = None
+    backoff_initial_secs: float = 30.0
+    backoff_max_secs: float = 900.0
+
+
+class ProxmoxGuests:
+    """Producer: ``await stage.sweep()`` every ``interval_secs``."""
+
+    def __init__(self, config: Config, *, fetch_guests: FetchGuests,
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config = config
+        self.interval_secs = config.interval_secs
+        self.now = now
+        host = config.proxmox.host if config.proxmox else "proxmox"
+        # refresh_secs=0: every sweep asks Proxmox again (unless backing off after a failure).
+        self.cache = GuestCache(fetch_guests, refresh_secs=0, clock=clock, host=host, stage=STAGE,
+                                backoff_initial_secs=config.backoff_initial_secs,
+                                backoff_max_secs=config.backoff_max_secs)
+
+    async def sweep(self) -> list[Event]:
+        index = await self.cache.get()
+        if index is None or self.cache.last_error:
+            return []          # no fresh data: a stale guest list is not evidence of anything
+        observed = self.now()
+        events: list[Event] = []
+        for guest in index.guests:
+            events.extend(sightings(guest, observed))
+        return events
+
+
+def sightings(found: Guest, observed: datetime) -> list[HostSeen]:
+    """One guest's HostSeen events: per (MAC, address), per MAC, or per bare address."""
+    guest = found.guest
+    common = {"observed_at": observed, "source": "proxmox", "alive": guest.status == "running",
+              "evidence": f"proxmox:{guest.status or 'unknown'}"[:255], "hostname": guest.name,
+              "guest": guest}
+    events: list[HostSeen] = []
+    for nic in found.nics:
+        for ip in nic.ips or [None]:
+            events.append(HostSeen(host_key=host_key(nic.mac, ip), ip=ip, mac=nic.mac, **common))
+    for ip in found.extra_ips if not found.nics else []:
+        events.append(HostSeen(host_key=host_key(None, ip), ip=ip, **common))
+    return events
+
+
+def create(config: Config) -> ProxmoxGuests:
+    if config.proxmox is None:
+        raise ValueError("proxmox_guests needs proxmox settings (host and credentials)")
+    return ProxmoxGuests(config, fetch_guests=ProxmoxClient(config.proxmox).fetch_guests)
+
+
+__all__ = ["Config", "ProxmoxGuests", "create", "sightings"]
