@@ -57,20 +57,85 @@ def build_neighbours(ctx: StageContext) -> Any:
     raise NotImplementedError("neighbours: being built (issue 3)")
 
 
+def dhcp_leases_config(config: Config) -> Any:
+    """The dhcp_leases stage Config from `gateway:`, `lease_files:` and the schedule."""
+    import msgspec
+
+    from producers import dhcp_leases
+
+    gateway = None
+    if config.gateway.host:
+        g = config.gateway
+        gateway = dhcp_leases.GatewaySettings(
+            host=g.host, user=g.user, password=g.password, scheme=g.scheme, port=g.port,
+            tls=dhcp_leases.TlsSettings(**msgspec.structs.asdict(g.tls)),
+            timeout_secs=g.timeout_secs, arp_table=g.arp_table)
+    return dhcp_leases.Config(
+        interval_secs=config.schedules.dhcp_leases_secs, gateway=gateway,
+        lease_files=list(config.lease_files.paths) if config.lease_files.enabled else [])
+
+
 def build_dhcp_leases(ctx: StageContext) -> Any:
-    raise NotImplementedError("dhcp_leases: being built (issue 5)")
+    from producers import dhcp_leases
+
+    if not ctx.config.schedules.dhcp_leases_secs:
+        raise StageDisabled("dhcp_leases: schedules.dhcp_leases_secs is 0")
+    stage_config = dhcp_leases_config(ctx.config)
+    if stage_config.gateway is None and not stage_config.lease_files:
+        raise StageDisabled("dhcp_leases: no gateway.host and lease_files disabled")
+    return dhcp_leases.create(stage_config)
+
+
+def proxmox_settings(config: Config) -> Any:
+    """Proxmox connection settings from `proxmox:`, or None when no host is configured."""
+    import msgspec
+
+    from enrichers.proxmox_names import ProxmoxSettings
+    from producers.dhcp_leases import TlsSettings
+
+    p = config.proxmox
+    if not p.host:
+        return None
+    return ProxmoxSettings(
+        host=p.host, port=p.port, user=p.user, password=p.password, token_name=p.token_name,
+        token_value=p.token_value, tls=TlsSettings(**msgspec.structs.asdict(p.tls)),
+        timeout_secs=p.timeout_secs)
 
 
 def build_proxmox_guests(ctx: StageContext) -> Any:
-    raise NotImplementedError("proxmox_guests: being built (issue 5)")
+    from producers import proxmox_guests
+
+    settings = proxmox_settings(ctx.config)
+    if settings is None:
+        raise StageDisabled("proxmox_guests: no proxmox.host")
+    if not ctx.config.proxmox.report_guests or not ctx.config.schedules.proxmox_guests_secs:
+        raise StageDisabled("proxmox_guests: proxmox.report_guests is off or its schedule is 0")
+    return proxmox_guests.create(proxmox_guests.Config(
+        interval_secs=ctx.config.schedules.proxmox_guests_secs, proxmox=settings))
 
 
 # --------------------------------------------------------------------------
 # Enrichers
 
 
+def port_probe_config(config: Config) -> Any:
+    """The port_probe stage's Config from the ports, timeouts, concurrency and schedules sections."""
+    from enrichers.port_probe.stage import Config as PortProbeConfig
+
+    ports, timeouts, conc = config.ports, config.timeouts, config.concurrency
+    return PortProbeConfig(
+        tcp=ports.tcp, top_ports=ports.top_ports, udp=ports.udp, scan_type=ports.scan_type,
+        syn_min_ports=ports.syn_min_ports, fingerprint=ports.fingerprint,
+        nmap_service_probes=ports.nmap_service_probes, connect_timeout_ms=timeouts.connect_ms,
+        banner_timeout_ms=timeouts.banner_ms, host_timeout_secs=timeouts.host_secs, hosts=conc.hosts,
+        sockets=conc.sockets, per_host=conc.per_host, banners=conc.banners, retries=conc.retries,
+        packets_per_sec=conc.packets_per_sec, interval_secs=config.schedules.port_probe_secs)
+
+
 def build_port_probe(ctx: StageContext) -> Any:
-    raise NotImplementedError("port_probe: being built (issue 4)")
+    from enrichers.port_probe.stage import PortProbe
+
+    return PortProbe(port_probe_config(ctx.config), claims=ctx.claims)
 
 
 def build_dns_names(ctx: StageContext) -> Any:
@@ -82,7 +147,13 @@ def build_mac_vendor(ctx: StageContext) -> Any:
 
 
 def build_proxmox_names(ctx: StageContext) -> Any:
-    raise NotImplementedError("proxmox_names: being built (issue 5)")
+    from enrichers import proxmox_names
+
+    settings = proxmox_settings(ctx.config)
+    if settings is None:
+        raise StageDisabled("proxmox_names: no proxmox.host")
+    return proxmox_names.create(proxmox_names.Config(
+        proxmox=settings, refresh_secs=ctx.config.proxmox.refresh_secs))
 
 
 # --------------------------------------------------------------------------
