@@ -94,6 +94,9 @@ class PortsConfig(_Section):
     udp: str = "53,123,137,161,1900,5353"  # "" disables UDP probes
     tcp_ping: list[int] = msgspec.field(default_factory=lambda: [22, 80, 443, 445, 3389])
     scan_type: Literal["auto", "connect", "syn"] = "auto"
+    syn_min_ports: int = 64                # auto: SYN scan (when root) from this many ports per scan
+    fingerprint: bool = True               # grab banners and identify services on open ports
+    nmap_service_probes: str = ""          # path of nmap-service-probes: extra rules (never shipped)
 
 
 class TimeoutsConfig(_Section):
