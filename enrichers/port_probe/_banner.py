@@ -329,6 +329,15 @@ async def _probe_memcached(conn: _Conn, ip: str) -> bytes:
     return await conn.read(first_wait=conn.remaining(), done=lambda b: b.endswith(b"\r\n"))
 
 
+async def _probe_dns(conn: _Conn, ip: str) -> bytes:
+    from ._udp import DNS_QUERY, render
+
+    await conn.send(struct.pack("!H", len(DNS_QUERY)) + DNS_QUERY)
+    reply = await conn.read(first_wait=conn.remaining(),
+                            done=lambda b: len(b) >= 2 and len(b) >= 2 + struct.unpack("!H", b[:2])[0])
+    return render(53, reply[2:]) if len(reply) > 2 else b""
+
+
 async def _probe_influx(conn: _Conn, ip: str) -> bytes:
     return await _probe_http(conn, ip, "/ping")
 
@@ -338,6 +347,7 @@ PROBES: dict[str, Probe] = {
     "http": _probe_http, "redis": _probe_redis, "mqtt": _probe_mqtt, "amqp": _probe_amqp,
     "postgres": _probe_postgres, "mongodb": _probe_mongodb, "mssql": _probe_mssql,
     "memcached": _probe_memcached, "influx": _probe_influx, "postgres_plain": _probe_postgres_plain,
+    "dns": _probe_dns,
 }
 
 SERVER_FIRST = {21, 22, 23, 25, 110, 143, 220, 587, 2222, 3306, 5900, 5901, 9100, 9101, 9102}
@@ -346,7 +356,7 @@ HTTP_PORTS = {80, 81, 591, 631, 3000, 5000, 5357, 7080, 8000, 8008, 8080, 8081, 
 HTTPS_PORTS = {443, 4443, 5001, 5986, 8006, 8007, 8443, 9443, 10443}
 TLS_GREETING_PORTS = {465, 636, 990, 992, 993, 995}
 PORT_PROBES = {6379: "redis", 1883: "mqtt", 5672: "amqp", 5432: "postgres", 27017: "mongodb",
-               1433: "mssql", 11211: "memcached", 8086: "influx"}
+               1433: "mssql", 11211: "memcached", 8086: "influx", 53: "dns"}
 TLS_PORT_PROBES = {8883: "mqtt", 5671: "amqp", 6380: "redis"}
 NEVER_WRITE = set(range(9100, 9108))     # raw printing: anything sent gets printed
 

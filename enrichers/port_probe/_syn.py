@@ -107,6 +107,10 @@ def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: 
                 s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)     # SO_RCVBUFFORCE (root)
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        try:
+            send.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)        # SO_SNDBUFFORCE (root)
+        except OSError:
+            pass
         reserve.bind(("0.0.0.0", 0))
         sport = reserve.getsockname()[1]
         return _run(targets, send, icmp, sport, secret, timeout_s=timeout_s, retries=retries,
@@ -199,6 +203,10 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
                     drain()
                     select.select([], [send], [], 0.01)
                 except OSError as exc:       # no route, ARP failure: unreachable
+                    if exc.errno == errno.ENOBUFS:    # qdisc/socket queue full: let it drain
+                        drain()
+                        time.sleep(0.001)
+                        continue
                     if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
                         results[(ip, port)] = Outcome("filtered", {errno.ENETUNREACH: "net-unreach"}.get(
                             exc.errno, "host-unreach"))
