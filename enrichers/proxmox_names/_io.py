@@ -65,6 +65,9 @@ class _PinnedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self._context
+        # urllib3 checks the pin again and then counts the connection as verified
+        # (no InsecureRequestWarning for a connection that is, in fact, verified).
+        kwargs["assert_fingerprint"] = self._context.pin_sha256
         super().init_poolmanager(*args, **kwargs)
 
 

@@ -121,10 +121,11 @@ def lxc_addresses(interfaces: Any) -> dict[str, list[str]]:
             mac = normalize_mac(str(interface["hwaddr"]))
         except ValueError:
             continue
+        ips = found.setdefault(mac, [])
         for key in ("inet", "inet6"):
             ip = _usable(str(interface.get(key) or ""))
             if ip:
-                found.setdefault(mac, []).append(ip)
+                ips.append(ip)
     return found
 
 

@@ -1,0 +1,166 @@
+"""``lanscope leases``: DHCP leases from a MikroTik gateway first, then local lease files.
+
+The seed's ``get_dhcp_leases``, built on the dhcp_leases stage: gateway
+settings default from ``gateway:`` in the config (host, user, pass), lease
+files from ``lease_files:``. A gateway that cannot be read is a warning, not
+the end: the lease files are still shown (the exit code is 1 only when there
+was an error and nothing was found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from lanscope.config import Config
+from lanscope.errors import UsageError
+from lanscope.output import print_json, print_table, warn
+from lanscope.stages import dhcp_leases_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway", metavar="HOST", help="MikroTik RouterOS 7 gateway (default: "
+                        "gateway.host)")
+    parser.add_argument("--user", metavar="USER", help="RouterOS user (default: gateway.user)")
+    parser.add_argument("--password-env", metavar="VAR",
+                        help="read the RouterOS password from environment variable VAR "
+                             "(default: gateway.pass)")
+    parser.add_argument("--scheme", choices=["auto", "http", "https"],
+                        help="auto: http for 10/8, 172.16/12, 192.168/16, https otherwise")
+    parser.add_argument("--port", type=int, help="REST port (default: 80/443)")
+    parser.add_argument("--fingerprint", metavar="SHA256",
+                        help="accept only the router certificate with this SHA-256 fingerprint")
+    parser.add_argument("--ca-file", metavar="PEM", help="verify the router certificate with this CA")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not verify the router's certificate (prefer --fingerprint)")
+    parser.add_argument("--no-arp", action="store_true", help="do not read the router's ARP table")
+    parser.add_argument("--file", action="append", default=[], metavar="PATH",
+                        help="read this lease file (glob allowed, repeatable) instead of "
+                             "lease_files.paths")
+    parser.add_argument("--no-gateway", action="store_true", help="only read lease files")
+    parser.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+
+def _stage_config(args: argparse.Namespace, config: Config) -> Any:
+    from producers.dhcp_leases import GatewaySettings, TlsSettings
+
+    stage = dhcp_leases_config(config)
+    gateway = stage.gateway
+    if args.gateway:
+        base = gateway if gateway is not None and gateway.host == args.gateway else None
+        gateway = GatewaySettings(host=args.gateway, user=config.gateway.user,
+                                  password=base.password if base else None,
+                                  tls=base.tls if base else TlsSettings(),
+                                  timeout_secs=config.gateway.timeout_secs)
+    if args.no_gateway:
+        gateway = None
+    if gateway is not None:
+        changes: dict[str, Any] = {}
+        if args.user:
+            changes["user"] = args.user
+        if args.password_env:
+            if args.password_env not in os.environ:
+                raise UsageError(f"--password-env: environment variable {args.password_env} is "
+                                 "not set")
+            changes["password"] = os.environ[args.password_env]
+        if args.scheme:
+            changes["scheme"] = args.scheme
+        if args.port:
+            changes["port"] = args.port
+        if args.no_arp:
+            changes["arp_table"] = False
+        if args.fingerprint or args.ca_file or args.insecure:
+            changes["tls"] = TlsSettings(verify=not args.insecure, ca_file=args.ca_file,
+                                         fingerprint_sha256=args.fingerprint)
+        gateway = msgspec.structs.replace(gateway, **changes)
+    files = list(args.file) if args.file else stage.lease_files
+    return msgspec.structs.replace(stage, gateway=gateway, lease_files=files)
+
+
+async def _collect(stage_config: Any) -> Any:
+    from producers import dhcp_leases
+
+    try:
+        stage = dhcp_leases.create(stage_config)
+    except ValueError as exc:        # a malformed --fingerprint
+        raise UsageError(str(exc)) from None
+    try:
+        return await stage.collect(ignore_backoff=True)
+    finally:
+        if stage.gateway is not None:
+            await stage.gateway.aclose()   # type: ignore[attr-defined]
+
+
+def _ago(seconds: int | None) -> str | None:
+    return None if seconds is None else _span(seconds) + " ago"
+
+
+def _span(seconds: int) -> str:
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            out += f"{seconds // size}{unit}"
+            seconds %= size
+    return out + (f"{seconds}s" if seconds or not out else "")
+
+
+def _expires(lease: Any, now: datetime) -> str | None:
+    if lease.expires_after_secs is not None and lease.origin == "mikrotik":
+        return "in " + _span(lease.expires_after_secs)
+    if lease.expires_at is not None:
+        left = int((lease.expires_at - now).total_seconds())
+        return ("in " + _span(left)) if left > 0 else "expired"
+    if lease.expires_after_secs is not None:
+        return _span(lease.expires_after_secs)
+    return "never" if lease.origin in ("mikrotik", "dnsmasq", "dhcpd") and lease.status in (
+        "bound", "active") else None
+
+
+def _source(lease: Any) -> str:
+    where = lease.gateway or ""
+    if lease.origin != "mikrotik":
+        where = os.path.basename(where) or where      # the file name; --json has the full path
+    return f"{lease.origin} {where}".strip()
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    from producers.dhcp_leases import lease_type
+
+    stage_config = _stage_config(args, config)
+    if stage_config.gateway is None and not stage_config.lease_files:
+        raise UsageError("no gateway and no lease files: give --gateway HOST or --file PATH, or set "
+                         "gateway.host / lease_files.paths in the config")
+    snapshot = asyncio.run(_collect(stage_config))
+    for error in snapshot.errors:
+        warn(error)
+    leases = [item.lease for item in snapshot.leases]
+    if args.json:
+        print_json({
+            "leases": [msgspec.to_builtins(lease) | {"alive": item.alive}
+                       for lease, item in zip(leases, snapshot.leases, strict=True)],
+            "arp": [{"address": row.address, "mac": row.mac, "status": row.status,
+                     "interface": row.interface, "alive": row.alive, "dhcp": row.dhcp,
+                     "comment": row.comment, "gateway": row.gateway} for row in snapshot.arp],
+            "errors": snapshot.errors,
+        })
+    else:
+        now = datetime.now(UTC)
+        print_table(
+            ["address", "mac", "hostname", "type", "status", "expires", "last seen", "server",
+             "comment", "source"],
+            [(lease.active_address or lease.address, lease.active_mac or lease.mac, lease.hostname,
+              lease_type(lease), lease.status, _expires(lease, now), _ago(lease.last_seen_secs),
+              lease.server, lease.comment, _source(lease))
+             for lease in leases],
+            title=f"{len(leases)} DHCP leases")
+        if snapshot.arp:
+            print_table(["address", "mac", "status", "interface", "dhcp", "comment"],
+                        [(row.address, row.mac, row.status, row.interface, row.dhcp, row.comment)
+                         for row in snapshot.arp],
+                        title=f"router ARP table ({stage_config.gateway.host})")
+    return 1 if snapshot.errors and not leases and not snapshot.arp else 0

@@ -1,0 +1,98 @@
+"""``lanscope proxmox``: every Proxmox VM and container with its MACs and IPs.
+
+Connection settings come from ``proxmox:`` in the config; the flags override
+them for a one-off look at another cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from typing import Any
+
+import msgspec
+
+from lanscope.config import Config
+from lanscope.errors import LanscopeError, UsageError
+from lanscope.output import print_json, print_table
+from lanscope.stages import proxmox_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="Proxmox host (default: proxmox.host)")
+    parser.add_argument("--port", type=int, help="API port (default: proxmox.port, 8006)")
+    parser.add_argument("--user", help="user@realm (default: proxmox.user)")
+    parser.add_argument("--token-name", help="API token id (default: proxmox.token_name)")
+    parser.add_argument("--token-env", metavar="VAR",
+                        help="read the API token secret from environment variable VAR")
+    parser.add_argument("--password-env", metavar="VAR",
+                        help="read the password from environment variable VAR")
+    parser.add_argument("--fingerprint", metavar="SHA256",
+                        help="accept only the certificate with this SHA-256 fingerprint")
+    parser.add_argument("--ca-file", metavar="PEM", help="verify the certificate with this CA")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not verify the certificate (prefer --fingerprint)")
+    parser.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+
+def _env(flag: str, name: str) -> str:
+    if name not in os.environ:
+        raise UsageError(f"{flag}: environment variable {name} is not set")
+    return os.environ[name]
+
+
+def _settings(args: argparse.Namespace, config: Config) -> Any:
+    from enrichers.proxmox_names import ProxmoxSettings
+    from producers.dhcp_leases import TlsSettings
+
+    settings = proxmox_settings(config)
+    if args.host:
+        same = settings is not None and settings.host == args.host
+        settings = settings if same else ProxmoxSettings(host=args.host, port=config.proxmox.port,
+                                                         user=config.proxmox.user)
+    if settings is None:
+        raise UsageError("no Proxmox host: set proxmox.host in the config or give --host")
+    changes: dict[str, Any] = {}
+    for flag in ("port", "user", "token_name"):
+        if getattr(args, flag):
+            changes[flag] = getattr(args, flag)
+    if args.token_env:
+        changes["token_value"] = _env("--token-env", args.token_env)
+    if args.password_env:
+        changes["password"] = _env("--password-env", args.password_env)
+        if not args.token_name:
+            changes["token_name"] = None       # a password on the command line means ticket login
+    if args.fingerprint or args.ca_file or args.insecure:
+        changes["tls"] = TlsSettings(verify=not args.insecure, ca_file=args.ca_file,
+                                     fingerprint_sha256=args.fingerprint)
+    settings = msgspec.structs.replace(settings, **changes)
+    if not (settings.token_name and settings.token_value) and not settings.password:
+        raise UsageError("Proxmox credentials: give --token-name with --token-env, or "
+                         "--password-env (or set them under proxmox: in the config)")
+    if not settings.user:
+        raise UsageError("Proxmox user: give --user user@realm or set proxmox.user")
+    return settings
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    from enrichers.proxmox_names import ProxmoxClient, ProxmoxError
+
+    settings = _settings(args, config)
+    try:
+        guests = asyncio.run(ProxmoxClient(settings).fetch_guests())
+    except ProxmoxError as exc:
+        raise LanscopeError(str(exc)) from None
+    except ValueError as exc:        # a malformed --fingerprint
+        raise UsageError(str(exc)) from None
+    guests.sort(key=lambda g: g.guest.vm_id)
+    if args.json:
+        print_json([msgspec.to_builtins(g.guest) | {
+            "nics": [{"mac": nic.mac, "ips": nic.ips, "config_key": nic.name} for nic in g.nics],
+            "macs": g.macs, "ips": g.ips} for g in guests])
+        return 0
+    print_table(["vmid", "name", "type", "node", "status", "MACs", "IPs", "tags"],
+                [(g.guest.vm_id, g.guest.name, g.guest.vm_type, g.guest.node, g.guest.status,
+                  g.macs, g.ips, g.guest.tags) for g in guests],
+                title=f"{len(guests)} Proxmox guests on {settings.host}")
+    return 0
