@@ -22,6 +22,7 @@ import re
 import ssl
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,7 +104,9 @@ def _tls_context() -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_NONE
     try:
         ctx.set_ciphers("ALL:@SECLEVEL=0")
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
     except (ssl.SSLError, ValueError):
         pass
     return ctx

@@ -171,7 +171,8 @@ class RuleSet:
 
 def _compile(pattern: str, source: str, index: int) -> re.Pattern[str]:
     try:
-        return re.compile(pattern)
+        # ASCII: the text is bytes as latin-1, so \w must not match 0xC0-0xFF "letters".
+        return re.compile(pattern, re.ASCII)
     except re.error as exc:
         raise RuleError(f"{source}: rule #{index + 1} {pattern!r}: {exc}") from None
 
@@ -229,9 +230,10 @@ def _apply(rule: Rule, m: re.Match[str], source: str) -> Identity:
 
 # Generic extraction for software no rule knows.
 _GENERIC: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^SSH-([\d.]+)-([A-Za-z][\w.-]*?)[_-]v?(\d[\w.]*)"), "ssh"),
-    (re.compile(r"(?mi)^Server:[ \t]*([A-Za-z][\w .-]{0,40}?)/v?(\d[\w.-]{0,30})"), "http"),
-    (re.compile(r"^220[ -](?:[\w.-]+ )?\(?([A-Za-z][\w-]{1,40})\)? v?(\d[\d.]+\w*)[^\r\n]*"), "ftp"),
+    (re.compile(r"^SSH-([\d.]+)-([A-Za-z][\w.-]*?)[_-]v?(\d[\w.]*)", re.ASCII), "ssh"),
+    (re.compile(r"(?mi)^Server:[ \t]*([A-Za-z][\w .-]{0,40}?)/v?(\d[\w.-]{0,30})", re.ASCII), "http"),
+    (re.compile(r"^220[ -](?:[\w.-]+ )?\(?([A-Za-z][\w-]{1,40})\)? v?(\d[\d.]+\w*)[^\r\n]*", re.ASCII),
+     "ftp"),
 ]
 
 
@@ -315,7 +317,7 @@ def load_nmap_probes(text: str) -> tuple[list[_Compiled], int]:
         if _PERL_ONLY.search(pattern):
             skipped += 1
             continue
-        py_flags = (re.S if "s" in flags else 0) | (re.I if "i" in flags else 0)
+        py_flags = re.ASCII | (re.S if "s" in flags else 0) | (re.I if "i" in flags else 0)
         try:
             regex = re.compile(pattern, py_flags)
         except (re.error, OverflowError, RecursionError):

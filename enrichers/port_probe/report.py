@@ -184,7 +184,7 @@ def _ip_key(ip: str) -> tuple[int, int]:
 def port_row(p: PortResult) -> list[Any]:
     """A table row: port, state, service, version, OS hint, banner."""
     service = f"ssl/{p.service}" if p.tunnel == "ssl" and p.service else (p.service or "")
-    banner = p.http_title and f"title: {p.http_title}" or (p.banner or "")
+    banner = f"title: {p.http_title}" if p.http_title else (p.banner or "")
     return [f"{p.port}/{p.protocol.value}", p.state.value, service, _service_text(p), p.os_hint or "",
             banner[:80]]
 

@@ -41,7 +41,8 @@ def add_port_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-udp", action="store_true", help="no UDP probes at all")
     group.add_argument("--no-fingerprint", action="store_true",
                        help="states only: no banners, no service/version identification")
-    group.add_argument("--nmap-probes", metavar="FILE", nargs="?", const="/usr/share/nmap/nmap-service-probes",
+    group.add_argument("--nmap-probes", metavar="FILE", nargs="?",
+                       const="/usr/share/nmap/nmap-service-probes",
                        help="also use the match lines of nmap's nmap-service-probes (if present)")
 
 

@@ -1,0 +1,116 @@
+"""The port_probe enricher: when it probes, claims across replicas, the event it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+
+from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
+from lanscope.config import Config as GlobalConfig
+from lanscope.net.ports import PortSpec
+from lanscope.runtime.claims import MemoryClaims
+from lanscope.stages import StageContext, build_port_probe
+from schemas import OsGuess, PortsProbed, PortState
+from tests.factories import T0, at, host_seen, port
+
+
+class FakeProber(Prober):
+    """Counts probes and returns a fixed report: the enricher logic without the network."""
+
+    def __init__(self, config: Config, delay: float = 0.0) -> None:
+        super().__init__(config, syn_available=lambda: False)
+        self.calls: list[list[str]] = []
+        self.delay = delay
+
+    async def probe(self, ips: list[str], spec: PortSpec | None = None,
+                    **kwargs: object) -> dict[str, HostReport]:
+        self.calls.append(list(ips))
+        await asyncio.sleep(self.delay)
+        ports = [port(22, service="ssh", product="OpenSSH")] + [port(p, "closed") for p in range(100, 140)]
+        return {ip: HostReport(ip=ip, ports=ports, os=OsGuess(name="Linux", confidence=4)) for ip in ips}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
+         delay: float = 0.0) -> tuple[PortProbe, FakeProber, Clock]:
+    config = config or Config(interval_secs=3600)
+    prober = FakeProber(config, delay)
+    clock = Clock()
+    return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
+
+
+async def test_probes_a_new_host_and_publishes_a_snapshot() -> None:
+    stage, prober, _ = make()
+    [event] = await stage.handle(host_seen("198.18.0.10"))
+    assert isinstance(event, PortsProbed)
+    assert event.ip == "198.18.0.10" and event.host_key == "02:00:00:00:00:10"
+    assert event.source == "port_probe" and event.mac == "02:00:00:00:00:10"
+    assert [p.port for p in event.ports] == [22]           # 40 closed ports are summarised
+    assert event.scanned == ["tcp:20-1024", "udp:53,123,137,161,1900,5353"]
+    assert event.os is not None and event.os.name == "Linux"
+    assert prober.calls == [["198.18.0.10"]]
+
+
+async def test_reprobes_only_after_the_interval() -> None:
+    stage, prober, clock = make()
+    await stage.handle(host_seen("198.18.0.10"))
+    clock.now = at(3000)
+    assert await stage.handle(host_seen("198.18.0.10", t=3000)) == []
+    clock.now = at(3601)
+    assert len(await stage.handle(host_seen("198.18.0.10", t=3601))) == 1
+    assert len(prober.calls) == 2
+
+
+@pytest.mark.parametrize("event", [
+    host_seen("198.18.0.10", alive=False),
+    host_seen(None, "02:00:00:00:00:10"),
+])
+async def test_ignores_dead_sightings_and_hosts_without_ip(event: object) -> None:
+    stage, prober, _ = make()
+    assert await stage.handle(event) == []                  # type: ignore[arg-type]
+    assert prober.calls == []
+
+
+async def test_two_replicas_never_probe_one_host_at_once() -> None:
+    claims = MemoryClaims()                                 # shared, as the NATS KV bucket would be
+    first, p1, _ = make(claims=claims, delay=0.2)
+    second, p2, _ = make(claims=claims, delay=0.2)
+    a, b = await asyncio.gather(first.handle(host_seen("198.18.0.10")),
+                                second.handle(host_seen("198.18.0.10")))
+    assert len(a) + len(b) == 1
+    assert len(p1.calls) + len(p2.calls) == 1
+
+
+def test_builder_maps_the_global_config() -> None:
+    config = GlobalConfig()
+    stage = build_port_probe(StageContext(config=config))
+    assert isinstance(stage, PortProbe)
+    assert stage.config.tcp == "20-1024"
+    assert stage.config.connect_timeout_ms == config.timeouts.connect_ms
+    assert stage.config.interval_secs == config.schedules.port_probe_secs
+
+
+def test_shown_ports_summarises_large_states() -> None:
+    ports = [port(22)] + [port(p, "closed") for p in range(1, 30)] + [port(99, "filtered")]
+    shown = shown_ports(ports)
+    assert [p.port for p in shown] == [22, 99]
+    assert all(p.state != PortState.CLOSED for p in shown)
+
+
+def test_scan_type_choice() -> None:
+    prober = Prober(Config(), syn_available=lambda: True)
+    assert prober.choose_scan_type(["10.0.0.1"], 1000) == "syn"
+    assert prober.choose_scan_type(["10.0.0.1"], 10) == "connect"
+    assert prober.choose_scan_type(["fd00::1"], 1000) == "connect"
+    assert prober.choose_scan_type(["10.0.0.1"], 10, "syn") == "syn"
+    no_root = Prober(Config(), syn_available=lambda: False)
+    assert no_root.choose_scan_type(["10.0.0.1"], 1000, "syn") == "connect"
