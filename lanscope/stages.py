@@ -64,8 +64,8 @@ def dhcp_leases_config(config: Config) -> Any:
     from producers import dhcp_leases
 
     gateway = None
-    if config.gateway.host:
-        g = config.gateway
+    g = config.gateway
+    if g.host:
         gateway = dhcp_leases.GatewaySettings(
             host=g.host, user=g.user, password=g.password, scheme=g.scheme, port=g.port,
             tls=dhcp_leases.TlsSettings(**msgspec.structs.asdict(g.tls)),

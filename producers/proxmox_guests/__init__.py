@@ -65,15 +65,19 @@ class ProxmoxGuests:
 def sightings(found: Guest, observed: datetime) -> list[HostSeen]:
     """One guest's HostSeen events: per (MAC, address), per MAC, or per bare address."""
     guest = found.guest
-    common = {"observed_at": observed, "source": "proxmox", "alive": guest.status == "running",
-              "evidence": f"proxmox:{guest.status or 'unknown'}"[:255], "hostname": guest.name,
-              "guest": guest}
+    alive = guest.status == "running"
+    evidence = f"proxmox:{guest.status or 'unknown'}"[:255]
+
+    def seen(mac: str | None, ip: str | None) -> HostSeen:
+        return HostSeen(host_key=host_key(mac, ip), observed_at=observed, source="proxmox", ip=ip,
+                        mac=mac, alive=alive, evidence=evidence, hostname=guest.name, guest=guest)
+
     events: list[HostSeen] = []
     for nic in found.nics:
-        for ip in nic.ips or [None]:
-            events.append(HostSeen(host_key=host_key(nic.mac, ip), ip=ip, mac=nic.mac, **common))
-    for ip in found.extra_ips if not found.nics else []:
-        events.append(HostSeen(host_key=host_key(None, ip), ip=ip, **common))
+        addresses: list[str | None] = list(nic.ips) or [None]
+        events.extend(seen(nic.mac, ip) for ip in addresses)
+    if not found.nics:
+        events.extend(seen(None, ip) for ip in found.extra_ips)
     return events
 
 
