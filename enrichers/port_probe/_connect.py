@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _LINGER_RST = struct.pack("ii", 1, 0)      # close an open port with RST, like nmap, not FIN
 _REASONS = {
@@ -36,8 +36,9 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """One port's scan result (a NamedTuple: a 65k-port scan builds 65k of them)."""
+
     state: str
     reason: str
     ttl: int | None = None

@@ -31,6 +31,7 @@ from ._connect import Outcome
 _ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                  9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
 _BATCH = 512
+_TCP_HEAD = struct.Struct("!HHIIBBH")     # ports, seq, ack, offset, flags, window
 
 
 def available() -> bool:
@@ -151,7 +152,7 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
             ip = packed.get(packet[12:16])
             if ip is None or len(packet) < ihl + 20:
                 continue
-            src_port, dst_port, _seq, ack = struct.unpack("!HHII", packet[ihl:ihl + 12])
+            src_port, dst_port, _seq, ack, _off, flags, window = _TCP_HEAD.unpack_from(packet, ihl)
             if dst_port != sport:
                 continue
             key = (ip, src_port)
@@ -159,13 +160,10 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
                 continue
             if ack != (builders[ip].cookie(src_port) + 1) & 0xFFFFFFFF:
                 continue
-            flags = packet[ihl + 13]
-            window = struct.unpack("!H", packet[ihl + 14:ihl + 16])[0]
-            ttl = packet[8]
             if flags & 0x12 == 0x12:
-                results[key] = Outcome("open", "syn-ack", ttl, window)
+                results[key] = Outcome("open", "syn-ack", packet[8], window)
             elif flags & 0x04:
-                results[key] = Outcome("closed", "reset", ttl, window)
+                results[key] = Outcome("closed", "reset", packet[8], window)
             else:
                 continue
             rtt = now - sent_at[key]
@@ -192,7 +190,7 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
 
     def send_all(pending: list[tuple[str, int]]) -> None:
         interval = 1.0 / pps if pps > 0 else 0.0
-        next_at = time.monotonic()
+        next_at = batch_time = time.monotonic()
         for i, (ip, port) in enumerate(pending):
             frame = builders[ip].syn(port)
             while True:
@@ -212,8 +210,10 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
                             exc.errno, "host-unreach"))
                         break
                     raise
-            sent_at.setdefault((ip, port), time.monotonic())
+            if (ip, port) not in sent_at:
+                sent_at[(ip, port)] = batch_time       # per batch: RTTs only need ms precision
             if i % _BATCH == _BATCH - 1:
+                batch_time = time.monotonic()
                 drain()
                 if stop is not None and stop.is_set():
                     return
@@ -245,6 +245,8 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
     pending = [(ip, port) for port_index in range(max((len(p) for p in targets.values()), default=0))
                for ip, ports in targets.items() if port_index < len(ports)
                for port in (ports[port_index],)]
+    # One thread both sends and receives: a receiver thread was measured slower (GIL hand-offs
+    # on every recv/sendto outweigh the overlap).
     for _attempt in range(retries + 1):
         if not pending or (stop is not None and stop.is_set()):
             break
@@ -253,9 +255,11 @@ def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket
         pending = [key for key in pending if key not in results]
         for key in pending:
             sent_at[key] = time.monotonic()
+    silent = Outcome("filtered", "no-response")
     for ip, ports in targets.items():
         for port in ports:
-            results.setdefault((ip, port), Outcome("filtered", "no-response"))
+            if (ip, port) not in results:
+                results[(ip, port)] = silent
     if progress is not None:
         progress(total, total)
     return results

@@ -143,9 +143,13 @@ class Prober:
                 reports[ip].ports.append(port_result)
         for (ip, _port), result in sorted(tcp_results.items()):
             reports[ip].ports.append(result)
+        by_host: dict[str, list[_connect.Outcome]] = {}
+        for (ip, _port), outcome in outcomes.items():
+            if outcome.ttl:
+                by_host.setdefault(ip, []).append(outcome)
         for report in reports.values():
             report.ports.sort(key=lambda p: (p.protocol.value, p.port))
-            report.os = _os_guess(report.ports, outcomes, report.ip)
+            report.os = _os_guess(report.ports, by_host.get(report.ip, []))
             report.duration_ms = (time.monotonic() - started) * 1000
         return reports
 
@@ -219,8 +223,7 @@ def _apply_identity(result: PortResult, identity: Identity) -> None:
     result.method = identity.method
 
 
-def _os_guess(ports: list[PortResult], outcomes: dict[tuple[str, int], _connect.Outcome],
-              ip: str) -> OsGuess | None:
+def _os_guess(ports: list[PortResult], outcomes: list[_connect.Outcome]) -> OsGuess | None:
     hints = []
     for p in ports:
         if p.os_hint:
@@ -228,9 +231,8 @@ def _os_guess(ports: list[PortResult], outcomes: dict[tuple[str, int], _connect.
             specific = any(ch.isdigit() for ch in p.os_hint)
             hints.append(BannerHint(p.os_hint, _family(p.os_hint), 8 if specific else 6,
                                     f"{p.protocol.value}/{p.port} {p.product or p.service or ''}".strip()))
-    ttls = [o.ttl for (host, _), o in outcomes.items() if host == ip and o.ttl]
-    windows = [o.window for (host, _), o in outcomes.items()
-               if host == ip and o.state == "open" and o.window]
+    ttls = [o.ttl for o in outcomes if o.ttl]
+    windows = [o.window for o in outcomes if o.state == "open" and o.window]
     return guess_os(hints, ttls, windows)
 
 

@@ -1,0 +1,252 @@
+"""Port scanning and service identification: lanscope vs nmap and masscan, on the lab.
+
+    LANSCOPE_LAB_PREFIX=p4 python -m tests.lab up
+    ip netns exec p4-scan .venv/bin/python -m bench.ports [--runs 3] [--sv-runs 1]
+    LANSCOPE_LAB_PREFIX=p4 python -m tests.lab down
+
+Three scenarios, every tool on the same lab in one run:
+
+1. full 65,535-port TCP scan of one host (the ssh host);
+2. the top 1000 TCP ports of the ~40 live hosts of 198.18.0.0/24 (every tool
+   is given the list of live hosts, -Pn: this compares port scanning, not
+   discovery);
+3. service identification of the lab's servers: lanscope's banners and rules
+   vs ``nmap -sV`` on the same host/port pairs.
+
+Wall time is the median of ``--runs`` runs (``--sv-runs`` for nmap -sV, which
+is slow). lanscope is timed twice: the engine in process (as the pipeline runs
+it) and the ``lanscope scan`` CLI (Python start-up and imports included).
+Agreement is against the lab's declared truth: open ports from the topology,
+product and version from dpkg (upstream part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+from enrichers.port_probe.stage import Config, Prober
+from lanscope.net.ports import PortSpec, compress, top_ports
+from tests.lab import Lab
+
+Open = set[tuple[str, int]]
+LANSCOPE = [sys.executable, "-m", "lanscope"]
+
+# (lab host, port, dpkg service kind, product as lanscope names it, substring nmap uses, version visible?)
+SERVICES = [
+    ("ssh", 22, "openssh", "OpenSSH", "OpenSSH", True),
+    ("dropbear", 22, "dropbear", "Dropbear sshd", "Dropbear", True),
+    ("nginx", 80, "nginx", "nginx", "nginx", True),
+    ("apache", 80, "apache", "Apache httpd", "Apache", True),
+    ("redis", 6379, "redis", "Redis key-value store", "Redis", True),
+    ("mqtt", 1883, "mosquitto", "Mosquitto", "Mosquitto", True),
+    ("mariadb", 3306, "mariadb", "MariaDB", "MariaDB", True),
+    ("ftp", 21, "vsftpd", "vsftpd", "vsftpd", True),
+    ("lighttpd", 80, "lighttpd", "lighttpd", "lighttpd", True),
+    ("postgres", 5432, "postgresql", "PostgreSQL DB", "PostgreSQL", False),
+    ("smtp", 25, "postfix", "Postfix smtpd", "Postfix", False),
+    ("dns", 53, "dnsmasq", "dnsmasq", "dnsmasq", True),
+]
+
+
+def upstream(debian_version: str) -> str:
+    version = re.sub(r"^\d+:", "", debian_version)
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def timed(fn: Callable[[], Open], runs: int) -> tuple[float, Open]:
+    times = []
+    result: Open = set()
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def run(argv: list[str], timeout: float = 900) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[:400]}")
+    return done.stdout
+
+
+def nmap_open(xml_text: str) -> Open:
+    root = ET.fromstring(xml_text)
+    found: Open = set()
+    for host in root.iter("host"):
+        address = host.find("address")
+        if address is None:
+            continue
+        for port in host.iter("port"):
+            state = port.find("state")
+            if state is not None and state.get("state") == "open":
+                found.add((address.get("addr", ""), int(port.get("portid", "0"))))
+    return found
+
+
+def nmap_scan(flags: list[str], ips: list[str], ports: str) -> Callable[[], Open]:
+    return lambda: nmap_open(run(["nmap", *flags, "-n", "-Pn", "-p", ports, "-oX", "-", *ips]))
+
+
+def masscan_scan(ips: list[str], ports: str, router_mac: str) -> Callable[[], Open]:
+    def scan() -> Open:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            run(["masscan", *ips, "-p", ports, "--rate", "1000000", "--wait", "1", "--router-mac", router_mac,
+                 "-oJ", out.name])
+            text = Path(out.name).read_text().strip().rstrip(",")
+        if not text:
+            return set()
+        rows = json.loads(text if text.startswith("[") else f"[{text}]")
+        return {(r["ip"], p["port"]) for r in rows for p in r.get("ports", []) if p.get("status") == "open"}
+    return scan
+
+
+def lanscope_engine(ips: list[str], ports: tuple[int, ...], kind: str) -> Callable[[], Open]:
+    def scan() -> Open:
+        prober = Prober(Config(udp="", connect_timeout_ms=1000, per_host=512, sockets=4096))
+        reports = asyncio.run(prober.probe(ips, PortSpec(tcp=ports), scan_type=kind, fingerprint=False))
+        assert all(r.scan_type == kind for r in reports.values()), "scan type fell back"
+        return {(ip, p.port) for ip, r in reports.items() for p in r.ports if p.state.value == "open"}
+    return scan
+
+
+def lanscope_cli(ips: list[str], ports: str, kind: str, config: str) -> Callable[[], Open]:
+    def scan() -> Open:
+        text = run([*LANSCOPE, "-c", config, "scan", *ips, "-Pn", "--no-fingerprint",
+                    "-sS" if kind == "syn" else "-sT", "-p", ports, "-oJ", "-"])
+        data = json.loads(text[text.index('{\n  "nmap"'):])
+        return {(ip, int(port)) for ip, host in data["scan"].items()
+                for port, entry in host.get("tcp", {}).items() if entry["state"] == "open"}
+    return scan
+
+
+def agreement(found: Open, truth: Open) -> str:
+    extra = sorted(found - truth)
+    return f"{len(found & truth)}/{len(truth)}" + (f" (+{len(extra)} extra: {extra[:3]})" if extra else "")
+
+
+def port_scans(lab: Lab, runs: int, config: str) -> list[tuple[str, str, float, str]]:
+    rows: list[tuple[str, str, float, str]] = []
+    router_mac = lab.host("rtr").mac
+    scenarios = []
+    one = lab.host("ssh")
+    scenarios.append(("65535 ports, 1 host", [one.ip], tuple(range(1, 65536)), "1-65535",
+                      {(one.ip, p) for p in one.tcp_open}))
+    live = lab.live_hosts("198.18.0.0/24")
+    top = tuple(sorted(top_ports(1000)))
+    top_set = set(top)
+    ips = [h.ip for h in live]
+    truth = {(h.ip, p) for h in live for p in h.tcp_open if p in top_set}
+    scenarios.append((f"top-1000, {len(ips)} hosts", ips, top, compress(top), truth))
+    for name, targets, ports, ports_text, truth in scenarios:
+        tools: list[tuple[str, Callable[[], Open]]] = [
+            ("lanscope SYN (engine)", lanscope_engine(targets, ports, "syn")),
+            ("lanscope SYN (CLI)", lanscope_cli(targets, ports_text, "syn", config)),
+            ("lanscope connect (engine)", lanscope_engine(targets, ports, "connect")),
+            ("lanscope connect (CLI)", lanscope_cli(targets, ports_text, "connect", config)),
+            ("nmap -sS", nmap_scan(["-sS"], targets, ports_text)),
+            ("nmap -sS -T5 --min-rate 50000", nmap_scan(["-sS", "-T5", "--min-rate", "50000"], targets,
+                                                        ports_text)),
+            ("nmap -sT", nmap_scan(["-sT"], targets, ports_text)),
+        ]
+        if shutil.which("masscan"):
+            tools.append(("masscan --rate 1M --wait 1", masscan_scan(targets, ports_text, router_mac)))
+        for tool, fn in tools:
+            try:
+                seconds, found = timed(fn, runs)
+                rows.append((name, tool, seconds, agreement(found, truth)))
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, AssertionError) as exc:
+                rows.append((name, tool, float("nan"), f"failed: {exc}"[:80]))
+            print(f"  {name:22} {tool:32} {rows[-1][2]:7.2f}s  {rows[-1][3]}", flush=True)
+    return rows
+
+
+def service_id(lab: Lab, runs: int, sv_runs: int) -> list[tuple[str, float, int, int, int]]:
+    truth = {(lab.host(h).ip, port): (lanscope_product, nmap_product,
+                                      upstream(lab.package_version(kind)) if versioned else None)
+             for h, port, kind, lanscope_product, nmap_product, versioned in SERVICES}
+    ips = sorted({ip for ip, _ in truth}, key=lambda ip: tuple(int(x) for x in ip.split(".")))
+    ports = sorted({p for _, p in truth})
+
+    def lanscope_sv() -> dict[tuple[str, int], tuple[str, str]]:
+        prober = Prober(Config(udp="", connect_timeout_ms=1000))
+        reports = asyncio.run(prober.probe(ips, PortSpec(tcp=tuple(ports)), scan_type="syn"))
+        return {(ip, p.port): (p.product or "", p.version or "") for ip, r in reports.items() for p in r.ports
+                if p.state.value == "open"}
+
+    def nmap_sv() -> dict[tuple[str, int], tuple[str, str]]:
+        root = ET.fromstring(run(["nmap", "-sV", "-n", "-Pn", "-p", ",".join(map(str, ports)), "-oX", "-",
+                                  *ips], timeout=1800))
+        out = {}
+        for host in root.iter("host"):
+            ip = host.find("address").get("addr", "")                  # type: ignore[union-attr]
+            for port in host.iter("port"):
+                service = port.find("service")
+                state = port.find("state")
+                if service is not None and state is not None and state.get("state") == "open":
+                    out[(ip, int(port.get("portid", "0")))] = (service.get("product", ""),
+                                                                service.get("version", ""))
+        return out
+
+    def score(found: dict[tuple[str, int], tuple[str, str]], nmap: bool) -> tuple[int, int, int]:
+        products = versions = 0
+        for key, (lanscope_product, nmap_product, version) in truth.items():
+            product, got_version = found.get(key, ("", ""))
+            expected = nmap_product if nmap else lanscope_product
+            if expected.lower() in product.lower():
+                products += 1
+            if version and got_version.split(" ")[0] == version:
+                versions += 1
+        return products, versions, sum(1 for v in truth.values() if v[2])
+
+    rows = []
+    for tool, fn, n in (("lanscope (SYN + banners)", lanscope_sv, runs), ("nmap -sV", nmap_sv, sv_runs)):
+        times, found = [], {}
+        for _ in range(n):
+            start = time.perf_counter()
+            found = fn()
+            times.append(time.perf_counter() - start)
+        products, versions, versioned = score(found, tool.startswith("nmap"))
+        rows.append((tool, statistics.median(times), products, versions, versioned))
+        print(f"  {tool:28} {rows[-1][1]:7.2f}s  products {products}/{len(truth)}  "
+              f"versions {versions}/{versioned}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sv-runs", type=int, default=1)
+    parser.add_argument("--skip-sv", action="store_true")
+    args = parser.parse_args(argv)
+    lab = Lab.from_env()
+    if not lab.is_up():
+        print(f"the lab {lab.prefix!r} is not up: LANSCOPE_LAB_PREFIX={lab.prefix} python -m tests.lab up",
+              file=sys.stderr)
+        return 1
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
+        cfg.write("scope:\n  allow: [198.18.0.0/15]\nconcurrency:\n  per_host: 512\n  sockets: 4096\n")
+    print(f"port scans (median of {args.runs} runs):", flush=True)
+    port_scans(lab, args.runs, cfg.name)
+    if not args.skip_sv:
+        print(f"service identification ({len(SERVICES)} servers):", flush=True)
+        service_id(lab, args.runs, args.sv_runs)
+    Path(cfg.name).unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
