@@ -63,6 +63,9 @@ class NatsConfig(_Section):
     ack_wait_secs: float = 30.0
     max_deliver: int = 5
     max_ack_pending: int = 1000
+    nak_backoff_ms: int = 1000             # first retry delay after a failure; doubles per delivery
+    nak_backoff_max_secs: float = 60.0
+    shutdown_grace_secs: float = 10.0      # in-flight work may finish this long after SIGTERM
     # Embedded server
     embedded_host: str = "127.0.0.1"
     embedded_port: int = 0                 # 0: a free port

@@ -23,7 +23,7 @@ from schemas import (
 from schemas import subjects as subj
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     PRODUCER = "producers"
     ENRICHER = "enrichers"
     SINK = "sinks"

@@ -1,0 +1,569 @@
+"""Binds stages to the bus: producers on a schedule, enrichers and sinks on their consumers.
+
+The delivery contract, in one place:
+
+- a message is acked only after its handler (or the sink's write) returned and
+  every output got its PubAck; outputs carry deterministic ids, so a
+  redelivered input re-publishes the same ids and the stream drops them;
+- an undecodable message, or one that failed on its last allowed delivery, is
+  copied to ``lanscope.dlq.<stage>`` with the reason in headers and terminated;
+- a failing handler is nak'd with exponential backoff; slow work sends
+  ``in_progress()`` so the server does not hand it to another copy;
+- on SIGTERM/SIGINT fetching stops, in-flight work gets a grace period, and
+  whatever is unfinished is nak'd so another copy takes it;
+- while NATS is unreachable, fetches and publishes are retried; nothing that
+  was not processed and published is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from lanscope.config import NatsConfig
+from lanscope.runtime.bus import MSG_ID, Bus, consumer_bindings
+from lanscope.runtime.ids import fill_enricher_ids, fill_producer_ids, fill_sink_ids, payload_id
+from lanscope.runtime.topology import Kind, StageSpec
+from schemas import Event, decode, dlq_subject
+from schemas import subjects as subj
+
+log = logging.getLogger(__name__)
+
+QUERY_QUEUE = "lanscope-query"
+H_REASON = "Lanscope-Dlq-Reason"
+H_SUBJECT = "Lanscope-Original-Subject"
+H_STREAM = "Lanscope-Original-Stream"
+H_SEQ = "Lanscope-Stream-Seq"
+H_DELIVERIES = "Lanscope-Deliveries"
+H_STAGE = "Lanscope-Stage"
+H_QUERY_ERROR = "Lanscope-Error"
+_MAX_REASON = 512
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    max_deliver: int = 5                 # handler attempts before the DLQ
+    ack_wait_secs: float = 30.0          # when the spec has none
+    backoff_secs: float = 1.0            # first nak delay; doubles per delivery
+    backoff_max_secs: float = 60.0
+    grace_secs: float = 10.0             # in-flight work may finish this long after SIGTERM
+    fetch_timeout_secs: float = 1.0      # bounds how fast fetch loops notice a stop
+    stats_every_secs: float = 60.0
+    sink_flush_ms: int = 200
+    once: bool = False                   # producers sweep once; stop when every consumer is idle
+
+    @classmethod
+    def from_config(cls, n: NatsConfig, *, once: bool = False) -> RunnerOptions:
+        return cls(max_deliver=n.max_deliver, ack_wait_secs=n.ack_wait_secs,
+                   backoff_secs=n.nak_backoff_ms / 1000.0, backoff_max_secs=n.nak_backoff_max_secs,
+                   grace_secs=n.shutdown_grace_secs, once=once)
+
+
+@dataclass
+class Counters:
+    events_received_total: int = 0
+    events_emitted_total: int = 0
+    events_failed_total: int = 0
+
+    def line(self) -> str:
+        return (f"events_received_total={self.events_received_total} "
+                f"events_emitted_total={self.events_emitted_total} "
+                f"events_failed_total={self.events_failed_total}")
+
+
+class _StageLog(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "stage": self.extra["stage"]}  # type: ignore[index]
+        return msg, kwargs
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:_MAX_REASON]
+
+
+class _StageRunner:
+    """What every kind of stage shares: counters, logging, the stop signal."""
+
+    def __init__(self, spec: StageSpec, stage: Any, bus: Bus, options: RunnerOptions,
+                 stopping: asyncio.Event) -> None:
+        self.spec = spec
+        self.stage = stage
+        self.bus = bus
+        self.options = options
+        self.stopping = stopping
+        self.counters = Counters()
+        self.log = _StageLog(log, {"stage": spec.name})
+        self.done = False             # finished its work (--once) or stopped
+        self._query_sub: Subscription | None = None
+
+    @property
+    def ack_wait(self) -> float:
+        return self.spec.ack_wait_secs or self.options.ack_wait_secs
+
+    def backoff(self, num_delivered: int) -> float:
+        return float(min(self.options.backoff_secs * 2 ** max(num_delivered - 1, 0),
+                         self.options.backoff_max_secs))
+
+    async def start(self) -> None:
+        query = getattr(self.stage, "query", None)
+        if callable(query):
+            self._query_sub = await self.bus.nc.subscribe(subj.QUERY, queue=QUERY_QUEUE,
+                                                          cb=self._serve_query)
+            self.log.info("answering queries on %s", subj.QUERY)
+
+    async def _serve_query(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            reply: bytes = await self.stage.query(msg.data)
+            await self.bus.nc.publish(msg.reply, reply)
+        except Exception as exc:
+            await self.bus.nc.publish(msg.reply, b"",
+                                      headers={H_QUERY_ERROR: _one_line(f"{type(exc).__name__}: {exc}")})
+
+    async def stop_serving(self) -> None:
+        if self._query_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._query_sub.unsubscribe()
+            self._query_sub = None
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def idle(self) -> bool:
+        """True when this stage has nothing left to do (for --once)."""
+        return self.done
+
+
+# -------------------------------------------------------------------------- producers
+
+
+class ProducerRunner(_StageRunner):
+    async def run(self) -> None:
+        interval = float(getattr(self.stage, "interval_secs", 0) or 0)
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            await self._sweep_once()
+            if self.options.once or interval <= 0:
+                break
+            remaining = interval - (time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max(remaining, 0.0))
+        self.done = True
+
+    async def _sweep_once(self) -> None:
+        started = time.monotonic()
+        try:
+            events: list[Event] = await self.stage.sweep()
+        except Exception as exc:
+            self.counters.events_failed_total += 1
+            self.log.error("sweep failed: %s: %s", type(exc).__name__, exc,
+                           exc_info=self.log.isEnabledFor(logging.DEBUG))
+            return
+        fill_producer_ids(events)
+        duplicates = 0
+        for event in events:
+            ack = await self.bus.publish(event)
+            duplicates += bool(ack.duplicate)
+        self.counters.events_emitted_total += len(events)
+        kinds: dict[str, int] = {}
+        for event in events:
+            kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing"
+        self.log.info("sweep published %s in %.2fs%s", summary, time.monotonic() - started,
+                      f" ({duplicates} duplicates dropped)" if duplicates else "")
+
+
+# -------------------------------------------------------------------------- consumers
+
+
+class _ConsumerRunner(_StageRunner):
+    """Pull-fetch from the stage's durable consumer(s); DLQ and heartbeat helpers."""
+
+    async def _bind(self) -> list[tuple[str, Any]]:
+        self._subs = []
+        for stream in consumer_bindings(self.spec):
+            psub = await self.bus.js.pull_subscribe_bind(durable=self.spec.durable, stream=stream)
+            self._subs.append((stream, psub))
+        self._unbinder = asyncio.create_task(self._unbind_on_stop())
+        return self._subs
+
+    async def _unbind_on_stop(self) -> None:
+        """Unsubscribe as soon as a stop is requested, before anything is handed back.
+
+        A pull request still lingering on the server would otherwise capture the
+        nak'd messages for this stopping process instead of another copy."""
+        await self.stopping.wait()
+        await self._unbind()
+
+    async def _unbind(self) -> None:
+        subs, self._subs = getattr(self, "_subs", []), []
+        for _, psub in subs:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _fetch(self, psub: Any, batch: int, timeout: float) -> list[Msg]:
+        """Fetch up to ``batch`` messages; [] on timeout or while NATS is away."""
+        try:
+            msgs: list[Msg] = await psub.fetch(batch, timeout=max(timeout, 0.01))
+            return msgs
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            if self.bus.nc.is_closed:
+                raise
+            self.log.debug("fetch failed (%s); retrying", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+            return []
+
+    def _decode(self, msg: Msg) -> Event | str:
+        """The event, or the reason it cannot be handled."""
+        try:
+            event: Event = decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"undecodable: {exc}"
+        if msg.metadata.num_delivered > self.options.max_deliver:
+            return (f"not acknowledged after {self.options.max_deliver} deliveries "
+                    "(handler timed out or its process died)")
+        if not event.id:
+            # Published by another tool without an id: derive one, so our outputs stay stable.
+            event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
+        return event
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        md = msg.metadata
+        headers = {
+            H_REASON: _one_line(reason),
+            H_SUBJECT: msg.subject,
+            H_STREAM: md.stream,
+            H_SEQ: str(md.sequence.stream),
+            H_DELIVERIES: str(md.num_delivered),
+            H_STAGE: self.spec.name,
+        }
+        self.counters.events_failed_total += 1
+        self.log.warning("dead-lettering %s seq %d: %s", msg.subject, md.sequence.stream, headers[H_REASON])
+        await self.bus.publish_bytes(dlq_subject(self.spec.name), msg.data, headers=headers,
+                                     msg_id=f"dlq-{self.spec.name}-{md.stream}-{md.sequence.stream}")
+        await msg.term()
+
+    async def _failed(self, msg: Msg, exc: BaseException) -> None:
+        self.counters.events_failed_total += 1
+        delivered = msg.metadata.num_delivered
+        reason = f"{type(exc).__name__}: {exc}"
+        if delivered >= self.options.max_deliver:
+            await self._dead_letter(msg, f"failed {delivered} times, last: {reason}")
+            return
+        delay = self.backoff(delivered)
+        self.log.warning("%s seq %d failed (delivery %d/%d), retry in %.1fs: %s", msg.subject,
+                         msg.metadata.sequence.stream, delivered, self.options.max_deliver, delay,
+                         _one_line(reason))
+        await msg.nak(delay=delay)
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, msgs: Sequence[Msg]) -> AsyncIterator[None]:
+        """Tell the server every ack_wait/3 that slow work on ``msgs`` is still going."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.ack_wait / 3)
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _hand_back(self, msgs: Sequence[Msg]) -> None:
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+    async def _pending(self) -> int:
+        total = 0
+        for stream in consumer_bindings(self.spec):
+            info = await self.bus.js.consumer_info(stream, self.spec.durable)
+            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return total
+
+
+class EnricherRunner(_ConsumerRunner):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(self.spec.concurrency, 1))
+
+    async def run(self) -> None:
+        subs = await self._bind()
+        try:
+            await asyncio.gather(*(self._consume(psub) for _, psub in subs))
+        except asyncio.CancelledError:
+            # The runner's grace period is over: hand back whatever is still running.
+            await self._unbind()
+            for task in self._inflight:
+                task.cancel()
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+            raise
+        else:
+            await self._unbind()
+            await self._finish_inflight()
+        finally:
+            self._unbinder.cancel()
+            self.done = True
+
+    async def _consume(self, psub: Any) -> None:
+        while not self.stopping.is_set():
+            # Fetch only what can start now: a fetched message waiting for a slot would
+            # age towards ack_wait without a heartbeat.
+            await self._slots.acquire()
+            free = 1
+            while free < self.spec.batch_size and not self._slots.locked():
+                await self._slots.acquire()
+                free += 1
+            msgs: list[Msg] = []
+            try:
+                if not self.stopping.is_set():
+                    msgs = await self._fetch(psub, free, self.options.fetch_timeout_secs)
+            finally:
+                for _ in range(free - len(msgs)):
+                    self._slots.release()
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            event = self._decode(msg)
+            if isinstance(event, str):
+                await self._dead_letter(msg, event)
+                return
+            self.counters.events_received_total += 1
+            try:
+                async with self._heartbeat([msg]):
+                    outputs: list[Event] = await self.stage.handle(event)
+                fill_enricher_ids(outputs, event.id, self.spec.name)
+                for output in outputs:
+                    await self.bus.publish(output)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(msg, exc)
+                return
+            await msg.ack()
+            self.counters.events_emitted_total += len(outputs)
+        except asyncio.CancelledError:
+            await self._hand_back([msg])
+            raise
+        except Exception as exc:  # the bus itself failed (closed): the server redelivers later
+            self.log.error("cannot settle %s: %s: %s", msg.subject, type(exc).__name__, exc)
+        finally:
+            self._slots.release()
+
+    async def _finish_inflight(self) -> None:
+        if not self._inflight:
+            return
+        self.log.info("waiting up to %gs for %d in-flight events", self.options.grace_secs,
+                      len(self._inflight))
+        _, pending = await asyncio.wait(set(self._inflight), timeout=self.options.grace_secs)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.log.warning("handed back %d unfinished events", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def idle(self) -> bool:
+        return not self._inflight and await self._pending() == 0
+
+
+class SinkRunner(_ConsumerRunner):
+    def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flush_secs = (flush_ms if flush_ms is not None else self.options.sink_flush_ms) / 1000.0
+        self._write_lock = asyncio.Lock()  # a sink with two consumers still writes one batch at a time
+        self._busy = 0
+
+    async def start(self) -> None:
+        await self.stage.open()
+        await super().start()
+
+    async def run(self) -> None:
+        subs = await self._bind()
+        try:
+            await asyncio.gather(*(self._consume(psub) for _, psub in subs))
+        finally:
+            self._unbinder.cancel()
+            await self._unbind()
+            await self.stop_serving()
+            with contextlib.suppress(Exception):
+                await self.stage.close()
+            self.done = True
+
+    async def _consume(self, psub: Any) -> None:
+        while not self.stopping.is_set():
+            msgs = await self._fetch(psub, self.spec.batch_size, self.options.fetch_timeout_secs)
+            if not msgs:
+                continue
+            self._busy += 1
+            try:
+                deadline = time.monotonic() + self.flush_secs
+                while len(msgs) < self.spec.batch_size and not self.stopping.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0.005:
+                        break
+                    msgs += await self._fetch(psub, self.spec.batch_size - len(msgs), remaining)
+                # A stop lets this batch finish; the runner cancels it (and so naks
+                # the batch) only when the grace period is over.
+                await self._process(msgs)
+            finally:
+                self._busy -= 1
+
+    async def _process(self, msgs: list[Msg]) -> None:
+        items: list[tuple[Msg, Event]] = []
+        for msg in msgs:
+            event = self._decode(msg)
+            if isinstance(event, str):
+                await self._dead_letter(msg, event)
+            else:
+                items.append((msg, event))
+        if items:
+            self.counters.events_received_total += len(items)
+            await self._write(items)
+
+    async def _write(self, items: list[tuple[Msg, Event]]) -> None:
+        msgs = [msg for msg, _ in items]
+        try:
+            async with self._write_lock, self._heartbeat(msgs):
+                outputs: list[Event] = await self.stage.write([event for _, event in items])
+                fill_sink_ids(outputs, self.spec.name)
+                for output in outputs:
+                    await self.bus.publish(output)
+        except asyncio.CancelledError:
+            await self._hand_back(msgs)
+            raise
+        except Exception as exc:
+            if len(items) > 1 and max(m.metadata.num_delivered for m in msgs) >= 2:
+                # The batch failed before: write one by one so a poison message cannot hold
+                # back (or drag into the DLQ) the good ones that share its batch.
+                self.log.warning("batch of %d failed again (%s); isolating", len(items), type(exc).__name__)
+                for item in items:
+                    await self._write([item])
+                return
+            for msg in msgs:
+                await self._failed(msg, exc)
+            return
+        for msg in msgs:
+            await msg.ack()
+        self.counters.events_emitted_total += len(outputs)
+
+    async def idle(self) -> bool:
+        return self._busy == 0 and await self._pending() == 0
+
+
+# -------------------------------------------------------------------------- the runner
+
+
+@dataclass
+class _Entry:
+    spec: StageSpec
+    runner: _StageRunner
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Runner:
+    """Runs stages until stop(): ``runner.add(spec, stage)``, then ``await runner.run()``."""
+
+    bus: Bus
+    options: RunnerOptions = field(default_factory=RunnerOptions)
+    on_stopped: Callable[[], Awaitable[None]] | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _entries: list[_Entry] = field(default_factory=list)
+
+    def add(self, spec: StageSpec, stage: Any, *, flush_ms: int | None = None) -> _StageRunner:
+        runner: _StageRunner
+        args = (spec, stage, self.bus, self.options, self.stopping)
+        if spec.kind is Kind.PRODUCER:
+            runner = ProducerRunner(*args)
+        elif spec.kind is Kind.ENRICHER:
+            runner = EnricherRunner(*args)
+        else:
+            runner = SinkRunner(*args, flush_ms=flush_ms)
+        self._entries.append(_Entry(spec, runner))
+        return runner
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: no new fetches; in-flight work has %gs", self.options.grace_secs)
+            self.stopping.set()
+
+    def counters(self) -> dict[str, Counters]:
+        return {e.spec.name: e.runner.counters for e in self._entries}
+
+    async def run(self) -> None:
+        for entry in self._entries:
+            await entry.runner.start()
+        for entry in self._entries:
+            entry.task = asyncio.create_task(entry.runner.run(), name=f"stage:{entry.spec.name}")
+        helpers = [asyncio.create_task(self._report())]
+        if self.options.once:
+            helpers.append(asyncio.create_task(self._stop_when_idle()))
+        stages = [e.task for e in self._entries if e.task is not None]
+        everything = asyncio.gather(*stages, return_exceptions=True)
+        stop_requested = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait([everything, stop_requested],  # type: ignore[type-var]
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not everything.done():
+                _, late = await asyncio.wait(stages, timeout=self.options.grace_secs + 1.0)
+                for task in late:
+                    task.cancel()
+            results = await everything
+            for entry, result in zip(self._entries, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    entry.runner.log.warning("stage did not finish within the grace period")
+                elif isinstance(result, BaseException):
+                    entry.runner.log.error("stage stopped: %s: %s", type(result).__name__, result,
+                                           exc_info=result)
+        finally:
+            stop_requested.cancel()
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            for entry in self._entries:
+                await entry.runner.stop_serving()
+                entry.runner.log.info("final counters: %s", entry.runner.counters.line())
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.stats_every_secs)
+            for entry in self._entries:
+                entry.runner.log.info("%s", entry.runner.counters.line())
+
+    async def _stop_when_idle(self) -> None:
+        """--once: stop after every producer swept and every consumer is idle twice in a row."""
+        quiet = 0
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.3)
+            try:
+                idle = all([await e.runner.idle() for e in self._entries])
+            except Exception:
+                idle = False
+            quiet = quiet + 1 if idle else 0
+            if quiet >= 2:
+                self.stop()

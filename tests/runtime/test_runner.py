@@ -1,0 +1,190 @@
+"""The runner's delivery contract on a real nats-server (in-process stages)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from lanscope.config import NatsConfig
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.runner import H_DELIVERIES, H_REASON, H_SEQ, H_SUBJECT, Runner, RunnerOptions
+from lanscope.runtime.topology import Kind, StageSpec
+from schemas import dlq_subject
+from schemas import subjects as subj
+from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec, subject_count
+
+FACTS = subj.FACTS.name
+DLQ = subj.DEAD_LETTERS.name
+
+
+def options(config: NatsConfig, **overrides: Any) -> RunnerOptions:
+    base = RunnerOptions.from_config(config)
+    return dataclasses.replace(base, fetch_timeout_secs=0.2, **overrides)
+
+
+@asynccontextmanager
+async def running(bus: Bus, *stages: tuple[StageSpec, Any], **overrides: Any) -> AsyncIterator[Runner]:
+    await bus.provision([s for s, _ in stages])
+    runner = Runner(bus, options(bus.config, **overrides))
+    for stage_spec, stage in stages:
+        runner.add(stage_spec, stage)
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 20)
+
+
+async def consumer(bus: Bus, name: str) -> Any:
+    return await bus.js.consumer_info(FACTS, name)
+
+
+async def test_sink_acks_only_after_write_and_outputs(bus: Bus) -> None:
+    gate = asyncio.Event()
+    sink = MemorySink(gate=gate, emit=True)
+    stage = spec("sink_gate", Kind.SINK, batch_size=10)
+    async with running(bus, (stage, sink)):
+        for i in range(3):
+            await bus.publish(seen(i))
+        await asyncio.wait_for(sink.writing.wait(), 10)
+        info = await consumer(bus, "sink_gate")
+        assert info.num_ack_pending == 3 and info.ack_floor.stream_seq == 0
+        gate.set()
+        await eventually(lambda: sink.rows and len(sink.rows) == 3, what="3 rows")
+
+        async def settled() -> bool:
+            return (await consumer(bus, "sink_gate")).num_ack_pending == 0
+        await eventually(settled, what="acks")
+        assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 3
+    assert sink.opened and sink.closed
+
+
+async def test_enricher_acks_after_publishing_outputs(bus: Bus) -> None:
+    gate = asyncio.Event()
+    enricher = EchoEnricher(gate=gate)
+    stage = spec("echo_gate", Kind.ENRICHER)
+    async with running(bus, (stage, enricher)):
+        first = seen(1)
+        await bus.publish(first)
+        await asyncio.wait_for(enricher.started.wait(), 10)
+        assert (await consumer(bus, "echo_gate")).num_ack_pending == 1
+        assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 0
+        gate.set()
+
+        async def acked() -> bool:
+            return (await consumer(bus, "echo_gate")).num_ack_pending == 0
+        await eventually(acked, what="the ack")
+        assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 1
+        assert enricher.seen == [first.id]
+
+
+async def test_malformed_message_goes_to_the_dlq_and_the_stage_goes_on(bus: Bus) -> None:
+    sink = MemorySink()
+    stage = spec("sink_dlq", Kind.SINK, batch_size=4)
+    async with running(bus, (stage, sink)):
+        bad = await bus.publish_bytes("lanscope.host.seen.arp", b'{"type": "host_seen", "ip": 5}',
+                                      msg_id="bad-1")
+        good = seen(7)
+        await bus.publish(good)
+        await eventually(lambda: good.id in sink.rows, what="the good event after the bad one")
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("sink_dlq"))
+        await eventually(dead, what="a DLQ copy")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_dlq"))
+        assert copy.data == b'{"type": "host_seen", "ip": 5}'
+        headers = copy.headers or {}
+        assert headers[H_REASON].startswith("undecodable:")
+        assert headers[H_SUBJECT] == "lanscope.host.seen.arp"
+        assert headers[H_SEQ] == str(bad.seq) and headers[H_DELIVERIES] == "1"
+        info = await consumer(bus, "sink_dlq")
+        assert info.num_ack_pending == 0 and info.num_pending == 0   # terminated, not redelivered
+
+
+async def test_always_failing_handler_ends_in_the_dlq(bus: Bus) -> None:
+    enricher = EchoEnricher(fail=lambda event: event.host_key.endswith("01"))
+    stage = spec("echo_fail", Kind.ENRICHER)
+    poison, fine = seen(1), seen(2)
+    async with running(bus, (stage, enricher)):
+        await bus.publish(poison)
+        await bus.publish(fine)
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("echo_fail"))
+        await eventually(dead, what="the DLQ copy")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("echo_fail"))
+        assert (copy.headers or {})[H_REASON].startswith("failed 3 times, last: RuntimeError: cannot handle")
+        assert enricher.seen.count(poison.id) == bus.config.max_deliver == 3
+        assert enricher.seen.count(fine.id) == 1
+        assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 1
+
+
+async def test_two_copies_share_the_work(bus: Bus, nats_config: NatsConfig) -> None:
+    class Slow(EchoEnricher):
+        async def handle(self, event: Any) -> list[Any]:
+            await asyncio.sleep(0.005)
+            return await super().handle(event)
+
+    stage = spec("echo_shared", Kind.ENRICHER, batch_size=4, concurrency=2)
+    other_bus = await Bus.connect(nats_config, name="second-copy")
+    one, two = Slow(), Slow()
+    total = 200
+    try:
+        await bus.provision([stage])
+        second = Runner(other_bus, options(nats_config))
+        second.add(stage, two)
+        second_task = asyncio.create_task(second.run())
+        async with running(bus, (stage, one)):
+            for i in range(total):
+                await bus.publish(seen(i))
+            done: Callable[[], bool] = lambda: len(set(one.seen) | set(two.seen)) == total  # noqa: E731
+            await eventually(done, timeout=30, what="every event handled")
+            second.stop()
+            await asyncio.wait_for(second_task, 20)
+    finally:
+        await other_bus.close()
+    assert one.seen and two.seen
+    assert len(one.seen) + len(two.seen) == total          # nobody handled an event twice
+    assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == total
+
+
+async def test_graceful_stop_finishes_or_hands_back(bus: Bus) -> None:
+    # Finishes: the handler completes inside the grace period and its message is acked.
+    gate = asyncio.Event()
+    finishing = EchoEnricher(gate=gate)
+    stage = spec("echo_stop", Kind.ENRICHER, ack_wait_secs=30)
+    await bus.provision([stage])
+    runner = Runner(bus, options(bus.config))
+    runner.add(stage, finishing)
+    task = asyncio.create_task(runner.run())
+    await bus.publish(seen(1))
+    await asyncio.wait_for(finishing.started.wait(), 10)
+    runner.stop()
+    gate.set()
+    await asyncio.wait_for(task, 10)
+
+    async def finished() -> bool:
+        info = await consumer(bus, "echo_stop")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+    await eventually(finished, timeout=3, what="the finished event's ack")
+    assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 1
+
+    # Hands back: the handler never finishes; after the grace period the message is nak'd
+    # and immediately available to another copy.
+    stuck = EchoEnricher(gate=asyncio.Event())
+    runner = Runner(bus, options(bus.config, grace_secs=0.5))
+    runner.add(stage, stuck)
+    task = asyncio.create_task(runner.run())
+    await bus.publish(seen(2))
+    await asyncio.wait_for(stuck.started.wait(), 10)
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+
+    # Another copy gets it at once: ack_wait (30 s) has not expired, so it was nak'd.
+    taker = EchoEnricher()
+    async with running(bus, (stage, taker)):
+        await eventually(lambda: len(taker.seen) == 1, timeout=3, what="the handed-back event")
