@@ -101,8 +101,9 @@ def _auth_kind(config: NatsConfig) -> str:
 class Bus:
     """A connected NATS client with JetStream, for one process."""
 
-    def __init__(self, nc: NatsClient, config: NatsConfig) -> None:
+    def __init__(self, nc: NatsClient, config: NatsConfig, state: dict[str, bool] | None = None) -> None:
         self.nc = nc
+        self._state = state if state is not None else {}
         self.config = config
         self.js: JetStreamContext = nc.jetstream(timeout=10.0)
         self._publish_timeout = 5.0
@@ -115,10 +116,10 @@ class Bus:
         urls = servers(config, url)
         if not urls:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
-        state = {"down": False}
+        state = {"down": False, "closing": False}
 
         async def disconnected() -> None:
-            if not state["down"]:
+            if not state["down"] and not state["closing"]:
                 state["down"] = True
                 log.warning("disconnected from NATS; reconnecting")
 
@@ -128,7 +129,7 @@ class Bus:
 
         async def error(exc: Exception) -> None:
             # nats-py reports every failed reconnect attempt here; one line per outage is enough.
-            if not state["down"]:
+            if not state["down"] and not state["closing"]:
                 log.warning("NATS connection error: %s", type(exc).__name__)
 
         options: dict[str, Any] = {
@@ -158,12 +159,13 @@ class Bus:
                            f"{type(exc).__name__}: {exc}") from None
         log.info("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
                  _auth_kind(config))
-        return cls(nc, config)
+        return cls(nc, config, state)
 
     async def close(self) -> None:
         """Drain: flush pending publishes and acks, then close."""
         if self.nc.is_closed:
             return
+        self._state["closing"] = True
         try:
             await self.nc.drain()
         except Exception as exc:  # already closing, or the server is gone

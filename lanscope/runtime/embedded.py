@@ -18,6 +18,7 @@ import ctypes
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -77,6 +78,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     PR_SET_PDEATHSIG = 1
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def configured_url(config: NatsConfig, data_dir: str | Path) -> str | None:
+    """``nats.url``, else the url of an embedded server a ``lanscope run`` has started.
+
+    The embedded server's generated config file names its host and port, so
+    ``lanscope watch`` (or ``query``) finds the pipeline without a fixed port.
+    Returns None when neither is set or that server does not accept connections.
+    """
+    if config.url:
+        return config.url
+    conf = Path(data_dir) / "nats" / "nats-server.conf"
+    try:
+        text = conf.read_text()
+    except OSError:
+        return None
+    host = re.search(r'^host:\s*"([^"]*)"', text, re.MULTILINE)
+    port = re.search(r"^port:\s*(\d+)", text, re.MULTILINE)
+    if not host or not port:
+        return None
+    try:
+        with socket.create_connection((host.group(1), int(port.group(1))), timeout=1.0):
+            pass
+    except OSError:
+        return None
+    name = host.group(1)
+    return f"nats://{f'[{name}]' if ':' in name else name}:{port.group(1)}"
 
 
 class EmbeddedNats:

@@ -1,0 +1,39 @@
+"""``lanscope provision``: create or update the streams and durable consumers, idempotently."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from lanscope.config import Config
+from lanscope.output import print_table
+from lanscope.runtime.bus import Bus, Provisioned
+from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.topology import STAGES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Create or update the JetStream streams and one durable pull consumer per "
+                          "consuming stage. Safe to run any number of times. With no nats.url it "
+                          "provisions the embedded server's store in <data_dir>/nats.")
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    embedded: EmbeddedNats | None = None
+    url = configured_url(config.nats, config.data_dir)
+    if not url:
+        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+        url = embedded.start()
+    try:
+        results = asyncio.run(_provision(config, url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print_table(["kind", "name", "action", "detail"],
+                [(r.kind, r.name, r.action, r.detail) for r in results], caption=url)
+    return 0
+
+
+async def _provision(config: Config, url: str) -> list[Provisioned]:
+    async with await Bus.connect(config.nats, url=url, name="lanscope-provision") as bus:
+        return await bus.provision(STAGES.values())

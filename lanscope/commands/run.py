@@ -1,0 +1,113 @@
+"""``lanscope run``: the continuous pipeline, every stage or the ones named with --stage.
+
+With no ``nats.url`` the bundled nats-server is started first (and stopped
+last); then streams and consumers are provisioned and the stages run until
+SIGTERM/SIGINT. ``--once`` runs each producer once and exits when every
+consumer has caught up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from lanscope.config import Config
+from lanscope.errors import LanscopeError, UsageError
+from lanscope.output import print_table, stdout
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.topology import STAGES, StageSpec, resolve
+from lanscope.stages import StageContext, StageDisabled, build
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", action="append", metavar="NAME", default=[],
+                        help="run only this stage (port_probe or enrichers.port_probe); repeatable")
+    parser.add_argument("--once", action="store_true",
+                        help="run each producer once, exit when every consumer has caught up")
+
+
+def selected_stages(names: list[str]) -> list[StageSpec]:
+    if not names:
+        return list(STAGES.values())
+    specs: list[StageSpec] = []
+    for name in names:
+        try:
+            spec = resolve(name)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    specs = selected_stages(args.stage)
+    embedded: EmbeddedNats | None = None
+    # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
+    url = configured_url(config.nats, config.data_dir)
+    where = "configured" if config.nats.url else "embedded server of another lanscope run"
+    if not url:
+        # Started here, in the main thread, so the server dies with this process.
+        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+        url = embedded.start()
+        where = f"embedded, store {embedded.store_dir}"
+    try:
+        stdout.print(f"NATS:   {url} ({where})")
+        stdout.print(f"DuckDB: {config.duckdb_path}")
+        return asyncio.run(_run(config, url, specs, once=args.once))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]],
+                                                                     dict[str, str]]:
+    """Build each stage; a disabled or unfinished one is reported and skipped."""
+    built: list[tuple[StageSpec, Any]] = []
+    skipped: dict[str, str] = {}
+    for spec in specs:
+        try:
+            built.append((spec, build(spec.builder, ctx)))
+        except StageDisabled as exc:
+            skipped[spec.name] = f"disabled: {exc}"
+        except NotImplementedError as exc:
+            skipped[spec.name] = f"not implemented yet: {exc}"
+            log.warning("%s is not implemented yet; skipping it", spec.qualified, extra={"stage": spec.name})
+    return built, skipped
+
+
+async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
+    bus = await Bus.connect(config.nats, url=url)
+    try:
+        await bus.provision(STAGES.values())
+        ctx = StageContext(config=config, claims=await bus.claims())
+        built, skipped = build_stages(specs, ctx)
+        rows = [(s.qualified, "runs", s.description) for s, _ in built]
+        rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
+        print_table(["stage", "status", "detail"], rows)
+        if not built:
+            raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
+        for spec, stage in built:
+            flush_ms = config.duckdb.flush_ms if spec.name == "host_state" else None
+            runner.add(spec, stage, flush_ms=flush_ms)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        try:
+            await runner.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0
+    finally:
+        await bus.close()
+
+

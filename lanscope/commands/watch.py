@@ -1,0 +1,112 @@
+"""``lanscope watch``: host changes (and findings) as they happen.
+
+An ephemeral ordered consumer on the CHANGES stream, starting now: nothing is
+acked, nothing is left behind on the server when it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from nats.js.api import DeliverPolicy
+
+from lanscope.config import Config
+from lanscope.errors import LanscopeError, UsageError
+from lanscope.output import print_jsonl, stdout
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.embedded import configured_url
+from schemas import ChangeKind, Event, Finding, HostChanged, decode
+from schemas import subjects as subj
+
+_KINDS = [k.value for k in ChangeKind]
+_MAX_VALUE = 80
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one event JSON per line")
+    parser.add_argument("--kind", default=",".join(_KINDS), metavar="KINDS",
+                        help=f"comma-separated change kinds to show (default: {','.join(_KINDS)})")
+    parser.add_argument("--findings", action="store_true", help="also show findings opened and resolved")
+
+
+def parse_kinds(text: str) -> set[str]:
+    kinds = {k.strip().lower() for k in text.split(",") if k.strip()}
+    unknown = kinds - set(_KINDS)
+    if unknown or not kinds:
+        raise UsageError(f"--kind: unknown kind(s) {', '.join(sorted(unknown)) or '(none)'}; "
+                         f"choose from {', '.join(_KINDS)}")
+    return kinds
+
+
+def _value(value: Any) -> str:
+    if value is None or value == [] or value == "":
+        return "-"
+    if isinstance(value, list):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, datetime):
+        text = value.isoformat(timespec="seconds")
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 1] + "…"
+
+
+def describe(event: Event) -> str:
+    """One human line per event (plain text: hostnames and banners are data)."""
+    when = event.observed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(event, HostChanged):
+        host = event.host
+        who = " ".join(part for part in (host.ip or "-", host.mac or "-", host.hostname or "") if part)
+        changes = "; ".join(f"{c.field}: {_value(c.old)} → {_value(c.new)}" for c in event.changes)
+        return f"{when}  {event.kind.value:<7}  {who}" + (f"  {changes}" if changes else "")
+    if isinstance(event, Finding):
+        where = event.ip or event.mac or event.host_key
+        port = f":{event.port}" if event.port else ""
+        return (f"{when}  finding {event.state.value}  {where}{port}  "
+                f"[{event.severity.value}] {event.rule}: {_value(event.title)}")
+    return f"{when}  {type(event).__name__}  {event.host_key}"
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    kinds = parse_kinds(args.kind)
+    url = configured_url(config.nats, config.data_dir)
+    if not url:
+        raise LanscopeError("no NATS to watch: set nats.url, or start the pipeline with `lanscope run`")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_watch(config, url, kinds, findings=args.findings, as_json=args.json))
+    return 0
+
+
+async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, as_json: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def show(msg: Any) -> None:
+        try:
+            event = decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            stdout.print(f"(undecodable event on {msg.subject}: {exc})", markup=False)
+            return
+        if isinstance(event, HostChanged) and event.kind.value not in kinds:
+            return
+        if as_json:
+            print_jsonl(event)
+        else:
+            stdout.print(describe(event), markup=False, highlight=False)
+
+    async with await Bus.connect(config.nats, url=url, name="lanscope-watch") as bus:
+        subjects = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
+        for subject in subjects:
+            await bus.js.subscribe(subject, stream=subj.CHANGES.name, cb=show, ordered_consumer=True,
+                                   deliver_policy=DeliverPolicy.NEW)
+        if not as_json:
+            stdout.print(f"watching {', '.join(subjects)} on {url} (Ctrl-C to stop)", markup=False)
+        await stop.wait()
