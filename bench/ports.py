@@ -104,7 +104,7 @@ def masscan_scan(ips: list[str], ports: str, router_mac: str) -> Callable[[], Op
     def scan() -> Open:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             run(["masscan", *ips, "-p", ports, "--rate", "1000000", "--wait", "1", "--router-mac", router_mac,
-                 "-oJ", out.name])
+                 "--adapter", "br0", "-oJ", out.name])
             text = Path(out.name).read_text().strip().rstrip(",")
         if not text:
             return set()
