@@ -163,3 +163,10 @@ def local_ip(toward: str = "192.0.2.1") -> str:
                 if not own.is_link_local:
                     return str(own.ip)
     return "127.0.0.1" if family == socket.AF_INET else "::1"
+
+
+async def interfaces_async() -> list[Interface]:
+    """interfaces() for async callers (it reads /sys and a netlink socket)."""
+    import asyncio
+
+    return await asyncio.to_thread(interfaces)

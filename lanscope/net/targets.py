@@ -378,6 +378,10 @@ class Targets:
         intervals = _subtract_intervals(self._intervals, other._intervals)
         return Targets(self.specs, boxes, intervals, self._cidrs, self.names, self.excludes)
 
+    def intersect(self, other: Targets) -> Targets:
+        """The addresses of self that are also in other."""
+        return self.minus(self.minus(other))
+
     def first(self) -> IPAddress | None:
         return next(iter(self), None)
 

@@ -1,0 +1,5 @@
+"""ARP sweep producer: raw AF_PACKET requests to the attached subnets (see README.md)."""
+
+from .stage import ArpSweep, Config
+
+__all__ = ["ArpSweep", "Config"]

@@ -1,0 +1,119 @@
+"""The ARP sweep's one I/O primitive: raw AF_PACKET requests and a filtered reply socket.
+
+Frames are built once; the send loop only calls ``send``. Replies are read on
+a second socket whose classic-BPF filter passes only ARP replies addressed to
+our IP, so a /16 sweep does not drown the receiver in its own requests.
+Needs CAP_NET_RAW. Blocking: the stage calls ``arp_sweep`` through
+``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lanscope.net.rawsweep import Reply, ReplyBook, run_rounds
+
+ETH_P_ARP = 0x0806
+SOL_PACKET = 263
+SO_ATTACH_FILTER = 26            # not exported by the socket module
+PACKET_STATISTICS = 6
+_BROADCAST = b"\xff" * 6
+
+
+def _bpf_arp_replies_to(ip: int) -> bytes:
+    """A sock_fprog for: ethertype ARP, opcode 2 (reply), target protocol address == ip."""
+    program = [
+        (0x28, 0, 0, 12),          # ldh [12]         ethertype
+        (0x15, 0, 5, ETH_P_ARP),   # jne ARP -> drop
+        (0x28, 0, 0, 20),          # ldh [20]         ARP opcode
+        (0x15, 0, 3, 2),           # jne reply -> drop
+        (0x20, 0, 0, 38),          # ld [38]          target protocol address
+        (0x15, 0, 1, ip),          # jne our ip -> drop
+        (0x06, 0, 0, 0xFFFF),      # accept
+        (0x06, 0, 0, 0),           # drop
+    ]
+    return b"".join(struct.pack("HBBI", *insn) for insn in program)
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    return buffer  # keep alive while the socket lives
+
+
+def _send_frame(sock: socket.socket, frame: bytes) -> None:
+    for _ in range(50):
+        try:
+            sock.send(frame)
+            return
+        except OSError as exc:
+            # A full device queue: back off briefly instead of losing the probe.
+            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                raise
+            time.sleep(0.0005)
+
+
+def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int], *, retries: int = 1,
+              timeout_ms: int = 800, quiet_ms: int = 50, packets_per_sec: int = 0,
+              progress: Callable[[int, int], None] | None = None) -> dict[int, Reply]:
+    """ARP-request every target on ``interface``; return {ip: Reply(mac, rtt)} of the repliers."""
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    spa = src_ip.to_bytes(4, "big")
+    # Ethernet + ARP header up to the target protocol address (request, tha zero).
+    head = (_BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + spa + b"\0" * 6)
+    frames = {ip: head + ip.to_bytes(4, "big") for ip in targets}
+    book: ReplyBook[int] = ReplyBook(list(frames))
+    receiver = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    stop = threading.Event()
+    try:
+        filt = _attach_filter(receiver, _bpf_arp_replies_to(src_ip))
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        receiver.bind((interface, ETH_P_ARP))
+        receiver.settimeout(0.01)   # how fast the receiver notices the end
+        sender.bind((interface, 0))
+
+        def receive() -> None:
+            recv = receiver.recv
+            while not stop.is_set():
+                try:
+                    frame = recv(128)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if len(frame) < 42:
+                    continue
+                sender_ip = int.from_bytes(frame[28:32], "big")
+                sha = frame[22:28].hex(":")
+                book.answer(sender_ip, lambda rtt, sha=sha: Reply(rtt_ms=rtt, mac=sha, interface=interface))
+
+        thread = threading.Thread(target=receive, name=f"arp-recv-{interface}", daemon=True)
+        thread.start()
+        run_rounds(list(frames), lambda ip: _send_frame(sender, frames[ip]), book, retries=retries,
+                   timeout_s=timeout_ms / 1000, quiet_s=quiet_ms / 1000,
+                   packets_per_sec=packets_per_sec, progress=progress)
+        stop.set()
+        thread.join()
+        del filt
+    finally:
+        stop.set()
+        receiver.close()
+        sender.close()
+    return dict(book.replies)
+
+
+async def arp_sweep_async(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
+                          **options: Any) -> dict[int, Reply]:
+    """arp_sweep off the event loop (it blocks for the whole sweep)."""
+    return await asyncio.to_thread(arp_sweep, interface, src_mac, src_ip, targets, **options)

@@ -1,0 +1,125 @@
+"""ARP sweep: who answers ARP on each attached IPv4 subnet.
+
+Every target address that is on-link for an up Ethernet-like interface gets a
+broadcast ARP request (network and broadcast addresses skipped); each reply
+becomes a HostSeen(source="arp", evidence="arp-reply") with the MAC and the
+round-trip time. One SweepCompleted per sweep names what was swept, so the
+host_state sink can count missed sweeps.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from lanscope.net.interfaces import Interface
+from lanscope.net.rawsweep import Reply
+from lanscope.net.targets import Targets, parse_targets
+from schemas import Event, HostSeen, SweepCompleted, host_key
+
+SOURCE = "arp"
+
+# (interface, src_mac, src_ip, targets, *, retries, timeout_ms, quiet_ms, packets_per_sec, progress)
+ArpScan = Callable[..., Awaitable[dict[int, Reply]]]
+InterfaceList = Callable[[], Awaitable[list[Interface]]]
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    interval_secs: float = 60.0
+    targets: list[str] = []              # empty: every attached private IPv4 subnet
+    exclude: list[str] = []
+    interfaces: list[str] = []           # empty: every up interface with an IPv4 address
+    timeout_ms: int = 800                # the longest wait for replies after the last request
+    quiet_ms: int = 50                   # stop earlier once replies have paused this long
+    retries: int = 1                     # re-sends to the targets that stayed silent
+    packets_per_sec: int = 0             # 0: as fast as the interface takes them
+    max_prefix_bits: int = 16            # never sweep an attached network wider than this by default
+
+
+def new_sweep_id(source: str, now: datetime) -> str:
+    return f"{source}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+class ArpSweep:
+    """Producer: ARP requests to every on-link target, replies as HostSeen."""
+
+    def __init__(self, config: Config, *, scan: ArpScan, interfaces: InterfaceList,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 targets: Targets | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.config = config
+        self.interval_secs = config.interval_secs
+        self._scan = scan
+        self._interfaces = interfaces
+        self._clock = clock
+        self._progress = progress
+        self._targets = targets
+        if targets is None and config.targets:
+            self._targets = parse_targets(config.targets, exclude=config.exclude)
+
+    def _plan(self, found: list[Interface]) -> list[tuple[Interface, ipaddress.IPv4Interface, Targets]]:
+        """(interface, own address, on-link targets) for every interface that has some."""
+        plan = []
+        for interface in found:
+            if not interface.is_up or interface.link_type not in ("ether", "") or not interface.mac:
+                continue
+            if self.config.interfaces and interface.name not in self.config.interfaces:
+                continue
+            for own in interface.ipv4:
+                network = own.network
+                if network.prefixlen >= 31:
+                    continue
+                if self._targets is None:
+                    if network.prefixlen < self.config.max_prefix_bits or network.is_global \
+                            or network.is_link_local:
+                        continue
+                    on_link = parse_targets([str(network)], exclude=self.config.exclude)
+                else:
+                    on_link = self._targets.intersect(parse_targets([str(network)]))
+                if on_link:
+                    plan.append((interface, own, on_link))
+        return plan
+
+    async def sweep(self) -> list[Event]:
+        started = self._clock()
+        start = time.monotonic()
+        sweep_id = new_sweep_id(SOURCE, started)
+        events: list[Event] = []
+        swept: list[str] = []
+        plan = self._plan(await self._interfaces())
+        total = sum(len(t) for _, _, t in plan)
+        done = 0
+        for interface, own, on_link in plan:
+            addresses: Sequence[int] = list(on_link.sendable_ints4([own.network]))
+            offset = done
+
+            def progress(n: int, of: int, offset: int = offset, count: int = len(addresses)) -> None:
+                if self._progress and of:
+                    self._progress(offset + n * count // of, total)
+
+            replies = await self._scan(interface.name, interface.mac, int(own.ip), addresses,
+                                       retries=self.config.retries, timeout_ms=self.config.timeout_ms,
+                                       quiet_ms=self.config.quiet_ms,
+                                       packets_per_sec=self.config.packets_per_sec,
+                                       progress=progress)
+            done += len(on_link)
+            seen_at = self._clock()
+            for ip in sorted(replies):
+                reply = replies[ip]
+                text = str(ipaddress.IPv4Address(ip))
+                events.append(HostSeen(host_key=host_key(reply.mac, text), observed_at=seen_at, source=SOURCE,
+                                       ip=text, mac=reply.mac, evidence="arp-reply",
+                                       interface=interface.name, rtt_ms=round(reply.rtt_ms, 3),
+                                       sweep_id=sweep_id))
+            swept.extend(on_link.specs if self._targets is not None else [str(own.network)])
+        hosts = len(events)
+        events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source=SOURCE,
+                                     targets=sorted(set(swept))[:1000], sweep_id=sweep_id,
+                                     hosts_found=hosts,
+                                     duration_ms=round((time.monotonic() - start) * 1000, 1)))
+        return events

@@ -1,0 +1,64 @@
+"""Neighbour table producer: the kernel's IPv4 ARP and IPv6 NDP entries as sightings.
+
+Only REACHABLE and DELAY entries are evidence that a host is up now (the
+kernel confirmed it within the last reachable time). STALE, PROBE, FAILED,
+INCOMPLETE and PERMANENT entries are published with ``alive=False``: a record
+that a host was there, never proof that it still is. Multicast, loopback and
+NOARP entries (no host behind them) are skipped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from producers.neighbours._io import Neighbour
+from schemas import Event, HostSeen, host_key
+
+ALIVE_STATES = frozenset({"REACHABLE", "DELAY"})
+SOURCE = "neighbour"
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    interval_secs: float = 30.0
+    ipv6: bool = True
+    interfaces: list[str] = []           # empty: every interface
+    include_failed: bool = True          # publish FAILED/INCOMPLETE entries (alive=False, no MAC)
+
+
+class Neighbours:
+    """Producer: one HostSeen per kernel neighbour entry."""
+
+    def __init__(self, config: Config, *, read: Callable[[], Awaitable[list[Neighbour]]],
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config = config
+        self.interval_secs = config.interval_secs
+        self._read = read
+        self._clock = clock
+
+    async def sweep(self) -> list[Event]:
+        now = self._clock()
+        events: list[Event] = []
+        for entry in await self._read():
+            address = ipaddress.ip_address(entry.ip)
+            if address.is_multicast or address.is_loopback or address.is_unspecified:
+                continue
+            if address.version == 6 and not self.config.ipv6:
+                continue
+            if self.config.interfaces and entry.interface not in self.config.interfaces:
+                continue
+            states = set(entry.state.split("|"))
+            if states & {"NOARP", "NONE"}:
+                continue
+            if not entry.mac and not self.config.include_failed:
+                continue
+            state = entry.state
+            events.append(HostSeen(host_key=host_key(entry.mac, entry.ip), observed_at=now,
+                                   source=SOURCE, ip=entry.ip, mac=entry.mac,
+                                   alive=bool(states & ALIVE_STATES) and entry.mac is not None,
+                                   evidence=f"neighbour:{state}", interface=entry.interface,
+                                   neighbour_state=state))
+        return events

@@ -1,0 +1,135 @@
+"""Ping sweep: ICMP echo to every target, TCP ping for the ones that stay silent.
+
+Many echo requests are in flight at once (one raw socket, one receiver
+thread); every reply becomes HostSeen(source="icmp", evidence="echo-reply")
+with the round-trip time and the reply TTL. Hosts that drop ICMP are then
+TCP-pinged like ``nmap -PS``: a SYN-ACK or a RST on any of ``tcp_ports``
+counts as alive (HostSeen(source="tcp_ping", evidence="syn-ack:80")). TCP
+ping is skipped when more than ``tcp_max_hosts`` targets are silent (a sparse
+/16 would mean 300,000 connects; ARP covers on-link hosts anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from lanscope.net.interfaces import Interface
+from lanscope.net.rawsweep import Reply
+from lanscope.net.targets import IPAddress, Targets, parse_targets
+from producers.arp_sweep.stage import new_sweep_id
+from schemas import Event, HostSeen, SweepCompleted, host_key
+
+IcmpScan = Callable[..., Awaitable[dict[IPAddress, Reply]]]
+TcpConnect = Callable[[IPAddress, int, int], Awaitable[tuple[str, float] | None]]
+InterfaceList = Callable[[], Awaitable[list[Interface]]]
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    interval_secs: float = 300.0
+    targets: list[str] = []              # empty: every attached private IPv4 subnet
+    exclude: list[str] = []
+    timeout_ms: int = 1000               # the longest wait for echo replies after the last request
+    quiet_ms: int = 100                  # stop earlier once replies have paused this long
+    retries: int = 1
+    packets_per_sec: int = 0
+    tcp_ports: list[int] = msgspec.field(default_factory=lambda: [22, 80, 443, 445, 3389])  # []: none
+    tcp_timeout_ms: int = 1000
+    tcp_concurrency: int = 512           # connects in flight
+    tcp_max_hosts: int = 1024            # silent hosts TCP-pinged at most (0: never)
+    max_prefix_bits: int = 16
+
+
+class PingSweep:
+    """Producer: ICMP echo sweep plus TCP ping for the silent."""
+
+    def __init__(self, config: Config, *, icmp: IcmpScan, tcp_connect: TcpConnect,
+                 interfaces: InterfaceList, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 targets: Targets | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.config = config
+        self.interval_secs = config.interval_secs
+        self._icmp = icmp
+        self._tcp_connect = tcp_connect
+        self._interfaces = interfaces
+        self._clock = clock
+        self._progress = progress
+        self._targets = targets
+        if targets is None and config.targets:
+            self._targets = parse_targets(config.targets, exclude=config.exclude)
+
+    async def _resolve_targets(self) -> tuple[Targets, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        found = await self._interfaces()
+        attached = [a.network for i in found if i.is_up for a in i.addresses]
+        if self._targets is not None:
+            return self._targets, attached
+        networks = [str(a.network) for i in found if i.is_up and i.link_type != "loopback"
+                    for a in i.ipv4 if a.network.prefixlen >= self.config.max_prefix_bits
+                    and not a.network.is_global and not a.network.is_link_local]
+        return parse_targets(networks, exclude=self.config.exclude), attached
+
+    async def sweep(self) -> list[Event]:
+        started = self._clock()
+        start = time.monotonic()
+        sweep_id = new_sweep_id("icmp", started)
+        targets, attached = await self._resolve_targets()
+        addresses = list(targets.sendable(attached))
+        events: list[Event] = list(await self.probe(addresses, sweep_id=sweep_id))
+        hosts = len(events)
+        events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source="icmp",
+                                     targets=list(targets.specs)[:1000], sweep_id=sweep_id,
+                                     hosts_found=hosts,
+                                     duration_ms=round((time.monotonic() - start) * 1000, 1)))
+        return events
+
+    async def probe(self, addresses: Sequence[IPAddress], *, sweep_id: str | None = None,
+                    tcp: bool = True) -> list[HostSeen]:
+        """Echo-request ``addresses``; TCP-ping the silent ones (when ``tcp`` and few enough)."""
+        replies = await self._icmp(addresses, retries=self.config.retries,
+                                   timeout_ms=self.config.timeout_ms, quiet_ms=self.config.quiet_ms,
+                                   packets_per_sec=self.config.packets_per_sec,
+                                   progress=self._progress)
+        seen_at = self._clock()
+        events: list[HostSeen] = []
+        for address in sorted(replies, key=lambda a: (a.version, a)):
+            reply = replies[address]
+            events.append(HostSeen(host_key=host_key(None, str(address)), observed_at=seen_at,
+                                   source="icmp", ip=str(address), evidence="echo-reply",
+                                   rtt_ms=round(reply.rtt_ms, 3), ttl=reply.ttl, sweep_id=sweep_id))
+        silent = [a for a in addresses if a not in replies]
+        if tcp and self.config.tcp_ports and 0 < len(silent) <= self.config.tcp_max_hosts:
+            events += await self.tcp_ping(silent, sweep_id)
+        return events
+
+    async def tcp_ping(self, addresses: Sequence[IPAddress],
+                       sweep_id: str | None = None) -> list[HostSeen]:
+        """TCP-ping each address on the configured ports; the first answer per host wins."""
+        limit = asyncio.Semaphore(self.config.tcp_concurrency)
+
+        async def probe(address: IPAddress, port: int) -> tuple[int, tuple[str, float] | None]:
+            async with limit:
+                return port, await self._tcp_connect(address, port, self.config.tcp_timeout_ms)
+
+        async def host(address: IPAddress) -> HostSeen | None:
+            tasks = [asyncio.ensure_future(probe(address, p)) for p in self.config.tcp_ports]
+            try:
+                for next_done in asyncio.as_completed(tasks):
+                    port, answer = await next_done
+                    if answer is None:
+                        continue
+                    reason, rtt = answer
+                    return HostSeen(host_key=host_key(None, str(address)), observed_at=self._clock(),
+                                    source="tcp_ping", ip=str(address), evidence=f"{reason}:{port}",
+                                    rtt_ms=round(rtt, 3), sweep_id=sweep_id)
+                return None
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+        results = await asyncio.gather(*(host(a) for a in addresses))
+        return [r for r in results if r is not None]
