@@ -45,16 +45,67 @@ def build(builder: str, ctx: StageContext) -> Any:
 # Producers
 
 
-def build_arp_sweep(ctx: StageContext) -> Any:
-    raise NotImplementedError("arp_sweep: being built (issue 3)")
+def _checked_config_targets(config: Config) -> Any:
+    """config.targets parsed and scope-checked (None when empty: the attached subnets)."""
+    from lanscope.net.interfaces import attached_private_networks
+    from lanscope.net.scope import check_scope
+    from lanscope.net.targets import parse_targets
+
+    if not config.targets:
+        return None
+    targets = parse_targets(config.targets, exclude=config.scope.exclude)
+    check_scope(targets, config.scope, attached=attached_private_networks())
+    return targets
 
 
-def build_ping_sweep(ctx: StageContext) -> Any:
-    raise NotImplementedError("ping_sweep: being built (issue 3)")
+def build_arp_sweep(ctx: StageContext, *, targets: Any = None) -> Any:
+    """ARP sweep of ``targets`` (one-shot commands) or config.targets / the attached subnets."""
+    from lanscope.net.interfaces import interfaces_async
+    from producers.arp_sweep import ArpSweep
+    from producers.arp_sweep import Config as ArpConfig
+    from producers.arp_sweep._io import arp_sweep_async
+
+    c = ctx.config
+    if targets is None and not c.schedules.arp_sweep_secs:
+        raise StageDisabled("schedules.arp_sweep_secs is 0")
+    stage_config = ArpConfig(interval_secs=c.schedules.arp_sweep_secs, exclude=c.scope.exclude,
+                             timeout_ms=c.timeouts.arp_ms, retries=c.concurrency.retries,
+                             packets_per_sec=c.concurrency.packets_per_sec)
+    return ArpSweep(stage_config, scan=arp_sweep_async, interfaces=interfaces_async,
+                    targets=targets if targets is not None else _checked_config_targets(c),
+                    progress=ctx.progress)
+
+
+def build_ping_sweep(ctx: StageContext, *, targets: Any = None) -> Any:
+    """ICMP echo + TCP ping sweep of ``targets`` or config.targets / the attached subnets."""
+    from lanscope.net.interfaces import interfaces_async
+    from producers.ping_sweep import Config as PingConfig
+    from producers.ping_sweep import PingSweep
+    from producers.ping_sweep._io import icmp_sweep_async, tcp_connect
+
+    c = ctx.config
+    if targets is None and not c.schedules.ping_sweep_secs:
+        raise StageDisabled("schedules.ping_sweep_secs is 0")
+    stage_config = PingConfig(interval_secs=c.schedules.ping_sweep_secs, exclude=c.scope.exclude,
+                              timeout_ms=c.timeouts.icmp_ms, retries=c.concurrency.retries,
+                              packets_per_sec=c.concurrency.packets_per_sec,
+                              tcp_ports=list(c.ports.tcp_ping), tcp_timeout_ms=c.timeouts.connect_ms,
+                              tcp_concurrency=c.concurrency.sockets)
+    return PingSweep(stage_config, icmp=icmp_sweep_async, tcp_connect=tcp_connect,
+                     interfaces=interfaces_async,
+                     targets=targets if targets is not None else _checked_config_targets(c),
+                     progress=ctx.progress)
 
 
 def build_neighbours(ctx: StageContext) -> Any:
-    raise NotImplementedError("neighbours: being built (issue 3)")
+    from producers.neighbours import Config as NeighboursConfig
+    from producers.neighbours import Neighbours
+    from producers.neighbours._io import read_neighbours_async
+
+    if not ctx.config.schedules.neighbours_secs:
+        raise StageDisabled("schedules.neighbours_secs is 0")
+    return Neighbours(NeighboursConfig(interval_secs=ctx.config.schedules.neighbours_secs),
+                      read=read_neighbours_async)
 
 
 def dhcp_leases_config(config: Config) -> Any:
@@ -139,11 +190,27 @@ def build_port_probe(ctx: StageContext) -> Any:
 
 
 def build_dns_names(ctx: StageContext) -> Any:
-    raise NotImplementedError("dns_names: being built (issue 3)")
+    from enrichers.dns_names._io import make_reverse_lookup
+
+    from enrichers.dns_names import Config as DnsConfig
+    from enrichers.dns_names import DnsNames
+
+    dns = ctx.config.dns
+    if not dns.enabled:
+        raise StageDisabled("dns.enabled is false")
+    stage_config = DnsConfig(servers=list(dns.servers), timeout_ms=dns.timeout_ms,
+                             cache_secs=dns.cache_secs)
+    return DnsNames(stage_config, lookup=make_reverse_lookup(stage_config.servers,
+                                                             stage_config.timeout_ms))
 
 
 def build_mac_vendor(ctx: StageContext) -> Any:
-    raise NotImplementedError("mac_vendor: being built (issue 3)")
+    from enrichers.mac_vendor._io import oui_vendor_async
+
+    from enrichers.mac_vendor import Config as VendorConfig
+    from enrichers.mac_vendor import MacVendor
+
+    return MacVendor(VendorConfig(), lookup=oui_vendor_async)
 
 
 def build_proxmox_names(ctx: StageContext) -> Any:
