@@ -8,9 +8,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from nats.errors import NoRespondersError
+
 from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.runner import H_DELIVERIES, H_REASON, H_SEQ, H_SUBJECT, Runner, RunnerOptions
+from lanscope.runtime.runner import (
+    H_DELIVERIES,
+    H_QUERY_ERROR,
+    H_REASON,
+    H_SEQ,
+    H_SUBJECT,
+    Runner,
+    RunnerOptions,
+)
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import dlq_subject
 from schemas import subjects as subj
@@ -188,3 +198,66 @@ async def test_graceful_stop_finishes_or_hands_back(bus: Bus) -> None:
     taker = EchoEnricher()
     async with running(bus, (stage, taker)):
         await eventually(lambda: len(taker.seen) == 1, timeout=3, what="the handed-back event")
+
+
+class Sweeper:
+    """A producer: two sightings per sweep; the second sweep fails, later ones work."""
+
+    interval_secs = 0.05
+
+    def __init__(self) -> None:
+        self.sweeps = 0
+
+    async def sweep(self) -> list[Any]:
+        self.sweeps += 1
+        if self.sweeps == 2:
+            raise OSError("interface went away")
+        return [seen(1), seen(2)]
+
+
+async def test_producer_sweeps_on_schedule_and_survives_a_failed_sweep(bus: Bus) -> None:
+    producer = Sweeper()
+    stage = StageSpec("sweeper", Kind.PRODUCER, builder="")
+    async with running(bus, (stage, producer)) as runner:
+        await eventually(lambda: producer.sweeps >= 4, what="four sweeps")
+    counters = runner.counters()["sweeper"]
+    assert counters.events_failed_total == 1
+    assert counters.events_emitted_total >= 6
+    # The same sightings every sweep: deterministic ids, stored once (duplicate window).
+    assert await subject_count(bus, FACTS, "lanscope.host.seen.>") == 2
+
+
+class QueryingSink(MemorySink):
+    async def query(self, request: bytes) -> bytes:
+        if request == b"boom":
+            raise ValueError("no such table")
+        return b"rows:" + str(len(self.rows)).encode()
+
+
+async def test_a_stage_with_query_answers_on_the_query_subject(bus: Bus) -> None:
+    stage = spec("queried", Kind.SINK)
+    async with running(bus, (stage, QueryingSink())):
+        replies: list[bytes] = []
+
+        async def answered() -> bool:
+            try:
+                replies.append((await bus.nc.request(subj.QUERY, b"count", timeout=5)).data)
+            except NoRespondersError:   # the runner has not subscribed yet
+                return False
+            return True
+        await eventually(answered, what="a reply")
+        assert replies == [b"rows:0"]
+        failed = await bus.nc.request(subj.QUERY, b"boom", timeout=5)
+        assert (failed.headers or {})[H_QUERY_ERROR] == "ValueError: no such table"
+
+
+async def test_once_stops_when_everything_is_consumed(bus: Bus) -> None:
+    sink = MemorySink()
+    stage = spec("once_sink", Kind.SINK)
+    await bus.provision([stage])
+    for i in range(20):
+        await bus.publish(seen(i))
+    runner = Runner(bus, options(bus.config, once=True))
+    runner.add(stage, sink)
+    await asyncio.wait_for(runner.run(), 20)
+    assert len(sink.rows) == 20
