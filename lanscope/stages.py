@@ -58,7 +58,8 @@ def _checked_config_targets(config: Config) -> Any:
     return targets
 
 
-def build_arp_sweep(ctx: StageContext, *, targets: Any = None) -> Any:
+def build_arp_sweep(ctx: StageContext, *, targets: Any = None,
+                    interfaces: list[str] | None = None) -> Any:
     """ARP sweep of ``targets`` (one-shot commands) or config.targets / the attached subnets."""
     from lanscope.net.interfaces import interfaces_async
     from producers.arp_sweep import ArpSweep
@@ -70,7 +71,8 @@ def build_arp_sweep(ctx: StageContext, *, targets: Any = None) -> Any:
         raise StageDisabled("schedules.arp_sweep_secs is 0")
     stage_config = ArpConfig(interval_secs=c.schedules.arp_sweep_secs, exclude=c.scope.exclude,
                              timeout_ms=c.timeouts.arp_ms, retries=c.concurrency.retries,
-                             packets_per_sec=c.concurrency.packets_per_sec)
+                             packets_per_sec=c.concurrency.packets_per_sec,
+                             interfaces=list(interfaces or []))
     return ArpSweep(stage_config, scan=arp_sweep_async, interfaces=interfaces_async,
                     targets=targets if targets is not None else _checked_config_targets(c),
                     progress=ctx.progress)
@@ -190,10 +192,9 @@ def build_port_probe(ctx: StageContext) -> Any:
 
 
 def build_dns_names(ctx: StageContext) -> Any:
-    from enrichers.dns_names._io import make_reverse_lookup
-
     from enrichers.dns_names import Config as DnsConfig
     from enrichers.dns_names import DnsNames
+    from enrichers.dns_names._io import make_reverse_lookup
 
     dns = ctx.config.dns
     if not dns.enabled:
@@ -205,10 +206,9 @@ def build_dns_names(ctx: StageContext) -> Any:
 
 
 def build_mac_vendor(ctx: StageContext) -> Any:
-    from enrichers.mac_vendor._io import oui_vendor_async
-
     from enrichers.mac_vendor import Config as VendorConfig
     from enrichers.mac_vendor import MacVendor
+    from enrichers.mac_vendor._io import oui_vendor_async
 
     return MacVendor(VendorConfig(), lookup=oui_vendor_async)
 

@@ -77,3 +77,35 @@ async def discover_hosts(targets: Targets, config: Config, *, progress: Progress
 def _sort_key(ip: str | None) -> tuple[int, int]:
     address = ipaddress.ip_address(ip or "0.0.0.0")
     return address.version, int(address)
+
+
+async def reverse_names(ips: list[str], config: Config, *, concurrency: int = 64) -> dict[str, str]:
+    """PTR names for ``ips`` through the dns_names stage (config.dns), bounded concurrency."""
+    import asyncio
+
+    from lanscope.stages import StageDisabled, build_dns_names
+
+    try:
+        stage = build_dns_names(StageContext(config=config))
+    except StageDisabled:
+        return {}
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(ip: str) -> tuple[str, str | None]:
+        async with limit:
+            name, _fresh = await stage.name_of(ip)
+            return ip, name
+
+    return {ip: name for ip, name in await asyncio.gather(*(one(ip) for ip in ips)) if name}
+
+
+async def vendors(macs: list[str]) -> dict[str, str]:
+    """Vendor (or "(randomised)") per MAC through the mac_vendor stage's lookup."""
+    from lanscope.stages import build_mac_vendor
+
+    stage = build_mac_vendor(StageContext(config=Config()))
+    out: dict[str, str] = {}
+    for mac in set(macs):
+        vendor, randomized = await stage.vendor_of(mac)
+        out[mac] = "(randomised)" if randomized else (vendor or "")
+    return out

@@ -10,6 +10,8 @@ targets that stayed silent. Blocking: run it in a thread.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -17,6 +19,18 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+
+SO_TIMESTAMPNS = 35                        # also the SCM_ type of the ancillary data
+
+
+def kernel_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The receive time (seconds since the epoch) from SO_TIMESTAMPNS ancillary data."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", value[:16])
+            return seconds + nanoseconds / 1e9
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,19 +55,23 @@ class ReplyBook(Generic[K]):
         self._changed = threading.Event()
 
     def sent(self, key: K) -> None:
-        self.sent_at[key] = time.monotonic()
+        # Wall-clock seconds, to compare with the kernel's receive timestamps (SO_TIMESTAMPNS).
+        self.sent_at[key] = time.time()
 
-    def answer(self, key: K, make: Callable[[float], Reply]) -> None:
-        """Record a reply for ``key`` (ignored when unwanted or already answered)."""
-        now = time.monotonic()
+    def answer(self, key: K, make: Callable[[float], Reply], received_at: float | None = None) -> None:
+        """Record a reply for ``key`` (ignored when unwanted or already answered).
+
+        ``received_at`` is the kernel's receive timestamp when the socket gives one: the
+        receiver thread may run late behind the sender (the GIL), the kernel does not."""
+        now = time.time() if received_at is None else received_at
         if key not in self.wanted or key in self.replies:
             return
         sent = self.sent_at.get(key)
         if sent is None:                   # a reply to an earlier sweep, or unsolicited
             return
         with self._lock:
-            self.replies[key] = make((now - sent) * 1000.0)
-            self.last_reply = now
+            self.replies[key] = make(max(now - sent, 0.0) * 1000.0)
+            self.last_reply = time.monotonic()
         self._changed.set()
 
     def wait_change(self, timeout: float) -> None:

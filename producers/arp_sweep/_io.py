@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lanscope.net.rawsweep import Reply, ReplyBook, run_rounds
+from lanscope.net.rawsweep import SO_TIMESTAMPNS, Reply, ReplyBook, kernel_timestamp, run_rounds
 
 ETH_P_ARP = 0x0806
 SOL_PACKET = 263
@@ -79,15 +79,16 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
     try:
         filt = _attach_filter(receiver, _bpf_arp_replies_to(src_ip))
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         receiver.bind((interface, ETH_P_ARP))
         receiver.settimeout(0.01)   # how fast the receiver notices the end
         sender.bind((interface, 0))
 
         def receive() -> None:
-            recv = receiver.recv
+            recvmsg = receiver.recvmsg
             while not stop.is_set():
                 try:
-                    frame = recv(128)
+                    frame, ancillary, _flags, _address = recvmsg(128, 64)
                 except TimeoutError:
                     continue
                 except OSError:
@@ -96,7 +97,8 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
                     continue
                 sender_ip = int.from_bytes(frame[28:32], "big")
                 sha = frame[22:28].hex(":")
-                book.answer(sender_ip, lambda rtt, sha=sha: Reply(rtt_ms=rtt, mac=sha, interface=interface))
+                book.answer(sender_ip, lambda rtt, sha=sha: Reply(rtt_ms=rtt, mac=sha, interface=interface),
+                            kernel_timestamp(ancillary))
 
         thread = threading.Thread(target=receive, name=f"arp-recv-{interface}", daemon=True)
         thread.start()

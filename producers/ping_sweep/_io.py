@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lanscope.net.rawsweep import Reply, ReplyBook, run_rounds
+from lanscope.net.rawsweep import SO_TIMESTAMPNS, Reply, ReplyBook, kernel_timestamp, run_rounds
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PAYLOAD = b"lanscope-ping\0\0\0"   # 16 bytes, like a small ping
@@ -86,6 +86,7 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
         ident = sock.getsockname()[1]
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if version == 6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
         else:
@@ -95,7 +96,7 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
         def receive() -> None:
             while not stop.is_set():
                 try:
-                    data, ancillary, _flags, source = sock.recvmsg(2048, 256)
+                    data, ancillary, _flags, source = sock.recvmsg(2048, 512)
                 except TimeoutError:
                     continue
                 except OSError:
@@ -120,7 +121,8 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
                     address = ipaddress.ip_address(source[0].split("%", 1)[0])
                 except ValueError:
                     continue
-                book.answer(address, lambda rtt, ttl=ttl: Reply(rtt_ms=rtt, ttl=ttl))
+                book.answer(address, lambda rtt, ttl=ttl: Reply(rtt_ms=rtt, ttl=ttl),
+                            kernel_timestamp(ancillary))
 
         thread = threading.Thread(target=receive, name=f"icmp{version}-recv", daemon=True)
         thread.start()
