@@ -1,22 +1,26 @@
 """The machine's network interfaces, without ifconfig or ``ip``.
 
-Names, MACs, MTU, state and driver come from /sys/class/net; addresses with
-their prefixes from one rtnetlink dump (lanscope.net.netlink). The default
-targets and the scope's "attached" networks come from here.
+Names, MACs, MTU and state come from an rtnetlink link dump, addresses with
+their prefixes from an address dump (lanscope.net.netlink), the driver from
+the ETHTOOL_GDRVINFO ioctl. Not /sys/class/net: it shows the namespace /sys
+was mounted in, which is wrong for a thread that entered another network
+namespace. The default targets and the scope's "attached" networks come
+from here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import ipaddress
-import os
 import socket
+import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lanscope.net import netlink
 
-SYS_CLASS_NET = Path("/sys/class/net")
+_SIOCETHTOOL, _ETHTOOL_GDRVINFO = 0x8946, 0x00000003
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,44 +53,30 @@ class Interface:
         return self.state in ("up", "unknown")
 
 
-def _read(path: Path) -> str | None:
+def _ethtool_driver(name: str) -> str | None:
+    """The driver name from the ETHTOOL_GDRVINFO ioctl (per network namespace, unlike /sys)."""
+    request = bytearray(struct.pack("I", _ETHTOOL_GDRVINFO) + b"\0" * 192)
+    buffer = ctypes.create_string_buffer(bytes(request), len(request))
+    ifreq = struct.pack("16sP", name.encode()[:15], ctypes.addressof(buffer))
     try:
-        return path.read_text().strip()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
     except OSError:
         return None
-
-
-def _driver(path: Path) -> str | None:
-    link = path / "device" / "driver"
-    if link.exists():
-        return os.path.basename(os.readlink(link))
-    uevent = _read(path / "uevent") or ""
-    for line in uevent.splitlines():
-        if line.startswith("DEVTYPE="):
-            return line.split("=", 1)[1]       # bridge, vlan, wlan ...
-    if (path / "bridge").exists():
-        return "bridge"
-    return None
+    driver = buffer.raw[4:36].split(b"\0", 1)[0].decode(errors="replace")
+    return driver or None
 
 
 def interfaces() -> list[Interface]:
-    """Every interface, ordered by index, with its addresses."""
+    """Every interface of the current network namespace, ordered by index, with its addresses."""
     found: dict[int, Interface] = {}
-    for path in sorted(SYS_CLASS_NET.iterdir()) if SYS_CLASS_NET.is_dir() else []:
-        index_text = _read(path / "ifindex")
-        if not index_text or not index_text.isdigit():
-            continue
-        mac = _read(path / "address")
-        mtu = _read(path / "mtu")
-        link_type = _read(path / "type") or ""
-        found[int(index_text)] = Interface(
-            name=path.name,
-            index=int(index_text),
-            mac=mac.lower() if mac and len(mac) == 17 and mac != "00:00:00:00:00:00" else None,
-            mtu=int(mtu) if mtu and mtu.isdigit() else None,
-            state=(_read(path / "operstate") or "unknown").lower(),
-            link_type=_LINK_TYPES.get(int(link_type), link_type) if link_type.isdigit() else link_type,
-            driver=_driver(path),
+    for link in netlink.links():
+        mac = link.mac.hex(":") if link.mac and len(link.mac) == 6 and any(link.mac) else None
+        link_type = _LINK_TYPES.get(link.link_type, str(link.link_type))
+        found[link.index] = Interface(
+            name=link.name, index=link.index, mac=mac, mtu=link.mtu, state=link.state,
+            link_type=link_type,
+            driver=None if link_type == "loopback" else (_ethtool_driver(link.name) or link.kind),
         )
     for record in netlink.addresses():
         interface = found.get(record.index)

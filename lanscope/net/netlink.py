@@ -14,15 +14,20 @@ import socket
 import struct
 from dataclasses import dataclass
 
+RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
 NDA_DST, NDA_LLADDR = 1, 2
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO = 1, 3, 4, 16, 18
+IFLA_INFO_KIND = 1
+OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBI")
+_IFINFOMSG = struct.Struct("=BxHiII")
 _NDMSG = struct.Struct("=BBHiHBB")
 _RTATTR = struct.Struct("=HH")
 
@@ -31,6 +36,17 @@ NUD_STATES = {
     0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY",
     0x10: "PROBE", 0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT",
 }
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    index: int
+    name: str
+    link_type: int                          # ARPHRD_*: 1 Ethernet, 772 loopback ...
+    mac: bytes | None
+    mtu: int | None
+    state: str
+    kind: str | None                        # rtnl link kind: bridge, veth, vlan ... (None: hardware)
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,28 @@ def _dump(msg_type: int, body: bytes) -> list[tuple[int, bytes, int]]:
                     return messages
                 messages.append((kind, data[offset: offset + length], _NLMSGHDR.size))
                 offset += (length + 3) & ~3
+
+
+def links() -> list[LinkRecord]:
+    """Every interface of this network namespace (RTM_GETLINK dump).
+
+    /sys/class/net cannot be used for this: it shows the namespace /sys was
+    mounted in, not the one the calling thread is in (setns without a remount)."""
+    out = []
+    for kind, message, offset in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if kind != RTM_NEWLINK:
+            continue
+        _family, link_type, index, _flags, _change = _IFINFOMSG.unpack_from(message, offset)
+        attrs = _attrs(message, offset + _IFINFOMSG.size, len(message))
+        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
+        mtu = struct.unpack("=I", attrs[IFLA_MTU][:4])[0] if len(attrs.get(IFLA_MTU, b"")) >= 4 else None
+        operstate = attrs.get(IFLA_OPERSTATE, b"\0")[0]
+        info = _attrs(attrs[IFLA_LINKINFO], 0, len(attrs[IFLA_LINKINFO])) if IFLA_LINKINFO in attrs else {}
+        link_kind = info.get(IFLA_INFO_KIND)
+        out.append(LinkRecord(index, name, link_type, attrs.get(IFLA_ADDRESS), mtu,
+                              OPERSTATES[operstate] if operstate < len(OPERSTATES) else "unknown",
+                              link_kind.rstrip(b"\0").decode(errors="replace") if link_kind else None))
+    return out
 
 
 def addresses() -> list[AddressRecord]:

@@ -28,6 +28,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PAYLOAD = b"lanscope-ping\0\0\0"   # 16 bytes, like a small ping
 IPV6_HOPLIMIT = 52                   # ancillary data types the socket module does not export
 IP_RECVTTL, IP_TTL = 12, 2
+_SO_SNDBUFFORCE = 32
 
 
 def _checksum(data: bytes) -> int:
@@ -86,6 +87,13 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
         ident = sock.getsockname()[1]
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        # Echo requests to on-link addresses wait in the kernel until ARP resolves them and
+        # count against the send buffer meanwhile: a small buffer blocks the send loop for
+        # the 3 s an unanswered ARP takes to fail. Root may exceed wmem_max (SO_SNDBUFFORCE).
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 1 << 24)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if version == 6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
@@ -132,6 +140,8 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
                 try:
                     sock.sendto(packets[target], (str(target), 0))
                     return
+                except TimeoutError:
+                    continue                    # the send buffer is full: the socket timeout waited
                 except OSError as exc:
                     if exc.errno in (errno.ENOBUFS, errno.EAGAIN):
                         time.sleep(0.0005)      # a full queue: wait, do not drop the probe
