@@ -1,0 +1,28 @@
+"""`lanscope arp`: ARP replies plus the neighbour table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lanscope.cli import main
+
+pytestmark = pytest.mark.lab
+
+
+def test_arp_default_targets_are_the_attached_subnet(lab: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["arp", "--json", "-i", "br0", lab.LIVE_24]) == 0
+    out = json.loads(capsys.readouterr().out)
+    replies = {r["ip"]: r for r in out["replies"]}
+    assert {ip: r["mac"] for ip, r in replies.items()} == {
+        h.ip: h.mac for h in lab.live_hosts(lab.LIVE_24) if h.on_link}
+    assert replies[lab.host("ssh").ip]["vendor"] == "Proxmox Server Solutions GmbH"
+    for entry in out["neighbours"]:
+        assert entry["ip"] not in replies and entry["state"]
+
+
+def test_unknown_interface_finds_nothing(lab: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["arp", "--json", "--no-neighbours", "-i", "nosuch0", lab.LIVE_24]) == 0
+    assert json.loads(capsys.readouterr().out)["replies"] == []
