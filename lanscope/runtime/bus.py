@@ -116,7 +116,8 @@ class Bus:
         urls = servers(config, url)
         if not urls:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
-        state = {"down": False, "closing": False}
+        # "down" until the first connect succeeds: failed first attempts end in one BusError.
+        state = {"down": True, "closing": False}
 
         async def disconnected() -> None:
             if not state["down"] and not state["closing"]:
@@ -137,7 +138,8 @@ class Bus:
             "name": name or config.name,
             "connect_timeout": config.connect_timeout_secs,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            # Bounded for the first connect (a wrong url fails fast); unbounded once connected.
+            "max_reconnect_attempts": 2,
             "reconnect_time_wait": 0.5,
             "drain_timeout": 5,
             "disconnected_cb": disconnected,
@@ -157,6 +159,8 @@ class Bus:
         except (OSError, nats.errors.Error, ssl.SSLError) as exc:
             raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
                            f"{type(exc).__name__}: {exc}") from None
+        nc.options["max_reconnect_attempts"] = -1
+        state["down"] = False
         log.info("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
                  _auth_kind(config))
         return cls(nc, config, state)

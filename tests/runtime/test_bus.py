@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from lanscope.runtime.bus import Bus, KvClaims, kv_key
+from lanscope.config import NatsConfig, Secret
+from lanscope.runtime.bus import Bus, BusError, KvClaims, kv_key, servers
 from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
 from tests.runtime.stages import seen, spec, subject_count
@@ -81,3 +82,18 @@ async def test_kv_claims_exclusive_expire_and_release(bus: Bus) -> None:
     assert await a.last_done(host) is None
     await a.mark_done(host, when)
     assert await b.last_done(host) == when
+
+
+async def test_connect_failure_names_the_server_not_the_secret() -> None:
+    config = NatsConfig(url="nats://127.0.0.1:9,nats://127.0.0.1:10", user="lanscope",
+                        password=Secret("hunter2-secret"), connect_timeout_secs=0.5)
+    with pytest.raises(BusError) as error:
+        await Bus.connect(config)
+    message = str(error.value)
+    assert "nats://127.0.0.1:9" in message and "user lanscope" in message
+    assert "hunter2" not in message
+
+
+def test_servers_split_a_comma_separated_url() -> None:
+    config = NatsConfig(url=" nats://n1:4222, nats://n2:4222 ,")
+    assert servers(config) == ["nats://n1:4222", "nats://n2:4222"]

@@ -261,3 +261,36 @@ async def test_once_stops_when_everything_is_consumed(bus: Bus) -> None:
     runner.add(stage, sink)
     await asyncio.wait_for(runner.run(), 20)
     assert len(sink.rows) == 20
+
+
+class PoisonSink(MemorySink):
+    """Refuses any batch that holds the poison host; writes everything else."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+        self.attempts = 0
+
+    async def write(self, batch: list[Any]) -> list[Any]:
+        self.attempts += 1
+        if any(event.host_key == self.poison for event in batch):
+            raise RuntimeError("constraint violated")
+        return await super().write(batch)
+
+
+async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
+    events = [seen(i) for i in range(6)]
+    sink = PoisonSink(poison=events[3].host_key)
+    stage = spec("sink_poison", Kind.SINK, batch_size=10)
+    for event in events:
+        await bus.publish(event)
+    async with running(bus, (stage, sink)):
+        good = {e.id for e in events} - {events[3].id}
+        await eventually(lambda: set(sink.rows) == good, what="the five good events")
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("sink_poison"))
+        await eventually(dead, what="the poison in the DLQ")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_poison"))
+        assert (copy.headers or {})[H_REASON] == "failed 3 times, last: RuntimeError: constraint violated"
+    assert events[3].id not in sink.rows
