@@ -23,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable
@@ -127,8 +128,14 @@ class PresencePolicy:
     grace_secs: float = 900.0
 
 
+@functools.lru_cache(maxsize=65536)
 def _ip_key(ip: str) -> str:
     return normalize_ip(ip)
+
+
+@functools.lru_cache(maxsize=65536)
+def _mac_key(mac: str) -> str:
+    return normalize_mac(mac)
 
 
 def _port_name(p: PortResult) -> str:
@@ -245,7 +252,7 @@ class HostBook:
 
     def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, _Pending]:
         """The entry a fact belongs to, creating or merging as identity demands."""
-        mac = normalize_mac(mac) if mac else None
+        mac = _mac_key(mac) if mac else None
         ip = _ip_key(ip) if ip else None
         if mac:
             entry = self.hosts.get(mac)
