@@ -50,6 +50,9 @@ def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c
     return buffer  # keep alive while the socket lives
 
 
+_send_trouble = [0]     # sends that hit a full queue in this sweep (a loss signal)
+
+
 def _send_frame(sock: socket.socket, frame: bytes) -> None:
     for _ in range(50):
         try:
@@ -59,13 +62,19 @@ def _send_frame(sock: socket.socket, frame: bytes) -> None:
             # A full device queue: back off briefly instead of losing the probe.
             if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
                 raise
+            _send_trouble[0] += 1
             time.sleep(0.0005)
 
 
 def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int], *, retries: int = 1,
               timeout_ms: int = 800, quiet_ms: int = 50, packets_per_sec: int = 0,
+              retry_max_silent: int = 4096,
               progress: Callable[[int, int], None] | None = None) -> dict[int, Reply]:
-    """ARP-request every target on ``interface``; return {ip: Reply(mac, rtt)} of the repliers."""
+    """ARP-request every target on ``interface``; return {ip: Reply(mac, rtt)} of the repliers.
+
+    Silent targets are re-sent to ``retries`` times when there are at most
+    ``retry_max_silent`` of them, or when the first round shows loss (the reply
+    socket dropped frames, or a send had to be retried)."""
     mac = bytes.fromhex(src_mac.replace(":", ""))
     spa = src_ip.to_bytes(4, "big")
     # Ethernet + ARP header up to the target protocol address (request, tha zero).
@@ -102,9 +111,14 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
 
         thread = threading.Thread(target=receive, name=f"arp-recv-{interface}", daemon=True)
         thread.start()
+        def should_retry(silent: int) -> bool:
+            _packets, drops = struct.unpack("II", receiver.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            return silent <= retry_max_silent or drops > 0 or _send_trouble[0] > 0
+
+        _send_trouble[0] = 0
         run_rounds(list(frames), lambda ip: _send_frame(sender, frames[ip]), book, retries=retries,
                    timeout_s=timeout_ms / 1000, quiet_s=quiet_ms / 1000,
-                   packets_per_sec=packets_per_sec, progress=progress)
+                   packets_per_sec=packets_per_sec, progress=progress, should_retry=should_retry)
         stop.set()
         thread.join()
         del filt

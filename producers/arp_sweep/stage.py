@@ -36,7 +36,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interfaces: list[str] = []           # empty: every up interface with an IPv4 address
     timeout_ms: int = 800                # the longest wait for replies after the last request
     quiet_ms: int = 50                   # stop earlier once replies have paused this long
-    retries: int = 1                     # re-sends to the targets that stayed silent
+    retries: int = 1                     # re-sends to the targets that stayed silent ...
+    retry_max_silent: int = 4096         # ... when at most this many, or the first round lost frames
     packets_per_sec: int = 0             # 0: as fast as the interface takes them
     max_prefix_bits: int = 16            # never sweep an attached network wider than this by default
 
@@ -106,6 +107,7 @@ class ArpSweep:
                                        retries=self.config.retries, timeout_ms=self.config.timeout_ms,
                                        quiet_ms=self.config.quiet_ms,
                                        packets_per_sec=self.config.packets_per_sec,
+                                       retry_max_silent=self.config.retry_max_silent,
                                        progress=progress)
             done += len(on_link)
             seen_at = self._clock()

@@ -1,0 +1,1 @@
+"""Peer-vs-lanscope benchmarks on the lab (not timed tests)."""
