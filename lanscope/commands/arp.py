@@ -61,7 +61,8 @@ def main(args: argparse.Namespace, config: Config) -> int:
                                     "state": e.neighbour_state, "alive": e.alive,
                                     "interface": e.interface} for e in neighbours]})
         return 0
-    rows = [(e.ip, e.mac, makers.get(e.mac or ""), e.rtt_ms, e.interface, "arp-reply") for e in replies]
+    rows: list[tuple[object, ...]] = [
+        (e.ip, e.mac, makers.get(e.mac or ""), e.rtt_ms, e.interface, "arp-reply") for e in replies]
     rows += [(e.ip, e.mac, makers.get(e.mac or ""), None, e.interface, e.neighbour_state)
              for e in neighbours]
     print_table(["address", "mac", "vendor", "rtt ms", "interface", "state"], rows)

@@ -58,7 +58,7 @@ def _server(args: argparse.Namespace, config: Config) -> str:
     server = args.server or (config.dns.servers[0] if config.dns.servers else None)
     if server is None:
         try:
-            server = dns.resolver.Resolver().nameservers[0]
+            server = str(dns.resolver.Resolver().nameservers[0])
         except (dns.resolver.NoResolverConfiguration, IndexError):
             raise UsageError("no DNS server configured; pass --server IP") from None
     try:

@@ -35,7 +35,7 @@ def address_type(net: Network) -> str:
                        ("reserved", net.is_reserved)):
         if test:
             return name
-    if net.version == 4 and net.subnet_of(ipaddress.IPv4Network("100.64.0.0/10")):  # type: ignore[arg-type]
+    if net.version == 4 and net.subnet_of(ipaddress.IPv4Network("100.64.0.0/10")):
         return "shared (CGNAT)"
     if net.is_private:
         return "private"
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if args.overlaps is not None:
         other = _network(args.overlaps, "--overlaps")
         result["overlaps"] = {"value": args.overlaps,
-                              "result": other.version == net.version and other.overlaps(net)}  # type: ignore[arg-type]
+                              "result": other.version == net.version and other.overlaps(net)}
     if args.json:
         print_json(result)
     else:

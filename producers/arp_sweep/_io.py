@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import functools
 import socket
 import struct
 import threading
@@ -26,6 +27,10 @@ SOL_PACKET = 263
 SO_ATTACH_FILTER = 26            # not exported by the socket module
 PACKET_STATISTICS = 6
 _BROADCAST = b"\xff" * 6
+
+
+def _arp_reply(rtt_ms: float, *, mac: str, interface: str) -> Reply:
+    return Reply(rtt_ms=rtt_ms, mac=mac, interface=interface)
 
 
 def _bpf_arp_replies_to(ip: int) -> bytes:
@@ -106,7 +111,7 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
                     continue
                 sender_ip = int.from_bytes(frame[28:32], "big")
                 sha = frame[22:28].hex(":")
-                book.answer(sender_ip, lambda rtt, sha=sha: Reply(rtt_ms=rtt, mac=sha, interface=interface),
+                book.answer(sender_ip, functools.partial(_arp_reply, mac=sha, interface=interface),
                             kernel_timestamp(ancillary))
 
         thread = threading.Thread(target=receive, name=f"arp-recv-{interface}", daemon=True)

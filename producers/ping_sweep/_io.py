@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -29,6 +30,10 @@ _PAYLOAD = b"lanscope-ping\0\0\0"   # 16 bytes, like a small ping
 IPV6_HOPLIMIT = 52                   # ancillary data types the socket module does not export
 IP_RECVTTL, IP_TTL = 12, 2
 _SO_SNDBUFFORCE = 32
+
+
+def _echo_reply(rtt_ms: float, *, ttl: int | None) -> Reply:
+    return Reply(rtt_ms=rtt_ms, ttl=ttl)
 
 
 def _checksum(data: bytes) -> int:
@@ -129,7 +134,7 @@ def _sweep_family(version: int, targets: Sequence[IPAddress], *, retries: int, t
                     address = ipaddress.ip_address(source[0].split("%", 1)[0])
                 except ValueError:
                     continue
-                book.answer(address, lambda rtt, ttl=ttl: Reply(rtt_ms=rtt, ttl=ttl),
+                book.answer(address, functools.partial(_echo_reply, ttl=ttl),
                             kernel_timestamp(ancillary))
 
         thread = threading.Thread(target=receive, name=f"icmp{version}-recv", daemon=True)
