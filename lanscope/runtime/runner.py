@@ -195,20 +195,25 @@ class _ConsumerRunner(_StageRunner):
         for stream in consumer_bindings(self.spec):
             psub = await self.bus.js.pull_subscribe_bind(durable=self.spec.durable, stream=stream)
             self._subs.append((stream, psub))
-        self._unbinder = asyncio.create_task(self._unbind_on_stop())
         return self._subs
 
-    async def _unbind_on_stop(self) -> None:
-        """Unsubscribe as soon as a stop is requested, before anything is handed back.
-
-        A pull request still lingering on the server would otherwise capture the
-        nak'd messages for this stopping process instead of another copy."""
-        await self.stopping.wait()
-        await self._unbind()
-
     async def _unbind(self) -> None:
+        """Unsubscribe once the fetch loops have ended, handing back late arrivals.
+
+        Called before in-flight work is handed back: the loops' last pull requests
+        have expired by then, so nothing nak'd later is captured by this stopping
+        process instead of another copy. A message that reached the client after
+        its fetch gave up waits in the subscription's queue: nak it now rather than
+        let it sit until ack_wait."""
         subs, self._subs = getattr(self, "_subs", []), []
         for _, psub in subs:
+            queue = getattr(getattr(psub, "_sub", None), "_pending_queue", None)
+            late: list[Msg] = []
+            while queue is not None and not queue.empty():
+                msg = queue.get_nowait()
+                if msg.reply and not (msg.headers or {}).get("Status"):
+                    late.append(msg)
+            await self._hand_back(late)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
@@ -323,14 +328,14 @@ class EnricherRunner(_ConsumerRunner):
             await self._unbind()
             await self._finish_inflight()
         finally:
-            self._unbinder.cancel()
             self.done = True
 
     async def _consume(self, psub: Any) -> None:
         while not self.stopping.is_set():
             # Fetch only what can start now: a fetched message waiting for a slot would
             # age towards ack_wait without a heartbeat.
-            await self._slots.acquire()
+            if not await self._acquire_or_stop():
+                break
             free = 1
             while free < self.spec.batch_size and not self._slots.locked():
                 await self._slots.acquire()
@@ -346,6 +351,19 @@ class EnricherRunner(_ConsumerRunner):
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    async def _acquire_or_stop(self) -> bool:
+        """A handler slot, or False once a stop is requested (no fetch without a slot)."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not self.stopping.is_set():
+            return True
+        if acquire.done() and not acquire.cancelled():
+            self._slots.release()
+        acquire.cancel()
+        return False
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -407,7 +425,6 @@ class SinkRunner(_ConsumerRunner):
         try:
             await asyncio.gather(*(self._consume(psub) for _, psub in subs))
         finally:
-            self._unbinder.cancel()
             await self._unbind()
             await self.stop_serving()
             with contextlib.suppress(Exception):
