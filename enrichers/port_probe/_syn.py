@@ -1,37 +1,105 @@
 """TCP SYN (half-open) scan with raw sockets (root / CAP_NET_RAW, IPv4).
 
-SYNs go out in a tight loop through one raw TCP socket (the kernel adds the
-IP header); the same socket receives every inbound TCP segment and keeps the
-SYN-ACKs and RSTs addressed to our source port whose ACK number matches the
-sequence cookie we sent. A raw ICMP socket catches unreachables. The reply
-TTL and the SYN-ACK window are kept for OS hints. The kernel answers our
-SYN-ACKs with RST because no socket owns the connection, as with nmap.
+Built for packet rate, because a 65,535-port scan is 65,535 SYNs and as many
+replies and Python costs about a microsecond per line of work per packet:
 
-Waiting is adaptive: after the last SYN the scan waits a few round trips of
-the slowest reply seen (at least ``min_wait_s``; the full ``timeout_s`` when no
-host answered at all), retransmits to silent ports ``retries`` times, then
-calls them filtered/no-response.
+- **Send:** one raw TCP socket (the kernel adds the IP header). SYNs are
+  written into a preallocated buffer of 24-byte slots (TCP header + MSS) with
+  one ``struct.pack_into`` each, the checksum updated incrementally from a
+  per-host precomputed sum, and sent 512 at a time with ``sendmmsg(2)``
+  through ctypes: one system call per batch instead of one per port.
+- **Receive:** the same socket, with a classic BPF filter attached so the
+  kernel queues only TCP segments to our source port, read with
+  ``recvmmsg(2)`` into fixed 64-byte slots and parsed with one
+  ``struct.iter_unpack`` pass. A raw ICMP socket catches unreachables.
+- **Identity in the packet (SYN cookies, like masscan):** the sequence number
+  is a keyed per-host secret plus the batch number, so a reply is accepted
+  only if its ACK matches, its RTT is known without a per-port timestamp, and
+  the bookkeeping is one byte per (host, port) in a ``bytearray``.
+- **Stop early:** when every port has answered the scan returns at once;
+  otherwise it waits a quiet period of a few measured round trips (at least
+  ``min_wait_s``; the full ``timeout_s`` while nothing answered), retransmits
+  only the silent ports ``retries`` times, then calls them
+  filtered/no-response.
+
+The reply TTL and the SYN-ACK window are kept for OS hints. The kernel answers
+our SYN-ACKs with RST because no socket owns the connection, as with nmap.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
-import ipaddress
 import os
 import select
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from ._connect import Outcome
 
 _ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                  9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
-_BATCH = 512
-_TCP_HEAD = struct.Struct("!HHIIBBH")     # ports, seq, ack, offset, flags, window
+_BATCH = 512                    # SYNs per sendmmsg
+_RECV_SLOTS = 1024              # replies per recvmmsg
+_REPLY_SLOT = 64                # bytes kept of each reply: IPv4 (20) + TCP (20) + room for options
+_SYN_SLOT = 24                  # TCP header (20) + MSS option (4)
+_SYN = struct.Struct("!HHIIBBHHHI")     # sport dport seq ack off flags window csum urg MSS-option
+_MSS_OPTION = 0x020405B4                # MSS 1460: a SYN without options looks odd to some stacks
+# A reply slot: TTL, source address, TCP source port, ACK, flags, window (the BPF filter has
+# already checked IPv4 without options, length >= 40 and our destination port).
+_REPLY = struct.Struct("!8xB3x4s4xH6xIxBH28x")
+_POINTER = struct.Struct("P")
+_SO_ATTACH_FILTER = 26
+_SO_RCVBUFFORCE = 33
+_SO_SNDBUFFORCE = 32
+_MSG_DONTWAIT = 0x40
+_UNREACHABLE = {errno.EHOSTUNREACH: "host-unreach", errno.ENETUNREACH: "net-unreach",
+                errno.EACCES: "host-unreach", errno.EPERM: "host-unreach"}
+_RETRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR)
+_UNANSWERED, _ANSWERED = 1, 2       # per (host, port) state; 0: not asked
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p),
+                ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _load_libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+        libc.sendmmsg.restype = ctypes.c_int
+        libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+        libc.recvmmsg.restype = ctypes.c_int
+        _libc = libc
+    return _libc
 
 
 def available() -> bool:
@@ -52,214 +120,434 @@ def _source_ip(dst: str) -> str:
         probe.close()
 
 
-def _fold(total: int) -> int:
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def _sum16(data: bytes) -> int:
     if len(data) % 2:
         data += b"\x00"
     return sum(struct.unpack(f"!{len(data) // 2}H", data))
 
 
-class _Packets:
-    """Pre-computes the constant part of the checksum; only dport and seq vary per SYN."""
+def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
+    """Classic BPF, run by the kernel on the raw socket (packet starts at the IP header):
+    accept IPv4 without options, at least 40 bytes, to TCP port ``sport``; keep 64 bytes."""
+    return [
+        (0x30, 0, 0, 0),              # ldb [0]            version/IHL
+        (0x15, 0, 5, 0x45),           # jeq #0x45          else drop
+        (0x80, 0, 0, 0),              # ld #len
+        (0x35, 0, 3, 40),             # jge #40            else drop
+        (0x28, 0, 0, 22),             # ldh [22]           TCP destination port
+        (0x15, 0, 1, sport),          # jeq #sport         else drop
+        (0x06, 0, 0, _REPLY_SLOT),    # ret #64            accept (truncated)
+        (0x06, 0, 0, 0),              # ret #0             drop
+    ]
 
-    MSS = b"\x02\x04\x05\xb4"          # MSS 1460: a SYN without options looks odd to some stacks
 
-    def __init__(self, src: str, dst: str, sport: int, secret: bytes) -> None:
+def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    code = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.POINTER(_SockFilter)))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(memoryview(fprog).cast("B")))
+
+
+class _Vector:
+    """``size`` mmsghdr slots, each with one iovec over ``slot`` bytes of one shared buffer."""
+
+    def __init__(self, size: int, slot: int) -> None:
+        self.size = size
+        self.slot = slot
+        self.data = bytearray(size * slot)
+        self.stride = ctypes.sizeof(_MMsgHdr)
+        self.headers = bytearray(size * self.stride)
+        self._iov = (_IoVec * size)()
+        self._data_c = (ctypes.c_char * len(self.data)).from_buffer(self.data)
+        self._headers_c = (_MMsgHdr * size).from_buffer(self.headers)
+        base = ctypes.addressof(self._data_c)
+        for i in range(size):
+            self._iov[i].base = base + i * slot
+            self._iov[i].len = slot
+            self._headers_c[i].hdr.iov = ctypes.addressof(self._iov[i])
+            self._headers_c[i].hdr.iovlen = 1
+        self.address = ctypes.addressof(self._headers_c)
+
+    def set_names(self, namelen: int) -> None:
+        for i in range(self.size):
+            self._headers_c[i].hdr.namelen = namelen
+
+
+class _Sender:
+    """A socket to send on and its own vector (threads must not share a buffer)."""
+
+    def __init__(self, fd: int | socket.socket, vec: _Vector) -> None:
+        self.sock = fd if isinstance(fd, socket.socket) else None     # keeps an extra socket open
+        self.fd = fd.fileno() if isinstance(fd, socket.socket) else fd
+        self.vec = vec
+        vec.set_names(16)
+        self.slot_host = [-1] * vec.size
+
+
+def _send_socket() -> socket.socket:
+    """An extra raw socket for a sender thread; a filter that accepts nothing keeps its
+    receive queue from collecting a copy of every TCP segment."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    _attach_filter(sock, [(0x06, 0, 0, 0)])
+    return sock
+
+
+class _Scan:
+    """One SYN scan: the sockets, the buffers, the per-port state and the batches in flight."""
+
+    def __init__(self, targets: dict[str, list[int]], sock: socket.socket, icmp: socket.socket,
+                 sport: int, secret: bytes, *, timeout_s: float, retries: int, min_wait_s: float,
+                 pps: int, stop: threading.Event | None) -> None:
+        self.sock = sock
+        self.icmp = icmp
+        self.fd = sock.fileno()
         self.sport = sport
-        self.secret = secret
-        self.dst = dst
-        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, 24)
-        # Header with dport=0, seq=0, checksum=0.
-        fixed = struct.pack("!HHIIBBHHH", sport, 0, 0, 0, 6 << 4, 0x02, 1024, 0, 0) + self.MSS
-        self.base = _sum16(pseudo) + _sum16(fixed)
-        # A keyed per-host base plus a multiplicative step per port: unguessable to a third
-        # party, and cheap enough to recompute for every reply of a 65k-port scan.
-        digest = hashlib.blake2s(dst.encode(), key=secret, digest_size=4).digest()
-        self.cookie_base = int.from_bytes(digest, "big")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.min_wait_s = min_wait_s
+        self.pps = pps
+        self.stop = stop
+        self.libc = _load_libc()
+        self.ips = list(targets)
+        self.host_of: dict[bytes, int] = {}
+        self.seq_base: list[int] = []
+        self.sum_base: list[int] = []
+        names = bytearray(16 * max(1, len(self.ips)))
+        fixed = _SYN.pack(sport, 0, 0, 0, 6 << 4, 0x02, 1024, 0, 0, _MSS_OPTION)
+        for h, ip in enumerate(self.ips):
+            if ":" in ip:
+                raise ValueError(f"SYN scan is IPv4 only: {ip}")
+            packed = socket.inet_aton(ip)
+            self.host_of[packed] = h
+            pseudo = socket.inet_aton(_source_ip(ip)) + packed + struct.pack("!BBH", 0, 6, _SYN_SLOT)
+            self.sum_base.append(_sum16(pseudo) + _sum16(fixed))
+            # Keyed per host and below 2**31, so base + batch number never wraps.
+            digest = hashlib.blake2s(packed, key=secret, digest_size=4).digest()
+            self.seq_base.append(int.from_bytes(digest, "big") >> 1)
+            struct.pack_into("=H2x4s8x", names, 16 * h, socket.AF_INET, packed)
+        self._names = names
+        self._names_c = (ctypes.c_char * len(names)).from_buffer(names)
+        self.name_addr = [ctypes.addressof(self._names_c) + 16 * h for h in range(len(self.ips))]
+        self.ports = [sorted({p for p in ports if 0 < p < 65536}) for ports in targets.values()]
+        # (host index << 16 | port) -> 0 not asked, 1 waiting, 2 answered.
+        self.state = bytearray(len(self.ips) << 16)
+        for h, ports in enumerate(self.ports):
+            for port in ports:
+                self.state[h << 16 | port] = _UNANSWERED
+        self.wanted = sum(len(p) for p in self.ports)
+        self.answered = 0
+        self.results: dict[tuple[str, int], Outcome] = {}
+        self.batch_times: list[float] = []
+        # Batches sent and not yet timed out, oldest first: (sent at, attempt, keys).
+        self.inflight: deque[tuple[float, int, list[int]]] = deque()
+        self.srtt = 0.0
+        self.unreachable: list[tuple[int, str]] = []      # filled by sender threads, folded by drain
+        self._lock = threading.Lock()
+        self.main = _Sender(self.fd, _Vector(_BATCH, _SYN_SLOT))
+        self.extra: list[_Sender] = []
+        self.recv_vec = _Vector(_RECV_SLOTS, _REPLY_SLOT)
 
-    def cookie(self, dport: int) -> int:
-        return (self.cookie_base + dport * 0x9E3779B1) & 0xFFFFFFFF
+    def close(self) -> None:
+        for sender in self.extra:
+            if sender.sock is not None:
+                sender.sock.close()
 
-    def syn(self, dport: int) -> bytes:
-        seq = self.cookie(dport)
-        checksum = (~_fold(self.base + dport + (seq >> 16) + (seq & 0xFFFF))) & 0xFFFF
-        header = struct.pack("!HHIIBBHHH", self.sport, dport, seq, 0, 6 << 4, 0x02, 1024, checksum, 0)
-        return header + self.MSS
+    def quiet(self) -> float:
+        """How long a SYN may stay unanswered: a few round trips of the slowest replies
+        (at least ``min_wait_s``), or the full timeout while no host has answered at all."""
+        if not self.answered:
+            return self.timeout_s
+        return min(self.timeout_s, max(self.min_wait_s, 4 * self.srtt))
 
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
-def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: int = 1,
-             min_wait_s: float = 0.1, packets_per_sec: int = 0, stop: threading.Event | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, int], Outcome]:
-    """SYN-scan ``{ip: ports}`` (IPv4); blocking (call it in a thread)."""
-    secret = os.urandom(16)
-    send = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    # Reserve the source port so no local connection uses it while the scan runs.
-    reserve = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        for s in (send, icmp):
-            s.setblocking(False)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)     # SO_RCVBUFFORCE (root)
-            except OSError:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
-        try:
-            send.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)        # SO_SNDBUFFORCE (root)
-        except OSError:
-            pass
-        reserve.bind(("0.0.0.0", 0))
-        sport = reserve.getsockname()[1]
-        return _run(targets, send, icmp, sport, secret, timeout_s=timeout_s, retries=retries,
-                    min_wait_s=min_wait_s, pps=packets_per_sec, stop=stop, progress=progress)
-    finally:
-        send.close()
-        icmp.close()
-        reserve.close()
+    # -- receiving ---------------------------------------------------------------------------
 
+    def drain(self) -> int:
+        """Read every queued reply; returns how many ports got their answer."""
+        got = 0
+        recvmmsg = self.libc.recvmmsg
+        vec = self.recv_vec
+        view = memoryview(vec.data)
+        host_of, seq_base, state = self.host_of, self.seq_base, self.state
+        results, ips = self.results, self.ips
+        batch_times = self.batch_times
+        batches = len(batch_times)
+        worst = 0.0
+        while True:
+            n = recvmmsg(self.fd, vec.address, vec.size, _MSG_DONTWAIT, None)
+            if n <= 0:
+                break
+            now = time.monotonic()
+            for ttl, src, port, ack, flags, window in _REPLY.iter_unpack(view[:n * _REPLY_SLOT]):
+                h = host_of.get(src)
+                if h is None:
+                    continue
+                batch = (ack - 1 - seq_base[h]) & 0xFFFFFFFF
+                if batch >= batches:
+                    continue                    # not our cookie: a stray or forged segment
+                key = h << 16 | port
+                if state[key] != _UNANSWERED:
+                    continue
+                if flags & 0x12 == 0x12:
+                    results[(ips[h], port)] = Outcome("open", "syn-ack", ttl, window)
+                elif flags & 0x04:
+                    results[(ips[h], port)] = Outcome("closed", "reset", ttl, window)
+                else:
+                    continue
+                state[key] = _ANSWERED
+                got += 1
+                rtt = now - batch_times[batch]
+                if rtt > worst:
+                    worst = rtt
+            if n < vec.size:
+                break
+        got += self._drain_icmp()
+        while self.unreachable:
+            key, reason = self.unreachable.pop()
+            if state[key] == _UNANSWERED:
+                state[key] = _ANSWERED
+                results[(ips[key >> 16], key & 0xFFFF)] = Outcome("filtered", reason)
+                got += 1
+        if got:
+            self.answered += got
+            if worst:
+                # Smoothed towards the slowest reply of each drain: the quiet period must cover it.
+                self.srtt = worst if self.srtt == 0.0 else self.srtt + (worst - self.srtt) / 4
+        return got
 
-def _run(targets: dict[str, list[int]], send: socket.socket, icmp: socket.socket, sport: int,
-         secret: bytes, *, timeout_s: float, retries: int, min_wait_s: float, pps: int,
-         stop: threading.Event | None, progress: Callable[[int, int], None] | None,
-         ) -> dict[tuple[str, int], Outcome]:
-    builders: dict[str, _Packets] = {}
-    packed: dict[bytes, str] = {}
-    for ip in targets:
-        if ipaddress.ip_address(ip).version != 4:
-            raise ValueError(f"SYN scan is IPv4 only: {ip}")
-        builders[ip] = _Packets(_source_ip(ip), ip, sport, secret)
-        packed[socket.inet_aton(ip)] = ip
-    total = sum(len(p) for p in targets.values())
-    results: dict[tuple[str, int], Outcome] = {}
-    sent_at: dict[tuple[str, int], float] = {}
-    srtt = 0.0
-
-    def drain() -> None:
-        nonlocal srtt
-        now = time.monotonic()
+    def _drain_icmp(self) -> int:
+        got = 0
         while True:
             try:
-                packet = send.recv(128)
+                packet = self.icmp.recv(256)
             except (BlockingIOError, InterruptedError):
-                break
-            if len(packet) < 40:
-                continue
-            ihl = (packet[0] & 0x0F) * 4
-            ip = packed.get(packet[12:16])
-            if ip is None or len(packet) < ihl + 20:
-                continue
-            src_port, dst_port, _seq, ack, _off, flags, window = _TCP_HEAD.unpack_from(packet, ihl)
-            if dst_port != sport:
-                continue
-            key = (ip, src_port)
-            if key in results or key not in sent_at:
-                continue
-            if ack != (builders[ip].cookie(src_port) + 1) & 0xFFFFFFFF:
-                continue
-            if flags & 0x12 == 0x12:
-                results[key] = Outcome("open", "syn-ack", packet[8], window)
-            elif flags & 0x04:
-                results[key] = Outcome("closed", "reset", packet[8], window)
-            else:
-                continue
-            rtt = now - sent_at[key]
-            srtt = rtt if srtt == 0.0 else srtt + (rtt - srtt) / 8
-        while True:
-            try:
-                packet = icmp.recv(256)
-            except (BlockingIOError, InterruptedError):
-                break
+                return got
             ihl = (packet[0] & 0x0F) * 4 if packet else 0
             if len(packet) < ihl + 8 + 28 or packet[ihl] != 3:
                 continue
             inner = packet[ihl + 8:]
             inner_ihl = (inner[0] & 0x0F) * 4
-            if inner[9] != 6 or len(inner) < inner_ihl + 4:
+            if inner[9] != 6 or len(inner) < inner_ihl + 8:
                 continue
-            ip = packed.get(inner[16:20])
-            src_port, dst_port = struct.unpack("!HH", inner[inner_ihl:inner_ihl + 4])
-            if ip is None or src_port != sport:
+            h = self.host_of.get(inner[16:20])
+            src_port, dst_port, seq = struct.unpack_from("!HHI", inner, inner_ihl)
+            if h is None or src_port != self.sport:
                 continue
-            key = (ip, dst_port)
-            if key not in results and key in sent_at:
-                results[key] = Outcome("filtered", _ICMP_REASONS.get(packet[ihl + 1], "unreach"), packet[8])
+            if (seq - self.seq_base[h]) & 0xFFFFFFFF >= len(self.batch_times):
+                continue
+            key = h << 16 | dst_port
+            if self.state[key] == _UNANSWERED:
+                self.state[key] = _ANSWERED
+                self.results[(self.ips[h], dst_port)] = Outcome(
+                    "filtered", _ICMP_REASONS.get(packet[ihl + 1], "unreach"), packet[8])
+                got += 1
 
-    def send_all(pending: list[tuple[str, int]]) -> None:
-        interval = 1.0 / pps if pps > 0 else 0.0
-        next_at = batch_time = time.monotonic()
-        for i, (ip, port) in enumerate(pending):
-            frame = builders[ip].syn(port)
-            while True:
-                try:
-                    send.sendto(frame, (ip, 0))
-                    break
-                except (BlockingIOError, InterruptedError):
-                    drain()
-                    select.select([], [send], [], 0.01)
-                except OSError as exc:       # no route, ARP failure: unreachable
-                    if exc.errno == errno.ENOBUFS:    # qdisc/socket queue full: let it drain
-                        drain()
-                        time.sleep(0.001)
-                        continue
-                    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
-                        results[(ip, port)] = Outcome("filtered", {errno.ENETUNREACH: "net-unreach"}.get(
-                            exc.errno, "host-unreach"))
-                        break
-                    raise
-            if (ip, port) not in sent_at:
-                sent_at[(ip, port)] = batch_time       # per batch: RTTs only need ms precision
-            if i % _BATCH == _BATCH - 1:
-                batch_time = time.monotonic()
-                drain()
-                if stop is not None and stop.is_set():
-                    return
-                if progress is not None:
-                    progress(len(results), total)
-            if interval:
-                next_at += interval
+    # -- timeouts ----------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """Retransmit the silent ports of every batch whose quiet period is over (nmap's
+        per-probe timeout): a dropped port sent early is retried while later batches are
+        still going out, not after a wait at the end."""
+        inflight = self.inflight
+        if not inflight:
+            return
+        deadline = time.monotonic() - self.quiet()
+        state = self.state
+        while inflight and inflight[0][0] <= deadline:
+            _sent, attempt, keys = inflight.popleft()
+            if attempt >= self.retries:
+                continue                            # still silent: filtered/no-response
+            silent = [key for key in keys if state[key] == _UNANSWERED]
+            if silent:
+                self._send_part(self.main, silent, attempt + 1, None)
+
+    def finish(self, progress: Callable[[], None]) -> None:
+        """Until every port answered or every batch timed out (after its retries)."""
+        while self.inflight and self.answered < self.wanted and not self.stopped():
+            self.expire()
+            if not self.inflight:
+                return
+            wait = self.inflight[0][0] + self.quiet() - time.monotonic()
+            select.select([self.sock, self.icmp], [], [], min(0.01, max(0.0, wait)))
+            self.drain()
+            progress()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, pending: list[int], progress: Callable[[], None], senders: int) -> None:
+        """SYN to every ``host << 16 | port`` in ``pending`` (the first attempt).
+
+        With ``senders`` threads, each with its own raw socket, the kernel's per-packet work
+        (which includes delivering the SYN to an on-link host and its reply back to us) runs
+        on several cores while this thread parses replies: ctypes drops the GIL in sendmmsg.
+        """
+        if senders <= 1 or self.pps > 0 or len(pending) < 4 * _BATCH:
+            self._send_part(self.main, pending, 0, progress)
+            return
+        parts = [pending[i::senders] for i in range(senders)]
+        errors: list[BaseException] = []
+
+        def work(sender: _Sender, part: list[int]) -> None:
+            try:
+                self._send_part(sender, part, 0, None)
+            except BaseException as exc:        # re-raised in the scanning thread
+                errors.append(exc)
+
+        while len(self.extra) < senders:
+            self.extra.append(_Sender(_send_socket(), _Vector(_BATCH, _SYN_SLOT)))
+        threads = [threading.Thread(target=work, args=(self.extra[i], parts[i]), daemon=True)
+                   for i in range(senders)]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            select.select([self.sock, self.icmp], [], [], 0.002)
+            self.drain()
+            self.expire()
+            progress()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def _send_part(self, sender: _Sender, pending: list[int], attempt: int,
+                   progress: Callable[[], None] | None) -> None:
+        """Send ``pending`` in batches on ``sender``. With ``progress`` (the scanning thread,
+        first attempt) replies are read and timeouts handled between batches."""
+        vec = sender.vec
+        data, headers, stride = vec.data, vec.headers, vec.stride
+        pack_syn, pack_pointer = _SYN.pack_into, _POINTER.pack_into
+        seq_base, sum_base, name_addr = self.seq_base, self.sum_base, self.name_addr
+        sport = self.sport
+        pps = self.pps
+        batch_size = min(vec.size, max(1, pps // 100)) if pps > 0 else vec.size
+        slot_host = sender.slot_host
+        next_at = time.monotonic()
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            with self._lock:
+                batch = len(self.batch_times)
+                now = time.monotonic()
+                self.batch_times.append(now)
+                self.inflight.append((now, attempt, chunk))
+            for slot, key in enumerate(chunk):
+                h = key >> 16
+                port = key & 0xFFFF
+                seq = seq_base[h] + batch
+                total = sum_base[h] + port + (seq >> 16) + (seq & 0xFFFF)
+                total = (total & 0xFFFF) + (total >> 16)
+                total = (total & 0xFFFF) + (total >> 16)
+                pack_syn(data, slot * _SYN_SLOT, sport, port, seq, 0, 6 << 4, 0x02, 1024,
+                         ~total & 0xFFFF, 0, _MSS_OPTION)
+                if slot_host[slot] != h:
+                    slot_host[slot] = h
+                    pack_pointer(headers, slot * stride, name_addr[h])
+            self._send_vector(sender, chunk, drain=progress is not None)
+            if progress is not None:
+                self.drain()
+                self.expire()
+                progress()
+            if self.stopped():
+                return
+            if pps > 0:
+                next_at += len(chunk) / pps
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
 
-    def wait(pending_count: int) -> None:
-        # Quiet period: a few smoothed round trips, or the full timeout when nothing answered.
-        start = time.monotonic()
-        last = start
-        seen = len(results)
-        while True:
-            quiet = timeout_s if not results else min(timeout_s, max(min_wait_s, 6 * srtt))
-            now = time.monotonic()
-            if now - last >= quiet or now - start >= timeout_s * 2 or len(results) >= pending_count:
-                return
-            select.select([send, icmp], [], [], min(0.02, quiet))
-            drain()
-            if len(results) != seen:
-                seen = len(results)
-                last = time.monotonic()
+    def _send_vector(self, sender: _Sender, chunk: list[int], *, drain: bool) -> None:
+        sendmmsg = self.libc.sendmmsg
+        vec = sender.vec
+        done = 0
+        while done < len(chunk):
+            sent = sendmmsg(sender.fd, vec.address + done * vec.stride, len(chunk) - done, 0)
+            if sent > 0:
+                done += sent
+                continue
+            err = ctypes.get_errno()
+            if err in _RETRY_LATER:         # socket or qdisc queue full: let it drain
+                if drain:
+                    self.drain()
+                select.select([], [sender.fd], [], 0.005)
+                continue
+            reason = _UNREACHABLE.get(err)
+            if reason is None:
+                raise OSError(err, os.strerror(err))
+            self.unreachable.append((chunk[done], reason))   # no route / ARP failure (atomic append)
+            done += 1
 
-    # Interleave hosts so one host does not receive a burst of thousands of SYNs at once.
-    pending = [(ip, port) for port_index in range(max((len(p) for p in targets.values()), default=0))
-               for ip, ports in targets.items() if port_index < len(ports)
-               for port in (ports[port_index],)]
-    # One thread both sends and receives: a receiver thread was measured slower (GIL hand-offs
-    # on every recv/sendto outweigh the overlap).
-    for _attempt in range(retries + 1):
-        if not pending or (stop is not None and stop.is_set()):
-            break
-        send_all(pending)
-        wait(total)
-        pending = [key for key in pending if key not in results]
-        for key in pending:
-            sent_at[key] = time.monotonic()
+
+
+def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: int = 1,
+             min_wait_s: float = 0.1, packets_per_sec: int = 0, stop: threading.Event | None = None,
+             progress: Callable[[int, int], None] | None = None, senders: int | None = None,
+             ) -> dict[tuple[str, int], Outcome]:
+    """SYN-scan ``{ip: ports}`` (IPv4); blocking (call it in a thread).
+
+    ``senders``: threads sending SYNs (default: two on a multi-core machine; measured on the
+    lab, 65,535 ports took 0.60 s with one and 0.49 s with two). Small scans use one."""
+    if senders is None:
+        senders = min(2, os.cpu_count() or 1)
+    secret = os.urandom(16)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # Reserve the source port so no local connection uses it while the scan runs.
+    reserve = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        reserve.bind(("0.0.0.0", 0))
+        sport = reserve.getsockname()[1]
+        _attach_filter(sock, _reply_filter(sport))
+        for s in (sock, icmp):
+            s.setblocking(False)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 32 << 20)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
+        except OSError:
+            pass
+        scan = _Scan(targets, sock, icmp, sport, secret, timeout_s=timeout_s, retries=retries,
+                     min_wait_s=min_wait_s, pps=packets_per_sec, stop=stop)
+        try:
+            return _run(scan, progress, senders)
+        finally:
+            scan.close()
+    finally:
+        sock.close()
+        icmp.close()
+        reserve.close()
+
+
+def _run(scan: _Scan, progress: Callable[[int, int], None] | None, senders: int,
+         ) -> dict[tuple[str, int], Outcome]:
+    last_progress = 0.0
+
+    def report() -> None:
+        nonlocal last_progress
+        if progress is None:
+            return
+        now = time.monotonic()
+        if now - last_progress >= 0.1:           # a progress bar redraw costs more than a batch
+            last_progress = now
+            progress(scan.answered, scan.wanted)
+
+    # Interleave hosts (port-major) so no host gets thousands of SYNs in one burst.
+    per_host = scan.ports
+    longest = max((len(p) for p in per_host), default=0)
+    pending = [h << 16 | ports[i] for i in range(longest) for h, ports in enumerate(per_host)
+               if i < len(ports)]
+    if pending and not scan.stopped():
+        scan.send(pending, report, senders)
+        scan.finish(report)
+    results = scan.results
     silent = Outcome("filtered", "no-response")
-    for ip, ports in targets.items():
+    state = scan.state
+    for h, ports in enumerate(per_host):
+        ip = scan.ips[h]
         for port in ports:
-            if (ip, port) not in results:
+            if state[h << 16 | port] == _UNANSWERED:
                 results[(ip, port)] = silent
     if progress is not None:
-        progress(total, total)
+        progress(scan.wanted, scan.wanted)
     return results
