@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from nats.js.api import DeliverPolicy
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_jsonl, stdout
+from lanscope.output import print_jsonl, stderr
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import configured_url
 from schemas import ChangeKind, Event, Finding, HostChanged, decode
@@ -53,12 +54,20 @@ def _value(value: Any) -> str:
         text = value.isoformat(timespec="seconds")
     else:
         text = str(value)
-    text = text.replace("\n", " ")
     return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 1] + "…"
+
+
+def _printable(text: str) -> str:
+    """Hostnames and banners are attacker-controlled: no escape sequences reach the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def describe(event: Event) -> str:
     """One human line per event (plain text: hostnames and banners are data)."""
+    return _printable(_describe(event))
+
+
+def _describe(event: Event) -> str:
     when = event.observed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(event, HostChanged):
         host = event.host
@@ -93,20 +102,21 @@ async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, a
         try:
             event = decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            stdout.print(f"(undecodable event on {msg.subject}: {exc})", markup=False)
+            stderr.print(f"undecodable event on {msg.subject}: {exc}", markup=False)
             return
         if isinstance(event, HostChanged) and event.kind.value not in kinds:
             return
         if as_json:
             print_jsonl(event)
         else:
-            stdout.print(describe(event), markup=False, highlight=False)
+            # Plain write: one line per event whatever the width, and the text is data.
+            sys.stdout.write(describe(event) + "\n")
+            sys.stdout.flush()
 
     async with await Bus.connect(config.nats, url=url, name="lanscope-watch") as bus:
         subjects = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
+        stderr.print(f"watching {', '.join(subjects)} on {url} (Ctrl-C to stop)", markup=False)
         for subject in subjects:
             await bus.js.subscribe(subject, stream=subj.CHANGES.name, cb=show, ordered_consumer=True,
                                    deliver_policy=DeliverPolicy.NEW)
-        if not as_json:
-            stdout.print(f"watching {', '.join(subjects)} on {url} (Ctrl-C to stop)", markup=False)
         await stop.wait()

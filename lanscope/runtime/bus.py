@@ -161,7 +161,7 @@ class Bus:
                            f"{type(exc).__name__}: {exc}") from None
         nc.options["max_reconnect_attempts"] = -1
         state["down"] = False
-        log.info("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
+        log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
                  _auth_kind(config))
         return cls(nc, config, state)
 

@@ -167,7 +167,11 @@ class EmbeddedNats:
         with self.log_file.open("ab") as log_out:
             self._process = subprocess.Popen(
                 [str(binary), "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log_out,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # Its own session: Ctrl-C (SIGINT to the terminal's process group) or a
+                # supervisor signalling the group must reach lanscope only, which drains
+                # its stages first and stops the server last.
+                start_new_session=True)
         try:
             self._wait_ready()
         except BaseException:

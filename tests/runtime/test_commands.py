@@ -15,7 +15,9 @@ from lanscope.errors import UsageError
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import configured_url
 from schemas import ChangeKind, FieldChange, HostChanged, HostRecord
+from schemas import subjects as subj
 from tests.factories import at
+from tests.runtime.stages import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 LANSCOPE = [sys.executable, "-m", "lanscope"]
@@ -40,10 +42,25 @@ def changed(kind: ChangeKind = ChangeKind.CHANGED) -> HostChanged:
                                                          new=["tcp/22", "tcp/80"])])
 
 
+async def wait_for_watcher(bus: Bus) -> None:
+    """The ordered consumer exists once watch has subscribed (it starts from new messages)."""
+
+    async def subscribed() -> bool:
+        return any(True for _ in (await bus.js.consumers_info(subj.CHANGES.name)))
+    await eventually(subscribed, what="watch's consumer")
+
+
 def test_describe_is_one_line_with_old_and_new() -> None:
     line = describe(changed())
     assert "changed" in line and "198.18.0.10 02:00:00:00:00:10 web1" in line
     assert "open_ports: tcp/22 → tcp/22,tcp/80" in line and "\n" not in line
+
+
+def test_describe_escapes_control_characters() -> None:
+    event = changed()
+    event.host.hostname = "evil\x1b[2J\nname"
+    line = describe(event)
+    assert "\x1b" not in line and "\n" not in line and "evil\\x1b[2J\\x0aname" in line
 
 
 @pytest.mark.parametrize(("text", "kinds"), [("new", {"new"}), ("new, GONE", {"new", "gone"})])
@@ -90,9 +107,10 @@ async def test_watch_prints_changes_as_they_happen(bus: Bus, tmp_path: Path) -> 
         *LANSCOPE, "-c", str(config), "watch", "--kind", "changed", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        assert watch.stdout is not None
-        banner = await asyncio.wait_for(watch.stdout.readline(), 30)
+        assert watch.stdout is not None and watch.stderr is not None
+        banner = await asyncio.wait_for(watch.stderr.readline(), 30)
         assert b"watching" in banner
+        await wait_for_watcher(bus)
         await bus.publish(changed(ChangeKind.NEW))        # filtered out by --kind
         await bus.publish(changed())
         line = (await asyncio.wait_for(watch.stdout.readline(), 30)).decode()
