@@ -52,11 +52,11 @@ def _stage_config(args: argparse.Namespace, config: Config) -> Any:
     stage = dhcp_leases_config(config)
     gateway = stage.gateway
     if args.gateway:
-        base = gateway if gateway is not None and gateway.host == args.gateway else None
-        gateway = GatewaySettings(host=args.gateway, user=config.gateway.user,
-                                  password=base.password if base else None,
-                                  tls=base.tls if base else TlsSettings(),
-                                  timeout_secs=config.gateway.timeout_secs)
+        if gateway is not None and gateway.host == args.gateway:
+            pass   # the configured router: keep all of its settings (scheme, port, TLS, password)
+        else:      # another router: none of the configured one's credentials or pins apply
+            gateway = GatewaySettings(host=args.gateway, user=config.gateway.user, tls=TlsSettings(),
+                                      timeout_secs=config.gateway.timeout_secs)
     if args.no_gateway:
         gateway = None
     if gateway is not None:
