@@ -28,7 +28,7 @@ from lanscope.runtime.claims import Claims, MemoryClaims
 from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol
 
 from . import _banner, _connect, _syn, _udp
-from .fingerprint import Identity, RuleSet, escape_banner, rule_set
+from .fingerprint import Identity, RuleSet, escape_banner, port_hint_rules, rule_set
 from .os_hints import BannerHint, guess_os
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,11 @@ def shown_ports(ports: list[PortResult]) -> list[PortResult]:
 
 def not_shown(ports: list[PortResult]) -> dict[str, int]:
     """State -> count of the ports ``shown_ports`` leaves out."""
-    shown = {(p.protocol, p.port) for p in shown_ports(ports)}
-    return dict(Counter(p.state.value for p in ports if (p.protocol, p.port) not in shown))
+    hidden: Counter[str] = Counter()
+    for (_protocol, state), count in Counter((p.protocol, p.state) for p in ports).items():
+        if state != PortState.OPEN and count > SHOWN_STATE_LIMIT:
+            hidden[state.value] += count
+    return dict(hidden)
 
 
 class Prober:
@@ -90,10 +93,17 @@ class Prober:
     def __init__(self, config: Config, *, rules: RuleSet | None = None,
                  syn_available: Callable[[], bool] = _syn.available) -> None:
         self.config = config
-        self.rules = rules or rule_set(config.nmap_service_probes)
+        self._rules = rules
         self._syn_available = syn_available
         self._budget = _connect.SocketBudget(config.sockets)
         self._banner_slots = asyncio.Semaphore(config.banners)
+
+    @property
+    def rules(self) -> RuleSet:
+        """The fingerprint rules, loaded and compiled when first needed (not for states only)."""
+        if self._rules is None:
+            self._rules = rule_set(self.config.nmap_service_probes)
+        return self._rules
 
     def spec(self) -> PortSpec:
         c = self.config
@@ -129,35 +139,44 @@ class Prober:
             if not complete:
                 for report in reports.values():
                     report.complete = False
-        tcp_results: dict[tuple[str, int], PortResult] = {}
+        # One pass per host in port order (no global sort of 65k results), building the
+        # PortResults, the open ports to identify and the reply TTLs for the OS guess.
+        tcp_ports = sorted(set(spec.tcp))
         tcp = Protocol.TCP
-        for (ip, port), outcome in outcomes.items():
-            tcp_results[(ip, port)] = PortResult(
-                protocol=tcp, port=port, state=_STATES[outcome.state], reason=outcome.reason,
-                reason_ttl=outcome.ttl)
+        states = _STATES
         identify_tasks = []
-        for (ip, port), result in tcp_results.items():
-            if result.state == PortState.OPEN:
-                if fingerprint:
-                    identify_tasks.append(self._identify_tcp(ip, result, deadline))
-                else:
-                    _apply_identity(result, self.rules.identify(b"", port, "tcp"))
-        udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in spec.udp]
-        udp_results = await asyncio.gather(*identify_tasks, *udp_tasks)
-        for ip, port_result in udp_results[len(identify_tasks):]:
+        replies: dict[str, list[_connect.Outcome]] = {}
+        for ip in ips:
+            out = reports[ip].ports
+            with_ttl: list[_connect.Outcome] = []
+            for port in tcp_ports:
+                outcome = outcomes.get((ip, port))
+                if outcome is None:
+                    continue                  # out of time before this port was scanned
+                result = PortResult(protocol=tcp, port=port, state=states[outcome[0]], reason=outcome[1],
+                                    reason_ttl=outcome[2])
+                out.append(result)
+                if outcome[2]:
+                    with_ttl.append(outcome)
+                if outcome[0] == "open":
+                    if fingerprint:
+                        identify_tasks.append(self._identify_tcp(ip, result, deadline))
+                    else:
+                        _apply_identity(result, self._port_hints().identify(b"", port, "tcp"))
+            replies[ip] = with_ttl
+        udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in sorted(set(spec.udp))]
+        _, udp_results = await asyncio.gather(asyncio.gather(*identify_tasks), asyncio.gather(*udp_tasks))
+        for ip, port_result in udp_results:
             if port_result is not None:
-                reports[ip].ports.append(port_result)
-        for (ip, _port), result in sorted(tcp_results.items()):
-            reports[ip].ports.append(result)
-        by_host: dict[str, list[_connect.Outcome]] = {}
-        for (ip, _port), outcome in outcomes.items():
-            if outcome.ttl:
-                by_host.setdefault(ip, []).append(outcome)
+                reports[ip].ports.append(port_result)     # after TCP, in port order: as sorted
         for report in reports.values():
-            report.ports.sort(key=lambda p: (p.protocol is Protocol.UDP, p.port))
-            report.os = _os_guess(report.ports, by_host.get(report.ip, []))
+            report.os = _os_guess(report.ports, replies.get(report.ip, []))
             report.duration_ms = (time.monotonic() - started) * 1000
         return reports
+
+    def _port_hints(self) -> RuleSet:
+        """Port-number hints only (states-only scans): no rule compiled for them."""
+        return self._rules if self._rules is not None else port_hint_rules()
 
     async def _tcp(self, ips: list[str], ports: tuple[int, ...], kind: str, deadline: float,
                    progress: Callable[[int, int], None] | None,
