@@ -186,9 +186,11 @@ class QueryResult(msgspec.Struct, kw_only=True):
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryResult:
     """Run one checked statement in a read-only transaction on its own cursor (blocking)."""
-    check_read_only(con, sql)
+    # Everything on the query's own cursor: the writer thread may be using the main
+    # connection (an appender), and DuckDB refuses a second call on a busy connection.
     cur = con.cursor()
     try:
+        check_read_only(cur, sql)
         cur.execute("BEGIN TRANSACTION READ ONLY")
         try:
             cur.execute(sql)

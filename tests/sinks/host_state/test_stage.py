@@ -172,3 +172,29 @@ async def test_rows_are_capped(tmp_path: Path) -> None:
     reply = json.loads(await sink.query(b'{"sql": "SELECT * FROM range(10)"}'))
     await sink.close()
     assert len(reply["rows"]) == 5 and reply["truncated"] is True
+
+
+async def test_queries_are_answered_while_a_batch_is_being_written(tmp_path: Path) -> None:
+    """A query used to call extract_statements on the main connection, which DuckDB refuses
+    ("connection is busy") while the writer thread has an appender open on it."""
+    import asyncio
+
+    sink = await opened(tmp_path)
+    batches = [[host_seen(f"198.18.{b}.{i % 250 + 1}", f"02:00:00:{b:02x}:{i // 256:02x}:{i % 256:02x}",
+                          t=b, id=f"q{b}-{i}") for i in range(2000)] for b in range(6)]
+
+    async def writes() -> None:
+        for batch in batches:
+            await sink.write(batch)
+
+    async def queries() -> list[dict[str, object]]:
+        replies = []
+        while not writer.done():
+            replies.append(json.loads(await sink.query(b'{"sql": "SELECT count(*) FROM hosts"}')))
+        return replies
+
+    writer = asyncio.ensure_future(writes())
+    replies = await queries()
+    await writer
+    await sink.close()
+    assert replies and not [r for r in replies if "error" in r]
