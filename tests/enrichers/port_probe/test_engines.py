@@ -89,3 +89,27 @@ def test_syn_rate_limit_paces_the_sends(lab: Lab) -> None:
     results = _syn.syn_scan({host.ip: list(range(1, 401))}, timeout_s=0.3, packets_per_sec=2000)
     assert time.monotonic() - start >= 0.15             # 400 SYNs at 2000/s: at least 0.2 s
     assert sum(o.state == "open" for o in results.values()) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_connect_every_port_of_one_host_and_the_budget_comes_back(lab: Lab, workers: int) -> None:
+    host = lab.host("filtered")
+    budget = _connect.SocketBudget(64)
+    results = _connect.connect_scan({host.ip: list(range(1, 65536))}, timeout_s=0.3, budget=budget,
+                                    workers=workers)
+    states = {port: o for (_ip, port), o in results.items()}
+    assert len(states) == 65535
+    assert {p for p, o in states.items() if o.state == "open"} == set(host.tcp_open)
+    assert {p for p, o in states.items() if o.state == "filtered"} == set(host.tcp_filtered)
+    assert states[8082] == ("closed", "conn-refused", None, None)
+    assert budget.take(1000) == 64                       # every socket given back
+
+
+def test_connect_times_out_a_dropped_port_from_the_measured_rtt(lab: Lab) -> None:
+    host = lab.host("filtered")
+    start = time.monotonic()
+    # The host answers port 80 and 8082 first, so 8081's timeout is the floor (0.1 s), not 3 s.
+    results = _connect.connect_scan({host.ip: [80, 8082, 8081]}, timeout_s=3.0, retries=1, per_host=2)
+    assert time.monotonic() - start < 1.5
+    assert results[(host.ip, 8081)] == ("filtered", "no-response", None, None)
+    assert results[(host.ip, 80)].state == "open"
