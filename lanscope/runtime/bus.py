@@ -118,6 +118,7 @@ class Bus:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
         # "down" until the first connect succeeds: failed first attempts end in one BusError.
         state = {"down": True, "closing": False}
+        last_error: list[BaseException] = []
 
         async def disconnected() -> None:
             if not state["down"] and not state["closing"]:
@@ -129,6 +130,7 @@ class Bus:
             log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
 
         async def error(exc: Exception) -> None:
+            last_error[:] = [exc]
             # nats-py reports every failed reconnect attempt here; one line per outage is enough.
             if not state["down"] and not state["closing"]:
                 log.warning("NATS connection error: %s", type(exc).__name__)
@@ -154,11 +156,14 @@ class Bus:
             options["token"] = str(config.token)
         if config.creds_file:
             options["user_credentials"] = config.creds_file
+        # nats-py retries some first-connect failures (TLS) without end: bound it here.
+        budget = max(config.connect_timeout_secs * 3 * len(urls), 5.0)
         try:
-            nc = await nats.connect(**options)
-        except (OSError, nats.errors.Error, ssl.SSLError) as exc:
+            nc = await asyncio.wait_for(nats.connect(**options), budget)
+        except (OSError, nats.errors.Error, ssl.SSLError, TimeoutError) as exc:
+            cause = last_error[0] if isinstance(exc, TimeoutError) and last_error else exc
             raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
-                           f"{type(exc).__name__}: {exc}") from None
+                           f"{type(cause).__name__}: {cause}") from None
         nc.options["max_reconnect_attempts"] = -1
         state["down"] = False
         log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],

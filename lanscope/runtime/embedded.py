@@ -111,12 +111,14 @@ class EmbeddedNats:
     """One nats-server child process with JetStream, stopped by ``stop()``."""
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
-                 sync_always: bool = False, startup_timeout_secs: float = 15.0) -> None:
+                 sync_always: bool = False, startup_timeout_secs: float = 15.0,
+                 extra_config: str = "") -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
         self.sync_always = sync_always
         self.startup_timeout_secs = startup_timeout_secs
+        self.extra_config = extra_config     # more server config lines (auth, TLS: tests)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -150,7 +152,7 @@ class EmbeddedNats:
         ]
         if self.sync_always:
             lines.append("  sync_interval: always")
-        lines += ["}", ""]
+        lines += ["}", self.extra_config, ""]
         path = self.store_dir / "nats-server.conf"
         path.write_text("\n".join(lines))
         return path
