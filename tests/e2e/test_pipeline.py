@@ -1,0 +1,374 @@
+"""End to end: `lanscope run` as real processes on the lab, a real nats-server, a real DuckDB file.
+
+Two processes, as a user would split them: one runs the producers, enrichers,
+findings and registry; the other runs ``sinks.host_state`` (the DuckDB owner),
+so it can be SIGKILLed and restarted on its own. The config shrinks every
+schedule and threshold (sweeps every 2 s, gone after 2 missed sweeps and 3 s)
+so the whole module finishes in well under a minute.
+
+The tests run in file order against the one pipeline: hosts appear; a stopped
+service is a `changed` event with a history row; an unplugged host goes and
+comes back; finally the sink is killed mid-stream and restarted, the producers
+stopped, and rows are counted against stream messages. Every lab change is
+undone in a ``finally``. Waits poll with deadlines; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import pytest
+from nats.js.api import DeliverPolicy
+
+from lanscope.config import NatsConfig
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.embedded import EmbeddedNats
+from schemas import ChangeKind, HostChanged, decode
+from schemas import subjects as subj
+from tests.lab import Lab
+from tests.natsd import reset_streams
+
+pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_PORTS = "21,22,25,80,1883,3306,5432,6379"
+PRODUCERS_AND_ENRICHERS = ("arp_sweep", "ping_sweep", "port_probe", "dns_names", "mac_vendor",
+                           "findings", "registry")
+UNPLUGGED = "f01"          # a filler host: nothing else in these tests depends on it
+
+
+def config_text(lab: Lab, data_dir: Path, url: str) -> str:
+    return f"""
+data_dir: {data_dir}
+targets: [{lab.LIVE_24}, {lab.OFFLINK}]
+scope:
+  allow: [{lab.SUBNET}, {lab.OFFLINK}]
+nats:
+  url: "{url}"
+  ack_wait_secs: 3             # a killed sink's batch comes back quickly
+  shutdown_grace_secs: 3
+schedules:
+  arp_sweep_secs: 2
+  ping_sweep_secs: 2
+  neighbours_secs: 0           # a REACHABLE entry outlives an unplugged host by up to ~45 s
+  dhcp_leases_secs: 0
+  proxmox_guests_secs: 0
+  port_probe_secs: 2
+ports:
+  tcp: "{SERVICE_PORTS}"
+  udp: ""
+  tcp_ping: [80]
+timeouts:
+  connect_ms: 500
+  banner_ms: 1000
+dns:
+  servers: [{lab.DNS_IP}]
+lease_files:
+  enabled: false
+presence:
+  missed_sweeps: 2
+  grace_secs: 3
+duckdb:
+  flush_ms: 300                # batches stay open a while: the kill lands mid-batch
+"""
+
+
+class Lanscope:
+    """One `lanscope run --stage ...` subprocess with its log file."""
+
+    def __init__(self, config: Path, stages: tuple[str, ...], log: Path) -> None:
+        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), "run"]
+        for stage in stages:
+            self.argv += ["--stage", stage]
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+
+@dataclass
+class Pipeline:
+    lab: Lab
+    url: str
+    db: Path
+    main: Lanscope
+    sink: Lanscope
+
+    def logs(self) -> str:
+        return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
+                f"--- {self.sink.log.name}\n{self.sink.tail()}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    url = natsd.start()
+    tmp = tmp_path_factory.mktemp("e2e")
+    config = tmp / "config.yaml"
+    config.write_text(config_text(lab, tmp / "var", url))
+
+    async def clean() -> None:
+        async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
+            await reset_streams(bus)        # streams of earlier tests in this session
+    asyncio.run(clean())
+    sink = Lanscope(config, ("sinks.host_state",), tmp / "host_state.log")
+    main = Lanscope(config, PRODUCERS_AND_ENRICHERS, tmp / "main.log")
+    sink.start()
+    main.start()
+    try:
+        yield Pipeline(lab, url, tmp / "var" / "lanscope.duckdb", main, sink)
+    finally:
+        main.stop()
+        sink.stop()
+
+
+@dataclass
+class Changes:
+    """Every HostChanged in the CHANGES stream, from the start, as it arrives."""
+
+    events: list[HostChanged] = field(default_factory=list)
+
+    def find(self, kind: ChangeKind, host_key: str,
+             where: Callable[[HostChanged], bool] = lambda e: True) -> HostChanged | None:
+        return next((e for e in self.events if e.kind == kind and e.host_key == host_key and where(e)),
+                    None)
+
+
+@pytest.fixture
+async def bus(pipeline: Pipeline) -> AsyncIterator[Bus]:
+    """A connection of the test's own (the shared `bus` fixture would wipe the streams)."""
+    async with await Bus.connect(NatsConfig(url=pipeline.url), name="lanscope-e2e") as connected:
+        yield connected
+
+
+@pytest.fixture
+async def changes(bus: Bus) -> Changes:
+    seen = Changes()
+
+    async def collect(msg: Any) -> None:
+        event = decode(msg.data)
+        assert isinstance(event, HostChanged)
+        seen.events.append(event)
+
+    await bus.js.subscribe(subj.HOST_CHANGED, stream=subj.CHANGES.name, cb=collect,
+                           ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    return seen
+
+
+async def until(pipeline: Pipeline, condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, which is returned."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{pipeline.logs()}")
+        await asyncio.sleep(0.05)
+
+
+async def sql(bus: Bus, query: str) -> list[dict[str, Any]] | None:
+    """Rows from the running DuckDB owner over lanscope.query; None while it does not answer."""
+    try:
+        msg = await bus.nc.request(subj.QUERY, msgspec.json.encode({"sql": query}), timeout=3)
+    except Exception:   # no responders (the sink is starting or was just killed) or a timeout
+        return None
+    reply = msgspec.json.decode(msg.data)
+    assert "error" not in reply, reply["error"]
+    return [dict(zip(reply["columns"], row, strict=True)) for row in reply["rows"]]
+
+
+# ------------------------------------------------------------------------------ the tests
+
+
+async def test_the_lab_appears_with_macs_ports_and_fingerprints(pipeline: Pipeline, bus: Bus) -> None:
+    lab = pipeline.lab
+    expected = lab.live_hosts(lab.LIVE_24) + lab.live_hosts(lab.OFFLINK)
+    services = [h for h in expected if h.services and h.tcp_open]
+
+    async def complete() -> dict[str, dict[str, Any]] | None:
+        rows = await sql(bus, "SELECT ip, mac, hostname, open_ports, active FROM hosts")
+        by_ip = {r["ip"]: r for r in rows or []}
+        if not {h.ip for h in expected} <= set(by_ip):
+            return None
+        if any(f"tcp/{p}" not in by_ip[h.ip]["open_ports"] for h in services for p in h.tcp_open
+               if str(p) in SERVICE_PORTS.split(",")):
+            return None
+        return by_ip
+
+    hosts = await until(pipeline, complete, timeout=45, what="every live lab host with its open ports")
+    for host in expected:
+        row = hosts[host.ip]
+        assert row["active"] is True
+        assert row["mac"] == (host.mac if host.on_link else None), host.name
+    assert hosts[lab.host("ssh").ip]["hostname"] == lab.host("ssh").fqdn
+    assert lab.DOWN_IP not in hosts
+
+    async def fingerprinted() -> list[dict[str, Any]] | None:
+        rows = await sql(bus, "SELECT ip, port, product, version FROM host_ports WHERE state = 'open' "
+                              f"AND ip IN ('{lab.host('ssh').ip}', '{lab.host('nginx').ip}')")
+        return rows if rows and len(rows) == 2 and all(r["version"] for r in rows) else None
+
+    ports = {r["ip"]: r for r in await until(pipeline, fingerprinted, timeout=20, what="fingerprints")}
+    ssh, nginx = ports[lab.host("ssh").ip], ports[lab.host("nginx").ip]
+    assert (ssh["port"], ssh["product"]) == (22, "OpenSSH")
+    assert ssh["version"] in lab.package_version("openssh")          # 9.2p1 in 1:9.2p1-2+deb12u…
+    assert (nginx["port"], nginx["product"]) == (80, "nginx")
+    assert nginx["version"] in lab.package_version("nginx")
+
+
+async def test_a_stopped_service_is_a_changed_event_and_a_history_row(
+        pipeline: Pipeline, bus: Bus, changes: Changes) -> None:
+    lab = pipeline.lab
+    nginx = lab.host("nginx")
+
+    def closed(e: HostChanged) -> bool:
+        return any(c.field == "open_ports" and "tcp/80" in (c.old or []) and "tcp/80" not in (c.new or [])
+                   for c in e.changes)
+
+    lab.stop_service("nginx")
+    try:
+        event = await until(pipeline, lambda: changes.find(ChangeKind.CHANGED, nginx.mac, closed),
+                            timeout=30, what="a `changed` event for nginx's port 80")
+    finally:
+        lab.start_service("nginx")
+    by_field = {c.field: c for c in event.changes}
+    assert by_field["open_ports"].old == ["tcp/80"] and by_field["open_ports"].new == []
+    assert by_field["services"].old[0].startswith("tcp/80 http nginx") and by_field["services"].new == []
+    assert event.host.ip == nginx.ip and event.host.open_ports == []
+
+    rows = await until(pipeline, lambda: sql(
+        bus, f"SELECT old, new FROM history WHERE host_key = '{nginx.mac}' AND field = 'open_ports' "
+             "ORDER BY observed_at"), timeout=10, what="open_ports history")
+    pairs = [(msgspec.json.decode(r["old"]) if r["old"] else None, msgspec.json.decode(r["new"]))
+             for r in rows]
+    assert (["tcp/80"], []) in pairs
+    # Restarted, it is seen again: the next change puts the port back.
+    def reopened(e: HostChanged) -> bool:
+        return e.observed_at > event.observed_at and any(
+            c.field == "open_ports" and c.new == ["tcp/80"] for c in e.changes)
+
+    await until(pipeline, lambda: changes.find(ChangeKind.CHANGED, nginx.mac, reopened), timeout=30,
+                what="nginx's port 80 open again")
+
+
+async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes: Changes) -> None:
+    lab = pipeline.lab
+    host = lab.host(UNPLUGGED)
+    await until(pipeline, lambda: changes.find(ChangeKind.NEW, host.mac), timeout=30,
+                what=f"{UNPLUGGED} known")
+    lab.set_link(UNPLUGGED, False)
+    try:
+        gone = await until(pipeline, lambda: changes.find(ChangeKind.GONE, host.mac), timeout=30,
+                           what=f"{UNPLUGGED} gone")
+    finally:
+        lab.set_link(UNPLUGGED, True)
+    assert gone.host.active is False and gone.evidence and "missed" in gone.evidence
+    assert [(c.field, c.old, c.new) for c in gone.changes] == [("active", True, False)]
+    back = await until(pipeline, lambda: changes.find(
+        ChangeKind.BACK, host.mac, lambda e: e.observed_at > gone.observed_at), timeout=30,
+        what=f"{UNPLUGGED} back")
+    assert back.host.active is True and back.evidence
+    assert ("active", False, True) in [(c.field, c.old, c.new) for c in back.changes]
+
+
+async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
+        pipeline: Pipeline, bus: Bus, changes: Changes) -> None:
+    facts = subj.FACTS.name
+
+    async def batch_in_flight() -> bool:
+        info = await bus.js.consumer_info(facts, "host_state")
+        return info.num_ack_pending > 0
+
+    await until(pipeline, batch_in_flight, timeout=20, what="host_state holding a batch")
+    pipeline.sink.kill()
+    killed_at = await bus.js.consumer_info(facts, "host_state")
+    assert killed_at.num_ack_pending > 0 or killed_at.num_pending > 0   # work left behind
+    pipeline.sink.start()
+    # Let the restarted sink take part in a few sweeps, then stop the producers and drain.
+    count = "SELECT count(*) AS n FROM processed_events"
+    first = await until(pipeline, lambda: sql(bus, count), timeout=30, what="the sink answering again")
+
+    async def committing() -> bool:
+        rows = await sql(bus, count)
+        return bool(rows) and rows[0]["n"] > first[0]["n"]
+
+    await until(pipeline, committing, timeout=20, what="the restarted sink committing new batches")
+    assert pipeline.main.terminate() == 0, pipeline.logs()
+
+    async def drained() -> bool:
+        for stream in (facts, subj.CHANGES.name):
+            info = await bus.js.consumer_info(stream, "host_state")
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    await until(pipeline, drained, timeout=30, what="host_state caught up with both streams")
+    assert pipeline.sink.terminate() == 0, pipeline.logs()
+
+    fact_msgs = (await bus.js.stream_info(facts)).state.messages
+    sunk = subj.CHANGES.name
+    concluded = 0
+    for subject in (subj.FINDING, subj.REGISTRY):
+        info = await bus.js.stream_info(sunk, subjects_filter=subject)
+        concluded += sum((info.state.subjects or {}).values())
+    stream_changed = (await bus.js.stream_info(sunk, subjects_filter=subj.HOST_CHANGED)).state
+    changed_msgs = sum((stream_changed.subjects or {}).values())
+    await until(pipeline, lambda: len(changes.events) >= changed_msgs, timeout=10,
+                what="every HostChanged delivered to the test")
+
+    con = duckdb.connect(str(pipeline.db), read_only=True)
+    try:
+        [(processed,)] = con.execute("SELECT count(*) FROM processed_events").fetchall()
+        outbox_ids = {i for (i,) in con.execute("SELECT DISTINCT output_id FROM outbox").fetchall()}
+        [(dup_history,)] = con.execute(
+            "SELECT count(*) FROM (SELECT host_key, field, event_id FROM history "
+            "GROUP BY ALL HAVING count(*) > 1)").fetchall()
+        [(history,)] = con.execute("SELECT count(*) FROM history").fetchall()
+    finally:
+        con.close()
+    # Nothing lost: every message host_state consumes was committed exactly once.
+    assert processed == fact_msgs + concluded
+    # Nothing doubled: one history row per (host, field, input event); every committed
+    # HostChanged published once, nothing published that was not committed.
+    assert history > 0 and dup_history == 0
+    ids = [e.id for e in changes.events]
+    assert len(ids) == len(set(ids)) == changed_msgs
+    assert set(ids) == outbox_ids
+    new_per_host = Counter(e.host_key for e in changes.events if e.kind == ChangeKind.NEW)
+    assert max(new_per_host.values()) == 1
