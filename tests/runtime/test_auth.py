@@ -12,6 +12,8 @@ from lanscope.config import NatsConfig, Secret, TlsConfig
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.embedded import EmbeddedNats
 
+pytestmark = pytest.mark.nats
+
 PASSWORD = "s3cret-Pa55"
 
 

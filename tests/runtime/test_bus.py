@@ -14,6 +14,8 @@ from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
 from tests.runtime.stages import seen, spec, subject_count
 
+pytestmark = pytest.mark.nats
+
 FACTS = subj.FACTS.name
 
 

@@ -19,6 +19,8 @@ from schemas import subjects as subj
 from tests.factories import at
 from tests.runtime.stages import eventually
 
+pytestmark = pytest.mark.nats
+
 ROOT = Path(__file__).resolve().parents[2]
 LANSCOPE = [sys.executable, "-m", "lanscope"]
 

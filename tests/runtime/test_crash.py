@@ -28,7 +28,7 @@ from tests.runtime.test_runner import options
 
 FACTS = subj.FACTS.name
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.nats]
 
 
 class StageProcess:

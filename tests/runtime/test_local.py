@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.local import LocalPipeline
 from lanscope.runtime.runner import Runner
@@ -13,6 +15,8 @@ from schemas import HostAnnotated, HostSeen
 from schemas import subjects as subj
 from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec
 from tests.runtime.test_runner import options
+
+pytestmark = pytest.mark.nats
 
 ENRICH = spec("local_echo", Kind.ENRICHER, concurrency=2)
 STORE = spec("local_store", Kind.SINK, consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED), batch_size=3)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from nats.errors import NoRespondersError
 
 from lanscope.config import NatsConfig
@@ -25,6 +26,8 @@ from lanscope.runtime.topology import Kind, StageSpec
 from schemas import dlq_subject
 from schemas import subjects as subj
 from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec, subject_count
+
+pytestmark = pytest.mark.nats
 
 FACTS = subj.FACTS.name
 DLQ = subj.DEAD_LETTERS.name
