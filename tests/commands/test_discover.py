@@ -18,13 +18,16 @@ import pytest
 
 from lanscope import output
 from lanscope.cli import main
+from lanscope.commands.discover import _ProbeTargetsOnce
+from lanscope.net.targets import parse_targets
 from lanscope.runtime.embedded import EmbeddedNats
+from schemas import Event
+from tests.factories import host_seen
 from tests.fakes.fixtures import ROUTER_PASSWORD, router  # noqa: F401
 from tests.fakes.mikrotik import FakeRouterOS
 from tests.lab import Lab
 from tests.runtime.stages import eventually
 
-pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[1] / "data" / "leases"
 PORTS = "21,22,25,80,1883,3306,5432,6379"
@@ -236,3 +239,28 @@ def test_table_output(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert f"1 hosts up in {lab.host('ssh').ip} (from {lab.SCANNER_IP})" in out
     assert "tcp/22 ssh OpenSSH" in out and " new) in " in out
     assert "proxmox" not in err.lower()          # unconfigured Proxmox: skipped silently
+
+
+class _CountingProbe:
+    def __init__(self) -> None:
+        self.probed: list[str] = []
+
+    async def handle(self, event: Event) -> list[Event]:
+        self.probed.append(event.ip)   # type: ignore[attr-defined]
+        return []
+
+
+async def test_the_port_probe_gate_probes_each_target_once_and_nothing_else() -> None:
+    inner, progress = _CountingProbe(), []
+    gate = _ProbeTargetsOnce(inner, parse_targets(["198.18.0.0/24"]), 2,
+                             lambda done, total: progress.append((done, total)))
+    sightings = [host_seen("198.18.0.10", "02:00:00:00:00:10"),
+                 host_seen("198.18.0.10", None, source="icmp"),          # the same host again
+                 host_seen("192.168.64.113", "00:1a:96:49:84:de", source="dhcp"),   # a lease elsewhere
+                 host_seen("198.18.0.11", None, source="neighbour", alive=False),   # a STALE entry
+                 host_seen("198.18.0.12", "02:00:00:00:00:12", source="dhcp")]
+    for event in sightings:
+        await gate.handle(event)
+    assert inner.probed == ["198.18.0.10", "198.18.0.12"]
+    assert progress == [(1, 2), (2, 2)]
+

@@ -159,6 +159,7 @@ class Changes:
     """Every HostChanged in the CHANGES stream, from the start, as it arrives."""
 
     events: list[HostChanged] = field(default_factory=list)
+    subjects: dict[str, str] = field(default_factory=dict)     # event id -> subject it came on
 
     def find(self, kind: ChangeKind, host_key: str,
              where: Callable[[HostChanged], bool] = lambda e: True) -> HostChanged | None:
@@ -181,6 +182,7 @@ async def changes(bus: Bus) -> Changes:
         event = decode(msg.data)
         assert isinstance(event, HostChanged)
         seen.events.append(event)
+        seen.subjects[event.id] = msg.subject
 
     await bus.js.subscribe(subj.HOST_CHANGED, stream=subj.CHANGES.name, cb=collect,
                            ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
@@ -267,6 +269,7 @@ async def test_a_stopped_service_is_a_changed_event_and_a_history_row(
                             timeout=30, what="a `changed` event for nginx's port 80")
     finally:
         lab.start_service("nginx")
+    assert changes.subjects[event.id] == "lanscope.host.changed.changed"
     by_field = {c.field: c for c in event.changes}
     assert by_field["open_ports"].old == ["tcp/80"] and by_field["open_ports"].new == []
     assert by_field["services"].old[0].startswith("tcp/80 http nginx") and by_field["services"].new == []
@@ -298,6 +301,7 @@ async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes
                            what=f"{UNPLUGGED} gone")
     finally:
         lab.set_link(UNPLUGGED, True)
+    assert changes.subjects[gone.id] == "lanscope.host.changed.gone"
     assert gone.host.active is False and gone.evidence and "missed" in gone.evidence
     assert [(c.field, c.old, c.new) for c in gone.changes] == [("active", True, False)]
     back = await until(pipeline, lambda: changes.find(
