@@ -330,7 +330,7 @@ async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
 
     async def committing() -> bool:
         rows = await sql(bus, count)
-        return bool(rows) and rows[0]["n"] > first[0]["n"]
+        return bool(rows and rows[0]["n"] > first[0]["n"])
 
     await until(pipeline, committing, timeout=20, what="the restarted sink committing new batches")
     assert pipeline.main.terminate() == 0, pipeline.logs()
