@@ -27,19 +27,30 @@ run: $(STAMP)
 test: $(STAMP) .lab-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian packages for the lab's real servers and the benchmark peers; only what is missing.
+# Debian packages for the lab's real servers (and, for `make bench`, the peers); only
+# what is missing is installed.
 .lab-packages: $(LAB_PACKAGES)
-	@missing=$$(for p in $$(grep -v '^#' $(LAB_PACKAGES)); do \
+	@$(MAKE) --no-print-directory .debian-packages PACKAGES_FILE=$(LAB_PACKAGES)
+	@touch .lab-packages
+
+.bench-packages: bench/packages.txt
+	@$(MAKE) --no-print-directory .debian-packages PACKAGES_FILE=bench/packages.txt
+	@touch .bench-packages
+
+.PHONY: .debian-packages
+.debian-packages:
+	@missing=$$(for p in $$(grep -v '^#' $(PACKAGES_FILE)); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
-	  [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
-	  chmod +x /usr/sbin/policy-rc.d; \
+	  created=; if [ ! -e /usr/sbin/policy-rc.d ]; then created=1; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends $$missing > /dev/null; \
+	    --no-install-recommends $$missing > /dev/null; status=$$?; \
+	  [ -z "$$created" ] || rm -f /usr/sbin/policy-rc.d; \
+	  exit $$status; \
 	fi
-	@touch .lab-packages
 
 lab-up: $(STAMP) .lab-packages
 	$(BIN)/python -m tests.lab up
@@ -52,13 +63,13 @@ lab-status: $(STAMP)
 
 ## `lanscope run` inside the lab's scanner namespace (state in var/lab).
 lab-run: lab-up
-	ip netns exec $${LANSCOPE_LAB_PREFIX:-ls}-scan env LANSCOPE_DATA_DIR=var/lab $(BIN)/lanscope run
+	ip netns exec $${LANSCOPE_LAB_PREFIX:-ls}-scan $(BIN)/lanscope -c tests/lab/lanscope.yaml run
 
 lab-shell: lab-up
 	$(BIN)/python -m tests.lab shell
 
 ## Peer-vs-lanscope benchmarks on the lab (see bench/README.md).
-bench: lab-up
+bench: lab-up .bench-packages
 	for b in discovery ports pipeline; do \
 	  ip netns exec $${LANSCOPE_LAB_PREFIX:-ls}-scan $(BIN)/python -m bench.$$b || exit 1; done
 
@@ -69,4 +80,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .lab-packages var .pytest_cache
+	rm -rf $(VENV) .lab-packages .bench-packages var .pytest_cache
