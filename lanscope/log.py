@@ -31,9 +31,9 @@ class _StageFilter(logging.Filter):
     """Give every record a ``stage`` attribute so the text format can show it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "stage"):
-            record.stage = ""
-        record.stage_tag = f" stage={record.stage}" if record.stage else ""
+        stage = getattr(record, "stage", "")
+        record.stage = stage
+        record.stage_tag = f" stage={stage}" if stage else ""
         return True
 
 

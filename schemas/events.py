@@ -14,7 +14,7 @@ filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -165,8 +165,8 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
 
     ip: Ip | None = None
     mac: Mac | None = None
-    alive: bool = True                    # False: a record that is not evidence of presence (STALE neighbour)
-    evidence: ShortText = ""              # arp-reply, echo-reply, syn-ack, neighbour:REACHABLE, lease:bound ...
+    alive: bool = True                    # False: not evidence of presence (a STALE neighbour)
+    evidence: ShortText = ""              # arp-reply, echo-reply, syn-ack, neighbour:REACHABLE, lease:bound
     interface: ShortText | None = None
     rtt_ms: float | None = None
     ttl: Ttl | None = None
@@ -251,9 +251,9 @@ class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     last_seen: datetime | None = None
 
 
-AnyEvent = Union[
-    HostSeen, SweepCompleted, HostAnnotated, PortsProbed, HostChanged, Finding, RegistryEntry
-]
+AnyEvent = (
+    HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | Finding | RegistryEntry
+)
 EVENT_TYPES: tuple[type[Event], ...] = (
     HostSeen,
     SweepCompleted,

@@ -28,7 +28,7 @@ ShortText = Annotated[str, msgspec.Meta(max_length=255)]
 LongText = Annotated[str, msgspec.Meta(max_length=4096)]
 
 
-class PortState(str, enum.Enum):
+class PortState(enum.StrEnum):
     """nmap's six port states."""
 
     OPEN = "open"
@@ -39,24 +39,24 @@ class PortState(str, enum.Enum):
     CLOSED_FILTERED = "closed|filtered"
 
 
-class Protocol(str, enum.Enum):
+class Protocol(enum.StrEnum):
     TCP = "tcp"
     UDP = "udp"
 
 
-class ChangeKind(str, enum.Enum):
+class ChangeKind(enum.StrEnum):
     NEW = "new"
     CHANGED = "changed"
     GONE = "gone"
     BACK = "back"
 
 
-class FindingState(str, enum.Enum):
+class FindingState(enum.StrEnum):
     OPENED = "opened"
     RESOLVED = "resolved"
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     INFO = "info"
     LOW = "low"
     MEDIUM = "medium"
