@@ -27,7 +27,7 @@ from lanscope.net.ports import PortSpec, resolve
 from lanscope.runtime.claims import Claims, MemoryClaims
 from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol
 
-from . import _banner, _connect, _syn, _udp
+from . import _connect
 from .fingerprint import Identity, RuleSet, escape_banner, port_hint_rules, rule_set
 from .os_hints import BannerHint, guess_os
 
@@ -91,10 +91,10 @@ class Prober:
     """Scans, banners and fingerprints; shared by the enricher and the one-shot commands."""
 
     def __init__(self, config: Config, *, rules: RuleSet | None = None,
-                 syn_available: Callable[[], bool] = _syn.available) -> None:
+                 syn_available: Callable[[], bool] | None = None) -> None:
         self.config = config
         self._rules = rules
-        self._syn_available = syn_available
+        self._syn_available = syn_available or _syn_available
         self._budget = _connect.SocketBudget(config.sockets)
         self._banner_slots = asyncio.Semaphore(config.banners)
 
@@ -186,6 +186,8 @@ class Prober:
         targets = {ip: list(ports) for ip in ips}
         timeout_s = c.connect_timeout_ms / 1000
         if kind == "syn":
+            from . import _syn
+
             work = asyncio.to_thread(_syn.syn_scan, targets, timeout_s=timeout_s, retries=c.retries,
                                      packets_per_sec=c.packets_per_sec, stop=stop, progress=progress)
         else:
@@ -207,6 +209,8 @@ class Prober:
         c = self.config
         timeout_s = min(c.banner_timeout_ms / 1000, max(0.1, deadline - time.monotonic()))
         async with self._banner_slots:
+            from . import _banner  # ssl and the probes: only when a banner is wanted
+
             grab = await _banner.grab(ip, result.port, timeout_s=timeout_s,
                                       greet_s=min(1.0, timeout_s / 3))
         identity = self.rules.identify(grab.data, result.port, "tcp")
@@ -226,13 +230,22 @@ class Prober:
         c = self.config
         timeout_s = min(c.connect_timeout_ms / 1000, max(0.05, deadline - time.monotonic()))
         async with self._banner_slots:
-            outcome = await _udp.udp_probe(ip, port, timeout_s=timeout_s, retries=c.retries)
+            from . import _udp as udp_io
+
+            outcome = await udp_io.udp_probe(ip, port, timeout_s=timeout_s, retries=c.retries)
         result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
                             reason=outcome.reason)
         _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
         if outcome.shown:
             result.banner = escape_banner(outcome.shown)
         return ip, result
+
+
+def _syn_available() -> bool:
+    # Imported on use: the SYN engine brings ctypes, which a connect scan does not need.
+    from . import _syn
+
+    return _syn.available()
 
 
 def _apply_identity(result: PortResult, identity: Identity) -> None:
