@@ -47,8 +47,11 @@ _ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "po
 _BATCH = 512                    # SYNs per sendmmsg
 _RECV_SLOTS = 1024              # replies per recvmmsg
 _REPLY_SLOT = 64                # bytes kept of each reply: IPv4 (20) + TCP (20) + room for options
-_SYN_SLOT = 24                  # TCP header (20) + MSS option (4)
+_TCP_LEN = 24                   # TCP header (20) + MSS option (4)
+_SYN_SLOT = 20 + _TCP_LEN       # we write the IPv4 header too (IPPROTO_RAW sockets)
 _SYN = struct.Struct("!HHIIBBHHHI")     # sport dport seq ack off flags window csum urg MSS-option
+# IPv4 header; the kernel fills in the checksum and, as they are zero, the ID (IP_HDRINCL).
+_IP = struct.Struct("!BBHHHBBH4s4s")
 _MSS_OPTION = 0x020405B4                # MSS 1460: a SYN without options looks odd to some stacks
 # A reply slot: TTL, source address, TCP source port, ACK, flags, window (the BPF filter has
 # already checked IPv4 without options, length >= 40 and our destination port).
@@ -184,10 +187,14 @@ class _Sender:
 
 
 def _send_socket() -> socket.socket:
-    """An extra raw socket for a sender thread; a filter that accepts nothing keeps its
-    receive queue from collecting a copy of every TCP segment."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-    _attach_filter(sock, [(0x06, 0, 0, 0)])
+    """A send-only raw socket (IPPROTO_RAW: we write the IP header, and the kernel never
+    queues a copy of incoming segments on it, unlike a raw TCP socket). One per sender
+    thread: the threads then share no socket lock."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
+    except OSError:
+        pass
     return sock
 
 
@@ -211,6 +218,7 @@ class _Scan:
         self.host_of: dict[bytes, int] = {}
         self.seq_base: list[int] = []
         self.sum_base: list[int] = []
+        self.ip_headers: list[bytes] = []
         names = bytearray(16 * max(1, len(self.ips)))
         fixed = _SYN.pack(sport, 0, 0, 0, 6 << 4, 0x02, 1024, 0, 0, _MSS_OPTION)
         for h, ip in enumerate(self.ips):
@@ -218,12 +226,15 @@ class _Scan:
                 raise ValueError(f"SYN scan is IPv4 only: {ip}")
             packed = socket.inet_aton(ip)
             self.host_of[packed] = h
-            pseudo = socket.inet_aton(_source_ip(ip)) + packed + struct.pack("!BBH", 0, 6, _SYN_SLOT)
+            source = socket.inet_aton(_source_ip(ip))
+            pseudo = source + packed + struct.pack("!BBH", 0, 6, _TCP_LEN)
             self.sum_base.append(_sum16(pseudo) + _sum16(fixed))
             # Keyed per host and below 2**31, so base + batch number never wraps.
             digest = hashlib.blake2s(packed, key=secret, digest_size=4).digest()
             self.seq_base.append(int.from_bytes(digest, "big") >> 1)
             struct.pack_into("=H2x4s8x", names, 16 * h, socket.AF_INET, packed)
+            self.ip_headers.append(_IP.pack(0x45, 0, _SYN_SLOT, 0, 0, 64, socket.IPPROTO_TCP, 0, source,
+                                            packed))
         self._names = names
         self._names_c = (ctypes.c_char * len(names)).from_buffer(names)
         self.name_addr = [ctypes.addressof(self._names_c) + 16 * h for h in range(len(self.ips))]
@@ -242,12 +253,12 @@ class _Scan:
         self.srtt = 0.0
         self.unreachable: list[tuple[int, str]] = []      # filled by sender threads, folded by drain
         self._lock = threading.Lock()
-        self.main = _Sender(self.fd, _Vector(_BATCH, _SYN_SLOT))
+        self.main = _Sender(_send_socket(), _Vector(_BATCH, _SYN_SLOT))
         self.extra: list[_Sender] = []
         self.recv_vec = _Vector(_RECV_SLOTS, _REPLY_SLOT)
 
     def close(self) -> None:
-        for sender in self.extra:
+        for sender in [self.main, *self.extra]:
             if sender.sock is not None:
                 sender.sock.close()
 
@@ -418,6 +429,7 @@ class _Scan:
         data, headers, stride = vec.data, vec.headers, vec.stride
         pack_syn, pack_pointer = _SYN.pack_into, _POINTER.pack_into
         seq_base, sum_base, name_addr = self.seq_base, self.sum_base, self.name_addr
+        ip_headers = self.ip_headers
         sport = self.sport
         pps = self.pps
         batch_size = min(vec.size, max(1, pps // 100)) if pps > 0 else vec.size
@@ -437,10 +449,12 @@ class _Scan:
                 total = sum_base[h] + port + (seq >> 16) + (seq & 0xFFFF)
                 total = (total & 0xFFFF) + (total >> 16)
                 total = (total & 0xFFFF) + (total >> 16)
-                pack_syn(data, slot * _SYN_SLOT, sport, port, seq, 0, 6 << 4, 0x02, 1024,
+                offset = slot * _SYN_SLOT
+                pack_syn(data, offset + 20, sport, port, seq, 0, 6 << 4, 0x02, 1024,
                          ~total & 0xFFFF, 0, _MSS_OPTION)
                 if slot_host[slot] != h:
                     slot_host[slot] = h
+                    data[offset:offset + 20] = ip_headers[h]
                     pack_pointer(headers, slot * stride, name_addr[h])
             self._send_vector(sender, chunk, drain=progress is not None)
             if progress is not None:
@@ -503,10 +517,6 @@ def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: 
                 s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 32 << 20)
             except OSError:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
-        except OSError:
-            pass
         scan = _Scan(targets, sock, icmp, sport, secret, timeout_s=timeout_s, retries=retries,
                      min_wait_s=min_wait_s, pps=packets_per_sec, stop=stop)
         try:
