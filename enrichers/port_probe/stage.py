@@ -34,6 +34,7 @@ from .os_hints import BannerHint, guess_os
 log = logging.getLogger(__name__)
 
 _STATES = {s.value: s for s in PortState}     # Enum(value) costs ~5 us; 65k ports add up
+_TTL_SAMPLE = 256             # closed-port replies kept for the TTL vote (every open one is kept)
 SHOWN_STATE_LIMIT = 25        # like nmap: a non-open state with more ports than this is summarised
 
 
@@ -148,21 +149,24 @@ class Prober:
         replies: dict[str, list[_connect.Outcome]] = {}
         for ip in ips:
             out = reports[ip].ports
+            append = out.append
             with_ttl: list[_connect.Outcome] = []
             for port in tcp_ports:
                 outcome = outcomes.get((ip, port))
                 if outcome is None:
                     continue                  # out of time before this port was scanned
-                result = PortResult(protocol=tcp, port=port, state=states[outcome[0]], reason=outcome[1],
-                                    reason_ttl=outcome[2])
-                out.append(result)
-                if outcome[2]:
+                state, reason, ttl, _window = outcome
+                result = PortResult(protocol=tcp, port=port, state=states[state], reason=reason,
+                                    reason_ttl=ttl)
+                append(result)
+                if state == "open":
                     with_ttl.append(outcome)
-                if outcome[0] == "open":
                     if fingerprint:
                         identify_tasks.append(self._identify_tcp(ip, result, deadline))
                     else:
                         _apply_identity(result, self._port_hints().identify(b"", port, "tcp"))
+                elif ttl and len(with_ttl) < _TTL_SAMPLE:
+                    with_ttl.append(outcome)
             replies[ip] = with_ttl
         udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in sorted(set(spec.udp))]
         _, udp_results = await asyncio.gather(asyncio.gather(*identify_tasks), asyncio.gather(*udp_tasks))
