@@ -16,11 +16,14 @@ replies and Python costs about a microsecond per line of work per packet:
   is a keyed per-host secret plus the batch number, so a reply is accepted
   only if its ACK matches, its RTT is known without a per-port timestamp, and
   the bookkeeping is one byte per (host, port) in a ``bytearray``.
-- **Stop early:** when every port has answered the scan returns at once;
-  otherwise it waits a quiet period of a few measured round trips (at least
-  ``min_wait_s``; the full ``timeout_s`` while nothing answered), retransmits
-  only the silent ports ``retries`` times, then calls them
-  filtered/no-response.
+- **Stop early:** when every port has answered the scan returns at once.
+  Otherwise each batch waits a quiet period of four smoothed round trips of
+  the slowest replies (at least ``min_wait_s``, 50 ms like nmap -T5's
+  min-rtt-timeout: a LAN answers in microseconds to a few milliseconds; the
+  full ``timeout_s`` while nothing answered), then its silent ports are sent
+  again, ``retries`` times, then called filtered/no-response. A late reply to
+  an earlier attempt still counts, and a slow host raises the quiet period
+  for everyone as soon as its replies arrive.
 
 The reply TTL and the SYN-ACK window are kept for OS hints. The kernel answers
 our SYN-ACKs with RST because no socket owns the connection, as with nmap.
@@ -493,7 +496,7 @@ class _Scan:
 
 
 def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: int = 1,
-             min_wait_s: float = 0.1, packets_per_sec: int = 0, stop: threading.Event | None = None,
+             min_wait_s: float = 0.05, packets_per_sec: int = 0, stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None, senders: int | None = None,
              ) -> dict[tuple[str, int], Outcome]:
     """SYN-scan ``{ip: ports}`` (IPv4); blocking (call it in a thread).
