@@ -250,6 +250,7 @@ class _Scan:
         self.wanted = sum(len(p) for p in self.ports)
         self.answered = 0
         self.results: dict[tuple[str, int], Outcome] = {}
+        self.closed_cache: dict[tuple[int, int], Outcome] = {}
         self.batch_times: list[float] = []
         # Batches sent and not yet timed out, oldest first: (sent at, attempt, keys).
         self.inflight: deque[tuple[float, int, list[int]]] = deque()
@@ -287,6 +288,7 @@ class _Scan:
         results, ips = self.results, self.ips
         batch_times = self.batch_times
         batches = len(batch_times)
+        closed_cache = self.closed_cache
         worst = 0.0
         while True:
             n = recvmmsg(self.fd, vec.address, vec.size, _MSG_DONTWAIT, None)
@@ -306,7 +308,12 @@ class _Scan:
                 if flags & 0x12 == 0x12:
                     results[(ips[h], port)] = Outcome("open", "syn-ack", ttl, window)
                 elif flags & 0x04:
-                    results[(ips[h], port)] = Outcome("closed", "reset", ttl, window)
+                    # Closed ports are most of a scan and their replies alike: one shared tuple
+                    # per (TTL, window) instead of a NamedTuple per port.
+                    closed = closed_cache.get((ttl, window))
+                    if closed is None:
+                        closed = closed_cache[(ttl, window)] = Outcome("closed", "reset", ttl, window)
+                    results[(ips[h], port)] = closed
                 else:
                     continue
                 state[key] = _ANSWERED
