@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-stdout = Console(highlight=False, soft_wrap=False)
+# Piped output is read by people in files and pagers: do not fold tables at 80 columns.
+stdout = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, highlight=False)
 
 
