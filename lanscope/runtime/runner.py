@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.bus import MSG_ID, Bus, consumer_bindings
+from lanscope.runtime.bus import MSG_ID, Bus, Puller, consumer_bindings
 from lanscope.runtime.ids import fill_enricher_ids, fill_producer_ids, fill_sink_ids, payload_id
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import Event, decode, dlq_subject
@@ -171,10 +171,8 @@ class ProducerRunner(_StageRunner):
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
             return
         fill_producer_ids(events)
-        duplicates = 0
-        for event in events:
-            ack = await self.bus.publish(event)
-            duplicates += bool(ack.duplicate)
+        acks = await self.bus.publish_events(events)
+        duplicates = sum(bool(ack.duplicate) for ack in acks)
         self.counters.events_emitted_total += len(events)
         kinds: dict[str, int] = {}
         for event in events:
@@ -376,8 +374,7 @@ class EnricherRunner(_ConsumerRunner):
                 async with self._heartbeat([msg]):
                     outputs: list[Event] = await self.stage.handle(event)
                 fill_enricher_ids(outputs, event.id, self.spec.name)
-                for output in outputs:
-                    await self.bus.publish(output)
+                await self.bus.publish_events(outputs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -421,29 +418,39 @@ class SinkRunner(_ConsumerRunner):
         await super().start()
 
     async def run(self) -> None:
-        subs = await self._bind()
+        self._pullers: list[Puller] = []
         try:
-            await asyncio.gather(*(self._consume(psub) for _, psub in subs))
+            for stream in consumer_bindings(self.spec):
+                # One batch may wait in the client while the previous one is written:
+                # the write of batch n overlaps the delivery of batch n+1.
+                puller = Puller(self.bus, stream, self.spec.durable, prefetch=self.spec.batch_size,
+                                expires_secs=self.options.fetch_timeout_secs)
+                await puller.start()
+                self._pullers.append(puller)
+            await asyncio.gather(*(self._consume(puller) for puller in self._pullers))
         finally:
-            await self._unbind()
+            await self._unpull()
             await self.stop_serving()
             with contextlib.suppress(Exception):
                 await self.stage.close()
             self.done = True
 
-    async def _consume(self, psub: Any) -> None:
+    async def _unpull(self) -> None:
+        """After the fetch loops: end the open pull requests, nak what arrived untaken."""
+        pullers, self._pullers = self._pullers, []
+        for left in await asyncio.gather(*(p.close() for p in pullers), return_exceptions=True):
+            if isinstance(left, list):
+                await self._hand_back(left)
+
+    async def _consume(self, puller: Puller) -> None:
         while not self.stopping.is_set():
-            msgs = await self._fetch(psub, self.spec.batch_size, self.options.fetch_timeout_secs)
+            # Up to a batch: the first message within fetch_timeout, then flush_ms to fill up.
+            msgs = await puller.fetch(self.spec.batch_size, self.options.fetch_timeout_secs,
+                                      fill_secs=self.flush_secs)
             if not msgs:
                 continue
             self._busy += 1
             try:
-                deadline = time.monotonic() + self.flush_secs
-                while len(msgs) < self.spec.batch_size and not self.stopping.is_set():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0.005:
-                        break
-                    msgs += await self._fetch(psub, self.spec.batch_size - len(msgs), remaining)
                 # A stop lets this batch finish; the runner cancels it (and so naks
                 # the batch) only when the grace period is over.
                 await self._process(msgs)
@@ -466,10 +473,15 @@ class SinkRunner(_ConsumerRunner):
         msgs = [msg for msg, _ in items]
         try:
             async with self._write_lock, self._heartbeat(msgs):
+                started = time.perf_counter()
                 outputs: list[Event] = await self.stage.write([event for _, event in items])
+                written = time.perf_counter()
                 fill_sink_ids(outputs, self.spec.name)
-                for output in outputs:
-                    await self.bus.publish(output)
+                await self.bus.publish_events(outputs)
+                if self.log.isEnabledFor(logging.DEBUG):
+                    self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
+                                   len(items), (written - started) * 1e3, len(outputs),
+                                   (time.perf_counter() - written) * 1e3)
         except asyncio.CancelledError:
             await self._hand_back(msgs)
             raise

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from lanscope.config import NatsConfig, Secret
-from lanscope.runtime.bus import Bus, BusError, KvClaims, kv_key, servers
+from lanscope.runtime.bus import Bus, BusError, KvClaims, Puller, kv_key, servers
 from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
 from tests.runtime.stages import seen, spec, subject_count
@@ -55,6 +55,66 @@ async def test_publish_fills_a_deterministic_id_and_dedupes(bus: Bus) -> None:
     other = seen(2)
     await bus.publish(other)
     assert other.id != first.id
+
+
+async def test_pipelined_publishes_keep_order_and_dedupe(bus: Bus) -> None:
+    events = [seen(i) for i in range(300)]
+    acks = await bus.publish_events(events)
+    assert [a.seq for a in acks] == list(range(1, 301))          # stored in the order sent
+    assert all(e.id for e in events) and not any(a.duplicate for a in acks)
+    again = await bus.publish_events([seen(i) for i in range(290, 310)])
+    assert [bool(a.duplicate) for a in again] == [True] * 10 + [False] * 10
+    stored = await bus.js.get_msg(FACTS, 300)
+    assert stored.headers and stored.headers["Nats-Msg-Id"] == events[-1].id
+    assert await subject_count(bus, FACTS, "lanscope.host.seen.>") == 310
+
+
+async def test_pipelined_publish_retries_until_the_stream_exists(bus: Bus) -> None:
+    await bus.js.delete_stream(FACTS)
+    bus._publish_timeout = 0.3          # a short wait for the missing stream
+
+    async def create_later() -> None:
+        await asyncio.sleep(0.5)
+        await bus.provision([])
+    creating = asyncio.create_task(create_later())
+    acks = await bus.publish_events([seen(i) for i in range(5)])
+    await creating
+    assert sorted(a.seq for a in acks) == [1, 2, 3, 4, 5]
+    assert await subject_count(bus, FACTS, "lanscope.host.seen.>") == 5
+
+
+async def test_puller_prefetches_and_hands_back_what_was_not_taken(bus: Bus) -> None:
+    stage = spec("pulled", Kind.SINK, batch_size=8)
+    await bus.provision([stage])
+    await bus.publish_events([seen(i) for i in range(20)])
+    puller = Puller(bus, FACTS, "pulled", prefetch=8, expires_secs=0.3)
+    await puller.start()
+    first = await puller.fetch(5, timeout=5)
+    assert [m.metadata.sequence.stream for m in first] == [1, 2, 3, 4, 5]
+    for msg in first:
+        await msg.ack()
+
+    async def buffered() -> bool:
+        await puller.fetch(0, timeout=0.05)   # lets it ask for more
+        return puller.buffered >= 8
+    for _ in range(100):
+        if await buffered():
+            break
+    left = await puller.close()
+    assert [m.metadata.sequence.stream for m in left] == list(range(6, 6 + len(left)))
+    assert len(left) >= 8
+    for msg in left:
+        await msg.nak()
+    # Handed back: another puller gets them at once, not after ack_wait (5 s here).
+    taker = Puller(bus, FACTS, "pulled", prefetch=20, expires_secs=0.3)
+    await taker.start()
+    again: list[int] = []
+    while len(again) < 15:
+        msgs = await taker.fetch(20, timeout=2)
+        assert msgs, f"only {again} came back"
+        again += [m.metadata.sequence.stream for m in msgs]
+    assert sorted(again) == list(range(6, 21))
+    await taker.close()
 
 
 @pytest.mark.parametrize("key", ["02:00:00:00:00:10", "fe80::1", "198.18.0.10", "a.b*c>d", "=", ""])
