@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -35,6 +36,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from enrichers.port_probe.stage import Config, Prober
 from lanscope.net.ports import PortSpec, compress, top_ports
@@ -42,6 +44,9 @@ from tests.lab import Lab
 
 Open = set[tuple[str, int]]
 LANSCOPE = [sys.executable, "-m", "lanscope"]
+# An installed lanscope has its bytecode compiled; a shell with PYTHONDONTWRITEBYTECODE set (as
+# in CI or a shared checkout) would otherwise recompile every changed module on every CLI run.
+CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 # (lab host, port, dpkg service kind, product as lanscope names it, substring nmap uses, version visible?)
 SERVICES = [
@@ -65,93 +70,130 @@ def upstream(debian_version: str) -> str:
     return version.rsplit("-", 1)[0] if "-" in version else version
 
 
-def timed(fn: Callable[[], Open], runs: int) -> tuple[float, Open]:
-    times = []
-    result: Open = set()
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+class Found(NamedTuple):
+    """What a tool reported: the open ports and how many ports it called filtered (None: the
+    tool does not say, like masscan)."""
+
+    open: Open
+    filtered: int | None
 
 
-def run(argv: list[str], timeout: float = 900) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], timeout: float = 900, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[:400]}")
     return done.stdout
 
 
-def nmap_open(xml_text: str) -> Open:
+def xml_found(xml_text: str) -> Found:
+    """Open ports and the filtered count (listed ports plus ``extraports``) from nmap-style XML."""
     root = ET.fromstring(xml_text)
     found: Open = set()
+    filtered = 0
     for host in root.iter("host"):
         address = host.find("address")
         if address is None:
             continue
+        for extra in host.iter("extraports"):
+            if extra.get("state") == "filtered":
+                filtered += int(extra.get("count", "0"))
         for port in host.iter("port"):
             state = port.find("state")
-            if state is not None and state.get("state") == "open":
+            if state is None:
+                continue
+            if state.get("state") == "open":
                 found.add((address.get("addr", ""), int(port.get("portid", "0"))))
-    return found
+            elif state.get("state") == "filtered":
+                filtered += 1
+    return Found(found, filtered)
 
 
-def nmap_scan(flags: list[str], ips: list[str], ports: str) -> Callable[[], Open]:
-    return lambda: nmap_open(run(["nmap", *flags, "-n", "-Pn", "-p", ports, "-oX", "-", *ips]))
+def nmap_scan(flags: list[str], ips: list[str], ports: str) -> Callable[[], Found]:
+    return lambda: xml_found(run(["nmap", *flags, "-n", "-Pn", "-p", ports, "-oX", "-", *ips]))
 
 
-def masscan_scan(ips: list[str], ports: str, router_mac: str) -> Callable[[], Open]:
-    def scan() -> Open:
+def masscan_scan(ips: list[str], ports: str, router_mac: str) -> Callable[[], Found]:
+    def scan() -> Found:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             run(["masscan", *ips, "-p", ports, "--rate", "1000000", "--wait", "1", "--router-mac", router_mac,
                  "--adapter", "br0", "-oJ", out.name])
             text = Path(out.name).read_text().strip().rstrip(",")
         if not text:
-            return set()
+            return Found(set(), None)
         rows = json.loads(text if text.startswith("[") else f"[{text}]")
-        return {(r["ip"], p["port"]) for r in rows for p in r.get("ports", []) if p.get("status") == "open"}
+        return Found({(r["ip"], p["port"]) for r in rows for p in r.get("ports", [])
+                      if p.get("status") == "open"}, None)
     return scan
 
 
-def lanscope_engine(ips: list[str], ports: tuple[int, ...], kind: str) -> Callable[[], Open]:
-    def scan() -> Open:
+def lanscope_engine(ips: list[str], ports: tuple[int, ...], kind: str) -> Callable[[], Found]:
+    def scan() -> Found:
         prober = Prober(Config(udp="", connect_timeout_ms=1000, per_host=512, sockets=4096))
         reports = asyncio.run(prober.probe(ips, PortSpec(tcp=ports), scan_type=kind, fingerprint=False))
         assert all(r.scan_type == kind for r in reports.values()), "scan type fell back"
-        return {(ip, p.port) for ip, r in reports.items() for p in r.ports if p.state.value == "open"}
+        return Found({(ip, p.port) for ip, r in reports.items() for p in r.ports if p.state.value == "open"},
+                     sum(p.state.value == "filtered" for r in reports.values() for p in r.ports))
     return scan
 
 
-def lanscope_cli(ips: list[str], ports: str, kind: str, config: str) -> Callable[[], Open]:
-    def scan() -> Open:
-        text = run([*LANSCOPE, "-c", config, "scan", *ips, "-Pn", "--no-fingerprint",
-                    "-sS" if kind == "syn" else "-sT", "-p", ports, "-oJ", "-"])
-        data = json.loads(text[text.index('{\n  "nmap"'):])
-        return {(ip, int(port)) for ip, host in data["scan"].items()
-                for port, entry in host.get("tcp", {}).items() if entry["state"] == "open"}
+def lanscope_cli(ips: list[str], ports: str, kind: str, config: str) -> Callable[[], Found]:
+    def scan() -> Found:
+        with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+            run([*LANSCOPE, "-c", config, "scan", *ips, "-Pn", "--no-fingerprint",
+                 "-sS" if kind == "syn" else "-sT", "-p", ports, "-oX", out.name], env=CLI_ENV)
+            return xml_found(Path(out.name).read_text())
     return scan
 
 
-def agreement(found: Open, truth: Open) -> str:
-    extra = sorted(found - truth)
-    return f"{len(found & truth)}/{len(truth)}" + (f" (+{len(extra)} extra: {extra[:3]})" if extra else "")
+def agreement(found: Found, truth: Open, truth_filtered: int) -> str:
+    extra = sorted(found.open - truth)
+    text = f"open {len(found.open & truth)}/{len(truth)}" + (f" (+{len(extra)} extra: {extra[:3]})"
+                                                             if extra else "")
+    if found.filtered is not None:
+        text += f", filtered {found.filtered} (truth {truth_filtered})"
+    return text
 
 
-def port_scans(lab: Lab, runs: int, config: str) -> list[tuple[str, str, float, str]]:
+def interleaved(tools: list[tuple[str, Callable[[], Found]]], runs: int,
+                ) -> dict[str, tuple[list[float], Found | Exception]]:
+    """Every tool once per round, ``runs`` rounds: a change in the machine's load (it is shared)
+    hits every tool alike instead of whichever ran during it."""
+    out: dict[str, tuple[list[float], Found | Exception]] = {
+        name: ([], Found(set(), None)) for name, _ in tools}
+    for _ in range(runs):
+        for name, fn in tools:
+            times, last = out[name]
+            if isinstance(last, Exception):
+                continue
+            start = time.perf_counter()
+            try:
+                found: Found | Exception = fn()
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, AssertionError) as exc:
+                found = exc
+            times.append(time.perf_counter() - start)
+            out[name] = (times, found)
+    return out
+
+
+def port_scans(lab: Lab, runs: int, config: str, masscan: bool = True,
+               ) -> list[tuple[str, str, float, str]]:
     rows: list[tuple[str, str, float, str]] = []
     router_mac = lab.host("rtr").mac
     scenarios = []
     one = lab.host("ssh")
+    for kind in ("syn", "connect"):        # warm-up: writes the bytecode cache, as an install has
+        lanscope_cli([one.ip], "22", kind, config)()
     scenarios.append(("65535 ports, 1 host", [one.ip], tuple(range(1, 65536)), "1-65535",
-                      {(one.ip, p) for p in one.tcp_open}))
+                      {(one.ip, p) for p in one.tcp_open}, len(one.tcp_filtered)))
     live = lab.live_hosts("198.18.0.0/24")
     top = tuple(sorted(top_ports(1000)))
     top_set = set(top)
     ips = [h.ip for h in live]
     truth = {(h.ip, p) for h in live for p in h.tcp_open if p in top_set}
-    scenarios.append((f"top-1000, {len(ips)} hosts", ips, top, compress(top), truth))
-    for name, targets, ports, ports_text, truth in scenarios:
-        tools: list[tuple[str, Callable[[], Open]]] = [
+    scenarios.append((f"top-1000, {len(ips)} hosts", ips, top, compress(top), truth,
+                      sum(p in top_set for h in live for p in h.tcp_filtered)))
+    for name, targets, ports, ports_text, truth, truth_filtered in scenarios:
+        tools: list[tuple[str, Callable[[], Found]]] = [
             ("lanscope SYN (engine)", lanscope_engine(targets, ports, "syn")),
             ("lanscope SYN (CLI)", lanscope_cli(targets, ports_text, "syn", config)),
             ("lanscope connect (engine)", lanscope_engine(targets, ports, "connect")),
@@ -161,15 +203,19 @@ def port_scans(lab: Lab, runs: int, config: str) -> list[tuple[str, str, float, 
                                                         ports_text)),
             ("nmap -sT", nmap_scan(["-sT"], targets, ports_text)),
         ]
-        if shutil.which("masscan"):
+        if masscan and shutil.which("masscan"):
             tools.append(("masscan --rate 1M --wait 1", masscan_scan(targets, ports_text, router_mac)))
-        for tool, fn in tools:
-            try:
-                seconds, found = timed(fn, runs)
-                rows.append((name, tool, seconds, agreement(found, truth)))
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError, AssertionError) as exc:
-                rows.append((name, tool, float("nan"), f"failed: {exc}"[:80]))
+        for tool, (times, found) in interleaved(tools, runs).items():
+            if isinstance(found, Exception):
+                rows.append((name, tool, float("nan"), f"failed: {found}"[:80]))
+            else:
+                rows.append((name, tool, statistics.median(times), agreement(found, truth, truth_filtered)))
             print(f"  {name:22} {tool:32} {rows[-1][2]:7.2f}s  {rows[-1][3]}", flush=True)
+        seconds = {tool: t for n, tool, t, _ in rows if n == name}
+        for ours, theirs in (("lanscope SYN (CLI)", "nmap -sS"),
+                             ("lanscope SYN (CLI)", "nmap -sS -T5 --min-rate 50000"),
+                             ("lanscope connect (CLI)", "nmap -sT")):
+            print(f"  {name:22} {theirs} / {ours}: {seconds[theirs] / seconds[ours]:.2f}x", flush=True)
     return rows
 
 
@@ -230,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sv-runs", type=int, default=1)
-    parser.add_argument("--skip-sv", action="store_true")
+    parser.add_argument("--skip-sv", action="store_true", help="no service identification (nmap -sV)")
+    parser.add_argument("--skip-masscan", action="store_true")
     args = parser.parse_args(argv)
     lab = Lab.from_env()
     if not lab.is_up():
@@ -240,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
         cfg.write("scope:\n  allow: [198.18.0.0/15]\nconcurrency:\n  per_host: 512\n  sockets: 4096\n")
     print(f"port scans (median of {args.runs} runs):", flush=True)
-    port_scans(lab, args.runs, cfg.name)
+    port_scans(lab, args.runs, cfg.name, masscan=not args.skip_masscan)
     if not args.skip_sv:
         print(f"service identification ({len(SERVICES)} servers):", flush=True)
         service_id(lab, args.runs, args.sv_runs)

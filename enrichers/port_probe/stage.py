@@ -72,19 +72,30 @@ class HostReport:
         return f"HostReport({self.ip}, {len(self.ports)} ports, {self.scan_type})"
 
 
+def _hidden_groups(ports: list[PortResult]) -> list[tuple[Protocol, PortState, int]]:
+    """(protocol, state, count) of the non-open states with more than SHOWN_STATE_LIMIT ports."""
+    counts = Counter((p.protocol, p.state) for p in ports)
+    return [(protocol, state, n) for (protocol, state), n in counts.items()
+            if state != PortState.OPEN and n > SHOWN_STATE_LIMIT]
+
+
 def shown_ports(ports: list[PortResult]) -> list[PortResult]:
     """Open ports plus the other states that are few (nmap's "Not shown: 1000 closed ports")."""
-    counts = Counter((p.protocol, p.state) for p in ports)
-    return [p for p in ports
-            if p.state == PortState.OPEN or counts[(p.protocol, p.state)] <= SHOWN_STATE_LIMIT]
+    hidden = [(protocol, state) for protocol, state, _n in _hidden_groups(ports)]
+    if not hidden:
+        return list(ports)
+    if len(hidden) == 1:
+        # Identity tests on the enum members: hashing a StrEnum runs Python code (65k ports).
+        [(protocol, state)] = hidden
+        return [p for p in ports if p.state is not state or p.protocol is not protocol]
+    return [p for p in ports if not any(p.state is s and p.protocol is pr for pr, s in hidden)]
 
 
 def not_shown(ports: list[PortResult]) -> dict[str, int]:
     """State -> count of the ports ``shown_ports`` leaves out."""
     hidden: Counter[str] = Counter()
-    for (_protocol, state), count in Counter((p.protocol, p.state) for p in ports).items():
-        if state != PortState.OPEN and count > SHOWN_STATE_LIMIT:
-            hidden[state.value] += count
+    for _protocol, state, count in _hidden_groups(ports):
+        hidden[state.value] += count
     return dict(hidden)
 
 
