@@ -91,6 +91,20 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:_MAX_REASON]
 
 
+def _deliveries(msg: Msg) -> int:
+    """How often this message was delivered, read from its ack subject alone.
+
+    ``msg.metadata`` parses every field (timestamps included) for each message;
+    the count is token 4 of ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...``
+    (token 6 in the form with domain and account hash)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[4].isdigit():
+        return int(tokens[4])
+    if len(tokens) >= 12 and tokens[6].isdigit():
+        return int(tokens[6])
+    return msg.metadata.num_delivered
+
+
 class _StageRunner:
     """What every kind of stage shares: counters, logging, the stop signal."""
 
@@ -236,7 +250,7 @@ class _ConsumerRunner(_StageRunner):
             event: Event = decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return f"undecodable: {exc}"
-        if msg.metadata.num_delivered > self.options.max_deliver:
+        if _deliveries(msg) > self.options.max_deliver:
             return (f"not acknowledged after {self.options.max_deliver} deliveries "
                     "(handler timed out or its process died)")
         if not event.id:
@@ -407,10 +421,15 @@ class EnricherRunner(_ConsumerRunner):
 
 
 class SinkRunner(_ConsumerRunner):
+    """Batches through stage.write(); the outputs of batch n are published (and n acked)
+    while batch n+1 is written. Writes are one at a time, and outputs go out in batch
+    order: a batch takes the publish turn before it lets the next batch write."""
+
     def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_secs = (flush_ms if flush_ms is not None else self.options.sink_flush_ms) / 1000.0
         self._write_lock = asyncio.Lock()  # a sink with two consumers still writes one batch at a time
+        self._publish_lock = asyncio.Lock()
         self._busy = 0
 
     async def start(self) -> None:
@@ -443,45 +462,69 @@ class SinkRunner(_ConsumerRunner):
                 await self._hand_back(left)
 
     async def _consume(self, puller: Puller) -> None:
-        while not self.stopping.is_set():
-            # Up to a batch: the first message within fetch_timeout, then flush_ms to fill up.
-            msgs = await puller.fetch(self.spec.batch_size, self.options.fetch_timeout_secs,
-                                      fill_secs=self.flush_secs)
-            if not msgs:
-                continue
-            self._busy += 1
-            try:
-                # A stop lets this batch finish; the runner cancels it (and so naks
-                # the batch) only when the grace period is over.
-                await self._process(msgs)
-            finally:
-                self._busy -= 1
+        batches: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping.is_set():
+                # Up to a batch: the first message within fetch_timeout, then flush_ms to fill up.
+                msgs = await puller.fetch(self.spec.batch_size, self.options.fetch_timeout_secs,
+                                          fill_secs=self.flush_secs)
+                for task in [t for t in batches if t.done()]:
+                    batches.discard(task)
+                    task.result()            # a bus failure stops the stage, as before
+                if not msgs:
+                    continue
+                # A stop lets started batches finish; the runner cancels them (and so naks
+                # them) only when the grace period is over.
+                written = asyncio.Event()
+                batches.add(asyncio.create_task(self._process(msgs, written)))
+                await written.wait()         # fetch the next batch once this one is written
+            if batches:
+                await asyncio.gather(*batches)
+        except asyncio.CancelledError:
+            for task in batches:
+                task.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+            raise
 
-    async def _process(self, msgs: list[Msg]) -> None:
-        items: list[tuple[Msg, Event]] = []
-        for msg in msgs:
-            event = self._decode(msg)
-            if isinstance(event, str):
-                await self._dead_letter(msg, event)
-            else:
-                items.append((msg, event))
-        if items:
-            self.counters.events_received_total += len(items)
-            await self._write(items)
+    async def _process(self, msgs: list[Msg], written: asyncio.Event | None = None) -> None:
+        self._busy += 1
+        try:
+            items: list[tuple[Msg, Event]] = []
+            for msg in msgs:
+                event = self._decode(msg)
+                if isinstance(event, str):
+                    await self._dead_letter(msg, event)
+                else:
+                    items.append((msg, event))
+            if items:
+                self.counters.events_received_total += len(items)
+                await self._write(items, written)
+        finally:
+            self._busy -= 1
+            if written is not None:
+                written.set()
 
-    async def _write(self, items: list[tuple[Msg, Event]]) -> None:
+    async def _write(self, items: list[tuple[Msg, Event]], written: asyncio.Event | None = None) -> None:
         msgs = [msg for msg, _ in items]
         try:
-            async with self._write_lock, self._heartbeat(msgs):
-                started = time.perf_counter()
-                outputs: list[Event] = await self.stage.write([event for _, event in items])
-                written = time.perf_counter()
-                fill_sink_ids(outputs, self.spec.name)
-                await self.bus.publish_events(outputs)
+            async with self._heartbeat(msgs):
+                async with self._write_lock:
+                    started = time.perf_counter()
+                    outputs: list[Event] = await self.stage.write([event for _, event in items])
+                    done_at = time.perf_counter()
+                    fill_sink_ids(outputs, self.spec.name)
+                    # The publish turn is taken before the next batch may write.
+                    await self._publish_lock.acquire()
+                try:
+                    if written is not None:
+                        written.set()
+                    await self.bus.publish_events(outputs)
+                finally:
+                    self._publish_lock.release()
                 if self.log.isEnabledFor(logging.DEBUG):
                     self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
-                                   len(items), (written - started) * 1e3, len(outputs),
-                                   (time.perf_counter() - written) * 1e3)
+                                   len(items), (done_at - started) * 1e3, len(outputs),
+                                   (time.perf_counter() - done_at) * 1e3)
         except asyncio.CancelledError:
             await self._hand_back(msgs)
             raise
