@@ -1,20 +1,29 @@
 """Benchmark: HostSeen/PortsProbed through NATS JetStream into DuckDB, against bare publishes.
 
     .venv/bin/python -m bench.pipeline [--events 20000] [--runs 3] [--rate 10000] [--secs 5]
+                                       [--sinks host_state,findings,registry] [--layout one|each]
 
 Starts its own nats-server (the embedded binary, loopback only, temporary
-store) and, in the same run:
+store). Every party is its own process, as in a deployment: the publisher
+(this module with ``--role publish``), the sinks (the real ``lanscope run
+--stage ...`` CLI, all sinks in one process with ``--layout one``, the
+default, or one process per sink with ``--layout each``) and this controller,
+which only watches consumer state and times. In the same run:
 
-1. bare publish rate: the same events published to the FACTS stream with
-   PubAcks (64 in flight), nothing consuming;
-2. pipeline throughput: the events published as fast as possible while the
-   sinks (host_state → DuckDB, findings, registry) run through the real runner;
-   events/s = events / time until host_state has acked the last one;
-3. latency: sightings of new hosts paced at --rate events/s; for each, the
-   time from its observed_at (stamped at publish) to the HostChanged event on
-   lanscope.host.changed.new; median and p99.
+1. bare publish rate: the workload published with nothing consuming, the way
+   lanscope's producers publish (``Bus.publish_many``: pipelined, up to 512
+   PubAcks outstanding, every message with its ``Nats-Msg-Id``); and, for
+   reference, one message at a time waiting for each PubAck (``publish_bytes``);
+2. pipeline throughput: the same workload published the same pipelined way
+   while the sinks run; events/s = events / (time from the first publish until
+   host_state has acked the last one). The other sinks' lag is reported too;
+3. latency: sightings of new hosts published at --rate events/s, each stamped
+   ``observed_at`` when it is published; for each, the time until its
+   ``HostChanged`` (kind new) arrives at a subscriber; median and p99.
 
-Sends no packets to any network: everything is NATS on 127.0.0.1 and a file.
+Events are encoded (with their deterministic ids) before the clock starts, in
+every phase alike. Sends no packets to any network: everything is NATS on
+127.0.0.1 and files in a temporary directory.
 Goal (issue 6): pipeline >= 1/2 the bare publish rate; p99 < 1 s at 10,000 events/s.
 """
 
@@ -22,7 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -30,18 +45,18 @@ from pathlib import Path
 
 import msgspec
 
-from lanscope.config import Config, NatsConfig
-from lanscope.runtime.bus import Bus
+from lanscope.config import NatsConfig
+from lanscope.runtime.bus import Bus, consumer_bindings
 from lanscope.runtime.embedded import EmbeddedNats
-from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.ids import fill_producer_ids
 from lanscope.runtime.topology import STAGES
-from lanscope.stages import StageContext, build
-from schemas import Event, HostSeen, PortResult, PortsProbed, PortState, Protocol, decode, encode
+from schemas import Event, HostSeen, PortResult, PortsProbed, PortState, Protocol, encode
 from schemas.subjects import FACTS, subject_for
 
 SINKS = ("host_state", "findings", "registry")
-_sinks: tuple[str, ...] = SINKS
-_IN_FLIGHT = 64
+_PACE_SECS = 0.005          # the paced publisher sends what is due every 5 ms
+_POLL_SECS = 0.02
+_LAUNCH = [sys.executable, "-m"]
 
 
 def mac_of(i: int) -> str:
@@ -71,127 +86,208 @@ def workload(n: int, hosts: int, salt: str) -> list[Event]:
     return events
 
 
-async def publish_all(bus: Bus, events: list[Event], rate: float | None = None) -> float:
-    """Publish with up to _IN_FLIGHT PubAcks outstanding; paced at `rate`/s if given. Returns seconds."""
-    payloads = []
-    for e in events:
-        e.id = (f"{e.host_key}-{type(e).__name__}-{getattr(e, 'sweep_id', '')}-"
-                f"{getattr(e, 'duration_ms', '')}")
-        payloads.append((subject_for(e), encode(e), e.id))
-    start = time.perf_counter()
-    queue: asyncio.Queue[tuple[str, bytes, str] | None] = asyncio.Queue()
-
-    async def worker() -> None:
-        while (item := await queue.get()) is not None:
-            subject, data, msg_id = item
-            await bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-
-    workers = [asyncio.create_task(worker()) for _ in range(_IN_FLIGHT)]
-    for i, item in enumerate(payloads):
-        if rate:
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await queue.put(item)
-        if queue.qsize() > 4 * _IN_FLIGHT:
-            await asyncio.sleep(0)
-    for _ in workers:
-        await queue.put(None)
-    await asyncio.gather(*workers)
-    return time.perf_counter() - start
+def new_host(i: int, salt: str) -> HostSeen:
+    h = 1_000_000 + i
+    return HostSeen(host_key=mac_of(h), observed_at=datetime.now(UTC), source="arp", ip=ip_of(h),
+                    mac=mac_of(h), evidence="arp-reply", sweep_id=f"{salt}-{i}")
 
 
-async def drained(bus: Bus, stream: str, durable: str, deadline_secs: float = 300) -> None:
+def messages(events: list[Event]) -> list[tuple[str, bytes, str]]:
+    fill_producer_ids(events)
+    return [(subject_for(e), encode(e), e.id) for e in events]
+
+
+# ---------------------------------------------------------------------- the publisher process
+
+
+async def publish_role(args: argparse.Namespace) -> dict[str, float]:
+    bus = await Bus.connect(NatsConfig(url=args.url), name="bench-publisher")
+    try:
+        if args.rate:
+            return await _paced(bus, args)
+        batch = messages(workload(args.events, max(1, args.events // 10), args.salt))
+        start_wall, start = time.time(), time.perf_counter()
+        if args.mode == "sync":
+            for subject, payload, msg_id in batch:
+                await bus.publish_bytes(subject, payload, msg_id=msg_id)
+        else:
+            await bus.publish_many(batch)
+        return {"start": start_wall, "secs": time.perf_counter() - start, "events": len(batch)}
+    finally:
+        await bus.close()
+
+
+async def _paced(bus: Bus, args: argparse.Namespace) -> dict[str, float]:
+    """New hosts at `rate`/s, stamped when sent; whatever is due goes out every few ms."""
+    total = int(args.rate * args.secs)
+    sent = 0
+    start_wall, start = time.time(), time.perf_counter()
+    while sent < total:
+        due = min(total, int((time.perf_counter() - start) * args.rate) + 1)
+        if due > sent:
+            await bus.publish_many(messages([new_host(i, args.salt) for i in range(sent, due)]))
+            sent = due
+        await asyncio.sleep(max(0.0, start + sent / args.rate - time.perf_counter()))
+    return {"start": start_wall, "secs": time.perf_counter() - start, "events": sent}
+
+
+async def run_publisher(url: str, *extra: str) -> dict[str, float]:
+    proc = await asyncio.create_subprocess_exec(
+        *_LAUNCH, "bench.pipeline", "--role", "publish", "--url", url, *extra,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"publisher failed ({proc.returncode})")
+    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+# ---------------------------------------------------------------------- the sinks' processes
+
+
+class Sinks:
+    """`lanscope run --stage ...` in one process, or one per sink; stopped with SIGTERM."""
+
+    def __init__(self, url: str, work: Path, args: argparse.Namespace) -> None:
+        sinks, layout, flush_ms = args.sinks, args.layout, args.flush_ms
+        self.verbose = ["-vv"] if args.verbose else []
+        self.profile = args.profile
+        self.dir = Path(tempfile.mkdtemp(dir=work, prefix="sinks-"))
+        config = {"data_dir": str(self.dir), "nats": {"url": url},
+                  "duckdb": {"flush_ms": flush_ms}}
+        self.config = self.dir / "config.yaml"
+        self.config.write_text(json.dumps(config))   # JSON is YAML
+        self.groups = [list(sinks)] if layout == "one" else [[s] for s in sinks]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for number, group in enumerate(self.groups):
+            argv = [*_LAUNCH, "lanscope", "-c", str(self.config), *self.verbose, "run"]
+            for name in group:
+                argv += ["--stage", name]
+            if self.profile:   # py-spy (pip install py-spy): flat samples of the sinks' process
+                spy = Path(sys.executable).parent / "py-spy"
+                argv = [str(spy), "record", "-r", "250", "--format", "raw", "-o",
+                        str(self.dir / f"run-{number}.prof"), "--", *argv]
+            log = (self.dir / f"run-{number}.log").open("wb")
+            self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))
+
+    async def ready(self, bus: Bus, sinks: tuple[str, ...], deadline_secs: float = 60) -> None:
+        """Every sink has a pull request waiting on each of its consumers."""
+        end = time.monotonic() + deadline_secs
+        while time.monotonic() < end:
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a sink process exited; see {self.dir}/run-*.log")
+            try:
+                waiting = [(await bus.js.consumer_info(stream, STAGES[name].durable)).num_waiting
+                           for name in sinks for stream in consumer_bindings(STAGES[name])]
+                if all(w and w > 0 for w in waiting):
+                    return
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the sinks did not start")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                if self.profile:   # py-spy and lanscope (its own process group) both stop on SIGINT
+                    os.killpg(proc.pid, signal.SIGINT)
+                else:
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = []
+
+
+# ---------------------------------------------------------------------- the controller
+
+
+async def drained_at(bus: Bus, durable: str, stream: str, since: float, expect: int,
+                     deadline_secs: float = 600) -> float:
+    """Wall time when the consumer had acked everything (at least `expect` messages delivered)."""
     end = time.monotonic() + deadline_secs
     while time.monotonic() < end:
         info = await bus.js.consumer_info(stream, durable)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.02)
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if delivered >= expect and info.num_pending == 0 and info.num_ack_pending == 0:
+            return time.time()
+        await asyncio.sleep(_POLL_SECS)
     raise TimeoutError(f"{durable} did not drain {stream}")
 
 
 async def reset(bus: Bus) -> None:
     for info in await bus.js.streams_info():
-        await bus.js.delete_stream(info.config.name)
+        if info.config.name:
+            await bus.js.delete_stream(info.config.name)
 
 
-def config_for(data_dir: Path, url: str) -> Config:
-    return msgspec.convert({"data_dir": str(data_dir), "nats": {"url": url}}, Config)
-
-
-async def bare_rate(bus: Bus, n: int) -> float:
+async def bare_rate(bus: Bus, url: str, n: int, mode: str, salt: str) -> float:
     await reset(bus)
     await bus.provision([])
-    secs = await publish_all(bus, workload(n, max(1, n // 10), f"bare{time.time()}"))
-    return n / secs
+    result = await run_publisher(url, "--events", str(n), "--mode", mode, "--salt", salt)
+    return result["events"] / result["secs"]
 
 
-async def with_pipeline(bus: Bus, config: Config, body: object) -> object:
-    """Run the sinks through the real runner while `body` (a coroutine function) runs."""
+async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path,
+                        salt: str) -> tuple[float, float]:
+    """(events/s into DuckDB, seconds the slowest other sink finished after host_state)."""
     await reset(bus)
-    specs = [STAGES[name] for name in _sinks]
-    await bus.provision(specs)
-    runner = Runner(bus=bus, options=RunnerOptions(stats_every_secs=3600, sink_flush_ms=50))
-    ctx = StageContext(config=config)
-    for spec in specs:
-        runner.add(spec, build(spec.builder, ctx))
-    task = asyncio.create_task(runner.run())
+    sinks = Sinks(url, work, args)
+    sinks.start()
     try:
-        return await body()  # type: ignore[operator]
+        await sinks.ready(bus, args.sinks)
+        pub = asyncio.create_task(run_publisher(url, "--events", str(args.events), "--salt", salt))
+        while not pub.done():   # the stream exists before the publisher starts; wait for its first message
+            await asyncio.sleep(_POLL_SECS)
+            info = await bus.js.stream_info(FACTS.name)
+            if info.state.messages:
+                break
+        done = await drained_at(bus, "host_state", FACTS.name, 0, args.events)
+        result = await pub
+        others = [await drained_at(bus, s, FACTS.name, 0, 0) for s in args.sinks
+                  if s != "host_state" and FACTS.name in consumer_bindings(STAGES[s])]
+        lag = max([t - done for t in others], default=0.0)
+        return args.events / (done - result["start"]), max(lag, 0.0)
     finally:
-        runner.stop()
-        await task
+        sinks.stop()
 
 
-async def pipeline_rate(bus: Bus, url: str, n: int, work: Path) -> float:
-    data_dir = Path(tempfile.mkdtemp(dir=work))
-
-    async def body() -> float:
-        start = time.perf_counter()
-        await publish_all(bus, workload(n, max(1, n // 10), f"pipe{time.time()}"))
-        await drained(bus, FACTS.name, "host_state")
-        return n / (time.perf_counter() - start)
-
-    return await with_pipeline(bus, config_for(data_dir, url), body)  # type: ignore[return-value]
+class _Stamp(msgspec.Struct):
+    observed_at: datetime
 
 
-async def latency(bus: Bus, url: str, rate: float, secs: float, work: Path) -> list[float]:
-    data_dir = Path(tempfile.mkdtemp(dir=work))
-    n = int(rate * secs)
+async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path) -> tuple[list[float], float]:
+    """Per new host, seconds from its publish to its HostChanged; and the rate actually offered."""
+    await reset(bus)
+    sinks = Sinks(url, work, args)
+    sinks.start()
+    decoder = msgspec.json.Decoder(_Stamp)
     latencies: list[float] = []
 
     async def on_changed(msg: object) -> None:
-        event = decode(msg.data)  # type: ignore[attr-defined]
-        latencies.append(time.time() - event.observed_at.timestamp())
+        now = time.time()
+        latencies.append(now - decoder.decode(msg.data).observed_at.timestamp())  # type: ignore[attr-defined]
 
-    async def body() -> list[float]:
+    try:
+        await sinks.ready(bus, args.sinks)
         sub = await bus.nc.subscribe("lanscope.host.changed.new", cb=on_changed)
-        start = time.perf_counter()
-        events: list[Event] = []
-        payload_base = 1_000_000
-        # Fresh hosts, each stamped when it is published.
-        for i in range(n):
-            h = payload_base + i
-            events.append(HostSeen(host_key=mac_of(h), observed_at=datetime.now(UTC), source="arp",
-                                   ip=ip_of(h), mac=mac_of(h), evidence="arp-reply", sweep_id=str(i)))
-        for_pub: list[Event] = []
-        t0 = time.time()
-        for i, e in enumerate(events):   # stamp the planned publish time
-            e.observed_at = datetime.fromtimestamp(t0 + 0.2 + i / rate, UTC)
-            for_pub.append(e)
-        await asyncio.sleep(max(0.0, t0 + 0.2 - time.time()))
-        await publish_all(bus, for_pub, rate=rate)
-        await drained(bus, FACTS.name, "host_state")
+        result = await run_publisher(url, "--rate", str(args.rate), "--secs", str(args.secs),
+                                     "--salt", f"lat{time.time()}")
+        expect = int(result["events"])
+        await drained_at(bus, "host_state", FACTS.name, 0, expect)
         end = time.monotonic() + 10
-        while len(latencies) < n and time.monotonic() < end:
+        while len(latencies) < expect and time.monotonic() < end:
             await asyncio.sleep(0.05)
         await sub.unsubscribe()
-        del start
-        return latencies
-
-    return await with_pipeline(bus, config_for(data_dir, url), body)  # type: ignore[return-value]
+        return latencies, result["events"] / result["secs"]
+    finally:
+        sinks.stop()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -204,42 +300,76 @@ async def main_async(args: argparse.Namespace) -> int:
     server = EmbeddedNats(work / "nats")
     url = server.start()
     try:
-        bus = await Bus.connect(msgspec.structs.replace(NatsConfig(), url=url, max_ack_pending=20000),
-                                name="bench")
+        bus = await Bus.connect(NatsConfig(url=url), name="bench")
         try:
-            bare, piped = [], []
+            bare, sync, piped, lags = [], [], [], []
             for run in range(args.runs):
-                bare.append(await bare_rate(bus, args.events))
-                piped.append(await pipeline_rate(bus, url, args.events, work))
-                print(f"run {run + 1}: bare {bare[-1]:,.0f} ev/s, pipeline {piped[-1]:,.0f} ev/s")
-            b, p = statistics.median(bare), statistics.median(piped)
-            print(f"\nmedian of {args.runs}: bare JetStream publish {b:,.0f} events/s; "
-                  f"pipeline (NATS -> sinks -> DuckDB) {p:,.0f} events/s; ratio {p / b:.2f} (goal >= 0.50)")
-            lat = await latency(bus, url, args.rate, args.secs, work)
-            if lat:
-                print(f"latency at {args.rate:,.0f} events/s for {args.secs:g} s: "
-                      f"{len(lat):,} HostChanged, median {statistics.median(lat) * 1000:.0f} ms, "
-                      f"p99 {pct(lat, 0.99) * 1000:.0f} ms (goal < 1000 ms)")
-            else:
-                print("latency: no HostChanged received")
+                salt = f"r{run}-{time.time()}"
+                bare.append(await bare_rate(bus, url, args.events, "window", salt))
+                sync.append(await bare_rate(bus, url, max(args.events // 4, 1), "sync", salt))
+                rate, lag = await pipeline_rate(bus, url, args, work, salt)
+                piped.append(rate)
+                lags.append(lag)
+                print(f"run {run + 1}: bare pipelined {bare[-1]:,.0f} ev/s, bare one-at-a-time "
+                      f"{sync[-1]:,.0f} ev/s, pipeline {piped[-1]:,.0f} ev/s "
+                      f"(other sinks done {lag:.2f} s later)", flush=True)
+            b, s, p = statistics.median(bare), statistics.median(sync), statistics.median(piped)
+            print(f"\nmedian of {args.runs} ({args.events:,} events, sinks {','.join(args.sinks)}, "
+                  f"layout {args.layout}):\n"
+                  f"  bare publish, pipelined (as lanscope's producers publish): {b:,.0f} events/s\n"
+                  f"  bare publish, one PubAck at a time:                       {s:,.0f} events/s\n"
+                  f"  pipeline (NATS -> sinks -> DuckDB):                       {p:,.0f} events/s\n"
+                  f"  ratio to pipelined bare {p / b:.2f} (goal >= 0.50); "
+                  f"to one-at-a-time bare {p / s:.2f}", flush=True)
+            if args.secs > 0:
+                lat, offered = await latency(bus, url, args, work)
+                if lat:
+                    print(f"latency at {args.rate:,.0f} new hosts/s for {args.secs:g} s (offered "
+                          f"{offered:,.0f}/s): {len(lat):,} HostChanged, median "
+                          f"{statistics.median(lat) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, "
+                          f"max {max(lat) * 1000:.0f} ms (goal p99 < 1000 ms)")
+                else:
+                    print("latency: no HostChanged received")
         finally:
             await bus.close()
     finally:
         server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=10000.0)
-    parser.add_argument("--secs", type=float, default=5.0)
+    parser.add_argument("--secs", type=float, default=5.0, help="latency phase length (0: skip it)")
     parser.add_argument("--sinks", default=",".join(SINKS),
                         help="sink stages to run (default: all three)")
+    parser.add_argument("--layout", choices=("one", "each"), default="one",
+                        help="all sinks in one `lanscope run` process, or one process per sink")
+    parser.add_argument("--flush-ms", type=int, default=200,
+                        help="host_state's duckdb.flush_ms (the shipped default: 200)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, DuckDB)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the sinks under py-spy; samples in the work directory (with --keep)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="sinks log at debug level (a line per batch) into the work directory")
+    # Internal: the publisher process.
+    parser.add_argument("--role", choices=("controller", "publish"), default="controller",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("window", "sync"), default="window", help=argparse.SUPPRESS)
+    parser.add_argument("--salt", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global _sinks
-    _sinks = tuple(s for s in args.sinks.split(",") if s)
+    if args.role == "publish":
+        if not args.rate or "--rate" not in sys.argv:
+            args.rate = 0.0
+        print(json.dumps(asyncio.run(publish_role(args))))
+        return 0
+    args.sinks = tuple(s for s in args.sinks.split(",") if s)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return asyncio.run(main_async(args))
 
 
