@@ -76,6 +76,12 @@ class Registry:
         self.clock = clock
         self.state = _State()
         self._path = Path(config.state_file)
+        # Lookups for match(): one dict probe per key instead of a scan of every entry
+        # per event (a sweep of n new hosts was O(n^2)). Values: entry ids.
+        self._order: dict[str, int] = {}
+        self._by_ip: dict[str, set[str]] = {}
+        self._by_name: dict[str, set[str]] = {}
+        self._by_mac: dict[str, set[str]] = {}
 
     async def open(self) -> None:
         raw = await _io.read_bytes(self._path)
@@ -88,6 +94,7 @@ class Registry:
             rows = await _io.read_inventory(Path(self.config.inventory))
             self._import(rows)
             await self._save()
+        self._reindex()
         log.info("registry: %d entries (%s mode)", len(self.state.entries), self.config.mode)
 
     async def close(self) -> None:
@@ -105,6 +112,26 @@ class Registry:
                 if row.get(name) not in (None, ""):
                     setattr(entry, name, str(row[name])[:4096 if name == "notes" else 255])
             self.state.entries[entry_id] = entry
+
+    def _reindex(self) -> None:
+        self._order, self._by_ip, self._by_name, self._by_mac = {}, {}, {}, {}
+        for entry in self.state.entries.values():
+            self._index(entry)
+
+    def _index(self, entry: Entry) -> None:
+        """Add an entry's current keys (keys are only ever added between reindexes)."""
+        self._order.setdefault(entry.entry_id, len(self._order))
+        for ip in (entry.ip, entry.internal_ip):
+            if ip:
+                self._by_ip.setdefault(ip, set()).add(entry.entry_id)
+        if entry.hostname:
+            self._by_name.setdefault(_short(entry.hostname) or "", set()).add(entry.entry_id)
+        if entry.mac:
+            self._by_mac.setdefault(entry.mac, set()).add(entry.entry_id)
+
+    def _entries(self, ids: set[str]) -> list[Entry]:
+        """The entries in the order they were created (the order a scan would find them)."""
+        return [self.state.entries[i] for i in sorted(ids, key=self._order.__getitem__)]
 
     async def _save(self) -> None:
         await _io.write_atomic(self._path, msgspec.json.encode(self.state))
@@ -137,15 +164,14 @@ class Registry:
     def match(self, event: HostChanged) -> list[Entry]:
         """Existing entries for this host: by IP or internal IP (any of its IPs), else hostname."""
         host = event.host
-        ips = {ip for ip in [host.ip, *host.ips] if ip}
-        found = [e for e in self.state.entries.values()
-                 if (e.ip and e.ip in ips) or (e.internal_ip and e.internal_ip in ips)]
+        found: set[str] = set()
+        for ip in {ip for ip in [host.ip, *host.ips] if ip}:
+            found |= self._by_ip.get(ip, set())
         if not found and host.hostname:
-            name = _short(host.hostname)
-            found = [e for e in self.state.entries.values() if e.hostname and _short(e.hostname) == name]
+            found = self._by_name.get(_short(host.hostname) or "", set())
         if not found and host.mac:
-            found = [e for e in self.state.entries.values() if e.mac == host.mac]
-        return found
+            found = self._by_mac.get(host.mac, set())
+        return self._entries(found)
 
     def _handle(self, event: HostChanged) -> list[RegistryEntry]:
         if event.kind is ChangeKind.GONE:
@@ -160,6 +186,7 @@ class Registry:
                           os_hint=host.os_hint, services=list(host.services),
                           last_seen=host.last_seen or event.observed_at, updated_from=event.observed_at)
             self.state.entries[entry.entry_id] = entry
+            self._index(entry)
             return [self._event(entry, "created", event)]
         for entry in entries:
             if entry.updated_from is not None and event.observed_at < entry.updated_from:
@@ -169,7 +196,10 @@ class Registry:
             entry.os_hint = host.os_hint or entry.os_hint
             seen = host.last_seen or event.observed_at
             entry.last_seen = max(seen, entry.last_seen) if entry.last_seen else seen
-            entry.mac = entry.mac or host.mac
+            mac = entry.mac or host.mac
+            if mac != entry.mac:
+                entry.mac = mac
+                self._index(entry)
             entry.updated_from = event.observed_at
             if (entry.os_hint, entry.services, entry.last_seen, entry.mac) != before:
                 out.append(self._event(entry, "updated", event))
