@@ -497,6 +497,7 @@ class Puller:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._buffer: deque[Msg] = deque()
+        self._arrivals: deque[float] = deque()  # when each buffered message came (monotonic)
         self._wanted = 1                      # wake the taker once this many are buffered
         self._arrived = asyncio.Event()
         self._requested = 0                   # asked for, not yet delivered or expired
@@ -519,6 +520,7 @@ class Puller:
         if status is None and msg.reply:
             self._requested = max(self._requested - 1, 0)
             self._buffer.append(msg)
+            self._arrivals.append(self._active_at)
             if len(self._buffer) >= self._wanted:
                 self._arrived.set()
             return
@@ -560,15 +562,20 @@ class Puller:
         self._active_at = now
 
     async def fetch(self, limit: int, timeout: float, *, fill_secs: float = 0.0) -> list[Msg]:
-        """Up to ``limit`` messages: waits ``timeout`` for the first, then up to ``fill_secs``
-        for the batch to fill; [] when nothing came."""
+        """Up to ``limit`` messages: waits ``timeout`` for the first, then for the batch to
+        fill until the oldest has waited ``fill_secs`` since it arrived (a message that
+        waited while the previous batch was written is not held back again); [] when
+        nothing came."""
         deadline = time.monotonic() + max(timeout, 0.0)
         await self._wait(1, deadline)
         if not self._buffer:
             return []
         if fill_secs > 0 and len(self._buffer) < limit:
-            await self._wait(limit, time.monotonic() + fill_secs)
-        taken = [self._buffer.popleft() for _ in range(min(limit, len(self._buffer)))]
+            await self._wait(limit, self._arrivals[0] + fill_secs)
+        count = min(limit, len(self._buffer))
+        taken = [self._buffer.popleft() for _ in range(count)]
+        for _ in range(count):
+            self._arrivals.popleft()
         await self._refill()
         return taken
 
@@ -607,7 +614,7 @@ class Puller:
         sub, self._sub = self._sub, None
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-        left, self._buffer = list(self._buffer), deque()
+        left, self._buffer, self._arrivals = list(self._buffer), deque(), deque()
         return left
 
 
