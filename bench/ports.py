@@ -116,7 +116,7 @@ def masscan_scan(ips: list[str], ports: str, router_mac: str) -> Callable[[], Fo
     def scan() -> Found:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             run(["masscan", *ips, "-p", ports, "--rate", "1000000", "--wait", "1", "--router-mac", router_mac,
-                 "--adapter", "br0", "-oJ", out.name])
+                 "--adapter", "br0", "-oJ", out.name], timeout=120)   # it has hung once on this lab
             text = Path(out.name).read_text().strip().rstrip(",")
         if not text:
             return Found(set(), None)

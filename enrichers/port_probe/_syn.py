@@ -31,6 +31,7 @@ our SYN-ACKs with RST because no socket owns the connection, as with nmap.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import hashlib
@@ -124,6 +125,12 @@ def _source_ip(dst: str) -> str:
         return str(probe.getsockname()[0])
     finally:
         probe.close()
+
+
+def _valid_ports(ports: list[int]) -> list[int]:
+    """Sorted, unique, 1-65535 (sorted() and bisect run in C: a 65k list costs ~2 ms)."""
+    unique = sorted(set(ports))
+    return unique[bisect.bisect_left(unique, 1):bisect.bisect_right(unique, 65535)]
 
 
 def _sum16(data: bytes) -> int:
@@ -241,7 +248,7 @@ class _Scan:
         self._names = names
         self._names_c = (ctypes.c_char * len(names)).from_buffer(names)
         self.name_addr = [ctypes.addressof(self._names_c) + 16 * h for h in range(len(self.ips))]
-        self.ports = [sorted({p for p in ports if 0 < p < 65536}) for ports in targets.values()]
+        self.ports = [_valid_ports(ports) for ports in targets.values()]
         # (host index << 16 | port) -> 0 not asked, 1 waiting, 2 answered.
         self.state = bytearray(len(self.ips) << 16)
         for h, ports in enumerate(self.ports):
@@ -564,6 +571,8 @@ def _run(scan: _Scan, progress: Callable[[int, int], None] | None, senders: int,
     silent = Outcome("filtered", "no-response")
     state = scan.state
     for h, ports in enumerate(per_host):
+        if state.find(_UNANSWERED, h << 16, (h + 1) << 16) < 0:
+            continue                             # every port of this host answered
         ip = scan.ips[h]
         for port in ports:
             if state[h << 16 | port] == _UNANSWERED:
