@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from typing import Annotated
 
 import msgspec
@@ -64,6 +65,9 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+
+
 def normalize_mac(value: str) -> str:
     """Return ``value`` in lower-case colon form; raise ValueError if it is not a MAC.
 
@@ -71,6 +75,8 @@ def normalize_mac(value: str) -> str:
     ``aabbccddeeff``, and RouterOS/dnsmasq forms without zero padding
     (``0:0:5e:0:53:1``).
     """
+    if _CANONICAL_MAC.fullmatch(value):  # the common case on a hot path (host_state)
+        return value
     text = value.strip().lower()
     if ":" in text or "-" in text:
         parts = text.replace("-", ":").split(":")
