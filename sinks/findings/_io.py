@@ -1,24 +1,23 @@
 """The findings sink's single I/O primitive: its rules file and its local state file.
 
-Both are small files read or written whole through ``asyncio.to_thread``. The
-state file is replaced atomically (write a temporary file, fsync, rename), so a
-crash leaves the previous state or the new one, never half of each.
+Both are small files read or written whole through ``asyncio.to_thread``; the
+state file goes through the sinks' shared atomic state-file helpers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sinks._statefile import StateFileError, read_bytes, write_atomic
+
 SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
 
 
-class StateFileError(ValueError):
-    """A file that cannot be read or parsed; the message names it."""
+__all__ = ["SHIPPED_RULES", "StateFileError", "read_bytes", "read_yaml", "write_atomic"]
 
 
 async def read_yaml(path: Path) -> Any:
@@ -32,31 +31,3 @@ def _read_yaml(path: Path) -> Any:
         raise StateFileError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise StateFileError(f"{path}: not valid YAML: {exc}") from None
-
-
-async def read_bytes(path: Path) -> bytes | None:
-    """The file's bytes, or None when it does not exist yet."""
-    return await asyncio.to_thread(_read_bytes, path)
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StateFileError(f"cannot read {path}: {exc.strerror}") from None
-
-
-async def write_atomic(path: Path, data: bytes) -> None:
-    await asyncio.to_thread(_write_atomic, path, data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

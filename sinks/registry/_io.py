@@ -1,7 +1,7 @@
 """The registry sink's single I/O primitive: the inventory file it imports and its state file.
 
-Blocking reads and writes go through ``asyncio.to_thread`` here. The state
-file is replaced atomically (temporary file, fsync, rename).
+Blocking reads go through ``asyncio.to_thread`` here; the state file goes
+through the sinks' shared atomic state-file helpers.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sinks._statefile import StateFileError, read_bytes, write_atomic
+
+__all__ = ["InventoryError", "read_bytes", "read_inventory", "write_atomic"]
+
 _FIELDS = ("id", "entry_id", "hostname", "ip", "internal_ip", "mac", "owner", "notes")
 
 
-class InventoryError(ValueError):
+class InventoryError(StateFileError):
     """An inventory or state file that cannot be read; the message names the file and the row."""
 
 
@@ -52,30 +55,3 @@ def _read_inventory(path: Path) -> list[dict[str, Any]]:
             raise InventoryError(f"{path}: entry {number}: unknown field(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(_FIELDS)}")
     return rows
-
-
-async def read_bytes(path: Path) -> bytes | None:
-    return await asyncio.to_thread(_read_bytes, path)
-
-
-def _read_bytes(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise InventoryError(f"cannot read {path}: {exc.strerror}") from None
-
-
-async def write_atomic(path: Path, data: bytes) -> None:
-    await asyncio.to_thread(_write_atomic, path, data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,44 @@
+"""Small state files that sinks keep beside DuckDB (open findings, registry entries).
+
+Read whole and replaced atomically (temporary file, fsync, rename), so a crash
+leaves the previous state or the new one, never half of each. Blocking calls go
+through ``asyncio.to_thread`` here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+
+class StateFileError(ValueError):
+    """A state file that cannot be read or parsed; the message names it."""
+
+
+async def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist yet."""
+    return await asyncio.to_thread(_read_bytes, path)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
+async def write_atomic(path: Path, data: bytes) -> None:
+    await asyncio.to_thread(_write_atomic, path, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
