@@ -31,7 +31,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
-from producers.dhcp_leases.tls import PinnedContext, TlsSettings, describe, tls_error_text
+from lanscope.net.tls import PinnedContext, TlsSettings, describe, tls_error_text
 
 from .inventory import Guest, agent_addresses, agent_enabled, build_guest, lxc_addresses
 

@@ -43,6 +43,7 @@ from nats.js.kv import KeyValue
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
+from lanscope.net.tls import TlsSettings, ssl_context
 from lanscope.runtime.ids import content_id
 from lanscope.runtime.topology import StageSpec
 from schemas import STREAMS, Event, StreamSpec, encode, stream_for, subject_for
@@ -101,16 +102,10 @@ def servers(config: NatsConfig, url: str | None = None) -> list[str]:
 
 
 def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if tls is None:
+    """The NATS client context: CA file, pinned fingerprint or verify flag, client certificate."""
+    if config.tls is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return ssl_context(TlsSettings(**msgspec.structs.asdict(config.tls)))
 
 
 def _auth_kind(config: NatsConfig) -> str:

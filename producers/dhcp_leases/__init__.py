@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lanscope.net.tls import TlsSettings
+
 from ._files import FileText, LeaseFileReader
 from ._http import GatewayError, RouterOsClient, default_scheme
 from .leasefiles import FORMATS, ParsedFile, detect_format, parse_file
@@ -15,7 +17,6 @@ from .stage import (
     arp_event,
     lease_event,
 )
-from .tls import TlsSettings
 
 
 def create(config: Config) -> DhcpLeases:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .tls import TlsSettings, describe, ssl_context, tls_error_text
+from lanscope.net.tls import TlsSettings, describe, ssl_context, tls_error_text
 
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 MAX_BODY = 32 * 1024 * 1024   # a lease table of ~100k entries; anything bigger is not RouterOS

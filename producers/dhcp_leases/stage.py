@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from lanscope.net.tls import TlsSettings
 from schemas import DhcpLease, Event, HostSeen, SweepCompleted
 from schemas.types import host_key
 
@@ -37,7 +38,6 @@ from ._files import FileText
 from ._http import GatewayError
 from .leasefiles import FileLease, parse_file
 from .routeros import RouterArp, arp_from_record, lease_from_record
-from .tls import TlsSettings
 
 log = logging.getLogger(__name__)
 STAGE = "dhcp_leases"

@@ -1,4 +1,4 @@
-"""TLS settings for the HTTP integrations (MikroTik REST, Proxmox API).
+"""TLS settings for lanscope's clients: MikroTik REST, Proxmox API and NATS.
 
 Routers and hypervisors usually present a self-signed certificate. Besides
 "verify against the system store", "verify against this CA file" and "verify
@@ -23,7 +23,7 @@ class TlsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     verify: bool = True
     ca_file: str | None = None
     fingerprint_sha256: str | None = None   # hex, with or without colons
-    cert_file: str | None = None             # unused by these clients; accepted for one TlsConfig shape
+    cert_file: str | None = None             # client certificate (NATS mutual TLS)
     key_file: str | None = None
 
 
@@ -94,14 +94,16 @@ class PinnedContext(ssl.SSLContext):
 
 def ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     """The client SSLContext for these settings (pin > CA file > verify flag)."""
+    context: ssl.SSLContext
     if tls.fingerprint_sha256:
-        return PinnedContext(tls.fingerprint_sha256)
-    if tls.ca_file:
-        return ssl.create_default_context(cafile=tls.ca_file)
-    context = ssl.create_default_context()
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context = PinnedContext(tls.fingerprint_sha256)
+    else:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if not tls.verify and not tls.ca_file:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
     return context
 
 
