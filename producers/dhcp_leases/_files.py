@@ -2,8 +2,8 @@
 
 Paths may be globs. Every poll re-opens by path (dhcpd and Kea replace their
 files atomically). A missing or unreadable file is a warning logged once per
-path — not once per poll — and never an exception; when it becomes readable
-again that is logged once too. All blocking work runs in one
+path — not once per poll — and never an exception (the missing paths of one poll
+share one line); when it becomes readable again that is logged once too. All blocking work runs in one
 ``asyncio.to_thread`` call per poll.
 """
 
@@ -39,6 +39,7 @@ class LeaseFileReader:
         self.patterns = list(patterns)
         self.max_bytes = max_bytes
         self._warned: set[str] = set()
+        self._missing: list[str] = []
 
     async def read(self) -> list[FileText]:
         return await asyncio.to_thread(self._read_all)
@@ -46,6 +47,7 @@ class LeaseFileReader:
     def _read_all(self) -> list[FileText]:
         found: list[FileText] = []
         seen: set[str] = set()
+        self._missing: list[str] = []
         for pattern in self.patterns:
             if _GLOB_CHARS.search(pattern):
                 # A glob that matches nothing is normal (no such client on this machine).
@@ -59,6 +61,12 @@ class LeaseFileReader:
                 text = self._read_one(path)
                 if text is not None:
                     found.append(text)
+        # The default list names every distribution's location, so most are missing on
+        # any one machine: one line for all of them, once, not a line per path.
+        new_missing = [p for p in self._missing if p not in self._warned]
+        if new_missing:
+            self._warned.update(new_missing)
+            log.warning("lease files not found (skipped): %s", ", ".join(new_missing))
         return found
 
     def _read_one(self, path: str) -> FileText | None:
@@ -67,7 +75,7 @@ class LeaseFileReader:
             text = self._read_text(path)
             mtime = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
         except FileNotFoundError:
-            self._warn_once(path, "lease file not found")
+            self._missing.append(path)
             return None
         except OSError as exc:
             self._warn_once(path, f"cannot read lease file: {exc.strerror or exc}")
