@@ -61,15 +61,30 @@ def main(args: argparse.Namespace, config: Config) -> int:
     try:
         stdout.print(f"NATS:   {url} ({where})")
         stdout.print(f"DuckDB: {config.duckdb_path}")
+        stdout.print(f"Targets: {_describe_targets(config)}")
         return asyncio.run(_run(config, url, specs, once=args.once))
     finally:
         if embedded is not None:
             embedded.stop()
 
 
+def _describe_targets(config: Config) -> str:
+    """What the sweeps will cover, so an empty default is said, not silently swept."""
+    if config.targets:
+        return " ".join(config.targets)
+    from lanscope.net.interfaces import default_target_networks
+
+    networks = default_target_networks()
+    if not networks:
+        log.warning("no targets: no private IPv4 subnet is attached to this machine and the "
+                    "config has no `targets:`; the sweeps will find nothing")
+        return "none"
+    return " ".join(str(n) for n in networks) + " (attached private subnets)"
+
+
 def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]],
                                                                      dict[str, str]]:
-    """Build each stage; a disabled or unfinished one is reported and skipped."""
+    """Build each stage; a disabled one is reported and skipped."""
     built: list[tuple[StageSpec, Any]] = []
     skipped: dict[str, str] = {}
     for spec in specs:
@@ -77,9 +92,6 @@ def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[
             built.append((spec, build(spec.builder, ctx)))
         except StageDisabled as exc:
             skipped[spec.name] = f"disabled: {exc}"
-        except NotImplementedError as exc:
-            skipped[spec.name] = f"not implemented yet: {exc}"
-            log.warning("%s is not implemented yet; skipping it", spec.qualified, extra={"stage": spec.name})
     return built, skipped
 
 
