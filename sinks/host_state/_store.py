@@ -12,6 +12,15 @@ arrive here already de-duplicated by key (the fold produces one row per host
 and port; findings and registry rows are reduced newest-wins by the caller)
 and replace existing rows with delete-then-append inside the transaction.
 
+Most writes only move a known host's clocks (last seen, evidence, the state
+blob) or a port's ``last_seen``. The store remembers every committed row minus
+those columns, and such rows become one narrow ``UPDATE ... FROM unnest(...)``
+per table instead of a delete and a 29-column append: ~3x cheaper in DuckDB,
+commit included. Rows equal to the committed ones are not written at all.
+Timestamps cross into those statements as integer microseconds
+(``make_timestamptz``): converting aware ``datetime`` objects is much of the
+Appender's cost.
+
 IPs are stored as text plus integers (``ipv4 UINTEGER``, ``ipv6 UHUGEINT``):
 the ``inet`` extension would be downloaded at run time, which lanscope never does.
 """
@@ -19,12 +28,13 @@ the ``inet`` extension would be downloaded at run time, which lanscope never doe
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +109,39 @@ _result_decoder = msgspec.json.Decoder(PortResult)
 _changed_decoder = msgspec.json.Decoder(HostChanged)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# A host row is (host_key .. first_seen | last_seen .. state): the columns after
+# _HOST_CLOCKS change on every sighting and are updated in place; a change before
+# it rewrites the row. A port row's only such column is last_seen (_PORT_LAST_SEEN).
+_HOST_CLOCKS = 22
+_PORT_LAST_SEEN = 23
+_UPDATE_HOST_CLOCKS = """
+    UPDATE {table} SET last_seen = make_timestamptz(u.ls), last_evidence = u.le,
+        last_evidence_at = make_timestamptz(u.lea), missed_sweeps = u.ms, last_seen_by = u.lsb,
+        state = u.st
+    FROM (SELECT unnest($1) AS k, unnest($2) AS ls, unnest($3) AS le, unnest($4) AS lea,
+                 unnest($5) AS ms, unnest($6) AS lsb, unnest($7) AS st) AS u
+    WHERE {table}.host_key = u.k"""
+_UPDATE_PORT_LAST_SEEN = """
+    UPDATE host_ports SET last_seen = make_timestamptz(u.ls)
+    FROM (SELECT unnest($1) AS k, unnest($2) AS pr, unnest($3) AS po, unnest($4) AS ls) AS u
+    WHERE host_ports.host_key = u.k AND host_ports.protocol = u.pr AND host_ports.port = u.po"""
+_DELETE_PORTS = """
+    DELETE FROM host_ports USING (SELECT unnest($1) AS k, unnest($2) AS pr, unnest($3) AS po) AS d
+    WHERE host_ports.host_key = d.k AND host_ports.protocol = d.pr AND host_ports.port = d.po"""
+
+
+def _micros(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
 class StoreError(Exception):
     """The database cannot be opened or has a schema this version does not know."""
 
 
+@functools.lru_cache(maxsize=65536)
 def ip_ints(ip: str | None) -> tuple[int | None, int | None]:
     """(ipv4, ipv6) integer columns for an IP text."""
     if not ip:
@@ -220,6 +259,10 @@ class HostStore:
         self.path = path
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()   # one write transaction at a time on the main connection
+        # What is committed, minus the clock columns: (table, host_key) -> host row head,
+        # host_key -> {"tcp/22": port row without last_seen}. Changed only after a COMMIT.
+        self._hosts: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._ports: dict[str, dict[str, tuple[Any, ...]]] = {}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -267,13 +310,15 @@ class HostStore:
                 con.execute("ROLLBACK")
                 raise
 
-    @staticmethod
-    def _load(con: duckdb.DuckDBPyConnection) -> list[HostEntry]:
+    def _load(self, con: duckdb.DuckDBPyConnection) -> list[HostEntry]:
         entries: dict[str, HostEntry] = {}
+        self._hosts, self._ports = {}, {}
+        stored: list[tuple[str, HostEntry]] = []
         for table in ("hosts_by_mac", "hosts_by_ip"):
             for (state,) in con.execute(f"SELECT state FROM {table}").fetchall():
                 entry = _entry_decoder.decode(state)
                 entries[entry.record.host_key] = entry
+                stored.append((table, entry))
         for key, proto, port, result, first, last, since in con.execute(
                 "SELECT host_key, protocol, port, result, first_seen, last_seen, state_since "
                 "FROM host_ports").fetchall():
@@ -282,6 +327,12 @@ class HostStore:
                 entry.ports[f"{proto}/{port}"] = PortRow(
                     result=_result_decoder.decode(result), first_seen=_utc(first),
                     last_seen=_utc(last), state_since=_utc(since))
+        for table, entry in stored:
+            self._hosts[(table, entry.record.host_key)] = _host_row(entry, table)[:_clocks_at(table)]
+        for entry in entries.values():
+            if entry.ports:
+                self._ports[entry.record.host_key] = {
+                    name: _port_head(row) for name, row in zip(entry.ports, _port_rows(entry), strict=True)}
         return list(entries.values())
 
     # ---------------------------------------------------------------- writing
@@ -317,16 +368,32 @@ class HostStore:
             con = self.con
             con.execute("BEGIN")
             try:
-                self._write_rows(con, batch, now)
+                hosts, ports = self._write_rows(con, batch, now)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            # Committed: remember it (removed keys are None).
+            for host_key, head in hosts.items():
+                if head is None:
+                    self._hosts.pop(host_key, None)
+                else:
+                    self._hosts[host_key] = head
+            for key, heads in ports.items():
+                if heads is None:
+                    self._ports.pop(key, None)
+                else:
+                    self._ports[key] = heads
 
-    def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime) -> None:
+    def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime
+                    ) -> tuple[dict[tuple[str, str], tuple[Any, ...] | None],
+                               dict[str, dict[str, tuple[Any, ...]] | None]]:
+        """Write the batch's rows; return what the store remembers once they commit."""
+        hosts: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+        ports: dict[str, dict[str, tuple[Any, ...]] | None] = {}
         if batch.processed:
-            with con.appender("processed_events") as app:
-                app.append_rows((i, now) for i in batch.processed)
+            # One list parameter, one timestamp: ~2x cheaper than an appended row per id.
+            con.execute("INSERT INTO processed_events SELECT unnest($1), $2", [batch.processed, now])
         if batch.outbox:
             with con.appender("outbox") as app:
                 app.append_rows((i, e.id, _json(e), now) for i, e in batch.outbox)
@@ -335,24 +402,15 @@ class HostStore:
             con.execute("DELETE FROM hosts_by_ip WHERE host_key = ?", [old])
             con.execute("DELETE FROM host_ports WHERE host_key = ?", [old])
             con.execute("UPDATE history SET host_key = ? WHERE host_key = ?", [new, old])
+            hosts[("hosts_by_ip", old)] = None
+            ports[old] = None
         if batch.hosts:
-            by_mac = [e for e in batch.hosts if e.record.mac]
-            by_ip = [e for e in batch.hosts if not e.record.mac]
-            for table, entries in (("hosts_by_mac", by_mac), ("hosts_by_ip", by_ip)):
-                if not entries:
-                    continue
-                con.execute(f"DELETE FROM {table} WHERE host_key IN (SELECT unnest(?))",
-                            [[e.record.host_key for e in entries]])
-                with con.appender(table) as app:
-                    if table == "hosts_by_mac":
-                        app.append_rows((e.record.mac, *_host_row(e)) for e in entries)
-                    else:
-                        app.append_rows(_host_row(e) for e in entries)
+            for table, entries in (("hosts_by_mac", [e for e in batch.hosts if e.record.mac]),
+                                   ("hosts_by_ip", [e for e in batch.hosts if not e.record.mac])):
+                if entries:
+                    self._write_hosts(con, table, entries, hosts)
         if batch.ports_of:
-            con.execute("DELETE FROM host_ports WHERE host_key IN (SELECT unnest(?))",
-                        [[e.record.host_key for e in batch.ports_of]])
-            with con.appender("host_ports") as app:
-                app.append_rows(row for e in batch.ports_of for row in _port_rows(e))
+            self._write_ports(con, batch.ports_of, ports)
         if batch.history:
             with con.appender("history") as app:
                 app.append_rows((h.host_key, h.field, _json(h.old), _json(h.new), h.source,
@@ -361,6 +419,70 @@ class HostStore:
             self._replace_newer(con, "findings", "finding_id", [_finding_row(f) for f in batch.findings])
         if batch.registry:
             self._replace_newer(con, "registry", "entry_id", [_registry_row(r) for r in batch.registry])
+        return hosts, ports
+
+    def _write_hosts(self, con: duckdb.DuckDBPyConnection, table: str, entries: list[HostEntry],
+                     remembered: dict[tuple[str, str], tuple[Any, ...] | None]) -> None:
+        """Append new and changed host rows; only the clocks of the others (see _HOST_CLOCKS)."""
+        at = _clocks_at(table)
+        replaced: list[str] = []
+        appended: list[tuple[Any, ...]] = []
+        clocks: list[tuple[Any, ...]] = []
+        for entry in entries:
+            row = _host_row(entry, table)
+            key = (table, entry.record.host_key)
+            head = row[:at]
+            stored = self._hosts.get(key)
+            if stored is not None and remembered.get(key, stored) is not None and stored == head:
+                clocks.append(row)
+                continue
+            if stored is not None:
+                replaced.append(entry.record.host_key)
+            appended.append(row)
+            remembered[key] = head
+        if replaced:
+            con.execute(f"DELETE FROM {table} WHERE host_key IN (SELECT unnest(?))", [replaced])
+        if appended:
+            with con.appender(table) as app:
+                app.append_rows(appended)
+        if clocks:
+            columns = list(zip(*(r[at:] for r in clocks), strict=True))
+            con.execute(_UPDATE_HOST_CLOCKS.format(table=table), [
+                [r[at - _HOST_CLOCKS] for r in clocks],
+                [_micros(v) for v in columns[0]], list(columns[1]),
+                [_micros(v) for v in columns[2]], list(columns[3]), list(columns[4]),
+                list(columns[5])])
+
+    def _write_ports(self, con: duckdb.DuckDBPyConnection, entries: list[HostEntry],
+                     remembered: dict[str, dict[str, tuple[Any, ...]] | None]) -> None:
+        """Append new and changed port rows, delete vanished ones, update the rest's last_seen."""
+        gone: list[tuple[str, str, int]] = []
+        appended: list[tuple[Any, ...]] = []
+        seen: list[tuple[str, str, int, int | None]] = []
+        for entry in entries:
+            key = entry.record.host_key
+            stored = self._ports.get(key, {}) if remembered.get(key, ...) is not None else {}
+            heads: dict[str, tuple[Any, ...]] = {}
+            for name, row in zip(entry.ports, _port_rows(entry), strict=True):
+                head = heads[name] = _port_head(row)
+                before = stored.get(name)
+                if before == head:
+                    seen.append((key, row[4], row[5], _micros(row[_PORT_LAST_SEEN])))
+                    continue
+                if before is not None:
+                    gone.append((key, row[4], row[5]))
+                appended.append(row)
+            for name, before in stored.items():
+                if name not in heads:
+                    gone.append((key, before[4], before[5]))
+            remembered[key] = heads
+        if gone:
+            con.execute(_DELETE_PORTS, [list(c) for c in zip(*gone, strict=True)])
+        if appended:
+            with con.appender("host_ports") as app:
+                app.append_rows(appended)
+        if seen:
+            con.execute(_UPDATE_PORT_LAST_SEEN, [list(c) for c in zip(*seen, strict=True)])
 
     @staticmethod
     def _replace_newer(con: duckdb.DuckDBPyConnection, table: str, key: str,
@@ -391,15 +513,27 @@ class HostStore:
         return await asyncio.to_thread(run_query, self.con, sql, max_rows)
 
 
-def _host_row(entry: HostEntry) -> tuple[Any, ...]:
+def _clocks_at(table: str) -> int:
+    """Index of the first clock column of a `table` row (hosts_by_mac starts with the MAC)."""
+    return _HOST_CLOCKS + (table == "hosts_by_mac")
+
+
+def _host_row(entry: HostEntry, table: str) -> tuple[Any, ...]:
+    """The row of `table` (hosts_by_mac starts with the MAC)."""
     r = entry.record
     v4, v6 = ip_ints(r.ip)
     state = msgspec.structs.replace(entry, ports={})
-    return (r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
+    head = (r.mac,) if table == "hosts_by_mac" else ()
+    return (*head, r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
             list(r.services), list(r.open_ports), r.dhcp_type, r.dhcp_status, r.dhcp_comment,
             r.arp_state, r.active, r.vm_name, r.vm_id, r.vm_type, r.vm_node, r.vm_status,
             r.first_seen, r.last_seen, entry.last_evidence, entry.last_evidence_at,
             entry.missed_sweeps, _json(r.last_seen_by), _json(state))
+
+
+def _port_head(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A port row without last_seen (what decides between rewriting it and updating last_seen)."""
+    return row[:_PORT_LAST_SEEN] + row[_PORT_LAST_SEEN + 1:]
 
 
 def _port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:

@@ -198,3 +198,51 @@ async def test_queries_are_answered_while_a_batch_is_being_written(tmp_path: Pat
     await writer
     await sink.close()
     assert replies and not [r for r in replies if "error" in r]
+
+
+async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: Path) -> None:
+    """Rows whose only change is a clock (last_seen, evidence, state) are updated in place,
+    not rewritten: the file must end up as if every row had been rewritten."""
+    mac_b = "02:00:00:00:00:0b"
+    events = [
+        [host_seen("198.18.0.10", MAC_A, t=0, id="a1"), host_seen("198.19.0.5", None, t=0, id="a2"),
+         ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh"), port(80)], t=1, id="a3"),
+         host_seen("198.18.0.20", None, source="icmp", t=1, id="a4")],
+        [host_seen("198.18.0.10", MAC_A, t=10, id="b1"), host_seen("198.19.0.5", None, t=10, id="b2"),
+         ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh"), port(80)], t=11, id="b3")],
+        [ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh", banner="SSH-2.0-x")], t=20,
+                      id="c1"),
+         host_seen("198.19.0.5", None, source="icmp", t=21, id="c2"),
+         host_seen("198.18.0.20", mac_b, t=22, id="c3")],               # merges the IP record
+        [host_seen("198.18.0.20", mac_b, t=30, id="d1"),
+         ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh", banner="SSH-2.0-x")], t=31,
+                      id="d2")],
+    ]
+    stepwise, at_once = tmp_path / "steps", tmp_path / "once"
+    sink = await opened(stepwise)
+    for i, batch in enumerate(events):
+        await sink.write(batch)
+        if i == 1:                       # a restart in between: what is remembered is reloaded
+            await sink.close()
+            sink = await opened(stepwise)
+    await sink.close()
+    sink = await opened(at_once)
+    await sink.write([e for batch in events for e in batch])
+    await sink.close()
+
+    def table(path: Path, sql: str) -> list[tuple[object, ...]]:
+        return rows(path / "lanscope.duckdb", sql)
+
+    for sql in ("SELECT * EXCLUDE (state) FROM hosts_by_mac ORDER BY mac",
+                "SELECT * EXCLUDE (state) FROM hosts_by_ip ORDER BY host_key",
+                "SELECT * FROM host_ports ORDER BY host_key, protocol, port"):
+        assert table(stepwise, sql) == table(at_once, sql), sql
+    assert table(stepwise, "SELECT last_seen FROM hosts_by_mac WHERE mac = '02:00:00:00:00:0a'") == [
+        (at(31),)]
+    assert table(stepwise, "SELECT port, last_seen FROM host_ports WHERE host_key = "
+                           "'02:00:00:00:00:0a' ORDER BY port") == [(22, at(31)), (80, at(20))]
+    again = await opened(stepwise)
+    reference = await opened(at_once)
+    assert again.book.hosts == reference.book.hosts
+    await again.close()
+    await reference.close()
