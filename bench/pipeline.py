@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.pipeline [--events 20000] [--runs 3] [--rate 10000] [--secs 5]
                                        [--sinks host_state,findings,registry] [--layout one|each]
+                                       [--latency-mix new,known] [--hosts 5000] [--change-share 0.01]
 
 Starts its own nats-server (the embedded binary, loopback only, temporary
 store). Every party is its own process, as in a deployment: the publisher
@@ -17,9 +18,23 @@ which only watches consumer state and times. In the same run:
 2. pipeline throughput: the same workload published the same pipelined way
    while the sinks run; events/s = events / (time from the first publish until
    host_state has acked the last one). The other sinks' lag is reported too;
-3. latency: sightings of new hosts published at --rate events/s, each stamped
-   ``observed_at`` when it is published; for each, the time until its
-   ``HostChanged`` (kind new) arrives at a subscriber; median and p99.
+3. latency, one phase per ``--latency-mix`` (both by default), events published
+   at --rate events/s for --secs, each stamped ``observed_at`` when it is
+   published; for each *changing* event, the time until the ``HostChanged`` of
+   its host arrives at a subscriber; median and p99, and the throughput the
+   pipeline achieved in that phase:
+
+   - ``new`` (worst case): every event is a sighting of a host never seen
+     before, so every event is a change (kind new) and takes host_state's
+     slowest path (new record, history rows, host/history/outbox appends);
+   - ``known`` (a LAN under observation): --hosts hosts (ARP sighting and a
+     port snapshot each) are created and drained *before* the clock starts;
+     the stream is then re-sightings of random known hosts (45 % ARP, 45 %
+     ICMP by IP only, 10 % port snapshots equal to the host's ports) in which
+     --change-share of the events (every 1/share-th, in turn: port 80 closes
+     or opens, a new host appears, a DNS name changes) produces a HostChanged.
+     Only those are timed; a HostChanged that no change explains is counted
+     as spurious (there should be none).
 
 Events are encoded (with their deterministic ids) before the clock starts, in
 every phase alike. Sends no packets to any network: everything is NATS on
@@ -33,6 +48,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -42,6 +58,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -50,7 +67,7 @@ from lanscope.runtime.bus import Bus, consumer_bindings
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.ids import fill_producer_ids
 from lanscope.runtime.topology import STAGES
-from schemas import Event, HostSeen, PortResult, PortsProbed, PortState, Protocol, encode
+from schemas import Event, HostAnnotated, HostSeen, PortResult, PortsProbed, PortState, Protocol, encode
 from schemas.subjects import FACTS, subject_for
 
 SINKS = ("host_state", "findings", "registry")
@@ -86,12 +103,6 @@ def workload(n: int, hosts: int, salt: str) -> list[Event]:
     return events
 
 
-def new_host(i: int, salt: str) -> HostSeen:
-    h = 1_000_000 + i
-    return HostSeen(host_key=mac_of(h), observed_at=datetime.now(UTC), source="arp", ip=ip_of(h),
-                    mac=mac_of(h), evidence="arp-reply", sweep_id=f"{salt}-{i}")
-
-
 def messages(events: list[Event]) -> list[tuple[str, bytes, str]]:
     fill_producer_ids(events)
     return [(subject_for(e), encode(e), e.id) for e in events]
@@ -100,7 +111,7 @@ def messages(events: list[Event]) -> list[tuple[str, bytes, str]]:
 # ---------------------------------------------------------------------- the publisher process
 
 
-async def publish_role(args: argparse.Namespace) -> dict[str, float]:
+async def publish_role(args: argparse.Namespace) -> dict[str, Any]:
     bus = await Bus.connect(NatsConfig(url=args.url), name="bench-publisher")
     try:
         if args.rate:
@@ -117,28 +128,120 @@ async def publish_role(args: argparse.Namespace) -> dict[str, float]:
         await bus.close()
 
 
-async def _paced(bus: Bus, args: argparse.Namespace) -> dict[str, float]:
-    """New hosts at `rate`/s, stamped when sent; whatever is due goes out every few ms."""
+async def _paced(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
+    """The --mix stream at `rate`/s, stamped when sent; whatever is due goes out every few ms.
+
+    Returns, besides the timing, every changing event as (host_key, observed_at)."""
     total = int(args.rate * args.secs)
+    mix: NewHosts | KnownMix = (NewHosts(args.salt) if args.mix == "new" else
+                                KnownMix(args.hosts, args.change_share, args.salt))
     sent = 0
     start_wall, start = time.time(), time.perf_counter()
     while sent < total:
         due = min(total, int((time.perf_counter() - start) * args.rate) + 1)
         if due > sent:
-            await bus.publish_many(messages([new_host(i, args.salt) for i in range(sent, due)]))
+            now = datetime.now(UTC)
+            await bus.publish_many(messages([mix.event(i, now) for i in range(sent, due)]))
             sent = due
         await asyncio.sleep(max(0.0, start + sent / args.rate - time.perf_counter()))
-    return {"start": start_wall, "secs": time.perf_counter() - start, "events": sent}
+    return {"start": start_wall, "secs": time.perf_counter() - start, "events": sent,
+            "changes": mix.changes}
 
 
-async def run_publisher(url: str, *extra: str) -> dict[str, float]:
+class NewHosts:
+    """The worst case: every event a sighting of a host never seen before."""
+
+    def __init__(self, salt: str) -> None:
+        self.salt = salt
+        self.changes: list[tuple[str, float]] = []
+
+    def event(self, i: int, now: datetime) -> Event:
+        h = 1_000_000 + i
+        self.changes.append((mac_of(h), now.timestamp()))
+        return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
+                        mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
+
+
+_PORT22 = PortResult(protocol=Protocol.TCP, port=22, state=PortState.OPEN, service="ssh",
+                     product="OpenSSH", version="9.2p1", banner="SSH-2.0-OpenSSH_9.2p1")
+_PORT80 = PortResult(protocol=Protocol.TCP, port=80, state=PortState.OPEN, service="http")
+
+
+def known_hosts(hosts: int, salt: str) -> list[Event]:
+    """What --mix known starts from: each host seen by ARP with ports 22 and 80 open."""
+    now = datetime.now(UTC)
+    events: list[Event] = []
+    for h in range(hosts):
+        events.append(HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
+                               mac=mac_of(h), evidence="arp-reply", sweep_id=f"{salt}-pre"))
+        events.append(PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe",
+                                  ip=ip_of(h), mac=mac_of(h), ports=[_PORT22, _PORT80],
+                                  duration_ms=-1.0))
+    return events
+
+
+class KnownMix:
+    """Re-sightings of the known hosts; every 1/share-th event changes something.
+
+    The changes take turns: port 80 of a host closes (or opens again), a new host
+    appears, a host's DNS name changes. Changed hosts are taken in order, so no
+    host changes twice before every host has changed once."""
+
+    def __init__(self, hosts: int, share: float, salt: str) -> None:
+        self.hosts, self.salt = hosts, salt
+        self.every = max(1, round(1 / share)) if share > 0 else 0
+        self.rng = random.Random(6)
+        self.port80 = [True] * hosts
+        self.names = [0] * hosts
+        self.turn = 0
+        self.new = 0
+        self.changes: list[tuple[str, float]] = []
+
+    def event(self, i: int, now: datetime) -> Event:
+        if self.every and i % self.every == self.every // 2:
+            return self._change(i, now)
+        h = self.rng.randrange(self.hosts)
+        r = self.rng.random()
+        if r < 0.45:
+            return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
+                            mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
+        if r < 0.9:
+            return HostSeen(host_key=ip_of(h), observed_at=now, source="icmp", ip=ip_of(h),
+                            evidence="echo-reply", rtt_ms=0.2, sweep_id=f"{self.salt}-{i}")
+        return self._ports(h, now, i)
+
+    def _ports(self, h: int, now: datetime, i: int) -> PortsProbed:
+        ports = [_PORT22, _PORT80] if self.port80[h] else [_PORT22]
+        return PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe", ip=ip_of(h),
+                           mac=mac_of(h), ports=ports, duration_ms=float(i))
+
+    def _change(self, i: int, now: datetime) -> Event:
+        kind = (i // self.every) % 3
+        if kind == 1:
+            self.new += 1
+            h = 2_000_000 + self.new
+            self.changes.append((mac_of(h), now.timestamp()))
+            return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
+                            mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
+        h = self.turn % self.hosts
+        self.turn += 1
+        self.changes.append((mac_of(h), now.timestamp()))
+        if kind == 0:
+            self.port80[h] = not self.port80[h]
+            return self._ports(h, now, i)
+        self.names[h] += 1
+        return HostAnnotated(host_key=mac_of(h), observed_at=now, source="dns", ip=ip_of(h),
+                             mac=mac_of(h), hostname=f"host-{h}-{self.names[h]}.lab.test")
+
+
+async def run_publisher(url: str, *extra: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         *_LAUNCH, "bench.pipeline", "--role", "publish", "--url", url, *extra,
         stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"publisher failed ({proc.returncode})")
-    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
 
@@ -258,34 +361,68 @@ async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path
         sinks.stop()
 
 
-class _Stamp(msgspec.Struct):
-    observed_at: datetime
+class _Changed(msgspec.Struct):
+    host_key: str
 
 
-async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path) -> tuple[list[float], float]:
-    """Per new host, seconds from its publish to its HostChanged; and the rate actually offered."""
+class Latency(NamedTuple):
+    latencies: list[float]     # seconds, one per changing event that got its HostChanged
+    changes: int               # changing events published
+    spurious: int              # HostChanged that no changing event explains
+    offered: float             # events/s the publisher sent
+    achieved: float            # events/s host_state got through (first publish .. last ack)
+    events: int
+
+
+async def settle(bus: Bus, sinks: tuple[str, ...], expect: int) -> None:
+    """host_state acked `expect` facts, and every sink caught up with everything published."""
+    await drained_at(bus, "host_state", FACTS.name, 0, expect)
+    for name in sinks:
+        for stream in consumer_bindings(STAGES[name]):
+            await drained_at(bus, STAGES[name].durable, stream, 0, 0)
+
+
+async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path, mix: str) -> Latency:
+    """Per changing event, seconds from its publish to its host's HostChanged (see the docstring)."""
     await reset(bus)
     sinks = Sinks(url, work, args)
     sinks.start()
-    decoder = msgspec.json.Decoder(_Stamp)
-    latencies: list[float] = []
+    decoder = msgspec.json.Decoder(_Changed)
+    arrivals: dict[str, list[float]] = {}
 
     async def on_changed(msg: object) -> None:
         now = time.time()
-        latencies.append(now - decoder.decode(msg.data).observed_at.timestamp())  # type: ignore[attr-defined]
+        arrivals.setdefault(decoder.decode(msg.data).host_key, []).append(now)  # type: ignore[attr-defined]
 
     try:
         await sinks.ready(bus, args.sinks)
-        sub = await bus.nc.subscribe("lanscope.host.changed.new", cb=on_changed)
+        salt = f"lat{time.time()}"
+        before = 0
+        if mix == "known":   # created and drained before the clock starts
+            preload = messages(known_hosts(args.hosts, salt))
+            await bus.publish_many(preload)
+            before = len(preload)
+            await settle(bus, args.sinks, before)
+        sub = await bus.nc.subscribe("lanscope.host.changed.>", cb=on_changed)
         result = await run_publisher(url, "--rate", str(args.rate), "--secs", str(args.secs),
-                                     "--salt", f"lat{time.time()}")
-        expect = int(result["events"])
-        await drained_at(bus, "host_state", FACTS.name, 0, expect)
+                                     "--salt", salt, "--mix", mix, "--hosts", str(args.hosts),
+                                     "--change-share", str(args.change_share))
+        events = int(result["events"])
+        done = await drained_at(bus, "host_state", FACTS.name, 0, before + events)
+        changes = result["changes"]
         end = time.monotonic() + 10
-        while len(latencies) < expect and time.monotonic() < end:
+        while sum(map(len, arrivals.values())) < len(changes) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         await sub.unsubscribe()
-        return latencies, result["events"] / result["secs"]
+        latencies: list[float] = []
+        for key, at in changes:   # the first HostChanged of that host after the change was sent
+            times = arrivals.get(key, [])
+            hit = next((k for k, t in enumerate(times) if t >= at), None)
+            if hit is not None:
+                latencies.append(times.pop(hit) - at)
+        spurious = sum(map(len, arrivals.values()))
+        return Latency(latencies, len(changes), spurious, events / result["secs"],
+                       events / (done - result["start"]), events)
     finally:
         sinks.stop()
 
@@ -293,6 +430,21 @@ async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path) -> t
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(mix: str, lat: Latency, args: argparse.Namespace) -> None:
+    what = ("new hosts (every event a change)" if mix == "new" else
+            f"sightings of {args.hosts:,} known hosts, {args.change_share:.1%} changes")
+    print(f"latency, {mix}: {lat.events:,} {what} at {args.rate:,.0f}/s for {args.secs:g} s "
+          f"(offered {lat.offered:,.0f}/s, pipeline achieved {lat.achieved:,.0f}/s): ", end="")
+    if not lat.latencies:
+        print("no HostChanged received")
+        return
+    missing = lat.changes - len(lat.latencies)
+    lost = f", {missing} changes without one" if missing else ""
+    print(f"{len(lat.latencies):,} HostChanged timed{lost}, {lat.spurious} spurious; median "
+          f"{statistics.median(lat.latencies) * 1000:.0f} ms, p99 {pct(lat.latencies, 0.99) * 1000:.0f} ms, "
+          f"max {max(lat.latencies) * 1000:.0f} ms (goal p99 < 1000 ms)", flush=True)
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -322,14 +474,8 @@ async def main_async(args: argparse.Namespace) -> int:
                   f"  ratio to pipelined bare {p / b:.2f} (goal >= 0.50); "
                   f"to one-at-a-time bare {p / s:.2f}", flush=True)
             if args.secs > 0:
-                lat, offered = await latency(bus, url, args, work)
-                if lat:
-                    print(f"latency at {args.rate:,.0f} new hosts/s for {args.secs:g} s (offered "
-                          f"{offered:,.0f}/s): {len(lat):,} HostChanged, median "
-                          f"{statistics.median(lat) * 1000:.0f} ms, p99 {pct(lat, 0.99) * 1000:.0f} ms, "
-                          f"max {max(lat) * 1000:.0f} ms (goal p99 < 1000 ms)")
-                else:
-                    print("latency: no HostChanged received")
+                for mix in args.latency_mix:
+                    report(mix, await latency(bus, url, args, work, mix), args)
         finally:
             await bus.close()
     finally:
@@ -345,6 +491,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=10000.0)
     parser.add_argument("--secs", type=float, default=5.0, help="latency phase length (0: skip it)")
+    parser.add_argument("--latency-mix", default="new,known",
+                        help="latency phases: new (every event a new host), known (sightings of "
+                             "known hosts, a share of them changes); default both")
+    parser.add_argument("--hosts", type=int, default=5000, help="known hosts (--latency-mix known)")
+    parser.add_argument("--change-share", type=float, default=0.01,
+                        help="share of events that change a host (--latency-mix known)")
     parser.add_argument("--sinks", default=",".join(SINKS),
                         help="sink stages to run (default: all three)")
     parser.add_argument("--layout", choices=("one", "each"), default="one",
@@ -362,6 +514,7 @@ def main() -> int:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("window", "sync"), default="window", help=argparse.SUPPRESS)
     parser.add_argument("--salt", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--mix", choices=("new", "known"), default="new", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "publish":
         if not args.rate or "--rate" not in sys.argv:
@@ -369,6 +522,9 @@ def main() -> int:
         print(json.dumps(asyncio.run(publish_role(args))))
         return 0
     args.sinks = tuple(s for s in args.sinks.split(",") if s)
+    args.latency_mix = tuple(m for m in args.latency_mix.split(",") if m)
+    if set(args.latency_mix) - {"new", "known"}:
+        parser.error("--latency-mix: new, known or new,known")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return asyncio.run(main_async(args))
 
