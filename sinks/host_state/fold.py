@@ -319,8 +319,8 @@ class HostBook:
                 rec.first_seen = other.first_seen
             for ip, when in ip_entry.ips_at.items():
                 merged.ips_at[ip] = max(when, merged.ips_at.get(ip, when))
-            for name, row in ip_entry.ports.items():
-                merged.ports.setdefault(name, row)
+            for name, port_row in ip_entry.ports.items():
+                merged.ports.setdefault(name, port_row)
             for source, name in ip_entry.hostnames.items():
                 merged.hostnames.setdefault(source, name)
             pending = self._touch(mac, event)
