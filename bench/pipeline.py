@@ -465,14 +465,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(f"run {run + 1}: bare pipelined {bare[-1]:,.0f} ev/s, bare one-at-a-time "
                       f"{sync[-1]:,.0f} ev/s, pipeline {piped[-1]:,.0f} ev/s "
                       f"(other sinks done {lag:.2f} s later)", flush=True)
-            b, s, p = statistics.median(bare), statistics.median(sync), statistics.median(piped)
-            print(f"\nmedian of {args.runs} ({args.events:,} events, sinks {','.join(args.sinks)}, "
-                  f"layout {args.layout}):\n"
-                  f"  bare publish, pipelined (as lanscope's producers publish): {b:,.0f} events/s\n"
-                  f"  bare publish, one PubAck at a time:                       {s:,.0f} events/s\n"
-                  f"  pipeline (NATS -> sinks -> DuckDB):                       {p:,.0f} events/s\n"
-                  f"  ratio to pipelined bare {p / b:.2f} (goal >= 0.50); "
-                  f"to one-at-a-time bare {p / s:.2f}", flush=True)
+            if args.runs:   # --runs 0: the latency phases alone
+                b, s, p = statistics.median(bare), statistics.median(sync), statistics.median(piped)
+                print(f"\nmedian of {args.runs} ({args.events:,} events, sinks {','.join(args.sinks)}, "
+                      f"layout {args.layout}):\n"
+                      f"  bare publish, pipelined (as lanscope's producers publish): {b:,.0f} events/s\n"
+                      f"  bare publish, one PubAck at a time:                       {s:,.0f} events/s\n"
+                      f"  pipeline (NATS -> sinks -> DuckDB):                       {p:,.0f} events/s\n"
+                      f"  ratio to pipelined bare {p / b:.2f} (goal >= 0.50); "
+                      f"to one-at-a-time bare {p / s:.2f}", flush=True)
             if args.secs > 0:
                 for mix in args.latency_mix:
                     report(mix, await latency(bus, url, args, work, mix), args)

@@ -319,6 +319,7 @@ class HostBook:
                 rec.first_seen = other.first_seen
             for ip, when in ip_entry.ips_at.items():
                 merged.ips_at[ip] = max(when, merged.ips_at.get(ip, when))
+            rec.ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
             for source, name in ip_entry.hostnames.items():
@@ -372,11 +373,18 @@ class HostBook:
 
     def _set_ip(self, entry: HostEntry, ip: str, event: Event, pending: _Pending) -> None:
         when = event.observed_at
-        entry.ips_at[ip] = max(when, entry.ips_at.get(ip, when))
-        if len(entry.ips_at) > _MAX_IPS:
-            oldest = min(entry.ips_at, key=lambda k: entry.ips_at[k])
-            del entry.ips_at[oldest]
-        entry.record.ips = sorted(entry.ips_at, key=lambda k: entry.ips_at[k], reverse=True)
+        ips_at = entry.ips_at
+        before = ips_at.get(ip)
+        if before is None or when > before:
+            ips_at[ip] = when
+        ips = entry.record.ips
+        # record.ips is ips_at newest first (kept so by every change of ips_at): an IP that
+        # was the newest still is, so the usual re-sighting need not sort and copy the list.
+        if not (ips and ips[0] == ip and len(ips) == len(ips_at) <= _MAX_IPS):
+            if len(ips_at) > _MAX_IPS:
+                oldest = min(ips_at, key=lambda k: ips_at[k])
+                del ips_at[oldest]
+            entry.record.ips = sorted(ips_at, key=lambda k: ips_at[k], reverse=True)
         self._index_ip(ip, when, entry.record.host_key)
         self._set(entry, pending, "ip", ip, event)
 
