@@ -95,6 +95,19 @@ def test_ip_record_merges_into_an_existing_mac_record() -> None:
     assert b.hosts[MAC_A].record.first_seen == at(0)
 
 
+def test_ips_stay_newest_first_through_re_sightings_moves_late_facts_and_merges() -> None:
+    b = book()
+    steps = [("198.18.0.10", MAC_A, 0), ("198.18.0.10", MAC_A, 5), ("198.18.0.20", MAC_A, 10),
+             ("198.18.0.20", MAC_A, 15), ("198.18.0.10", MAC_A, 12),    # late: older than .20's
+             ("198.18.0.10", MAC_A, 20), ("198.18.0.30", None, 25),      # an IP-only record ...
+             ("198.18.0.30", MAC_A, 22)]                                 # ... merged, older fact
+    for ip, mac, t in steps:
+        b.fold([host_seen(ip, mac, source="arp" if mac else "icmp", t=t)])
+        for entry in b.hosts.values():
+            assert entry.record.ips == sorted(entry.ips_at, key=lambda k: entry.ips_at[k], reverse=True)
+    assert b.hosts[MAC_A].record.ips == ["198.18.0.30", "198.18.0.10", "198.18.0.20"]
+
+
 def test_out_of_order_facts_never_overwrite_newer_values() -> None:
     b = book()
     b.fold([host_annotated(mac=MAC_A, vendor="New Corp", t=20)])
