@@ -9,8 +9,6 @@ runstats. Text from banners is attacker-controlled; ElementTree escapes it.
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +16,7 @@ from lanscope import __version__
 from lanscope.net.ports import PortSpec
 from schemas import PortResult, PortState
 
-from .stage import HostReport, shown_ports
+from .stage import HostReport
 
 
 @dataclass
@@ -50,6 +48,8 @@ def _addrtype(ip: str) -> str:
 
 
 def to_xml(run: ScanRun) -> str:
+    import xml.etree.ElementTree as ET  # only -oX needs it
+
     root = ET.Element("nmaprun", scanner="lanscope", args=run.args, start=str(int(run.started)),
                       startstr=time.ctime(run.started), version=__version__, xmloutputversion="1.05")
     for proto, ports in (("tcp", run.spec.tcp), ("udp", run.spec.udp)):
@@ -69,14 +69,11 @@ def to_xml(run: ScanRun) -> str:
         if ip in run.hostnames:
             ET.SubElement(names, "hostname", name=run.hostnames[ip], type="PTR")
         ports_el = ET.SubElement(host, "ports")
-        shown = shown_ports(report.ports)
-        shown_keys = {(p.protocol, p.port) for p in shown}
-        hidden = [p for p in report.ports if (p.protocol, p.port) not in shown_keys]
-        for state, count in Counter(p.state.value for p in hidden).items():
-            extra = ET.SubElement(ports_el, "extraports", state=state, count=str(count))
-            for reason, n in Counter(p.reason for p in hidden if p.state.value == state).items():
-                ET.SubElement(extra, "extrareasons", reason=reason or "unknown", count=str(n))
-        for p in shown:
+        for state, reasons in report.hidden_reasons().items():
+            extra = ET.SubElement(ports_el, "extraports", state=state, count=str(sum(reasons.values())))
+            for reason, n in reasons.items():
+                ET.SubElement(extra, "extrareasons", reason=reason, count=str(n))
+        for p in report.shown():
             port_el = ET.SubElement(ports_el, "port", protocol=p.protocol.value, portid=str(p.port))
             state_attrs = {"state": p.state.value, "reason": p.reason or "unknown",
                            "reason_ttl": str(p.reason_ttl or 0)}
@@ -136,7 +133,7 @@ def to_python_nmap(run: ScanRun) -> dict[str, Any]:
             "addresses": addresses, "vendor": {},
             "status": {"state": "up", "reason": run.up_reasons.get(ip, "user-set")},
         }
-        for p in shown_ports(report.ports):
+        for p in report.shown():
             host.setdefault(p.protocol.value, {})[p.port] = {
                 "state": p.state.value, "reason": p.reason, "name": p.service or "",
                 "product": p.product or "", "version": p.version or "", "extrainfo": p.extra_info or "",
@@ -154,16 +151,15 @@ def to_grepable(run: ScanRun) -> str:
     for ip, report in sorted(run.reports.items(), key=lambda kv: _ip_key(kv[0])):
         name = run.hostnames.get(ip, "")
         lines.append(f"Host: {ip} ({name})\tStatus: Up")
-        shown = shown_ports(report.ports)
         fields = []
-        for p in shown:
+        for p in report.shown():
             text = _service_text(p).replace("/", "|").replace(",", "")
             service = (f"ssl|{p.service}" if p.tunnel == "ssl" and p.service else p.service or "")
             fields.append(f"{p.port}/{p.state.value}/{p.protocol.value}//{service}//{text}/")
         entry = f"Host: {ip} ({name})\tPorts: {', '.join(fields)}"
-        hidden = Counter(p.state.value for p in report.ports) - Counter(p.state.value for p in shown)
+        hidden = report.not_shown()
         if hidden:
-            state, count = hidden.most_common(1)[0]
+            state, count = max(hidden.items(), key=lambda item: item[1])
             entry += f"\tIgnored State: {state} ({count})"
         if report.os is not None:
             entry += f"\tOS: {report.os.name}"

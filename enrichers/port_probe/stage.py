@@ -12,12 +12,12 @@ once. Timeouts give a partial snapshot, never an exception.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -58,18 +58,85 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_secs: float = 3600.0          # re-probe a host when its last probe is older
 
 
-@dataclass(repr=False)
 class HostReport:
-    ip: str
-    ports: list[PortResult] = field(default_factory=list)   # every scanned port
-    os: OsGuess | None = None
-    scan_type: str = "connect"
-    duration_ms: float = 0.0
-    complete: bool = True
+    """One host's result.
+
+    ``ports`` is every scanned port in order (TCP, then UDP). A big scan is mostly one or two
+    states that nobody reads port by port (65,534 closed), so ``Prober`` keeps those TCP ports
+    compact (port numbers and the engine's shared outcomes) and makes ``PortResult`` objects
+    only for the ports ``shown()`` lists; ``ports`` builds the rest on first use. The
+    summaries (``shown``, ``not_shown``, ``hidden_reasons``, ``state_counts``) never do.
+    """
+
+    def __init__(self, ip: str, ports: list[PortResult] | None = None, os: OsGuess | None = None,
+                 scan_type: str = "connect", duration_ms: float = 0.0, complete: bool = True) -> None:
+        self.ip = ip
+        self.os = os
+        self.scan_type = scan_type
+        self.duration_ms = duration_ms
+        self.complete = complete
+        self._results: list[PortResult] = ports if ports is not None else []   # made, in port order
+        self._bulk_ports: list[int] = []              # TCP ports kept compact, ascending
+        self._bulk: list[_connect.Outcome] = []       # their outcomes (all in hidden states)
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs task results, and 65k ports took 0.2 s to print.
-        return f"HostReport({self.ip}, {len(self.ports)} ports, {self.scan_type})"
+        return f"HostReport({self.ip}, {len(self._results) + len(self._bulk)} ports, {self.scan_type})"
+
+    @property
+    def ports(self) -> list[PortResult]:
+        """Every scanned port (the compact ones are made into PortResults now, once)."""
+        if self._bulk:
+            tcp = Protocol.TCP
+            made = [p for p in self._results if p.protocol is tcp]
+            rest = self._results[len(made):]
+            bulk = [PortResult(protocol=tcp, port=port, state=_STATES[state], reason=reason, reason_ttl=ttl)
+                    for port, (state, reason, ttl, _window) in zip(self._bulk_ports, self._bulk, strict=True)]
+            self._results = [*heapq.merge(made, bulk, key=lambda p: p.port), *rest]
+            self._bulk_ports, self._bulk = [], []
+        return self._results
+
+    def shown(self) -> list[PortResult]:
+        """``shown_ports(self.ports)`` without making the compact ports: they are all hidden."""
+        return shown_ports(self._results)
+
+    def not_shown(self) -> dict[str, int]:
+        """``not_shown(self.ports)``: state -> count of the ports ``shown()`` leaves out."""
+        hidden: Counter[str] = Counter(state for state, _reason, _ttl, _window in self._bulk)
+        hidden.update(not_shown(self._results))
+        return dict(hidden)
+
+    def hidden_reasons(self) -> dict[str, Counter[str]]:
+        """State -> reason -> count of the ports ``shown()`` leaves out, in port order (TCP
+        first), for nmap's ``<extraports>``."""
+        out: dict[str, Counter[str]] = {}
+        for state, reason, _ttl, _window in self._bulk:
+            out.setdefault(state, Counter())[reason or "unknown"] += 1
+        shown = {id(p) for p in self.shown()}
+        for p in self._results:
+            if id(p) not in shown:
+                out.setdefault(p.state.value, Counter())[p.reason or "unknown"] += 1
+        return out
+
+    def state_counts(self) -> Counter[PortState]:
+        """How many ports are in each state (all of them, compact or not)."""
+        bulk = Counter(state for state, _reason, _ttl, _window in self._bulk)
+        counts = Counter({_STATES[state]: n for state, n in bulk.items()})
+        counts.update(p.state for p in self._results)
+        return counts
+
+    def _add_tcp(self, ports: list[int], outcomes: list[_connect.Outcome], hidden: frozenset[str]) -> None:
+        """Record this host's TCP results (ascending ports): the states in ``hidden`` compact."""
+        tcp = Protocol.TCP
+        append, bulk_port, bulk = self._results.append, self._bulk_ports.append, self._bulk.append
+        for port, outcome in zip(ports, outcomes, strict=True):
+            state = outcome[0]
+            if state in hidden:
+                bulk_port(port)
+                bulk(outcome)
+            else:
+                append(PortResult(protocol=tcp, port=port, state=_STATES[state], reason=outcome[1],
+                                  reason_ttl=outcome[2]))
 
 
 def _hidden_groups(ports: list[PortResult]) -> list[tuple[Protocol, PortState, int]]:
@@ -151,41 +218,43 @@ class Prober:
             if not complete:
                 for report in reports.values():
                     report.complete = False
-        # One pass per host in port order (no global sort of 65k results), building the
-        # PortResults, the open ports to identify and the reply TTLs for the OS guess.
+        # Per host in port order (no global sort of 65k results): the states with many ports stay
+        # compact in the report; PortResults are made for the others, the open ports are
+        # identified, and the reply TTLs are sampled for the OS guess.
         tcp_ports = sorted(set(spec.tcp))
-        tcp = Protocol.TCP
-        states = _STATES
         identify_tasks = []
         replies: dict[str, list[_connect.Outcome]] = {}
         for ip in ips:
-            out = reports[ip].ports
-            append = out.append
-            with_ttl: list[_connect.Outcome] = []
+            ports: list[int] = []
+            host_outcomes: list[_connect.Outcome] = []
             for port in tcp_ports:
                 outcome = outcomes.get((ip, port))
-                if outcome is None:
-                    continue                  # out of time before this port was scanned
-                state, reason, ttl, _window = outcome
-                result = PortResult(protocol=tcp, port=port, state=states[state], reason=reason,
-                                    reason_ttl=ttl)
-                append(result)
-                if state == "open":
-                    with_ttl.append(outcome)
+                if outcome is not None:       # None: out of time before this port was scanned
+                    ports.append(port)
+                    host_outcomes.append(outcome)
+            counts = Counter(outcome[0] for outcome in host_outcomes)
+            report = reports[ip]
+            report._add_tcp(ports, host_outcomes, frozenset(
+                state for state, n in counts.items() if state != "open" and n > SHOWN_STATE_LIMIT))
+            with_ttl: list[_connect.Outcome] = []
+            for result in report._results:
+                if result.state is PortState.OPEN:
                     if fingerprint:
                         identify_tasks.append(self._identify_tcp(ip, result, deadline))
                     else:
-                        _apply_identity(result, self._port_hints().identify(b"", port, "tcp"))
-                elif ttl and len(with_ttl) < _TTL_SAMPLE:
+                        _apply_identity(result, self._port_hints().identify(b"", result.port, "tcp"))
+            for outcome in host_outcomes:
+                if outcome[0] == "open" or (outcome[2] and len(with_ttl) < _TTL_SAMPLE):
                     with_ttl.append(outcome)
             replies[ip] = with_ttl
         udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in sorted(set(spec.udp))]
         _, udp_results = await asyncio.gather(asyncio.gather(*identify_tasks), asyncio.gather(*udp_tasks))
         for ip, port_result in udp_results:
             if port_result is not None:
-                reports[ip].ports.append(port_result)     # after TCP, in port order: as sorted
+                reports[ip]._results.append(port_result)  # after TCP, in port order: as sorted
         for report in reports.values():
-            report.os = _os_guess(report.ports, replies.get(report.ip, []))
+            # Only made PortResults carry OS hints (the compact ports were never identified).
+            report.os = _os_guess(report._results, replies.get(report.ip, []))
             report.duration_ms = (time.monotonic() - started) * 1000
         return reports
 
@@ -344,5 +413,5 @@ class PortProbe:
         if not report.complete:
             log.warning("port_probe: %s: host timeout, publishing a partial result", ip)
         return [PortsProbed(host_key=event.host_key, observed_at=observed, source="port_probe", ip=ip,
-                            mac=event.mac, ports=shown_ports(report.ports), scanned=spec.describe(),
+                            mac=event.mac, ports=report.shown(), scanned=spec.describe(),
                             scan_type=report.scan_type, os=report.os, duration_ms=report.duration_ms)]

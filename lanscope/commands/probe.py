@@ -13,7 +13,7 @@ import msgspec
 
 from enrichers.port_probe.report import PORT_COLUMNS, port_row
 from enrichers.port_probe.stage import Config as ProbeConfig
-from enrichers.port_probe.stage import Prober, not_shown, shown_ports
+from enrichers.port_probe.stage import Prober
 from lanscope.commands._targets import targets_from_args
 from lanscope.config import Config
 from lanscope.errors import UsageError
@@ -97,13 +97,13 @@ def main(args: argparse.Namespace, config: Config) -> int:
         reports = asyncio.run(prober.probe([ip], spec, scan_type=args.scan_type,
                                            fingerprint=not args.no_fingerprint, progress=update))
     report = reports[ip]
-    ports = report.ports if args.all else shown_ports(report.ports)
+    ports = report.ports if args.all else report.shown()
     if args.json:
         print_json({"ip": ip, "scan_type": report.scan_type, "scanned": spec.describe(),
                     "ports": ports, "os": report.os, "duration_ms": round(report.duration_ms, 1),
-                    "not_shown": {} if args.all else not_shown(report.ports), "complete": report.complete})
+                    "not_shown": {} if args.all else report.not_shown(), "complete": report.complete})
         return 0
-    hidden = not_shown(report.ports) if not args.all else {}
+    hidden = report.not_shown() if not args.all else {}
     caption = "; ".join(f"not shown: {n} {state}" for state, n in hidden.items())
     print_table(PORT_COLUMNS, [port_row(p) for p in ports],
                 title=f"{ip} ({report.scan_type} scan, {report.duration_ms / 1000:.2f}s)",

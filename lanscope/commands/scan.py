@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from enrichers.port_probe.report import PORT_COLUMNS, ScanRun, port_row, to_grepable, to_python_nmap, to_xml
-from enrichers.port_probe.stage import HostReport, Prober, not_shown, shown_ports
+from enrichers.port_probe.stage import HostReport, Prober
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.commands.probe import add_port_arguments, port_spec, prober_config
 from lanscope.config import Config
@@ -111,7 +111,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if not discovery and not args.no_ping:
         # Without discovery, a host is up when some port answered (open, closed or UDP reply).
         reports = {ip: r for ip, r in reports.items()
-                   if any(p.state in (PortState.OPEN, PortState.CLOSED) for p in r.ports)}
+                   if any(r.state_counts()[state] for state in (PortState.OPEN, PortState.CLOSED))}
     finished = time.time()
     scan_type = next(iter(reports.values())).scan_type if reports else (args.scan_type or "connect")
     run = ScanRun(args=argv, spec=spec, scan_type=scan_type, started=started, finished=finished,
@@ -127,10 +127,10 @@ def main(args: argparse.Namespace, config: Config) -> int:
 def _print(run: ScanRun, *, only_open: bool) -> None:
     for ip, report in sorted(run.reports.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("."))
                              if "." in kv[0] else (999,)):
-        shown = shown_ports(report.ports)
+        shown = report.shown()
         if only_open and not any(p.state == PortState.OPEN for p in shown):
             continue
-        hidden = not_shown(report.ports)
+        hidden = report.not_shown()
         caption = "; ".join(f"not shown: {n} {state}" for state, n in hidden.items())
         if report.os is not None:
             caption += ("; " if caption else "") + f"OS: {report.os.name} ({report.os.confidence}/10)"

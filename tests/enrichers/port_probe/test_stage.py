@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
 from lanscope.config import Config as GlobalConfig
 from lanscope.net.ports import PortSpec
@@ -114,3 +115,23 @@ def test_scan_type_choice() -> None:
     assert prober.choose_scan_type(["10.0.0.1"], 10, "syn") == "syn"
     no_root = Prober(Config(), syn_available=lambda: False)
     assert no_root.choose_scan_type(["10.0.0.1"], 1000, "syn") == "connect"
+
+
+def test_compact_report_summaries_match_the_full_port_list() -> None:
+    # 40 closed (kept compact), 29 filtered (compact too, two reasons), one open: the summaries
+    # must be what the full list gives, and ``ports`` must rebuild it in port order.
+    outcomes = {p: Outcome("closed", "reset", 64, 0) for p in range(100, 140)}
+    outcomes |= {p: Outcome("filtered", "no-response" if p % 2 else "admin-prohibited") for p in range(1, 31)}
+    outcomes[22] = Outcome("open", "syn-ack", 64, 64240)
+    ports = sorted(outcomes)
+    compact = HostReport(ip="10.0.0.1")
+    compact._add_tcp(ports, [outcomes[p] for p in ports], frozenset({"closed", "filtered"}))
+    assert [p.port for p in compact.shown()] == [22]
+    summaries = (compact.not_shown(), compact.hidden_reasons(), compact.state_counts())
+    full = HostReport(ip="10.0.0.1", ports=list(compact.ports))
+    assert [p.port for p in full.ports] == ports
+    assert [p.state for p in full.ports if p.port in (1, 22, 100)] == [
+        PortState.FILTERED, PortState.OPEN, PortState.CLOSED]
+    assert (full.not_shown(), full.hidden_reasons(), full.state_counts()) == summaries
+    assert summaries[0] == {"filtered": 29, "closed": 40}
+    assert summaries[1]["filtered"] == {"admin-prohibited": 14, "no-response": 15}
