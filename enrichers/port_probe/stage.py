@@ -109,13 +109,12 @@ class HostReport:
     def hidden_reasons(self) -> dict[str, Counter[str]]:
         """State -> reason -> count of the ports ``shown()`` leaves out, in port order (TCP
         first), for nmap's ``<extraports>``."""
-        out: dict[str, Counter[str]] = {}
-        for state, reason, _ttl, _window in self._bulk:
-            out.setdefault(state, Counter())[reason or "unknown"] += 1
+        pairs = Counter((state, reason) for state, reason, _ttl, _window in self._bulk)
         shown = {id(p) for p in self.shown()}
-        for p in self._results:
-            if id(p) not in shown:
-                out.setdefault(p.state.value, Counter())[p.reason or "unknown"] += 1
+        pairs.update((p.state.value, p.reason) for p in self._results if id(p) not in shown)
+        out: dict[str, Counter[str]] = {}
+        for (state, reason), n in pairs.items():
+            out.setdefault(state, Counter())[reason or "unknown"] += n
         return out
 
     def state_counts(self) -> Counter[PortState]:
