@@ -47,7 +47,7 @@ class LeaseFileReader:
     def _read_all(self) -> list[FileText]:
         found: list[FileText] = []
         seen: set[str] = set()
-        self._missing: list[str] = []
+        self._missing = []
         for pattern in self.patterns:
             if _GLOB_CHARS.search(pattern):
                 # A glob that matches nothing is normal (no such client on this machine).

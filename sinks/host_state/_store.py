@@ -322,9 +322,9 @@ class HostStore:
         for key, proto, port, result, first, last, since in con.execute(
                 "SELECT host_key, protocol, port, result, first_seen, last_seen, state_since "
                 "FROM host_ports").fetchall():
-            entry = entries.get(key)
-            if entry is not None:
-                entry.ports[f"{proto}/{port}"] = PortRow(
+            owner = entries.get(key)
+            if owner is not None:
+                owner.ports[f"{proto}/{port}"] = PortRow(
                     result=_result_decoder.decode(result), first_seen=_utc(first),
                     last_seen=_utc(last), state_since=_utc(since))
         for table, entry in stored:
