@@ -9,6 +9,7 @@ pay for DuckDB or nats-py.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    _tune_gc()
     try:
         config = _config_for(args)
         setup_logging(config.logging, verbose=args.verbose)
@@ -86,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lanscope {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _tune_gc() -> None:
+    """Scans and the pipeline allocate many short-lived objects (results, decoded events,
+    rows) and almost no cycles: collect generation 0 far less often, and keep what was
+    imported at start-up out of the collector's scans. bench.pipeline, 10,000 new hosts/s
+    into host_state: 3,800-3,900/s kept up with the defaults, 4,600-5,300/s with this."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _config_for(args: argparse.Namespace) -> Config:

@@ -78,7 +78,8 @@ def main(args: argparse.Namespace, config: Config) -> int:
     targets = targets_from_args(args, config)
     spec = port_spec(args, config, udp_default=False)
     prober = Prober(prober_config(args, config))
-    argv = "lanscope scan " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    # The whole command line, like nmap's args attribute (global options such as -c included).
+    argv = " ".join(["lanscope", *(shlex.quote(a) for a in sys.argv[1:])])
     started = time.time()
 
     addresses = [str(a) for a in targets]
