@@ -92,10 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _tune_gc() -> None:
     """Scans and the pipeline allocate many short-lived objects (results, decoded events,
-    rows) and almost no cycles: collect generation 0 far less often, and keep what was
-    imported at start-up out of the collector's scans. bench.pipeline, 10,000 new hosts/s
-    into host_state: 3,800-3,900/s kept up with the defaults, 4,600-5,300/s with this."""
-    gc.freeze()
+    rows) and almost no cycles: collect generation 0 far less often. bench.pipeline,
+    10,000 new hosts/s into host_state: 3,800-3,900/s kept up with the default
+    thresholds, 4,600-5,300/s with these. (No gc.freeze(): frozen DuckDB objects are
+    never finalised and nanobind reports them as leaks at exit.)"""
     gc.set_threshold(50_000, 20, 100)
 
 
