@@ -1,10 +1,12 @@
 """Neighbour table producer: the kernel's IPv4 ARP and IPv6 NDP entries as sightings.
 
 Only REACHABLE and DELAY entries are evidence that a host is up now (the
-kernel confirmed it within the last reachable time). STALE, PROBE, FAILED,
-INCOMPLETE and PERMANENT entries are published with ``alive=False``: a record
-that a host was there, never proof that it still is. Multicast, loopback and
-NOARP entries (no host behind them) are skipped.
+kernel confirmed it within the last reachable time). STALE, PROBE, FAILED and
+PERMANENT entries with a MAC are published with ``alive=False``: a record that a
+host was there, never proof that it still is. Entries without a MAC (INCOMPLETE,
+most FAILED ones) are skipped: the kernel asked and nobody answered, so nothing
+was seen — every address a sweep probes leaves one, and publishing them made a
+phantom host of each. Multicast, loopback and NOARP entries are skipped too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_secs: float = 30.0
     ipv6: bool = True
     interfaces: list[str] = []           # empty: every interface
-    include_failed: bool = True          # publish FAILED/INCOMPLETE entries (alive=False, no MAC)
 
 
 class Neighbours:
@@ -53,12 +54,12 @@ class Neighbours:
             states = set(entry.state.split("|"))
             if states & {"NOARP", "NONE"}:
                 continue
-            if not entry.mac and not self.config.include_failed:
+            if not entry.mac:
                 continue
             state = entry.state
             events.append(HostSeen(host_key=host_key(entry.mac, entry.ip), observed_at=now,
                                    source=SOURCE, ip=entry.ip, mac=entry.mac,
-                                   alive=bool(states & ALIVE_STATES) and entry.mac is not None,
+                                   alive=bool(states & ALIVE_STATES),
                                    evidence=f"neighbour:{state}", interface=entry.interface,
                                    neighbour_state=state))
         return events

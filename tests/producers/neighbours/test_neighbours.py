@@ -24,8 +24,7 @@ async def test_reads_the_scanner_namespace_table(lab: Any) -> None:
     assert entry.mac == nginx.mac and entry.interface == "br0" and entry.source == "neighbour"
     assert entry.neighbour_state in {"REACHABLE", "DELAY", "STALE", "PROBE"}
     assert entry.alive == (entry.neighbour_state in {"REACHABLE", "DELAY"})
-    down = seen.get(lab.DOWN_IP)
-    assert down is None or (down.alive is False and down.mac is None)
+    assert lab.DOWN_IP not in seen            # nobody answered: nothing was seen
 
 
 async def _fixed(entries: list[Neighbour]) -> Neighbours:
@@ -41,15 +40,20 @@ async def _fixed(entries: list[Neighbour]) -> Neighbours:
     ("STALE", "02:00:00:00:00:01", False),
     ("PROBE", "02:00:00:00:00:01", False),
     ("PERMANENT", "02:00:00:00:00:01", False),
-    ("FAILED", None, False),
-    ("INCOMPLETE", None, False),
+    ("FAILED", "02:00:00:00:00:01", False),
 ])
-async def test_only_confirmed_states_are_alive(state: str, mac: str | None, alive: bool) -> None:
+async def test_only_confirmed_states_are_alive(state: str, mac: str, alive: bool) -> None:
     stage = await _fixed([Neighbour("10.0.0.5", mac, state, "eth0")])
     [event] = await stage.sweep()
     assert isinstance(event, HostSeen)
     assert (event.alive, event.neighbour_state, event.evidence) == (alive, state, f"neighbour:{state}")
-    assert event.host_key == (mac or "10.0.0.5")
+    assert event.host_key == mac
+
+
+@pytest.mark.parametrize("state", ["INCOMPLETE", "FAILED"])
+async def test_unresolved_entries_are_not_sightings(state: str) -> None:
+    stage = await _fixed([Neighbour("10.0.0.5", None, state, "eth0")])
+    assert await stage.sweep() == []
 
 
 async def test_multicast_loopback_and_noarp_are_skipped() -> None:
