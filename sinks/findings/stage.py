@@ -35,13 +35,13 @@ from schemas import (
     HostSeen,
     PortsProbed,
 )
+from sinks._outbox import apply_batch, trim
 
 from . import _io
 from .rules import Rule, parse_rules, port_holds
 
 log = logging.getLogger(__name__)
 STAGE = "findings"
-_OUTBOX_INPUTS = 5000          # recent inputs whose outputs are kept for redelivery
 _SAVE_EVERY = timedelta(seconds=60)
 
 
@@ -107,28 +107,14 @@ class Findings:
     # ------------------------------------------------------------------ batch
 
     async def write(self, batch: list[Event]) -> list[Event]:
-        outputs: dict[str, Finding] = {}
-        produced = False
-        for event in sorted(batch, key=lambda e: e.observed_at):
-            if event.id and event.id in self.state.outbox:
-                for finding in self.state.outbox[event.id]:
-                    outputs.setdefault(finding.id, finding)
-                continue
-            made = self._handle(event)
-            if made:
-                produced = True
-                for finding in made:
-                    outputs[finding.id] = finding
-                if event.id:
-                    self.state.outbox[event.id] = made
+        outputs, produced = apply_batch(batch, self.state.outbox, self._handle)
         expired = self._expire()
         if expired:
             produced = True
             for finding in expired:
                 outputs[finding.id] = finding
         if produced:
-            while len(self.state.outbox) > _OUTBOX_INPUTS:
-                del self.state.outbox[next(iter(self.state.outbox))]
+            trim(self.state.outbox)
             await self._save()
         elif self._dirty and (self._saved_at is None or self.clock() - self._saved_at > _SAVE_EVERY):
             await self._save()

@@ -27,12 +27,12 @@ from typing import Any, Literal
 import msgspec
 
 from schemas import ChangeKind, Event, HostChanged, RegistryEntry
+from sinks._outbox import apply_batch, trim
 
 from . import _io
 
 log = logging.getLogger(__name__)
 STAGE = "registry"
-_OUTBOX_INPUTS = 5000
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -139,25 +139,11 @@ class Registry:
     # ------------------------------------------------------------------ batch
 
     async def write(self, batch: list[Event]) -> list[Event]:
-        outputs: dict[str, RegistryEntry] = {}
-        changed = False
-        for event in sorted(batch, key=lambda e: e.observed_at):
-            if event.id and event.id in self.state.outbox:
-                for out in self.state.outbox[event.id]:
-                    outputs.setdefault(out.id, out)
-                continue
-            if not isinstance(event, HostChanged):
-                continue
-            made = self._handle(event)
-            if made:
-                changed = True
-                for out in made:
-                    outputs[out.id] = out
-                if event.id:
-                    self.state.outbox[event.id] = made
+        outputs, changed = apply_batch(
+            batch, self.state.outbox,
+            lambda event: self._handle(event) if isinstance(event, HostChanged) else [])
         if changed:
-            while len(self.state.outbox) > _OUTBOX_INPUTS:
-                del self.state.outbox[next(iter(self.state.outbox))]
+            trim(self.state.outbox)
             await self._save()
         return list(outputs.values())
 
