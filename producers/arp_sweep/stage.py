@@ -31,7 +31,6 @@ InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_secs: float = 60.0
-    targets: list[str] = []              # empty: every attached private IPv4 subnet
     exclude: list[str] = []
     interfaces: list[str] = []           # empty: every up interface with an IPv4 address
     timeout_ms: int = 800                # the longest wait for replies after the last request
@@ -59,9 +58,7 @@ class ArpSweep:
         self._interfaces = interfaces
         self._clock = clock
         self._progress = progress
-        self._targets = targets
-        if targets is None and config.targets:
-            self._targets = parse_targets(config.targets, exclude=config.exclude)
+        self._targets = targets          # None: every attached private IPv4 subnet
 
     def _plan(self, found: list[Interface]) -> list[tuple[Interface, ipaddress.IPv4Interface, Targets]]:
         """(interface, own address, on-link targets) for every interface that has some."""

@@ -32,7 +32,6 @@ InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_secs: float = 300.0
-    targets: list[str] = []              # empty: every attached private IPv4 subnet
     exclude: list[str] = []
     timeout_ms: int = 1000               # the longest wait for echo replies after the last request
     quiet_ms: int = 100                  # stop earlier once replies have paused this long
@@ -59,9 +58,7 @@ class PingSweep:
         self._interfaces = interfaces
         self._clock = clock
         self._progress = progress
-        self._targets = targets
-        if targets is None and config.targets:
-            self._targets = parse_targets(config.targets, exclude=config.exclude)
+        self._targets = targets          # None: every attached private IPv4 subnet
 
     async def _resolve_targets(self) -> tuple[Targets, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
         found = await self._interfaces()
