@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import csv
 import logging
-import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +21,7 @@ import msgspec
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_json, print_table
+from lanscope.runtime.embedded import configured_url
 from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, run_query
 
 log = logging.getLogger(__name__)
@@ -68,29 +67,12 @@ def _csv_cell(value: Any) -> Any:
 def ask(config: Config, sql: str, *, pipeline: bool = True) -> QueryResult:
     """Answer one read-only query: from the running pipeline if it answers, else from the file."""
     if pipeline:
-        url = _pipeline_url(config)
+        url = configured_url(config.nats, config.data_dir)
         if url:
             reply = asyncio.run(_request(config, url, sql))
             if reply is not None:
                 return _decode_reply(reply)
     return _from_file(config, sql)
-
-
-def _pipeline_url(config: Config) -> str | None:
-    """The configured NATS url, or the embedded server's (its config file names the port)."""
-    if config.nats.url:
-        return config.nats.url
-    conf = Path(config.data_dir) / "nats" / "nats-server.conf"
-    try:
-        text = conf.read_text()
-    except OSError:
-        return None
-    host = re.search(r'^host:\s*"?([^"\s]+)"?', text, re.MULTILINE)
-    port = re.search(r"^port:\s*(\d+)", text, re.MULTILINE)
-    if not port:
-        return None
-    name = host.group(1) if host else "127.0.0.1"
-    return f"nats://{f'[{name}]' if ':' in name else name}:{port.group(1)}"
 
 
 async def _request(config: Config, url: str, sql: str) -> bytes | None:
