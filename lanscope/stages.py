@@ -235,7 +235,7 @@ def build_host_state(ctx: StageContext) -> Any:
     return HostState(HostStateConfig(
         path=str(c.duckdb_path), missed_sweeps=c.presence.missed_sweeps,
         grace_secs=c.presence.grace_secs, keep_event_ids_secs=c.duckdb.keep_event_ids_days * 86400,
-        max_query_rows=c.duckdb.max_query_rows))
+        max_query_rows=c.duckdb.max_query_rows, compact_secs=c.duckdb.compact_secs))
 
 
 def build_findings(ctx: StageContext) -> Any:

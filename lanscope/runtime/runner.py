@@ -510,7 +510,10 @@ class SinkRunner(_ConsumerRunner):
             async with self._heartbeat(msgs):
                 async with self._write_lock:
                     started = time.perf_counter()
-                    outputs: list[Event] = await self.stage.write([event for _, event in items])
+                    # Only a message delivered before can have been committed before.
+                    redelivered = {event.id for msg, event in items if _deliveries(msg) > 1}
+                    outputs: list[Event] = await self.stage.write([event for _, event in items],
+                                                                  redelivered)
                     done_at = time.perf_counter()
                     fill_sink_ids(outputs, self.spec.name)
                     # The publish turn is taken before the next batch may write.

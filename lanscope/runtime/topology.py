@@ -7,6 +7,7 @@ graph test (every consumed subject is produced by someone).
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -54,11 +55,12 @@ class Sink(Protocol):
     The runtime publishes the returned events (waiting for PubAck) and only
     then acks the batch. A redelivered input must be harmless: write() returns
     the same outputs for it again (outbox), so nothing is lost between the
-    commit and the publish."""
+    commit and the publish. ``redelivered`` names the inputs the bus delivered
+    before (only those can have been committed before); None: any may have been."""
 
     async def open(self) -> None: ...
 
-    async def write(self, batch: list[Event]) -> list[Event]: ...
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]: ...
 
     async def close(self) -> None: ...
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,7 +106,8 @@ class Findings:
 
     # ------------------------------------------------------------------ batch
 
-    async def write(self, batch: list[Event]) -> list[Event]:
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]:
+        # Every input is looked up in the outbox anyway (it is in memory): `redelivered` is not needed.
         outputs, produced = apply_batch(batch, self.state.outbox, self._handle)
         expired = self._expire()
         if expired:

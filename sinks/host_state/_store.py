@@ -2,24 +2,32 @@
 
 Only this module touches DuckDB. Every blocking call goes through
 ``asyncio.to_thread`` here, once. One ``write()`` is one transaction: the
-processed event ids, the outbox, host records, ports, history, findings and
+processed event ids, the outbox, the host journal, history, findings and
 registry rows commit together or not at all, so the runtime may ack the batch
 after it returns and a redelivered batch finds its ids already processed.
 
-Bulk rows go in with the Appender (never ``executemany``: ~100x slower).
+The journal: most facts only move a known host's clocks (last seen, evidence,
+a port's ``last_seen``), and rewriting its rows for each batch was most of the
+sink's cost. A batch instead commits the records it touched as one
+``host_journal`` row (msgpack of the ``HostEntry`` list, ~3 us per host), and
+the host tables are brought up to date from memory by a *compaction*: every
+``compact_secs``, before every query, at close, and at open (which replays what a
+crash left in the journal). A compaction writes each host once however many
+batches touched it, and deletes the journal rows, in one transaction. Between
+compactions ``hosts``/``host_ports`` lag by at most ``compact_secs``; anything
+that reads them through the sink (``query``) compacts first.
+
+Compaction writes rows with the Appender (never ``executemany``: ~100x slower).
 DuckDB upserts keep the *first* of duplicate keys in one statement, so rows
 arrive here already de-duplicated by key (the fold produces one row per host
 and port; findings and registry rows are reduced newest-wins by the caller)
 and replace existing rows with delete-then-append inside the transaction.
-
-Most writes only move a known host's clocks (last seen, evidence, the state
-blob) or a port's ``last_seen``. The store remembers every committed row minus
-those columns, and such rows become one narrow ``UPDATE ... FROM unnest(...)``
-per table instead of a delete and a 29-column append: ~3x cheaper in DuckDB,
-commit included. Rows equal to the committed ones are not written at all.
-Timestamps cross into those statements as integer microseconds
-(``make_timestamptz``): converting aware ``datetime`` objects is much of the
-Appender's cost.
+The store remembers every committed row minus its clock columns: a row whose
+rest is unchanged becomes one narrow ``UPDATE ... FROM unnest(...)`` per table
+instead of a delete and a 29-column append; rows equal to the committed ones
+are not written at all. Timestamps cross into those statements as integer
+microseconds (``make_timestamptz``): converting aware ``datetime`` objects is
+much of the Appender's cost.
 
 IPs are stored as text plus integers (``ipv4 UINTEGER``, ``ipv6 UHUGEINT``):
 the ``inet`` extension would be downloaded at run time, which lanscope never does.
@@ -30,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +54,8 @@ import msgspec
 from schemas import Finding, HostChanged, PortResult, RegistryEntry
 
 from .fold import HistoryRow, HostEntry, PortRow
+
+log = logging.getLogger(__name__)
 
 _HOST_COLUMNS = """
     host_key VARCHAR NOT NULL,
@@ -100,6 +112,19 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TIMESTAMPTZ NOT NULL);
     CREATE INDEX outbox_input ON outbox (input_id);
     """,
+    # 2: the host journal (see _write); processed ids one row per batch, not one per id.
+    """
+    CREATE TABLE host_journal (
+        seq BIGINT NOT NULL, written_at TIMESTAMPTZ NOT NULL, entries BLOB NOT NULL,
+        removed VARCHAR[] NOT NULL);
+    CREATE TABLE processed_batches (processed_at TIMESTAMPTZ NOT NULL, event_ids VARCHAR NOT NULL);
+    INSERT INTO processed_batches
+        SELECT processed_at, string_agg(event_id, chr(10)) FROM processed_events GROUP BY processed_at;
+    DROP TABLE processed_events;
+    CREATE VIEW processed_events AS
+        SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
+        FROM processed_batches;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -107,6 +132,8 @@ _entry_encoder = msgspec.json.Encoder()
 _entry_decoder = msgspec.json.Decoder(HostEntry)
 _result_decoder = msgspec.json.Decoder(PortResult)
 _changed_decoder = msgspec.json.Decoder(HostChanged)
+_journal_encoder = msgspec.msgpack.Encoder()
+_journal_decoder = msgspec.msgpack.Decoder(list[HostEntry])
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -167,9 +194,9 @@ class Batch:
 
     processed: list[str] = field(default_factory=list)
     outbox: list[tuple[str, HostChanged]] = field(default_factory=list)   # (input id, output)
-    hosts: list[HostEntry] = field(default_factory=list)
+    hosts: list[HostEntry] = field(default_factory=list)                  # touched: journaled
     removed_hosts: dict[str, str] = field(default_factory=dict)           # old key -> new key
-    ports_of: list[HostEntry] = field(default_factory=list)               # rewrite these hosts' ports
+    ports_of: list[HostEntry] = field(default_factory=list)               # their ports changed
     history: list[HistoryRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     registry: list[RegistryEntry] = field(default_factory=list)
@@ -253,16 +280,26 @@ def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 class HostStore:
-    """The DuckDB file of the host_state sink (the one writer)."""
+    """The DuckDB file of the host_state sink (the one writer).
 
-    def __init__(self, path: Path) -> None:
+    ``compact_secs``: how often the journal is folded into the host tables;
+    ``compact_hosts``: ... or as soon as this many hosts wait in it."""
+
+    def __init__(self, path: Path, *, compact_secs: float = 5.0, compact_hosts: int = 50000) -> None:
         self.path = path
+        self.compact_secs = compact_secs
+        self.compact_hosts = compact_hosts
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()   # one write transaction at a time on the main connection
-        # What is committed, minus the clock columns: (table, host_key) -> host row head,
-        # host_key -> {"tcp/22": port row without last_seen}. Changed only after a COMMIT.
+        # What the host tables hold, minus the clock columns: (table, host_key) -> host row
+        # head, host_key -> {"tcp/22": port row without last_seen}. Changed only after a COMMIT.
         self._hosts: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._ports: dict[str, dict[str, tuple[Any, ...]]] = {}
+        # Committed to the journal, not yet to the host tables (the live entries).
+        self._journaled: dict[str, HostEntry] = {}
+        self._ports_journaled: set[str] = set()
+        self._journal_seq = 0
+        self._compacted_at = time.monotonic()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -282,6 +319,7 @@ class HostStore:
 
     async def close(self) -> None:
         if self._con is not None:
+            await asyncio.to_thread(self._compact_now)
             con, self._con = self._con, None
             await asyncio.to_thread(con.close)
 
@@ -311,29 +349,44 @@ class HostStore:
                 raise
 
     def _load(self, con: duckdb.DuckDBPyConnection) -> list[HostEntry]:
-        entries: dict[str, HostEntry] = {}
-        self._hosts, self._ports = {}, {}
-        stored: list[tuple[str, HostEntry]] = []
-        for table in ("hosts_by_mac", "hosts_by_ip"):
-            for (state,) in con.execute(f"SELECT state FROM {table}").fetchall():
-                entry = _entry_decoder.decode(state)
-                entries[entry.record.host_key] = entry
-                stored.append((table, entry))
-        for key, proto, port, result, first, last, since in con.execute(
-                "SELECT host_key, protocol, port, result, first_seen, last_seen, state_since "
-                "FROM host_ports").fetchall():
-            owner = entries.get(key)
-            if owner is not None:
-                owner.ports[f"{proto}/{port}"] = PortRow(
-                    result=_result_decoder.decode(result), first_seen=_utc(first),
-                    last_seen=_utc(last), state_since=_utc(since))
-        for table, entry in stored:
-            self._hosts[(table, entry.record.host_key)] = _host_row(entry, table)[:_clocks_at(table)]
-        for entry in entries.values():
-            if entry.ports:
-                self._ports[entry.record.host_key] = {
-                    name: _port_head(row) for name, row in zip(entry.ports, _port_rows(entry), strict=True)}
-        return list(entries.values())
+        """Every host: the host tables, then the journal on top (and compacted into them)."""
+        with self._lock:
+            entries: dict[str, HostEntry] = {}
+            self._hosts, self._ports = {}, {}
+            stored: list[tuple[str, HostEntry]] = []
+            for table in ("hosts_by_mac", "hosts_by_ip"):
+                for (state,) in con.execute(f"SELECT state FROM {table}").fetchall():
+                    entry = _entry_decoder.decode(state)
+                    entries[entry.record.host_key] = entry
+                    stored.append((table, entry))
+            for key, proto, port, result, first, last, since in con.execute(
+                    "SELECT host_key, protocol, port, result, first_seen, last_seen, state_since "
+                    "FROM host_ports").fetchall():
+                owner = entries.get(key)
+                if owner is not None:
+                    owner.ports[f"{proto}/{port}"] = PortRow(
+                        result=_result_decoder.decode(result), first_seen=_utc(first),
+                        last_seen=_utc(last), state_since=_utc(since))
+            for table, entry in stored:
+                self._hosts[(table, entry.record.host_key)] = _host_row(entry, table)[:_clocks_at(table)]
+            for entry in entries.values():
+                if entry.ports:
+                    self._ports[entry.record.host_key] = {
+                        name: _port_head(row) for name, row in zip(entry.ports, _port_rows(entry), strict=True)}
+            self._journaled, self._ports_journaled, self._journal_seq = {}, set(), 0
+            for seq, removed, blob in con.execute(
+                    "SELECT seq, removed, entries FROM host_journal ORDER BY seq").fetchall():
+                self._journal_seq = seq
+                for key in removed:   # their rows went in the same commit
+                    entries.pop(key, None)
+                    self._journaled.pop(key, None)
+                for entry in _journal_decoder.decode(blob):
+                    entries[entry.record.host_key] = self._journaled[entry.record.host_key] = entry
+            self._ports_journaled = set(self._journaled)
+            if self._journaled:
+                log.info("host_state: %d hosts replayed from the journal", len(self._journaled))
+                self._compact(con)
+            return list(entries.values())
 
     # ---------------------------------------------------------------- writing
 
@@ -344,17 +397,18 @@ class HostStore:
         return await asyncio.to_thread(self._processed, list(ids))
 
     def _processed(self, ids: list[str]) -> dict[str, list[HostChanged]]:
+        # A scan of every kept id: the runtime asks only for redelivered messages.
         with self._lock:
             cur = self.con.cursor()
             try:
                 done = {row[0] for row in cur.execute(
-                    "SELECT event_id FROM processed_events WHERE event_id IN (SELECT unnest(?))",
-                    [ids]).fetchall()}
-                found: dict[str, list[HostChanged]] = {i: [] for i in done}
-                if done:
+                    "SELECT DISTINCT event_id FROM processed_events "
+                    "WHERE event_id IN (SELECT unnest(?))", [[_id_text(i) for i in ids]]).fetchall()}
+                found: dict[str, list[HostChanged]] = {i: [] for i in ids if _id_text(i) in done}
+                if found:
                     for input_id, payload in cur.execute(
                             "SELECT input_id, payload FROM outbox WHERE input_id IN (SELECT unnest(?)) "
-                            "ORDER BY rowid", [sorted(done)]).fetchall():
+                            "ORDER BY rowid", [sorted(found)]).fetchall():
                         found[input_id].append(_changed_decoder.decode(payload))
                 return found
             finally:
@@ -368,32 +422,33 @@ class HostStore:
             con = self.con
             con.execute("BEGIN")
             try:
-                hosts, ports = self._write_rows(con, batch, now)
+                self._write_rows(con, batch, now)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            # Committed: remember it (removed keys are None).
-            for host_key, head in hosts.items():
-                if head is None:
-                    self._hosts.pop(host_key, None)
-                else:
-                    self._hosts[host_key] = head
-            for key, heads in ports.items():
-                if heads is None:
-                    self._ports.pop(key, None)
-                else:
-                    self._ports[key] = heads
+            # Committed: the removed hosts' rows are gone, the touched ones wait in the journal.
+            self._journal_seq += 1
+            for old in batch.removed_hosts:
+                self._hosts.pop(("hosts_by_ip", old), None)
+                self._ports.pop(old, None)
+                self._journaled.pop(old, None)
+                self._ports_journaled.discard(old)
+            for entry in batch.hosts:
+                self._journaled[entry.record.host_key] = entry
+            self._ports_journaled.update(e.record.host_key for e in batch.ports_of)
+            if (len(self._journaled) >= self.compact_hosts
+                    or time.monotonic() - self._compacted_at >= self.compact_secs):
+                try:
+                    self._compact(con)
+                except duckdb.Error as exc:   # the journal still has it all: try again later
+                    log.warning("host_state: compaction failed, retried later: %s", exc)
 
-    def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime
-                    ) -> tuple[dict[tuple[str, str], tuple[Any, ...] | None],
-                               dict[str, dict[str, tuple[Any, ...]] | None]]:
-        """Write the batch's rows; return what the store remembers once they commit."""
-        hosts: dict[tuple[str, str], tuple[Any, ...] | None] = {}
-        ports: dict[str, dict[str, tuple[Any, ...]] | None] = {}
+    def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime) -> None:
         if batch.processed:
-            # One list parameter, one timestamp: ~2x cheaper than an appended row per id.
-            con.execute("INSERT INTO processed_events SELECT unnest($1), $2", [batch.processed, now])
+            # One row per batch (see the processed_events view): ~3x cheaper than a row per id.
+            con.execute("INSERT INTO processed_batches VALUES ($1, $2)",
+                        [now, "\n".join(_id_text(i) for i in batch.processed)])
         if batch.outbox:
             with con.appender("outbox") as app:
                 app.append_rows((i, e.id, _json(e), now) for i, e in batch.outbox)
@@ -402,15 +457,10 @@ class HostStore:
             con.execute("DELETE FROM hosts_by_ip WHERE host_key = ?", [old])
             con.execute("DELETE FROM host_ports WHERE host_key = ?", [old])
             con.execute("UPDATE history SET host_key = ? WHERE host_key = ?", [new, old])
-            hosts[("hosts_by_ip", old)] = None
-            ports[old] = None
-        if batch.hosts:
-            for table, entries in (("hosts_by_mac", [e for e in batch.hosts if e.record.mac]),
-                                   ("hosts_by_ip", [e for e in batch.hosts if not e.record.mac])):
-                if entries:
-                    self._write_hosts(con, table, entries, hosts)
-        if batch.ports_of:
-            self._write_ports(con, batch.ports_of, ports)
+        if batch.hosts or batch.removed_hosts:
+            con.execute("INSERT INTO host_journal VALUES ($1, $2, $3, $4)",
+                        [self._journal_seq + 1, now, _journal_encoder.encode(batch.hosts),
+                         list(batch.removed_hosts)])
         if batch.history:
             with con.appender("history") as app:
                 app.append_rows((h.host_key, h.field, _json(h.old), _json(h.new), h.source,
@@ -419,7 +469,44 @@ class HostStore:
             self._replace_newer(con, "findings", "finding_id", [_finding_row(f) for f in batch.findings])
         if batch.registry:
             self._replace_newer(con, "registry", "entry_id", [_registry_row(r) for r in batch.registry])
-        return hosts, ports
+
+    async def compact(self) -> None:
+        """Bring the host tables up to date (the caller holds memory equal to what is committed)."""
+        await asyncio.to_thread(self._compact_now)
+
+    def _compact_now(self) -> None:
+        with self._lock:
+            self._compact(self.con)
+
+    def _compact(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write every journaled host to the host tables once and empty the journal."""
+        self._compacted_at = time.monotonic()
+        if not self._journaled:
+            return
+        entries = list(self._journaled.values())
+        hosts: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+        ports: dict[str, dict[str, tuple[Any, ...]] | None] = {}
+        con.execute("BEGIN")
+        try:
+            for table, group in (("hosts_by_mac", [e for e in entries if e.record.mac]),
+                                 ("hosts_by_ip", [e for e in entries if not e.record.mac])):
+                if group:
+                    self._write_hosts(con, table, group, hosts)
+            dirty = [e for e in entries if e.record.host_key in self._ports_journaled]
+            if dirty:
+                self._write_ports(con, dirty, ports)
+            con.execute("DELETE FROM host_journal")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        for host_key, head in hosts.items():
+            if head is not None:
+                self._hosts[host_key] = head
+        for key, heads in ports.items():
+            if heads is not None:
+                self._ports[key] = heads
+        self._journaled, self._ports_journaled = {}, set()
 
     def _write_hosts(self, con: duckdb.DuckDBPyConnection, table: str, entries: list[HostEntry],
                      remembered: dict[tuple[str, str], tuple[Any, ...] | None]) -> None:
@@ -505,12 +592,17 @@ class HostStore:
     def _prune(self, before: datetime) -> None:
         with self._lock:
             self.con.execute("DELETE FROM outbox WHERE created_at < ?", [before])
-            self.con.execute("DELETE FROM processed_events WHERE processed_at < ?", [before])
+            self.con.execute("DELETE FROM processed_batches WHERE processed_at < ?", [before])
 
     # --------------------------------------------------------------- querying
 
     async def query(self, sql: str, max_rows: int) -> QueryResult:
         return await asyncio.to_thread(run_query, self.con, sql, max_rows)
+
+
+def _id_text(event_id: str) -> str:
+    """An event id as processed_batches keeps it (newline-separated)."""
+    return event_id.replace("\n", " ")
 
 
 def _clocks_at(table: str) -> int:

@@ -5,13 +5,17 @@ DuckDB at ``open()``), commits everything in one transaction, and returns the
 ``HostChanged`` events to publish. Inputs whose ids were committed before (a
 redelivery after a crash between commit and ack) are not folded again; their
 stored outputs (the outbox) are returned again, with the same ids, so the
-runtime's ``Nats-Msg-Id`` de-duplication drops the copies.
+runtime's ``Nats-Msg-Id`` de-duplication drops the copies. Only inputs the bus
+delivered before can have been committed before, so with ``redelivered`` (the
+runtime's word on which those are) only they are looked up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Collection
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +37,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     grace_secs: float = 900.0               # ... and this long since its last evidence
     keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
     max_query_rows: int = 10000             # query() returns at most this many rows
+    compact_secs: float = 5.0               # host tables catch up with the journal this often
 
 
 def _utcnow() -> datetime:
@@ -49,10 +54,14 @@ class HostState:
     def __init__(self, config: Config, store: HostStore | None = None,
                  clock: Callable[[], datetime] = _utcnow) -> None:
         self.config = config
-        self.store = store if store is not None else HostStore(Path(config.path))
+        self.store = store if store is not None else HostStore(Path(config.path),
+                                                               compact_secs=config.compact_secs)
         self.clock = clock
         self.book = HostBook(PresencePolicy(config.missed_sweeps, config.grace_secs))
         self._last_prune: datetime | None = None
+        # Held while memory may run ahead of the file (fold .. commit): a query's
+        # compaction writes the book's entries, which must all be committed ones.
+        self._writing = asyncio.Lock()
 
     async def open(self) -> None:
         entries = await self.store.open()
@@ -60,10 +69,16 @@ class HostState:
         log.info("host_state: %d hosts loaded from %s", len(entries), self.store.path)
 
     async def close(self) -> None:
-        await self.store.close()
+        async with self._writing:
+            await self.store.close()
 
-    async def write(self, batch: list[Event]) -> list[Event]:
-        done = await self.store.processed([e.id for e in batch if e.id])
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]:
+        async with self._writing:
+            return await self._write(batch, redelivered)
+
+    async def _write(self, batch: list[Event], redelivered: Collection[str] | None) -> list[Event]:
+        maybe_done = [e.id for e in batch if e.id and (redelivered is None or e.id in redelivered)]
+        done = await self.store.processed(maybe_done)
         replayed: dict[str, Event] = {}
         fresh: list[Event] = []
         seen_ids: set[str] = set()
@@ -123,6 +138,8 @@ class HostState:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _error(f"bad query request: {exc}; send {{\"sql\": \"SELECT ...\"}}")
         try:
+            async with self._writing:
+                await self.store.compact()    # the host tables as of the last commit
             result = await self.store.query(sql, self.config.max_query_rows)
         except QueryRejected as exc:
             return _error(str(exc))

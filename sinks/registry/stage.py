@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -138,7 +138,8 @@ class Registry:
 
     # ------------------------------------------------------------------ batch
 
-    async def write(self, batch: list[Event]) -> list[Event]:
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]:
+        # Every input is looked up in the outbox anyway (it is in memory): `redelivered` is not needed.
         outputs, changed = apply_batch(
             batch, self.state.outbox,
             lambda event: self._handle(event) if isinstance(event, HostChanged) else [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from lanscope.runtime.topology import Kind, StageSpec
@@ -64,7 +64,7 @@ class MemorySink:
     async def open(self) -> None:
         self.opened = True
 
-    async def write(self, batch: list[Event]) -> list[Event]:
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]:
         self.writing.set()
         if self.gate is not None:
             await self.gate.wait()
@@ -91,7 +91,7 @@ class SqliteSink:
         self.db.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, host_key TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS deliveries (id TEXT)")
 
-    async def write(self, batch: list[Event]) -> list[Event]:
+    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]:
         assert self.db is not None
         if self.write_delay_secs:
             await asyncio.sleep(self.write_delay_secs)   # simulated slow commit: a window to kill in

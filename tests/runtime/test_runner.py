@@ -274,11 +274,11 @@ class PoisonSink(MemorySink):
         self.poison = poison
         self.attempts = 0
 
-    async def write(self, batch: list[Any]) -> list[Any]:
+    async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
         self.attempts += 1
         if any(event.host_key == self.poison for event in batch):
             raise RuntimeError("constraint violated")
-        return await super().write(batch)
+        return await super().write(batch, redelivered)
 
 
 async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
