@@ -117,13 +117,14 @@ async def publish_role(args: argparse.Namespace) -> dict[str, Any]:
         if args.rate:
             return await _paced(bus, args)
         batch = messages(workload(args.events, max(1, args.events // 10), args.salt))
-        start_wall, start = time.time(), time.perf_counter()
+        start_wall, start, cpu = time.time(), time.perf_counter(), time.process_time()
         if args.mode == "sync":
             for subject, payload, msg_id in batch:
                 await bus.publish_bytes(subject, payload, msg_id=msg_id)
         else:
             await bus.publish_many(batch)
-        return {"start": start_wall, "secs": time.perf_counter() - start, "events": len(batch)}
+        return {"start": start_wall, "secs": time.perf_counter() - start, "events": len(batch),
+                "cpu": time.process_time() - cpu}
     finally:
         await bus.close()
 
@@ -311,6 +312,16 @@ class Sinks:
 # ---------------------------------------------------------------------- the controller
 
 
+def cpu_secs(pid: int | None) -> float:
+    """User + system CPU seconds of a process (and its reaped children) so far; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+
 async def drained_at(bus: Bus, durable: str, stream: str, since: float, expect: int,
                      deadline_secs: float = 600) -> float:
     """Wall time when the consumer had acked everything (at least `expect` messages delivered)."""
@@ -337,14 +348,21 @@ async def bare_rate(bus: Bus, url: str, n: int, mode: str, salt: str) -> float:
     return result["events"] / result["secs"]
 
 
+class PipelineRun(NamedTuple):
+    rate: float                # events/s into DuckDB
+    lag: float                 # seconds the slowest other sink finished after host_state
+    cpu: dict[str, float]      # CPU seconds per event and process, microseconds
+
+
 async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path,
-                        salt: str) -> tuple[float, float]:
-    """(events/s into DuckDB, seconds the slowest other sink finished after host_state)."""
+                        salt: str, server_pid: int | None) -> PipelineRun:
     await reset(bus)
     sinks = Sinks(url, work, args)
     sinks.start()
     try:
         await sinks.ready(bus, args.sinks)
+        before = {"nats-server": cpu_secs(server_pid),
+                  "sinks": sum(cpu_secs(p.pid) for p in sinks.procs)}
         pub = asyncio.create_task(run_publisher(url, "--events", str(args.events), "--salt", salt))
         while not pub.done():   # the stream exists before the publisher starts; wait for its first message
             await asyncio.sleep(_POLL_SECS)
@@ -356,7 +374,10 @@ async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path
         others = [await drained_at(bus, s, FACTS.name, 0, 0) for s in args.sinks
                   if s != "host_state" and FACTS.name in consumer_bindings(STAGES[s])]
         lag = max([t - done for t in others], default=0.0)
-        return args.events / (done - result["start"]), max(lag, 0.0)
+        used = {"publisher": result["cpu"], "nats-server": cpu_secs(server_pid) - before["nats-server"],
+                "sinks": sum(cpu_secs(p.pid) for p in sinks.procs) - before["sinks"]}
+        cpu = {k: v / args.events * 1e6 for k, v in used.items()}
+        return PipelineRun(args.events / (done - result["start"]), max(lag, 0.0), cpu)
     finally:
         sinks.stop()
 
@@ -459,12 +480,13 @@ async def main_async(args: argparse.Namespace) -> int:
                 salt = f"r{run}-{time.time()}"
                 bare.append(await bare_rate(bus, url, args.events, "window", salt))
                 sync.append(await bare_rate(bus, url, max(args.events // 4, 1), "sync", salt))
-                rate, lag = await pipeline_rate(bus, url, args, work, salt)
-                piped.append(rate)
-                lags.append(lag)
+                measured = await pipeline_rate(bus, url, args, work, salt, server.pid)
+                piped.append(measured.rate)
+                lags.append(measured.lag)
+                cpu = ", ".join(f"{k} {v:.0f}" for k, v in measured.cpu.items())
                 print(f"run {run + 1}: bare pipelined {bare[-1]:,.0f} ev/s, bare one-at-a-time "
                       f"{sync[-1]:,.0f} ev/s, pipeline {piped[-1]:,.0f} ev/s "
-                      f"(other sinks done {lag:.2f} s later)", flush=True)
+                      f"(other sinks done {measured.lag:.2f} s later; CPU us/event: {cpu})", flush=True)
             if args.runs:   # --runs 0: the latency phases alone
                 b, s, p = statistics.median(bare), statistics.median(sync), statistics.median(piped)
                 print(f"\nmedian of {args.runs} ({args.events:,} events, sinks {','.join(args.sinks)}, "

@@ -8,14 +8,16 @@ after it returns and a redelivered batch finds its ids already processed.
 
 The journal: most facts only move a known host's clocks (last seen, evidence,
 a port's ``last_seen``), and rewriting its rows for each batch was most of the
-sink's cost. A batch instead commits the records it touched as one
-``host_journal`` row (msgpack of the ``HostEntry`` list, ~3 us per host), and
-the host tables are brought up to date from memory by a *compaction*: every
-``compact_secs``, before every query, at close, and at open (which replays what a
-crash left in the journal). A compaction writes each host once however many
-batches touched it, and deletes the journal rows, in one transaction. Between
-compactions ``hosts``/``host_ports`` lag by at most ``compact_secs``; anything
-that reads them through the sink (``query``) compacts first.
+sink's cost. A batch instead commits the facts it folded as one ``host_journal``
+row (msgpack, ~0.3 us and ~300 bytes per event), and the host tables are brought
+up to date from memory by a *compaction*: every ``compact_secs``, before every
+query, at close, and at open. A compaction writes each host once however many
+batches touched it, and deletes the journal rows, in one transaction. The fold
+is deterministic, so folding the journal's batches in order onto the host tables
+(what ``open()`` returns and the sink does) gives back exactly the committed
+state after a crash. Between compactions ``hosts``/``host_ports`` lag by at most
+``compact_secs``; anything that reads them through the sink (``query``) compacts
+first.
 
 Compaction writes rows with the Appender (never ``executemany``: ~100x slower).
 DuckDB upserts keep the *first* of duplicate keys in one statement, so rows
@@ -51,7 +53,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from schemas import Finding, HostChanged, PortResult, RegistryEntry
+from schemas import AnyEvent, Finding, HostChanged, PortResult, RegistryEntry
 
 from .fold import HistoryRow, HostEntry, PortRow
 
@@ -114,9 +116,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: the host journal (see _write); processed ids one row per batch, not one per id.
     """
-    CREATE TABLE host_journal (
-        seq BIGINT NOT NULL, written_at TIMESTAMPTZ NOT NULL, entries BLOB NOT NULL,
-        removed VARCHAR[] NOT NULL);
+    CREATE TABLE host_journal (seq BIGINT NOT NULL, written_at TIMESTAMPTZ NOT NULL, facts BLOB NOT NULL);
     CREATE TABLE processed_batches (processed_at TIMESTAMPTZ NOT NULL, event_ids VARCHAR NOT NULL);
     INSERT INTO processed_batches
         SELECT processed_at, string_agg(event_id, chr(10)) FROM processed_events GROUP BY processed_at;
@@ -133,7 +133,7 @@ _entry_decoder = msgspec.json.Decoder(HostEntry)
 _result_decoder = msgspec.json.Decoder(PortResult)
 _changed_decoder = msgspec.json.Decoder(HostChanged)
 _journal_encoder = msgspec.msgpack.Encoder()
-_journal_decoder = msgspec.msgpack.Decoder(list[HostEntry])
+_journal_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -189,12 +189,22 @@ def _json(value: Any) -> str:
 
 
 @dataclass
+class Loaded:
+    """What open() finds: the host tables' records, and the journal's batches of facts
+    (committed, not yet in the tables) for the caller to fold on top, in order."""
+
+    entries: list[HostEntry]
+    journal: list[list[Any]]
+
+
+@dataclass
 class Batch:
     """Everything one write() commits."""
 
     processed: list[str] = field(default_factory=list)
     outbox: list[tuple[str, HostChanged]] = field(default_factory=list)   # (input id, output)
-    hosts: list[HostEntry] = field(default_factory=list)                  # touched: journaled
+    facts: list[Any] = field(default_factory=list)                        # folded: the journal row
+    hosts: list[HostEntry] = field(default_factory=list)                  # what the facts touched
     removed_hosts: dict[str, str] = field(default_factory=dict)           # old key -> new key
     ports_of: list[HostEntry] = field(default_factory=list)               # their ports changed
     history: list[HistoryRow] = field(default_factory=list)
@@ -303,18 +313,18 @@ class HostStore:
 
     # -------------------------------------------------------------- lifecycle
 
-    async def open(self) -> list[HostEntry]:
+    async def open(self) -> Loaded:
         """Open (creating and migrating), and load every host with its ports."""
         return await asyncio.to_thread(self._open)
 
-    def _open(self) -> list[HostEntry]:
+    def _open(self) -> Loaded:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = connect(self.path, read_only=False)
         self._migrate(self._con)
         return self._load(self._con)
 
-    async def reload(self) -> list[HostEntry]:
-        """The committed hosts again (after a failed write left memory ahead of the file)."""
+    async def reload(self) -> Loaded:
+        """The committed state again (after a failed write left memory ahead of the file)."""
         return await asyncio.to_thread(self._load, self.con)
 
     async def close(self) -> None:
@@ -348,8 +358,8 @@ class HostStore:
                 con.execute("ROLLBACK")
                 raise
 
-    def _load(self, con: duckdb.DuckDBPyConnection) -> list[HostEntry]:
-        """Every host: the host tables, then the journal on top (and compacted into them)."""
+    def _load(self, con: duckdb.DuckDBPyConnection) -> Loaded:
+        """The host tables' records, and the journal's batches of facts in commit order."""
         with self._lock:
             entries: dict[str, HostEntry] = {}
             self._hosts, self._ports = {}, {}
@@ -373,20 +383,23 @@ class HostStore:
                 if entry.ports:
                     self._ports[entry.record.host_key] = {
                         name: _port_head(row) for name, row in zip(entry.ports, _port_rows(entry), strict=True)}
-            self._journaled, self._ports_journaled, self._journal_seq = {}, set(), 0
-            for seq, removed, blob in con.execute(
-                    "SELECT seq, removed, entries FROM host_journal ORDER BY seq").fetchall():
-                self._journal_seq = seq
-                for key in removed:   # their rows went in the same commit
-                    entries.pop(key, None)
-                    self._journaled.pop(key, None)
-                for entry in _journal_decoder.decode(blob):
-                    entries[entry.record.host_key] = self._journaled[entry.record.host_key] = entry
-            self._ports_journaled = set(self._journaled)
-            if self._journaled:
-                log.info("host_state: %d hosts replayed from the journal", len(self._journaled))
-                self._compact(con)
-            return list(entries.values())
+            journal = con.execute("SELECT seq, facts FROM host_journal ORDER BY seq").fetchall()
+            self._journaled, self._ports_journaled = {}, set()
+            self._journal_seq = journal[-1][0] if journal else 0
+            return Loaded(list(entries.values()), [_journal_decoder.decode(blob) for _, blob in journal])
+
+    def remember(self, hosts: Sequence[HostEntry], removed: Sequence[str],
+                 ports_of: Sequence[HostEntry]) -> None:
+        """Committed to the journal (or replayed from it): the hosts the tables lag behind on.
+        The removed hosts' rows went in the same commit."""
+        for old in removed:
+            self._hosts.pop(("hosts_by_ip", old), None)
+            self._ports.pop(old, None)
+            self._journaled.pop(old, None)
+            self._ports_journaled.discard(old)
+        for entry in hosts:
+            self._journaled[entry.record.host_key] = entry
+        self._ports_journaled.update(e.record.host_key for e in ports_of)
 
     # ---------------------------------------------------------------- writing
 
@@ -427,16 +440,8 @@ class HostStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            # Committed: the removed hosts' rows are gone, the touched ones wait in the journal.
             self._journal_seq += 1
-            for old in batch.removed_hosts:
-                self._hosts.pop(("hosts_by_ip", old), None)
-                self._ports.pop(old, None)
-                self._journaled.pop(old, None)
-                self._ports_journaled.discard(old)
-            for entry in batch.hosts:
-                self._journaled[entry.record.host_key] = entry
-            self._ports_journaled.update(e.record.host_key for e in batch.ports_of)
+            self.remember(batch.hosts, list(batch.removed_hosts), batch.ports_of)
             if (len(self._journaled) >= self.compact_hosts
                     or time.monotonic() - self._compacted_at >= self.compact_secs):
                 try:
@@ -457,10 +462,9 @@ class HostStore:
             con.execute("DELETE FROM hosts_by_ip WHERE host_key = ?", [old])
             con.execute("DELETE FROM host_ports WHERE host_key = ?", [old])
             con.execute("UPDATE history SET host_key = ? WHERE host_key = ?", [new, old])
-        if batch.hosts or batch.removed_hosts:
-            con.execute("INSERT INTO host_journal VALUES ($1, $2, $3, $4)",
-                        [self._journal_seq + 1, now, _journal_encoder.encode(batch.hosts),
-                         list(batch.removed_hosts)])
+        if batch.facts:
+            con.execute("INSERT INTO host_journal VALUES ($1, $2, $3)",
+                        [self._journal_seq + 1, now, _journal_encoder.encode(batch.facts)])
         if batch.history:
             with con.appender("history") as app:
                 app.append_rows((h.host_key, h.field, _json(h.old), _json(h.new), h.source,

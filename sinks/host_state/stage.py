@@ -25,8 +25,8 @@ import msgspec
 
 from schemas import Event, Finding, HostChanged, RegistryEntry
 
-from ._store import Batch, HostStore, QueryRejected, StoreError
-from .fold import STAGE, HostBook, PresencePolicy
+from ._store import Batch, HostStore, Loaded, QueryRejected, StoreError
+from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,19 @@ class HostState:
         self._writing = asyncio.Lock()
 
     async def open(self) -> None:
-        entries = await self.store.open()
-        self.book = HostBook(self.book.policy, entries)
-        log.info("host_state: %d hosts loaded from %s", len(entries), self.store.path)
+        async with self._writing:
+            await self._load(await self.store.open())
+        log.info("host_state: %d hosts loaded from %s", len(self.book.hosts), self.store.path)
+
+    async def _load(self, loaded: Loaded) -> None:
+        """The book as committed: the host tables, then the journal's batches folded again."""
+        self.book = HostBook(self.book.policy, loaded.entries)
+        for facts in loaded.journal:
+            folded = self.book.fold(facts)
+            self.store.remember(list(folded.upserts.values()), list(folded.deletes), _ports_of(folded))
+        if loaded.journal:
+            log.info("host_state: %d batches replayed from the journal", len(loaded.journal))
+            await self.store.compact()
 
     async def close(self) -> None:
         async with self._writing:
@@ -100,10 +110,10 @@ class HostState:
             folded = self.book.fold(host_facts)
             rows = Batch(
                 processed=sorted(seen_ids),
+                facts=host_facts,
                 hosts=list(folded.upserts.values()),
                 removed_hosts=folded.deletes,
-                ports_of=[folded.upserts[k] for k in sorted(folded.ports_dirty)
-                          if k in folded.upserts],
+                ports_of=_ports_of(folded),
                 history=folded.history,
                 findings=_newest(e for e in fresh if isinstance(e, Finding)),
                 registry=_newest(e for e in fresh if isinstance(e, RegistryEntry)),
@@ -114,7 +124,7 @@ class HostState:
             await self.store.write(rows, self.clock())
         except BaseException:
             # Memory ran ahead of the database: reload it so a retry folds the batch again.
-            self.book = HostBook(self.book.policy, await self.store.reload())
+            await self._load(await self.store.reload())
             raise
         await self._maybe_prune()
         return [*replayed.values(), *folded.changed]
@@ -152,6 +162,11 @@ class HostState:
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+def _ports_of(folded: Folded) -> list[HostEntry]:
+    """The folded hosts whose ports changed."""
+    return [folded.upserts[k] for k in sorted(folded.ports_dirty) if k in folded.upserts]
 
 
 def _newest(events: Any) -> list[Any]:

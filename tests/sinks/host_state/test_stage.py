@@ -8,6 +8,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 
 from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
@@ -200,9 +201,19 @@ async def test_queries_are_answered_while_a_batch_is_being_written(tmp_path: Pat
     assert replies and not [r for r in replies if "error" in r]
 
 
-async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: Path) -> None:
+def crash(sink: HostState) -> None:
+    """What a SIGKILL leaves: the committed transactions, no compaction at close."""
+    con, sink.store._con = sink.store._con, None
+    assert con is not None
+    con.close()
+
+
+@pytest.mark.parametrize("restart", ["close", "crash"])
+async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: Path, restart: str) -> None:
     """Rows whose only change is a clock (last_seen, evidence, state) are updated in place,
-    not rewritten: the file must end up as if every row had been rewritten."""
+    not rewritten, and the host tables catch up with the journal only now and then (after
+    a crash: by folding the journal again at open): the file must end up as if every row
+    had been rewritten for every batch."""
     mac_b = "02:00:00:00:00:0b"
     events = [
         [host_seen("198.18.0.10", MAC_A, t=0, id="a1"), host_seen("198.19.0.5", None, t=0, id="a2"),
@@ -219,12 +230,17 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: 
                       id="d2")],
     ]
     stepwise, at_once = tmp_path / "steps", tmp_path / "once"
-    sink = await opened(stepwise)
+    sink = await opened(stepwise, compact_secs=3600.0)
     for i, batch in enumerate(events):
         await sink.write(batch)
         if i == 1:                       # a restart in between: what is remembered is reloaded
-            await sink.close()
-            sink = await opened(stepwise)
+            before = {k: msgspec.json.encode(e) for k, e in sink.book.hosts.items()}
+            if restart == "close":
+                await sink.close()
+            else:
+                crash(sink)
+            sink = await opened(stepwise, compact_secs=3600.0)
+            assert {k: msgspec.json.encode(e) for k, e in sink.book.hosts.items()} == before
     await sink.close()
     sink = await opened(at_once)
     await sink.write([e for batch in events for e in batch])
@@ -246,3 +262,41 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: 
     assert again.book.hosts == reference.book.hosts
     await again.close()
     await reference.close()
+
+
+async def test_a_query_sees_every_committed_batch(tmp_path: Path) -> None:
+    """Host tables lag behind the journal until a compaction; a query compacts first."""
+    sink = await opened(tmp_path, compact_secs=3600.0)
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1")])
+    await sink.write([host_seen("198.18.0.11", MAC_A, t=10, id="e2"),
+                      host_seen("198.19.0.5", None, source="icmp", t=10, id="e3")])
+    reply = json.loads(await sink.query(
+        b'{"sql": "SELECT host_key, ip, last_seen, (SELECT count(*) FROM host_journal) FROM hosts ORDER BY 1"}'))
+    crash(sink)
+    assert reply["rows"] == [[MAC_A, "198.18.0.11", at(10).isoformat(), 0],
+                             ["198.19.0.5", "198.19.0.5", at(10).isoformat(), 0]]
+
+
+async def test_only_redelivered_inputs_are_looked_up(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    first = await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1")], redelivered=set())
+    # Redelivered (committed before): the stored outputs again, nothing folded twice.
+    again = await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1")], redelivered={"e1"})
+    assert again == first
+    # Not named as redelivered: folded again, which is harmless (nothing changes).
+    assert await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1")], redelivered=set()) == []
+    await sink.close()
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT count(*) FROM history WHERE field = 'ip'") == [(1,)]
+
+
+async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "lanscope.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1, now())")
+    con.execute("INSERT INTO processed_events VALUES ('old1', ?), ('old2', ?)", [at(0), at(0)])
+    con.close()
+    sink = await opened(tmp_path)
+    assert set(await sink.store.processed(["old1", "old2", "new"])) == {"old1", "old2"}
+    await sink.close()
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT max(version) FROM schema_version") == [(2,)]
