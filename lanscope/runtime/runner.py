@@ -244,13 +244,13 @@ class _ConsumerRunner(_StageRunner):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
             return []
 
-    def _decode(self, msg: Msg) -> Event | str:
-        """The event, or the reason it cannot be handled."""
+    def _decode(self, msg: Msg, deliveries: int) -> Event | str:
+        """The event, or the reason it cannot be handled (``deliveries``: _deliveries(msg))."""
         try:
             event: Event = decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return f"undecodable: {exc}"
-        if _deliveries(msg) > self.options.max_deliver:
+        if deliveries > self.options.max_deliver:
             return (f"not acknowledged after {self.options.max_deliver} deliveries "
                     "(handler timed out or its process died)")
         if not event.id:
@@ -379,7 +379,7 @@ class EnricherRunner(_ConsumerRunner):
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            event = self._decode(msg)
+            event = self._decode(msg, _deliveries(msg))
             if isinstance(event, str):
                 await self._dead_letter(msg, event)
                 return
@@ -490,28 +490,35 @@ class SinkRunner(_ConsumerRunner):
         self._busy += 1
         try:
             items: list[tuple[Msg, Event]] = []
+            redelivered: set[str] = set()
             for msg in msgs:
-                event = self._decode(msg)
+                deliveries = _deliveries(msg)
+                event = self._decode(msg, deliveries)
                 if isinstance(event, str):
                     await self._dead_letter(msg, event)
                 else:
                     items.append((msg, event))
+                    if deliveries > 1:
+                        redelivered.add(event.id)
             if items:
                 self.counters.events_received_total += len(items)
-                await self._write(items, written)
+                await self._write(items, written, redelivered)
         finally:
             self._busy -= 1
             if written is not None:
                 written.set()
 
-    async def _write(self, items: list[tuple[Msg, Event]], written: asyncio.Event | None = None) -> None:
+    async def _write(self, items: list[tuple[Msg, Event]], written: asyncio.Event | None = None,
+                     redelivered: set[str] | None = None) -> None:
+        """``redelivered``: the ids of the items delivered before (only they can have been
+        committed before); None: work it out here."""
         msgs = [msg for msg, _ in items]
+        if redelivered is None:
+            redelivered = {event.id for msg, event in items if _deliveries(msg) > 1}
         try:
             async with self._heartbeat(msgs):
                 async with self._write_lock:
                     started = time.perf_counter()
-                    # Only a message delivered before can have been committed before.
-                    redelivered = {event.id for msg, event in items if _deliveries(msg) > 1}
                     outputs: list[Event] = await self.stage.write([event for _, event in items],
                                                                   redelivered)
                     done_at = time.perf_counter()

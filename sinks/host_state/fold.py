@@ -62,6 +62,7 @@ TRACKED = ("ip", "hostname", "os_hint", "services", "open_ports", "dhcp_type", "
 # known, so two sources that disagree do not make the name flap every sweep.
 _HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox")
 _MAX_IPS = 16
+_ANSWERED = (PortState.OPEN, PortState.CLOSED)
 
 
 class PortRow(msgspec.Struct, kw_only=True):
@@ -146,13 +147,36 @@ def _mac_key(mac: str) -> str:
     return normalize_mac(mac)
 
 
+# Port names and service texts repeat for every probe of every host: cached, they cost
+# ~0.15 us instead of ~0.45 and ~1 us (bounded: cleared when full).
+_NAMES: dict[tuple[str, int], str] = {}
+_SERVICES: dict[tuple[str, int, str | None, str | None, str | None], str] = {}
+_CACHE_MAX = 65536
+
+
 def _port_name(p: PortResult) -> str:
-    return f"{p.protocol.value}/{p.port}"
+    key = (p.protocol, p.port)
+    name = _NAMES.get(key)
+    if name is None:
+        if len(_NAMES) >= _CACHE_MAX:
+            _NAMES.clear()
+        name = _NAMES[key] = f"{p.protocol.value}/{p.port}"
+    return name
+
+
+def _port_order(p: PortResult) -> tuple[str, int]:
+    return (p.protocol, p.port)
 
 
 def _service_text(p: PortResult) -> str:
-    parts = [_port_name(p), p.service or "", p.product or "", p.version or ""]
-    return " ".join(x for x in parts if x)[:255]
+    key = (p.protocol, p.port, p.service, p.product, p.version)
+    text = _SERVICES.get(key)
+    if text is None:
+        if len(_SERVICES) >= _CACHE_MAX:
+            _SERVICES.clear()
+        parts = [_port_name(p), p.service or "", p.product or "", p.version or ""]
+        text = _SERVICES[key] = " ".join(x for x in parts if x)[:255]
+    return text
 
 
 def parse_targets(targets: Iterable[str]) -> list[tuple[int, int, int]]:
@@ -464,39 +488,41 @@ class HostBook:
         self._stamp(entry, event)
         if entry.ports_at is not None and event.observed_at < entry.ports_at:
             return
-        entry.ports_at = event.observed_at
+        when = entry.ports_at = event.observed_at
         self._folded.ports_dirty.add(entry.record.host_key)
+        ports = entry.ports
         seen: set[str] = set()
+        answered = False   # answering on a port is evidence of presence
         for result in event.ports:
             name = _port_name(result)
             seen.add(name)
-            row = entry.ports.get(name)
+            state = result.state
+            answered = answered or state in _ANSWERED
+            row = ports.get(name)
             if row is None:
-                entry.ports[name] = PortRow(result=result, first_seen=event.observed_at,
-                                            last_seen=event.observed_at,
-                                            state_since=event.observed_at)
+                ports[name] = PortRow(result=result, first_seen=when, last_seen=when, state_since=when)
             else:
-                if row.result.state != result.state:
-                    row.state_since = event.observed_at
+                if row.result.state != state:
+                    row.state_since = when
                 row.result = result
-                row.last_seen = event.observed_at
-        # A full snapshot: ports no longer reported open are closed now (the row stays, with its
-        # lifetime, so "when did 23/tcp close" can be answered).
-        for name, row in entry.ports.items():
-            if name not in seen and row.result.state == PortState.OPEN:
-                row.result = msgspec.structs.replace(row.result, state=PortState.CLOSED,
-                                                     reason="not-reported")
-                row.state_since = event.observed_at
-                row.last_seen = event.observed_at
-        open_rows = sorted((r.result for r in entry.ports.values() if r.result.state == PortState.OPEN),
-                           key=lambda p: (p.protocol.value, p.port))
+                row.last_seen = when
+        if len(seen) != len(ports):
+            # A full snapshot: ports no longer reported open are closed now (the row stays,
+            # with its lifetime, so "when did 23/tcp close" can be answered).
+            for name, row in ports.items():
+                if name not in seen and row.result.state == PortState.OPEN:
+                    row.result = msgspec.structs.replace(row.result, state=PortState.CLOSED,
+                                                         reason="not-reported")
+                    row.state_since = when
+                    row.last_seen = when
+        open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
+                           key=_port_order)
         self._set(entry, pending, "open_ports", [_port_name(p) for p in open_rows], event)
         self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service], event)
         os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
         if os_hint:
             self._set(entry, pending, "os_hint", os_hint, event)
-        # Answering on a port is evidence of presence.
-        if any(p.state in (PortState.OPEN, PortState.CLOSED) for p in event.ports):
+        if answered:
             self._evidence(entry, pending, event, "tcp-answer")
 
     # ---------------------------------------------------------------- presence

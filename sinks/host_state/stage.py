@@ -91,7 +91,7 @@ class HostState:
         done = await self.store.processed(maybe_done)
         replayed: dict[str, Event] = {}
         fresh: list[Event] = []
-        seen_ids: set[str] = set()
+        seen_ids: dict[str, None] = {}   # a set in batch order
         for event in batch:
             if event.id and event.id in done:
                 for output in done[event.id]:
@@ -100,7 +100,7 @@ class HostState:
             if event.id:
                 if event.id in seen_ids:     # the same message twice in one batch
                     continue
-                seen_ids.add(event.id)
+                seen_ids[event.id] = None
             fresh.append(event)
         if not fresh:
             return list(replayed.values())
@@ -109,7 +109,7 @@ class HostState:
         try:
             folded = self.book.fold(host_facts)
             rows = Batch(
-                processed=sorted(seen_ids),
+                processed=list(seen_ids),
                 facts=host_facts,
                 hosts=list(folded.upserts.values()),
                 removed_hosts=folded.deletes,
