@@ -172,7 +172,7 @@ class DnsConfig(_Section):
 
 class DuckDBConfig(_Section):
     path: str = ""                         # empty: <data_dir>/lanscope.duckdb
-    batch_size: int = 2000
+    batch_size: int = 4000                 # host_state's batch when behind (commits per batch)
     flush_ms: int = 200
     keep_event_ids_days: float = 7.0       # processed ids + outbox kept this long (redelivery, replay)
     max_query_rows: int = 10000            # a query returns at most this many rows

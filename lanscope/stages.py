@@ -9,12 +9,14 @@ builders directly and compose the stages in-process.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lanscope.config import Config
 from lanscope.runtime.claims import Claims, MemoryClaims
+from lanscope.runtime.topology import STAGES, StageSpec
 
 
 class StageDisabled(Exception):
@@ -31,6 +33,12 @@ class StageContext:
     claims: Claims = field(default_factory=MemoryClaims)
     # Called by long sweeps as (done, total); one-shot commands draw a progress bar.
     progress: Callable[[int, int], None] | None = None
+
+
+def configured_specs(config: Config) -> dict[str, StageSpec]:
+    """The topology's stages with what config.yaml tunes (host_state's batch size)."""
+    return {name: dataclasses.replace(spec, batch_size=config.duckdb.batch_size)
+            if name == "host_state" else spec for name, spec in STAGES.items()}
 
 
 def build(builder: str, ctx: StageContext) -> Any:

@@ -21,7 +21,7 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.topology import STAGES, StageSpec, resolve
-from lanscope.stages import StageContext, StageDisabled, build
+from lanscope.stages import StageContext, StageDisabled, build, configured_specs
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    specs = selected_stages(args.stage)
+    configured = configured_specs(config)
+    specs = [configured[spec.name] for spec in selected_stages(args.stage)]
     embedded: EmbeddedNats | None = None
     # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
     url = configured_url(config.nats, config.data_dir)
@@ -98,7 +99,7 @@ def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
-        await bus.provision(STAGES.values())
+        await bus.provision(configured_specs(config).values())
         ctx = StageContext(config=config, claims=await bus.claims())
         built, skipped = build_stages(specs, ctx)
         rows = [(s.qualified, "runs", s.description) for s, _ in built]

@@ -422,8 +422,9 @@ class EnricherRunner(_ConsumerRunner):
 
 class SinkRunner(_ConsumerRunner):
     """Batches through stage.write(); the outputs of batch n are published (and n acked)
-    while batch n+1 is written. Writes are one at a time, and outputs go out in batch
-    order: a batch takes the publish turn before it lets the next batch write."""
+    while batch n+1 is written, and batch n+2 is fetched and decoded meanwhile. Writes are
+    one at a time, and outputs go out in batch order: a batch takes the publish turn
+    before it lets the next batch write."""
 
     def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -475,9 +476,11 @@ class SinkRunner(_ConsumerRunner):
                     continue
                 # A stop lets started batches finish; the runner cancels them (and so naks
                 # them) only when the grace period is over.
-                written = asyncio.Event()
-                batches.add(asyncio.create_task(self._process(msgs, written)))
-                await written.wait()         # fetch the next batch once this one is written
+                # Fetch (and decode) the next batch once this one is being written: decoding
+                # overlaps the commit, which runs in the sink's thread.
+                writing = asyncio.Event()
+                batches.add(asyncio.create_task(self._process(msgs, writing)))
+                await writing.wait()
             if batches:
                 await asyncio.gather(*batches)
         except asyncio.CancelledError:
@@ -486,7 +489,7 @@ class SinkRunner(_ConsumerRunner):
             await asyncio.gather(*batches, return_exceptions=True)
             raise
 
-    async def _process(self, msgs: list[Msg], written: asyncio.Event | None = None) -> None:
+    async def _process(self, msgs: list[Msg], writing: asyncio.Event | None = None) -> None:
         self._busy += 1
         try:
             items: list[tuple[Msg, Event]] = []
@@ -502,13 +505,13 @@ class SinkRunner(_ConsumerRunner):
                         redelivered.add(event.id)
             if items:
                 self.counters.events_received_total += len(items)
-                await self._write(items, written, redelivered)
+                await self._write(items, writing, redelivered)
         finally:
             self._busy -= 1
-            if written is not None:
-                written.set()
+            if writing is not None:
+                writing.set()
 
-    async def _write(self, items: list[tuple[Msg, Event]], written: asyncio.Event | None = None,
+    async def _write(self, items: list[tuple[Msg, Event]], writing: asyncio.Event | None = None,
                      redelivered: set[str] | None = None) -> None:
         """``redelivered``: the ids of the items delivered before (only they can have been
         committed before); None: work it out here."""
@@ -518,6 +521,8 @@ class SinkRunner(_ConsumerRunner):
         try:
             async with self._heartbeat(msgs):
                 async with self._write_lock:
+                    if writing is not None:
+                        writing.set()
                     started = time.perf_counter()
                     outputs: list[Event] = await self.stage.write([event for _, event in items],
                                                                   redelivered)
@@ -526,8 +531,6 @@ class SinkRunner(_ConsumerRunner):
                     # The publish turn is taken before the next batch may write.
                     await self._publish_lock.acquire()
                 try:
-                    if written is not None:
-                        written.set()
                     await self.bus.publish_events(outputs)
                 finally:
                     self._publish_lock.release()

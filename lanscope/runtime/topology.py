@@ -122,7 +122,7 @@ STAGES: dict[str, StageSpec] = {
                             subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
                   emits=(HostChanged,),
                   description="Host records, change detection, history; owns DuckDB",
-                  max_replicas=1, batch_size=2000),
+                  max_replicas=1, batch_size=4000),
         StageSpec("findings", Kind.SINK, "build_findings",
                   consumes=(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
                   emits=(Finding,),

@@ -381,8 +381,8 @@ class HostStore:
                 self._hosts[(table, entry.record.host_key)] = _host_row(entry, table)[:_clocks_at(table)]
             for entry in entries.values():
                 if entry.ports:
-                    self._ports[entry.record.host_key] = {
-                        name: _port_head(row) for name, row in zip(entry.ports, _port_rows(entry), strict=True)}
+                    rows = zip(entry.ports, _port_rows(entry), strict=True)
+                    self._ports[entry.record.host_key] = {name: _port_head(row) for name, row in rows}
             journal = con.execute("SELECT seq, facts FROM host_journal ORDER BY seq").fetchall()
             self._journaled, self._ports_journaled = {}, set()
             self._journal_seq = journal[-1][0] if journal else 0

@@ -270,8 +270,8 @@ async def test_a_query_sees_every_committed_batch(tmp_path: Path) -> None:
     await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1")])
     await sink.write([host_seen("198.18.0.11", MAC_A, t=10, id="e2"),
                       host_seen("198.19.0.5", None, source="icmp", t=10, id="e3")])
-    reply = json.loads(await sink.query(
-        b'{"sql": "SELECT host_key, ip, last_seen, (SELECT count(*) FROM host_journal) FROM hosts ORDER BY 1"}'))
+    sql = "SELECT host_key, ip, last_seen, (SELECT count(*) FROM host_journal) FROM hosts ORDER BY 1"
+    reply = json.loads(await sink.query(json.dumps({"sql": sql}).encode()))
     crash(sink)
     assert reply["rows"] == [[MAC_A, "198.18.0.11", at(10).isoformat(), 0],
                              ["198.19.0.5", "198.19.0.5", at(10).isoformat(), 0]]
