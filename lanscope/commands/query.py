@@ -20,9 +20,9 @@ import msgspec
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_json, print_table
+from lanscope.output import print_json, print_table, warn
 from lanscope.runtime.embedded import configured_url
-from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, run_query
+from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, run_query, unapplied_batches
 
 log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_SECS = 1.0
@@ -128,6 +128,10 @@ def _from_file(config: Config, sql: str) -> QueryResult:
         raise QueryError(f"{exc} — if the pipeline is running, it did not answer on lanscope.query "
                          "(is the host_state stage running?)") from None
     try:
+        lagging = unapplied_batches(con)
+        if lagging:
+            warn(f"{lagging} batches in the host journal are not in hosts/host_ports yet (host_state "
+                 "did not stop cleanly); they are applied when it runs again")
         return run_query(con, sql, config.duckdb.max_query_rows)
     except QueryRejected as exc:
         raise UsageError(str(exc)) from None

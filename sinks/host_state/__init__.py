@@ -1,8 +1,18 @@
 """host_state: host records, change detection, history and the DuckDB store (the one writer)."""
 
-from ._store import HostStore, QueryRejected, QueryResult, StoreError, check_read_only, connect, run_query
+from ._store import (
+    HostStore,
+    QueryRejected,
+    QueryResult,
+    StoreError,
+    check_read_only,
+    connect,
+    run_query,
+    unapplied_batches,
+)
 from .fold import TRACKED, HostBook, HostEntry, PresencePolicy
 from .stage import Config, HostState
 
 __all__ = ["TRACKED", "Config", "HostBook", "HostEntry", "HostState", "HostStore", "PresencePolicy",
-           "QueryRejected", "QueryResult", "StoreError", "check_read_only", "connect", "run_query"]
+           "QueryRejected", "QueryResult", "StoreError", "check_read_only", "connect", "run_query",
+           "unapplied_batches"]

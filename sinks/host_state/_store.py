@@ -280,6 +280,15 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryR
                        truncated=len(rows) > max_rows)
 
 
+def unapplied_batches(con: duckdb.DuckDBPyConnection) -> int:
+    """Journal rows the host tables lack (only after host_state stopped uncleanly)."""
+    try:
+        row = con.execute("SELECT count(*) FROM host_journal").fetchone()
+    except duckdb.CatalogException:   # a file of schema version 1
+        return 0
+    return int(row[0]) if row else 0
+
+
 def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """Open the file; no file-system access from SQL (queries cannot read or write other files)."""
     try:

@@ -43,6 +43,19 @@ async def test_query_reads_the_file_when_no_pipeline_runs(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["rows"] == [["198.18.0.10", MAC, ["tcp/22"]]]
 
 
+async def test_after_an_unclean_stop_the_file_says_what_it_lacks(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    sink = await filled(tmp_path)
+    con, sink.store._con = sink.store._con, None   # killed: no compaction at close
+    assert con is not None
+    con.close()
+    code = cli.main(["-c", config_file(tmp_path), "query", "SELECT count(*) AS n FROM host_journal",
+                     "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["rows"] == [[1]]
+    assert "1 batches in the host journal are not in hosts/host_ports yet" in captured.err
+
+
 @pytest.mark.parametrize(("fmt", "expected"), [
     ("csv", 'ip,open_ports\r\n198.18.0.10,"[""tcp/22""]"\r\n'),
     ("table", "198.18.0.10"),
