@@ -65,7 +65,42 @@ def parse_rules(tree: Any, source: str) -> list[Rule]:
             for spec in rule.match.ports:
                 if not re.fullmatch(r"(tcp|udp)/\d{1,5}", spec):
                     raise RulesError(f"{where}: port {spec!r} is not like tcp/23")
+            # Compared case-insensitively: lower-cased once here, not for every port.
+            rule.match.services = [s.lower() for s in rule.match.services]
+            rule.match.products = [p.lower() for p in rule.match.products]
     return [r for r in parsed.rules if r.enabled]
+
+
+class PortRules:
+    """The port rules, indexed by what can make them hold (a port name, a service name),
+    so a port is judged only by the rules that could match it."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = [r for r in rules if r.match is not None]
+        self.ids = {r.id for r in self.rules}
+        self._by_port: dict[str, set[int]] = {}
+        self._by_service: dict[str, set[int]] = {}
+        self._any: set[int] = set()
+        for index, rule in enumerate(self.rules):
+            assert rule.match is not None
+            if not (rule.match.ports or rule.match.services):
+                self._any.add(index)
+            for name in rule.match.ports:
+                self._by_port.setdefault(name, set()).add(index)
+            for service in rule.match.services:
+                self._by_service.setdefault(service, set()).add(index)
+
+    def candidates(self, ports: list[PortResult]) -> list[Rule]:
+        """The rules that may hold for one of these ports, in file order."""
+        chosen: set[int] = set()
+        for port in ports:
+            if port.state != PortState.OPEN:
+                continue
+            chosen |= self._any
+            chosen |= self._by_port.get(f"{port.protocol.value}/{port.port}", set())
+            if port.service:
+                chosen |= self._by_service.get(port.service.lower(), set())
+        return [self.rules[i] for i in sorted(chosen)]
 
 
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:p(\d+))?")
@@ -99,10 +134,10 @@ def port_holds(match: PortMatch, port: PortResult, *, thresholds: dict[str, str]
     name = f"{port.protocol.value}/{port.port}"
     service = (port.service or "").lower()
     if (match.ports or match.services) and not (
-            name in match.ports or (service and service in {s.lower() for s in match.services})):
+            name in match.ports or (service and service in match.services)):
         return None
     evidence = [f"{name} open" + (f" ({port.service})" if port.service else "")]
-    if match.products and (port.product or "").lower() not in {p.lower() for p in match.products}:
+    if match.products and (port.product or "").lower() not in match.products:
         return None
     if match.auth_required is not None:
         if port.auth_required is None or port.auth_required != match.auth_required:

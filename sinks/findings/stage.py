@@ -38,7 +38,7 @@ from schemas import (
 from sinks._outbox import apply_batch, trim
 
 from . import _io
-from .rules import Rule, parse_rules, port_holds
+from .rules import PortRules, Rule, parse_rules, port_holds
 
 log = logging.getLogger(__name__)
 STAGE = "findings"
@@ -80,6 +80,8 @@ class Findings:
         self.config = config
         self.clock = clock
         self.rules: list[Rule] = []
+        self._port_rules = PortRules([])
+        self._checks: dict[str, Rule] = {}
         self.state = _State()
         self._state_path = Path(config.state_file)
         self._saved_at: datetime | None = None
@@ -91,6 +93,11 @@ class Findings:
     async def open(self) -> None:
         rules_path = Path(self.config.rules_file) if self.config.rules_file else _io.SHIPPED_RULES
         self.rules = parse_rules(await _io.read_yaml(rules_path), str(rules_path))
+        self._port_rules = PortRules(self.rules)
+        self._checks = {}
+        for rule in self.rules:
+            if rule.check is not None:
+                self._checks.setdefault(rule.check, rule)
         raw = await _io.read_bytes(self._state_path)
         if raw:
             try:
@@ -140,7 +147,7 @@ class Findings:
     # --------------------------------------------------------------- lifecycle
 
     def _rule(self, check: str) -> Rule | None:
-        return next((r for r in self.rules if r.check == check), None)
+        return self._checks.get(check)
 
     def _observe(self, rule: Rule, finding_id: str, event: Event, *, evidence: str,
                  ip: str | None, mac: str | None, port: int | None, key: str) -> list[Finding]:
@@ -183,9 +190,8 @@ class Findings:
         now = event.observed_at
         out: list[Finding] = []
         holding: set[str] = set()
-        for rule in self.rules:
-            if rule.match is None:
-                continue
+        for rule in self._port_rules.candidates(event.ports):
+            assert rule.match is not None
             for port in event.ports:
                 evidence = port_holds(rule.match, port, thresholds=self._thresholds, now=now,
                                       expiry_days=self.config.cert_expiry_days)
@@ -195,7 +201,7 @@ class Findings:
                 holding.add(finding_id)
                 out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
                                      mac=event.mac, port=port.port, key=event.host_key)
-        port_rules = {r.id for r in self.rules if r.match is not None}
+        port_rules = self._port_rules.ids
         for finding_id, finding in list(self.state.open.items()):
             if finding.ip == ip and finding.rule in port_rules and finding_id not in holding:
                 out += self._resolve(finding_id, now, "the latest probe no longer shows it")
