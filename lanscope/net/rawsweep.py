@@ -132,3 +132,13 @@ def _wait_round(book: ReplyBook[K], timeout_s: float, quiet_s: float) -> None:
         if now >= quiet_until:
             return
         book.wait_change(min(quiet_until, hard) - now)
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ICMP and ICMPv6 echo requests."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF

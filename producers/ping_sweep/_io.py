@@ -23,7 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lanscope.net.rawsweep import SO_TIMESTAMPNS, Reply, ReplyBook, kernel_timestamp, run_rounds
+from lanscope.net.rawsweep import (
+    SO_TIMESTAMPNS,
+    Reply,
+    ReplyBook,
+    inet_checksum,
+    kernel_timestamp,
+    run_rounds,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _PAYLOAD = b"lanscope-ping\0\0\0"   # 16 bytes, like a small ping
@@ -36,21 +43,12 @@ def _echo_reply(rtt_ms: float, *, ttl: int | None) -> Reply:
     return Reply(rtt_ms=rtt_ms, ttl=ttl)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def _echo(version: int, ident: int, seq: int) -> bytes:
     kind = 8 if version == 4 else 128
     header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
     if version == 6:
         return header + _PAYLOAD            # the kernel fills the ICMPv6 checksum
-    checksum = _checksum(header + _PAYLOAD)
+    checksum = inet_checksum(header + _PAYLOAD)
     return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + _PAYLOAD
 
 

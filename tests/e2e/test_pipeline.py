@@ -37,6 +37,7 @@ from schemas import ChangeKind, HostChanged, decode
 from schemas import subjects as subj
 from tests.lab import Lab
 from tests.natsd import reset_streams
+from tests.runtime.stages import eventually, subject_count
 
 pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,18 +191,8 @@ async def changes(bus: Bus) -> Changes:
 
 
 async def until(pipeline: Pipeline, condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy, which is returned."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{pipeline.logs()}")
-        await asyncio.sleep(0.05)
+    """``eventually``, with the pipeline's logs when it times out."""
+    return await eventually(condition, timeout=timeout, what=what, interval=0.05, context=pipeline.logs)
 
 
 async def sql(bus: Bus, query: str) -> list[dict[str, Any]] | None:
@@ -347,12 +338,8 @@ async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
 
     fact_msgs = (await bus.js.stream_info(facts)).state.messages
     sunk = subj.CHANGES.name
-    concluded = 0
-    for subject in (subj.FINDING, subj.REGISTRY):
-        info = await bus.js.stream_info(sunk, subjects_filter=subject)
-        concluded += sum((info.state.subjects or {}).values())
-    stream_changed = (await bus.js.stream_info(sunk, subjects_filter=subj.HOST_CHANGED)).state
-    changed_msgs = sum((stream_changed.subjects or {}).values())
+    concluded = sum([await subject_count(bus, sunk, subject) for subject in (subj.FINDING, subj.REGISTRY)])
+    changed_msgs = await subject_count(bus, sunk, subj.HOST_CHANGED)
     await until(pipeline, lambda: len(changes.events) >= changed_msgs, timeout=10,
                 what="every HostChanged delivered to the test")
 

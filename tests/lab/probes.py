@@ -16,6 +16,8 @@ import socket
 import struct
 import time
 
+from lanscope.net.rawsweep import inet_checksum
+
 OPEN, CLOSED, FILTERED = "open", "closed", "filtered"
 
 
@@ -68,21 +70,12 @@ def http_get(ip: str, port: int = 80, path: str = "/", timeout: float = 3.0) -> 
     return status, raw
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def icmp_echo(ip: str, timeout: float = 1.0) -> bool:
     """Send one ICMP echo request on a raw socket; True if a reply comes back."""
     ident, seq = os.getpid() & 0xFFFF, random.randrange(0x10000)
     payload = b"lanscope-lab"
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+    packet = struct.pack("!BBHHH", 8, 0, inet_checksum(header + payload), ident, seq) + payload
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         sock.sendto(packet, (ip, 0))
         deadline = time.monotonic() + timeout

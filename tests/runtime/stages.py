@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import Event, HostAnnotated, HostSeen
@@ -116,9 +117,10 @@ def count_rows(path: Path, table: str = "events") -> int:
             return 0
 
 
-async def eventually(condition: Callable[[], object], *, timeout: float = 15.0, what: str = "condition",
-                     interval: float = 0.02) -> None:
-    """Poll ``condition`` (sync or async) until truthy; fail naming ``what`` after ``timeout``."""
+async def eventually(condition: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition",
+                     interval: float = 0.02, context: Callable[[], str] | None = None) -> Any:
+    """Poll ``condition`` (sync or async) until it returns something truthy, which is
+    returned; fail naming ``what`` (and ``context()``, say process logs) after ``timeout``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -126,9 +128,10 @@ async def eventually(condition: Callable[[], object], *, timeout: float = 15.0, 
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return
+            return result
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            detail = f"\n{context()}" if context is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
         await asyncio.sleep(interval)
 
 
