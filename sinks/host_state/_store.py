@@ -45,6 +45,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,6 +213,24 @@ class Batch:
     registry: list[RegistryEntry] = field(default_factory=list)
 
 
+@dataclass
+class _Compaction:
+    """One compaction: rows taken from the book right after the commit of journal row
+    ``seq`` (while nothing folds), written to the host tables later, in any thread."""
+
+    seq: int
+    entries: dict[str, HostEntry]        # the journaled hosts it covers (put back if it fails)
+    ports_dirty: set[str]
+    removed: set[str]                    # merged-away hosts whose rows it deletes
+    # (table, row, the head the table holds or None)
+    hosts: list[tuple[str, tuple[Any, ...], tuple[Any, ...] | None]]
+    # (host_key, port names, port rows, the heads the table holds)
+    ports: list[tuple[str, list[str], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]]
+    # What the tables hold after it commits (see HostStore._hosts / _ports).
+    host_heads: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    port_heads: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+
 _READ_PRAGMAS = re.compile(
     r"^\s*pragma\s+(table_info|show|show_tables|show_tables_expanded|database_size|storage_info|"
     r"database_list|version|platform|functions|metadata_info|user_agent)\b", re.IGNORECASE)
@@ -301,8 +320,14 @@ def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
 class HostStore:
     """The DuckDB file of the host_state sink (the one writer).
 
-    ``compact_secs``: how often the journal is folded into the host tables;
-    ``compact_hosts``: ... or as soon as this many hosts wait in it."""
+    ``compact_secs``: how long the journal may hold a batch before the host tables
+    catch up; ``compact_hosts``: ... or as soon as this many hosts wait in it.
+
+    A compaction due after a write runs in the background, on a cursor of its own, while
+    the next batches commit: those touch the journal (appends; it deletes only rows it
+    covers), history, outbox and processed ids, never the host tables, so the two
+    transactions cannot conflict. Only taking its rows from the book holds up the write.
+    One runs at a time; compact(), open and close wait for it."""
 
     def __init__(self, path: Path, *, compact_secs: float = 5.0, compact_hosts: int = 50000) -> None:
         self.path = path
@@ -317,8 +342,12 @@ class HostStore:
         # Committed to the journal, not yet to the host tables (the live entries).
         self._journaled: dict[str, HostEntry] = {}
         self._ports_journaled: set[str] = set()
+        self._removed: set[str] = set()       # merged away: rows the next compaction deletes
         self._journal_seq = 0
-        self._compacted_at = time.monotonic()
+        self._journal_since: float | None = None   # when the oldest uncompacted batch committed
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host_state-compact")
+        self._compacting: tuple[_Compaction, Future[None]] | None = None
+        self._compact_con: duckdb.DuckDBPyConnection | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -330,6 +359,7 @@ class HostStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = connect(self.path, read_only=False)
         self._migrate(self._con)
+        self._compact_con = self._con.cursor()
         return self._load(self._con)
 
     async def reload(self) -> Loaded:
@@ -340,7 +370,10 @@ class HostStore:
         if self._con is not None:
             await asyncio.to_thread(self._compact_now)
             con, self._con = self._con, None
+            if self._compact_con is not None:
+                self._compact_con.close()
             await asyncio.to_thread(con.close)
+        self._compactor.shutdown(wait=True)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -370,6 +403,7 @@ class HostStore:
     def _load(self, con: duckdb.DuckDBPyConnection) -> Loaded:
         """The host tables' records, and the journal's batches of facts in commit order."""
         with self._lock:
+            self._settle(wait=True)
             entries: dict[str, HostEntry] = {}
             self._hosts, self._ports = {}, {}
             stored: list[tuple[str, HostEntry]] = []
@@ -393,19 +427,23 @@ class HostStore:
                     rows = zip(entry.ports, _port_rows(entry), strict=True)
                     self._ports[entry.record.host_key] = {name: _port_head(row) for name, row in rows}
             journal = con.execute("SELECT seq, facts FROM host_journal ORDER BY seq").fetchall()
-            self._journaled, self._ports_journaled = {}, set()
+            self._journaled, self._ports_journaled, self._removed = {}, set(), set()
+            self._journal_since = None
             self._journal_seq = journal[-1][0] if journal else 0
             return Loaded(list(entries.values()), [_journal_decoder.decode(blob) for _, blob in journal])
 
     def remember(self, hosts: Sequence[HostEntry], removed: Sequence[str],
                  ports_of: Sequence[HostEntry]) -> None:
         """Committed to the journal (or replayed from it): the hosts the tables lag behind on.
-        The removed hosts' rows went in the same commit."""
+        The removed (merged-away) hosts' rows go in the next compaction."""
+        if self._journal_since is None and (hosts or removed):
+            self._journal_since = time.monotonic()
         for old in removed:
             self._hosts.pop(("hosts_by_ip", old), None)
             self._ports.pop(old, None)
             self._journaled.pop(old, None)
             self._ports_journaled.discard(old)
+            self._removed.add(old)
         for entry in hosts:
             self._journaled[entry.record.host_key] = entry
         self._ports_journaled.update(e.record.host_key for e in ports_of)
@@ -451,12 +489,16 @@ class HostStore:
                 raise
             self._journal_seq += 1
             self.remember(batch.hosts, list(batch.removed_hosts), batch.ports_of)
-            if (len(self._journaled) >= self.compact_hosts
-                    or time.monotonic() - self._compacted_at >= self.compact_secs):
-                try:
-                    self._compact(con)
-                except duckdb.Error as exc:   # the journal still has it all: try again later
-                    log.warning("host_state: compaction failed, retried later: %s", exc)
+            self._settle(wait=False)
+            if self._compacting is None and self._compaction_due():
+                job = self._take_compaction()
+                if job is not None:
+                    self._compacting = (job, self._compactor.submit(self._apply_compaction, job))
+
+    def _compaction_due(self) -> bool:
+        return (len(self._journaled) >= self.compact_hosts
+                or (self._journal_since is not None
+                    and time.monotonic() - self._journal_since >= self.compact_secs))
 
     def _write_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch, now: datetime) -> None:
         if batch.processed:
@@ -466,10 +508,8 @@ class HostStore:
         if batch.outbox:
             with con.appender("outbox") as app:
                 app.append_rows((i, e.id, _json(e), now) for i, e in batch.outbox)
-        # Merged records: the IP-keyed row goes, its history follows the MAC key.
+        # Merged records: the history follows the MAC key (the IP-keyed rows go at compaction).
         for old, new in batch.removed_hosts.items():
-            con.execute("DELETE FROM hosts_by_ip WHERE host_key = ?", [old])
-            con.execute("DELETE FROM host_ports WHERE host_key = ?", [old])
             con.execute("UPDATE history SET host_key = ? WHERE host_key = ?", [new, old])
         if batch.facts:
             con.execute("INSERT INTO host_journal VALUES ($1, $2, $3)",
@@ -489,57 +529,112 @@ class HostStore:
 
     def _compact_now(self) -> None:
         with self._lock:
-            self._compact(self.con)
+            self._settle(wait=True)
+            job = self._take_compaction()
+            if job is None:
+                return
+            try:
+                self._write_compaction(self.con, job)
+            except BaseException:
+                self._put_back(job)
+                raise
+            self._absorb(job)
 
-    def _compact(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write every journaled host to the host tables once and empty the journal."""
-        self._compacted_at = time.monotonic()
-        if not self._journaled:
-            return
-        entries = list(self._journaled.values())
-        hosts: dict[tuple[str, str], tuple[Any, ...] | None] = {}
-        ports: dict[str, dict[str, tuple[Any, ...]] | None] = {}
+    def _take_compaction(self) -> _Compaction | None:
+        """The rows of every journaled host, as the book has them now (under the lock, with
+        nothing folding); the journal starts over."""
+        entries, dirty, removed = self._journaled, self._ports_journaled, self._removed
+        self._journaled, self._ports_journaled, self._removed = {}, set(), set()
+        self._journal_since = None
+        if not entries and not removed:
+            return None
+        hosts: list[tuple[str, tuple[Any, ...], tuple[Any, ...] | None]] = []
+        for key, entry in entries.items():
+            table = "hosts_by_mac" if entry.record.mac else "hosts_by_ip"
+            hosts.append((table, _host_row(entry, table), self._hosts.get((table, key))))
+        ports = [(key, list(entry.ports), _port_rows(entry), self._ports.get(key, {}))
+                 for key, entry in entries.items() if key in dirty]
+        return _Compaction(self._journal_seq, entries, dirty, removed, hosts, ports)
+
+    def _apply_compaction(self, job: _Compaction) -> None:
+        """The background half (compaction thread)."""
+        assert self._compact_con is not None
+        self._write_compaction(self._compact_con, job)
+
+    def _write_compaction(self, con: duckdb.DuckDBPyConnection, job: _Compaction) -> None:
+        """Write the job's hosts once each and delete the journal rows it covers: one transaction."""
         con.execute("BEGIN")
         try:
-            for table, group in (("hosts_by_mac", [e for e in entries if e.record.mac]),
-                                 ("hosts_by_ip", [e for e in entries if not e.record.mac])):
-                if group:
-                    self._write_hosts(con, table, group, hosts)
-            dirty = [e for e in entries if e.record.host_key in self._ports_journaled]
-            if dirty:
-                self._write_ports(con, dirty, ports)
-            con.execute("DELETE FROM host_journal")
+            if job.removed:
+                keys = sorted(job.removed)
+                con.execute("DELETE FROM hosts_by_ip WHERE host_key IN (SELECT unnest(?))", [keys])
+                con.execute("DELETE FROM host_ports WHERE host_key IN (SELECT unnest(?))", [keys])
+            for table in ("hosts_by_mac", "hosts_by_ip"):
+                rows = [(row, stored) for t, row, stored in job.hosts if t == table]
+                if rows:
+                    self._write_hosts(con, table, rows, job.host_heads)
+            if job.ports:
+                self._write_ports(con, job.ports, job.port_heads)
+            con.execute("DELETE FROM host_journal WHERE seq <= ?", [job.seq])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        for host_key, head in hosts.items():
-            if head is not None:
-                self._hosts[host_key] = head
-        for key, heads in ports.items():
-            if heads is not None:
-                self._ports[key] = heads
-        self._journaled, self._ports_journaled = {}, set()
 
-    def _write_hosts(self, con: duckdb.DuckDBPyConnection, table: str, entries: list[HostEntry],
-                     remembered: dict[tuple[str, str], tuple[Any, ...] | None]) -> None:
-        """Append new and changed host rows; only the clocks of the others (see _HOST_CLOCKS)."""
+    def _settle(self, *, wait: bool) -> None:
+        """Take in the background compaction's outcome once it is over (``wait``: wait for it)."""
+        if self._compacting is None:
+            return
+        job, future = self._compacting
+        if not wait and not future.done():
+            return
+        self._compacting = None
+        try:
+            future.result()
+        except Exception as exc:   # the journal still has it all: try again later
+            log.warning("host_state: compaction failed, retried later: %s", exc)
+            self._put_back(job)
+            return
+        self._absorb(job)
+
+    def _absorb(self, job: _Compaction) -> None:
+        """What the tables hold now; hosts merged away meanwhile are not among it."""
+        self._hosts.update(job.host_heads)
+        self._ports.update(job.port_heads)
+        for old in self._removed:
+            self._hosts.pop(("hosts_by_ip", old), None)
+            self._ports.pop(old, None)
+
+    def _put_back(self, job: _Compaction) -> None:
+        """A failed compaction's hosts wait for the next one (as the book has them then)."""
+        for key, entry in job.entries.items():
+            if key not in self._removed:          # not merged away meanwhile
+                self._journaled.setdefault(key, entry)
+        self._ports_journaled |= job.ports_dirty - self._removed
+        self._removed |= job.removed
+        if self._journal_since is None:
+            self._journal_since = time.monotonic()
+
+    @staticmethod
+    def _write_hosts(con: duckdb.DuckDBPyConnection, table: str,
+                     rows: list[tuple[tuple[Any, ...], tuple[Any, ...] | None]],
+                     heads: dict[tuple[str, str], tuple[Any, ...]]) -> None:
+        """Append new and changed host rows; only the clocks of the others (see _HOST_CLOCKS).
+        ``rows``: (row, the head the table holds); ``heads`` gets the heads written."""
         at = _clocks_at(table)
         replaced: list[str] = []
         appended: list[tuple[Any, ...]] = []
         clocks: list[tuple[Any, ...]] = []
-        for entry in entries:
-            row = _host_row(entry, table)
-            key = (table, entry.record.host_key)
+        for row, stored in rows:
             head = row[:at]
-            stored = self._hosts.get(key)
-            if stored is not None and remembered.get(key, stored) is not None and stored == head:
+            if stored == head:
                 clocks.append(row)
                 continue
+            key = row[at - _HOST_CLOCKS]
             if stored is not None:
-                replaced.append(entry.record.host_key)
+                replaced.append(key)
             appended.append(row)
-            remembered[key] = head
+            heads[(table, key)] = head
         if replaced:
             con.execute(f"DELETE FROM {table} WHERE host_key IN (SELECT unnest(?))", [replaced])
         if appended:
@@ -553,18 +648,19 @@ class HostStore:
                 [_micros(v) for v in columns[2]], list(columns[3]), list(columns[4]),
                 list(columns[5])])
 
-    def _write_ports(self, con: duckdb.DuckDBPyConnection, entries: list[HostEntry],
-                     remembered: dict[str, dict[str, tuple[Any, ...]] | None]) -> None:
-        """Append new and changed port rows, delete vanished ones, update the rest's last_seen."""
+    @staticmethod
+    def _write_ports(con: duckdb.DuckDBPyConnection,
+                     ports: list[tuple[str, list[str], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]],
+                     heads: dict[str, dict[str, tuple[Any, ...]]]) -> None:
+        """Append new and changed port rows, delete vanished ones, update the rest's last_seen.
+        ``ports``: (host_key, names, rows, the heads the table holds)."""
         gone: list[tuple[str, str, int]] = []
         appended: list[tuple[Any, ...]] = []
         seen: list[tuple[str, str, int, int | None]] = []
-        for entry in entries:
-            key = entry.record.host_key
-            stored = self._ports.get(key, {}) if remembered.get(key, ...) is not None else {}
-            heads: dict[str, tuple[Any, ...]] = {}
-            for name, row in zip(entry.ports, _port_rows(entry), strict=True):
-                head = heads[name] = _port_head(row)
+        for key, names, rows, stored in ports:
+            current: dict[str, tuple[Any, ...]] = {}
+            for name, row in zip(names, rows, strict=True):
+                head = current[name] = _port_head(row)
                 before = stored.get(name)
                 if before == head:
                     seen.append((key, row[4], row[5], _micros(row[_PORT_LAST_SEEN])))
@@ -573,9 +669,9 @@ class HostStore:
                     gone.append((key, row[4], row[5]))
                 appended.append(row)
             for name, before in stored.items():
-                if name not in heads:
+                if name not in current:
                     gone.append((key, before[4], before[5]))
-            remembered[key] = heads
+            heads[key] = current
         if gone:
             con.execute(_DELETE_PORTS, [list(c) for c in zip(*gone, strict=True)])
         if appended:

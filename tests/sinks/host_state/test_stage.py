@@ -202,18 +202,23 @@ async def test_queries_are_answered_while_a_batch_is_being_written(tmp_path: Pat
 
 
 def crash(sink: HostState) -> None:
-    """What a SIGKILL leaves: the committed transactions, no compaction at close."""
+    """What a SIGKILL leaves: the committed transactions, no compaction at close (one
+    running in the background is let finish or fail first: its transaction is atomic)."""
+    if sink.store._compacting is not None:
+        sink.store._compacting[1].exception()
     con, sink.store._con = sink.store._con, None
     assert con is not None
     con.close()
 
 
+@pytest.mark.parametrize("compact_secs", [3600.0, 0.0], ids=["rarely", "in-background-each-batch"])
 @pytest.mark.parametrize("restart", ["close", "crash"])
-async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: Path, restart: str) -> None:
+async def test_rows_written_batch_by_batch_equal_rows_written_at_once(
+        tmp_path: Path, restart: str, compact_secs: float) -> None:
     """Rows whose only change is a clock (last_seen, evidence, state) are updated in place,
     not rewritten, and the host tables catch up with the journal only now and then (after
-    a crash: by folding the journal again at open): the file must end up as if every row
-    had been rewritten for every batch."""
+    a crash: by folding the journal again at open), or in the background while the next
+    batches commit: the file must end up as if every row had been rewritten for every batch."""
     mac_b = "02:00:00:00:00:0b"
     events = [
         [host_seen("198.18.0.10", MAC_A, t=0, id="a1"), host_seen("198.19.0.5", None, t=0, id="a2"),
@@ -230,7 +235,7 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: 
                       id="d2")],
     ]
     stepwise, at_once = tmp_path / "steps", tmp_path / "once"
-    sink = await opened(stepwise, compact_secs=3600.0)
+    sink = await opened(stepwise, compact_secs=compact_secs)
     for i, batch in enumerate(events):
         await sink.write(batch)
         if i == 1:                       # a restart in between: what is remembered is reloaded
@@ -239,7 +244,7 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(tmp_path: 
                 await sink.close()
             else:
                 crash(sink)
-            sink = await opened(stepwise, compact_secs=3600.0)
+            sink = await opened(stepwise, compact_secs=compact_secs)
             assert {k: msgspec.json.encode(e) for k, e in sink.book.hosts.items()} == before
     await sink.close()
     sink = await opened(at_once)
@@ -300,3 +305,30 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     assert set(await sink.store.processed(["old1", "old2", "new"])) == {"old1", "old2"}
     await sink.close()
     assert rows(tmp_path / "lanscope.duckdb", "SELECT max(version) FROM schema_version") == [(2,)]
+
+
+async def test_a_failed_background_compaction_is_retried_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = await opened(tmp_path, compact_secs=0.0)
+    real = sink.store._apply_compaction
+    attempts: list[int] = []
+
+    def flaky(job: object) -> None:
+        attempts.append(len(job.entries))  # type: ignore[attr-defined]
+        if len(attempts) == 1:
+            raise duckdb.TransactionException("conflict (injected)")
+        real(job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sink.store, "_apply_compaction", flaky)
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="e1"),
+                      host_seen("198.19.0.5", None, source="icmp", t=0, id="e2")])
+    assert sink.store._compacting is not None
+    sink.store._compacting[1].exception()         # the first attempt fails in the background
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=5, id="e3")])   # put back, tried again
+    sink.store._compacting[1].exception()
+    db = tmp_path / "lanscope.duckdb"
+    crash(sink)
+    assert attempts == [2, 2]
+    assert rows(db, "SELECT host_key, last_seen FROM hosts ORDER BY 1") == [
+        (MAC_A, at(5)), ("198.19.0.5", at(0))]
+    assert rows(db, "SELECT count(*) FROM host_journal") == [(0,)]
