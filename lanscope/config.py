@@ -62,7 +62,7 @@ class NatsConfig(_Section):
     duplicate_window_secs: float = 120.0
     ack_wait_secs: float = 30.0
     max_deliver: int = 5
-    max_ack_pending: int = 1000            # a sink's consumer gets at least 2 x its batch size
+    max_ack_pending: int = 1000            # a sink's consumer gets at least 3 x its batch size
     nak_backoff_ms: int = 1000             # first retry delay after a failure; doubles per delivery
     nak_backoff_max_secs: float = 60.0
     shutdown_grace_secs: float = 10.0      # in-flight work may finish this long after SIGTERM

@@ -239,8 +239,9 @@ class Bus:
             # sees for the (max_deliver+1)th time, so a message whose handler timed out or
             # crashed on its last try still reaches the DLQ instead of silently stopping.
             max_deliver=c.max_deliver + 1,
-            # At least two batches: a sink's next batch is delivered while one is written.
-            max_ack_pending=max(c.max_ack_pending, 2 * spec.batch_size),
+            # At least three batches: a sink's next batch is delivered while one is written
+            # and the one before publishes its outputs.
+            max_ack_pending=max(c.max_ack_pending, 3 * spec.batch_size),
             filter_subjects=filters,
         )
 

@@ -423,14 +423,14 @@ class EnricherRunner(_ConsumerRunner):
 class SinkRunner(_ConsumerRunner):
     """Batches through stage.write(); the outputs of batch n are published (and n acked)
     while batch n+1 is written, and batch n+2 is fetched and decoded meanwhile. Writes are
-    one at a time, and outputs go out in batch order: a batch takes the publish turn
-    before it lets the next batch write."""
+    one at a time, and outputs go out in batch order: a batch publishes once the previous
+    batch's publish is over (however it ended); later batches write meanwhile."""
 
     def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_secs = (flush_ms if flush_ms is not None else self.options.sink_flush_ms) / 1000.0
         self._write_lock = asyncio.Lock()  # a sink with two consumers still writes one batch at a time
-        self._publish_lock = asyncio.Lock()
+        self._published: asyncio.Future[None] | None = None   # the last batch's publish turn
         self._busy = 0
 
     async def start(self) -> None:
@@ -528,12 +528,16 @@ class SinkRunner(_ConsumerRunner):
                                                                   redelivered)
                     done_at = time.perf_counter()
                     fill_sink_ids(outputs, self.spec.name)
-                    # The publish turn is taken before the next batch may write.
-                    await self._publish_lock.acquire()
+                    # Outputs go out in batch order: after the previous batch's, however
+                    # that ended; the next batch may write meanwhile.
+                    before = self._published
+                    turn = self._published = asyncio.get_running_loop().create_future()
                 try:
+                    if before is not None:
+                        await asyncio.shield(before)
                     await self.bus.publish_events(outputs)
                 finally:
-                    self._publish_lock.release()
+                    turn.set_result(None)
                 if self.log.isEnabledFor(logging.DEBUG):
                     self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
                                    len(items), (done_at - started) * 1e3, len(outputs),

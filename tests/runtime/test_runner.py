@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import pytest
 from nats.errors import NoRespondersError
 
@@ -74,6 +75,50 @@ async def test_sink_acks_only_after_write_and_outputs(bus: Bus) -> None:
         await eventually(settled, what="acks")
         assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 3
     assert sink.opened and sink.closed
+
+
+async def test_a_sink_writes_on_while_outputs_publish_in_batch_order(
+        bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = MemorySink(emit=True)
+    stage = spec("sink_order", Kind.SINK, batch_size=3)
+    held = asyncio.Event()
+    publish_events = bus.publish_events
+    calls = 0
+
+    async def slow_first(events: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:                        # the first batch's outputs wait
+            await held.wait()
+        return await publish_events(events)
+
+    monkeypatch.setattr(bus, "publish_events", slow_first)
+    async with running(bus, (stage, sink), sink_flush_ms=50):
+        for i in range(3):
+            await bus.publish(seen(i))
+        await eventually(lambda: len(sink.batches) == 1, what="the first batch written")
+        for i in range(3, 6):
+            await bus.publish(seen(i))
+        await eventually(lambda: len(sink.batches) == 2, what="the second batch written")
+        for i in range(6, 9):
+            await bus.publish(seen(i))
+        # Later batches are written while the first one's outputs are held back ...
+        await eventually(lambda: len(sink.batches) == 3, what="the third batch written")
+        assert await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 0
+        held.set()
+
+        async def published() -> bool:
+            return await subject_count(bus, FACTS, "lanscope.host.annotated.>") == 9
+        await eventually(published, what="9 outputs")
+        # ... and their outputs still go out after the first batch's.
+        order = []
+        for seq in range(1, 19):
+            msg = await bus.js.get_msg(FACTS, seq)
+            if msg.subject.startswith("lanscope.host.annotated."):
+                order.append(msg.data)
+        first = {sink.rows[i].host_key for i in sink.batches[0]}
+        hosts = [msgspec.json.decode(data)["host_key"] for data in order]
+        assert set(hosts[:3]) == first
 
 
 async def test_enricher_acks_after_publishing_outputs(bus: Bus) -> None:
