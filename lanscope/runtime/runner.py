@@ -556,8 +556,7 @@ class SinkRunner(_ConsumerRunner):
             for msg in msgs:
                 await self._failed(msg, exc)
             return
-        for msg in msgs:
-            await msg.ack()
+        await self.bus.ack_all(msgs)
         self.counters.events_emitted_total += len(outputs)
 
     async def idle(self) -> bool:

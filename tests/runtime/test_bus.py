@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from lanscope.config import NatsConfig, Secret
-from lanscope.runtime.bus import Bus, BusError, KvClaims, Puller, kv_key, servers
+from lanscope.runtime.bus import MSG_ID, Bus, BusError, KvClaims, Puller, _headers, kv_key, servers
 from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
 from tests.runtime.stages import seen, spec, subject_count
@@ -115,6 +115,31 @@ async def test_puller_prefetches_and_hands_back_what_was_not_taken(bus: Bus) -> 
         again += [m.metadata.sequence.stream for m in msgs]
     assert sorted(again) == list(range(6, 21))
     await taker.close()
+
+
+async def test_puller_data_messages_skip_the_subscription_queue(bus: Bus) -> None:
+    """The read loop hands a pull inbox's data messages straight to the puller, headers
+    included; status replies (the 408 of an expired request) still take nats-py's way."""
+    stage = spec("direct", Kind.SINK, batch_size=8)
+    await bus.provision([stage])
+    events = [seen(i) for i in range(3)]
+    await bus.publish_events(events)
+    puller = Puller(bus, FACTS, "direct", prefetch=8, expires_secs=0.2)
+    await puller.start()
+    assert puller._sub is not None and puller._sub._id in bus.nc._direct
+    msgs = await puller.fetch(3, timeout=5)
+    assert [m.headers for m in msgs] == [{MSG_ID: e.id} for e in events]
+    assert puller._sub.delivered == 0          # nothing went through the subscription's queue
+    for msg in msgs:
+        await msg.ack()
+    assert await puller.fetch(3, timeout=0.5) == []   # requests expire (408) and are renewed
+    assert puller._sub.delivered > 0
+    await puller.close()
+
+
+def test_header_blocks_parse_into_names_and_values() -> None:
+    block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX-Two:  spaced value \r\nbad line\r\n\r\n"
+    assert _headers(block) == {"Nats-Msg-Id": "abc", "X-Two": "spaced value"}
 
 
 @pytest.mark.parametrize("key", ["02:00:00:00:00:10", "fe80::1", "198.18.0.10", "a.b*c>d", "=", ""])
