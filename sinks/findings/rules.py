@@ -7,6 +7,7 @@ decides which rules hold for one port.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -106,6 +107,7 @@ class PortRules:
 _VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:p(\d+))?")
 
 
+@functools.lru_cache(maxsize=4096)   # a LAN has few distinct versions; probes repeat them
 def version_tuple(text: str | None) -> tuple[int, ...] | None:
     """(major, minor, patch) from "9.2p1", "OpenSSH_7.4", "8.8"; None when there is no number."""
     if not text:

@@ -87,6 +87,7 @@ class Findings:
         self._saved_at: datetime | None = None
         self._dirty = False
         self._ip_macs: dict[str, dict[str, datetime]] = {}   # window-bounded, rebuilt from sightings
+        self._open_at: dict[str | None, set[str]] = {}      # ip -> ids of the open findings there
         self._static = [ipaddress.ip_network(r, strict=False) for r in config.static_ranges]
         self._thresholds = {"min_openssh": config.min_openssh}
 
@@ -105,6 +106,9 @@ class Findings:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise _io.StateFileError(f"{self._state_path}: not a findings state file ({exc}); "
                                          "move it away to start with no open findings") from None
+        self._open_at = {}
+        for finding_id, finding in self.state.open.items():
+            self._open_at.setdefault(finding.ip, set()).add(finding_id)
         log.info("findings: %d rules, %d open findings", len(self.rules), len(self.state.open))
 
     async def close(self) -> None:
@@ -166,12 +170,18 @@ class Findings:
             first_seen=event.observed_at, last_seen=event.observed_at)
         finding.id = _finding_event_id(finding_id, FindingState.OPENED, event.observed_at)
         self.state.open[finding_id] = msgspec.structs.replace(finding)
+        self._open_at.setdefault(ip, set()).add(finding_id)
         return [finding]
 
     def _resolve(self, finding_id: str, at: datetime, why: str) -> list[Finding]:
         current = self.state.open.pop(finding_id, None)
         if current is None:
             return []
+        at_ip = self._open_at.get(current.ip)
+        if at_ip is not None:
+            at_ip.discard(finding_id)
+            if not at_ip:
+                del self._open_at[current.ip]
         resolved = msgspec.structs.replace(
             current, state=FindingState.RESOLVED, observed_at=at,
             evidence=f"{why}; was: {current.evidence}"[:4096],
@@ -202,8 +212,8 @@ class Findings:
                 out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
                                      mac=event.mac, port=port.port, key=event.host_key)
         port_rules = self._port_rules.ids
-        for finding_id, finding in list(self.state.open.items()):
-            if finding.ip == ip and finding.rule in port_rules and finding_id not in holding:
+        for finding_id in sorted(self._open_at.get(ip, ())):   # not every open finding per probe
+            if self.state.open[finding_id].rule in port_rules and finding_id not in holding:
                 out += self._resolve(finding_id, now, "the latest probe no longer shows it")
         return out
 

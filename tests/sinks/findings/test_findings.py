@@ -94,6 +94,20 @@ async def test_open_findings_survive_a_restart(tmp_path: Path) -> None:
     assert rules_of(await again.write([ports_probed(ports=[], t=10)])) == [("telnet-open", "resolved")]
 
 
+async def test_a_probe_resolves_only_the_findings_of_its_ip(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    telnet = [port(23, service="telnet")]
+    await sink.write([ports_probed("198.18.0.10", "02:00:00:00:00:10", telnet, t=0),
+                      ports_probed("198.18.0.11", "02:00:00:00:00:11", telnet, t=0)])
+    resolved = await sink.write([ports_probed("198.18.0.10", "02:00:00:00:00:10", [], t=10)])
+    assert [(f.ip, f.state.value) for f in resolved] == [("198.18.0.10", "resolved")]
+    await sink.close()
+    again = await opened(tmp_path)        # the open findings by IP are rebuilt from the file
+    assert await again.write([ports_probed("198.18.0.10", "02:00:00:00:00:10", [], t=20)]) == []
+    resolved = await again.write([ports_probed("198.18.0.11", "02:00:00:00:00:11", [], t=20)])
+    assert [(f.ip, f.state.value) for f in resolved] == [("198.18.0.11", "resolved")]
+
+
 async def test_a_redelivered_input_returns_the_same_events(tmp_path: Path) -> None:
     sink = await opened(tmp_path)
     event = ports_probed(ports=[port(23, service="telnet")], t=0, id="in-1")
