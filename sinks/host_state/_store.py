@@ -42,6 +42,7 @@ import functools
 import ipaddress
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -174,6 +175,10 @@ def ip_ints(ip: str | None) -> tuple[int | None, int | None]:
     """(ipv4, ipv6) integer columns for an IP text."""
     if not ip:
         return None, None
+    try:   # inet_pton: strict dotted quads, ~10x faster than ipaddress for the usual case
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big"), None
+    except OSError:
+        pass
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -186,6 +191,8 @@ def _utc(value: datetime) -> datetime:
 
 
 def _json(value: Any) -> str:
+    if value is None:      # most history rows of a new host start from nothing
+        return "null"
     return _entry_encoder.encode(value).decode()
 
 

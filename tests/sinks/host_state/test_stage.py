@@ -13,7 +13,7 @@ import pytest
 
 from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
 from sinks.host_state import Config, HostState
-from sinks.host_state._store import MIGRATIONS, SCHEMA_VERSION
+from sinks.host_state._store import MIGRATIONS, SCHEMA_VERSION, ip_ints
 from tests.factories import at, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -332,3 +332,14 @@ async def test_a_failed_background_compaction_is_retried_and_loses_nothing(
     assert rows(db, "SELECT host_key, last_seen FROM hosts ORDER BY 1") == [
         (MAC_A, at(5)), ("198.19.0.5", at(0))]
     assert rows(db, "SELECT count(*) FROM host_journal") == [(0,)]
+
+
+@pytest.mark.parametrize("ip", ["198.18.0.1", "0.0.0.0", "255.255.255.255", "fe80::1", "fe80::1%eth0",
+                                "::ffff:198.18.0.1", "2001:db8::1", "1.2.3", "01.2.3.4", "x", ""])
+def test_ip_integer_columns_agree_with_ipaddress(ip: str) -> None:
+    try:
+        addr = ip_address(ip)
+    except ValueError:
+        assert ip_ints(ip) == (None, None)
+        return
+    assert ip_ints(ip) == ((int(addr), None) if addr.version == 4 else (None, int(addr)))
