@@ -10,14 +10,15 @@ The journal: most facts only move a known host's clocks (last seen, evidence,
 a port's ``last_seen``), and rewriting its rows for each batch was most of the
 sink's cost. A batch instead commits the facts it folded as one ``host_journal``
 row (msgpack, ~0.3 us and ~300 bytes per event), and the host tables are brought
-up to date from memory by a *compaction*: every ``compact_secs``, before every
-query, at close, and at open. A compaction writes each host once however many
-batches touched it, and deletes the journal rows, in one transaction. The fold
-is deterministic, so folding the journal's batches in order onto the host tables
-(what ``open()`` returns and the sink does) gives back exactly the committed
-state after a crash. Between compactions ``hosts``/``host_ports`` lag by at most
-``compact_secs``; anything that reads them through the sink (``query``) compacts
-first.
+up to date from memory by a *compaction*: in the background once the oldest
+journaled batch is ``compact_secs`` old (see HostStore), before every query, at
+close, and at open. A compaction writes each host once however many batches
+touched it (and deletes the rows of hosts merged away), and deletes the journal
+rows it covers, in one transaction. The fold is deterministic, so folding the
+journal's batches in order onto the host tables (what ``open()`` returns and the
+sink does) gives back exactly the committed state after a crash. ``hosts`` and
+``host_ports`` lag by about ``compact_secs``; anything that reads them through
+the sink (``query``) compacts first.
 
 Compaction writes rows with the Appender (never ``executemany``: ~100x slower).
 DuckDB upserts keep the *first* of duplicate keys in one statement, so rows
