@@ -353,7 +353,7 @@ class HostStore:
         self._removed: set[str] = set()       # merged away: rows the next compaction deletes
         self._journal_seq = 0
         self._journal_since: float | None = None   # when the oldest uncompacted batch committed
-        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host_state-compact")
+        self._compactor: ThreadPoolExecutor | None = None     # while open
         self._compacting: tuple[_Compaction, Future[None]] | None = None
         self._compact_con: duckdb.DuckDBPyConnection | None = None
 
@@ -368,6 +368,7 @@ class HostStore:
         self._con = connect(self.path, read_only=False)
         self._migrate(self._con)
         self._compact_con = self._con.cursor()
+        self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host_state-compact")
         return self._load(self._con)
 
     async def reload(self) -> Loaded:
@@ -381,7 +382,9 @@ class HostStore:
             if self._compact_con is not None:
                 self._compact_con.close()
             await asyncio.to_thread(con.close)
-        self._compactor.shutdown(wait=True)
+        if self._compactor is not None:
+            self._compactor.shutdown(wait=True)
+            self._compactor = None
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -498,7 +501,7 @@ class HostStore:
             self._journal_seq += 1
             self.remember(batch.hosts, list(batch.removed_hosts), batch.ports_of)
             self._settle(wait=False)
-            if self._compacting is None and self._compaction_due():
+            if self._compacting is None and self._compactor is not None and self._compaction_due():
                 job = self._take_compaction()
                 if job is not None:
                     self._compacting = (job, self._compactor.submit(self._apply_compaction, job))
