@@ -269,9 +269,9 @@ class Sinks:
             argv = [*_LAUNCH, "lanscope", "-c", str(self.config), *self.verbose, "run"]
             for name in group:
                 argv += ["--stage", name]
-            if self.profile:   # py-spy (pip install py-spy): flat samples of the sinks' process
+            if self.profile:   # py-spy (pip install py-spy): samples of the thread holding the GIL
                 spy = Path(sys.executable).parent / "py-spy"
-                argv = [str(spy), "record", "-r", "250", "--format", "raw", "-o",
+                argv = [str(spy), "record", "--gil", "-r", "250", "--format", "raw", "-o",
                         str(self.dir / f"run-{number}.prof"), "--", *argv]
             log = (self.dir / f"run-{number}.log").open("wb")
             self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -528,7 +528,8 @@ def main() -> int:
                         help="host_state's duckdb.flush_ms (the shipped default: 200)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, DuckDB)")
     parser.add_argument("--profile", action="store_true",
-                        help="run the sinks under py-spy; samples in the work directory (with --keep)")
+                        help="run the sinks under py-spy, sampling the thread that holds the GIL; "
+                             "samples in the work directory (with --keep)")
     parser.add_argument("--verbose", action="store_true",
                         help="sinks log at debug level (a line per batch) into the work directory")
     # Internal: the publisher process.
