@@ -228,6 +228,9 @@ class HostBook:
                                entry.record.host_key)
         self._pending: dict[str, _Pending] = {}
         self._folded = Folded()
+        # Hosts whose open_ports and services the next snapshot must derive from the rows
+        # again: port rows changed outside _probed (a merge); loaded ones, once, to be sure.
+        self._ports_stale: set[str] = {key for key, entry in self.hosts.items() if entry.ports}
 
     # ------------------------------------------------------------------ batch
 
@@ -346,6 +349,7 @@ class HostBook:
             rec.ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
+            self._ports_stale.add(mac)
             for source, name in ip_entry.hostnames.items():
                 merged.hostnames.setdefault(source, name)
             pending = self._touch(mac, event)
@@ -493,6 +497,7 @@ class HostBook:
         ports = entry.ports
         seen: set[str] = set()
         answered = False   # answering on a port is evidence of presence
+        changed = False    # a row's result differs from the last snapshot's
         for result in event.ports:
             name = _port_name(result)
             seen.add(name)
@@ -501,9 +506,12 @@ class HostBook:
             row = ports.get(name)
             if row is None:
                 ports[name] = PortRow(result=result, first_seen=when, last_seen=when, state_since=when)
+                changed = True
             else:
                 if row.result.state != state:
                     row.state_since = when
+                if not changed and row.result != result:
+                    changed = True
                 row.result = result
                 row.last_seen = when
         if len(seen) != len(ports):
@@ -515,11 +523,24 @@ class HostBook:
                                                          reason="not-reported")
                     row.state_since = when
                     row.last_seen = when
-        open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
-                           key=_port_order)
-        self._set(entry, pending, "open_ports", [_port_name(p) for p in open_rows], event)
-        self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service], event)
-        os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
+                    changed = True
+        key = entry.record.host_key
+        if changed or key in self._ports_stale or any(p.os_hint for p in event.ports):
+            self._ports_stale.discard(key)
+            open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
+                               key=_port_order)
+            self._set(entry, pending, "open_ports", [_port_name(p) for p in open_rows], event)
+            self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service],
+                      event)
+            os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
+        else:
+            # The same rows as the last snapshot derived them from: the same values; only
+            # their times move, as _set would move them (most re-probes of a known host).
+            for name in ("open_ports", "services"):
+                at = entry.field_at.get(name)
+                if at is None or when >= at:
+                    entry.field_at[name] = when
+            os_hint = event.os.name if event.os else None
         if os_hint:
             self._set(entry, pending, "os_hint", os_hint, event)
         if answered:

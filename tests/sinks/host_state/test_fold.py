@@ -140,6 +140,42 @@ def test_ports_probed_sets_open_ports_services_and_a_closed_port_is_a_change() -
     assert b.hosts[MAC_A].ports["tcp/23"].result.state.value == "closed"
 
 
+def test_a_re_probe_with_the_same_ports_moves_only_times() -> None:
+    b = book()
+    ports = [port(22, service="ssh", product="OpenSSH", version="9.2p1"), port(80, service="http")]
+    b.fold([ports_probed(mac=MAC_A, ports=ports, t=0)])
+    assert b.fold([ports_probed(mac=MAC_A, ports=ports, t=10)]).changed == []
+    entry = b.hosts[MAC_A]
+    assert entry.record.open_ports == ["tcp/22", "tcp/80"]
+    assert entry.field_at["open_ports"] == entry.field_at["services"] == at(10)
+    assert entry.ports["tcp/22"].last_seen == at(10) and entry.ports["tcp/22"].first_seen == at(0)
+    # A banner that changes is a new service text, even with the same ports open.
+    newer = [port(22, service="ssh", product="OpenSSH", version="9.6p1"), port(80, service="http")]
+    change = {c.field: c for c in only(b.fold([ports_probed(mac=MAC_A, ports=newer, t=20)]).changed).changes}
+    assert change["services"].new == ["tcp/22 ssh OpenSSH 9.6p1", "tcp/80 http"]
+
+
+def test_ports_merged_from_an_ip_record_show_at_the_next_probe_even_if_it_repeats_them() -> None:
+    b = book()
+    b.fold([ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh")], t=0)])
+    b.fold([ports_probed("198.18.0.30", None, [port(23, service="telnet")], t=1)])
+    b.fold([host_seen("198.18.0.30", MAC_A, t=2)])                       # the merge
+    assert set(b.hosts[MAC_A].ports) == {"tcp/22", "tcp/23"}
+    both = [port(22, service="ssh"), port(23, service="telnet")]
+    b.fold([ports_probed("198.18.0.30", MAC_A, both, t=3)])               # rows unchanged
+    assert b.hosts[MAC_A].record.open_ports == ["tcp/22", "tcp/23"]
+
+
+def test_a_loaded_host_derives_its_open_ports_again_at_the_first_probe() -> None:
+    b = book()
+    b.fold([ports_probed(mac=MAC_A, ports=[port(22, service="ssh")], t=0)])
+    entry = b.hosts[MAC_A]
+    entry.record.open_ports = []                     # as an older version might have left it
+    again = HostBook(b.policy, [entry])
+    again.fold([ports_probed(mac=MAC_A, ports=[port(22, service="ssh")], t=10)])
+    assert again.hosts[MAC_A].record.open_ports == ["tcp/22"]
+
+
 def test_lease_fields_are_tracked() -> None:
     b = book()
     lease = DhcpLease(address="198.18.0.10", mac=MAC_A, dynamic=False, status="bound",
