@@ -65,7 +65,9 @@ _MAX_IPS = 16
 _ANSWERED = (PortState.OPEN, PortState.CLOSED)
 
 
-class PortRow(msgspec.Struct, kw_only=True):
+# gc=False (as the events): rows and entries hold values and event parts, no cycles; the
+# book is the sink's largest heap and no longer walked by every full collection.
+class PortRow(msgspec.Struct, kw_only=True, gc=False):
     """One port of one host with its lifetime."""
 
     result: PortResult
@@ -74,7 +76,7 @@ class PortRow(msgspec.Struct, kw_only=True):
     state_since: datetime
 
 
-class HostEntry(msgspec.Struct, kw_only=True):
+class HostEntry(msgspec.Struct, kw_only=True, gc=False):
     """A host record plus what folding needs to remember about it."""
 
     record: HostRecord
