@@ -56,7 +56,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from schemas import AnyEvent, Finding, HostChanged, PortResult, RegistryEntry
+from schemas import AnyEvent, Finding, HostChanged, PortResult, PortState, Protocol, RegistryEntry
 
 from .fold import HistoryRow, HostEntry, PortRow
 
@@ -687,7 +687,7 @@ class HostStore:
             con.execute(_DELETE_PORTS, [list(c) for c in zip(*gone, strict=True)])
         if appended:
             with con.appender("host_ports") as app:
-                app.append_rows(appended)
+                app.append_rows(_port_values(row) for row in appended)
         if seen:
             con.execute(_UPDATE_PORT_LAST_SEEN, [list(c) for c in zip(*seen, strict=True)])
 
@@ -749,17 +749,32 @@ def _port_head(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
+    """The host's host_ports rows, with the two JSON columns (tls, result) still the structs
+    themselves: rows are compared far more often than written (a re-probe repeats most
+    ports), structs compare without encoding and are never changed in place by the fold.
+    _port_values() encodes them for writing."""
     r = entry.record
     v4, v6 = ip_ints(r.ip)
     rows = []
     for row in entry.ports.values():
         p = row.result
-        rows.append((r.host_key, r.ip, v4, v6, p.protocol.value, p.port, p.state.value, p.reason,
+        rows.append((r.host_key, r.ip, v4, v6, _TEXT[p.protocol], p.port, _TEXT[p.state], p.reason,
                      p.service, p.product, p.version, p.extra_info, p.banner, p.os_hint,
                      p.device_type, list(p.cpe), p.tunnel, p.http_status, p.http_title,
-                     _json(p.tls) if p.tls else None, p.auth_required, p.method,
-                     row.first_seen, row.last_seen, row.state_since, _json(p)))
+                     p.tls, p.auth_required, p.method,
+                     row.first_seen, row.last_seen, row.state_since, p))
     return rows
+
+
+_TEXT: dict[Any, str] = {m: m.value for m in (*Protocol, *PortState)}   # no enum descriptor per use
+_PORT_TLS, _PORT_RESULT = 19, 25
+
+
+def _port_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A _port_rows() row as the Appender takes it."""
+    tls = row[_PORT_TLS]
+    return (*row[:_PORT_TLS], _json(tls) if tls else None, *row[_PORT_TLS + 1:_PORT_RESULT],
+            _json(row[_PORT_RESULT]))
 
 
 def _finding_row(f: Finding) -> tuple[Any, ...]:
