@@ -147,6 +147,8 @@ _MICROSECOND = timedelta(microseconds=1)
 # it rewrites the row. A port row's only such column is last_seen (_PORT_LAST_SEEN).
 _HOST_CLOCKS = 22
 _PORT_LAST_SEEN = 23
+_PORT_TLS, _PORT_RESULT = 19, 25     # the JSON columns of a port row (see _port_rows)
+_TEXT: dict[Any, str] = {m: m.value for m in (*Protocol, *PortState)}   # no enum descriptor per use
 _UPDATE_HOST_CLOCKS = """
     UPDATE {table} SET last_seen = make_timestamptz(u.ls), last_evidence = u.le,
         last_evidence_at = make_timestamptz(u.lea), missed_sweeps = u.ms, last_seen_by = u.lsb,
@@ -765,9 +767,6 @@ def _port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
                      row.first_seen, row.last_seen, row.state_since, p))
     return rows
 
-
-_TEXT: dict[Any, str] = {m: m.value for m in (*Protocol, *PortState)}   # no enum descriptor per use
-_PORT_TLS, _PORT_RESULT = 19, 25
 
 
 def _port_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
