@@ -768,7 +768,6 @@ def _port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
     return rows
 
 
-
 def _port_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A _port_rows() row as the Appender takes it."""
     tls = row[_PORT_TLS]
