@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from typing import NamedTuple
 
 from enrichers.port_probe.stage import Config, Prober
 from lanscope.net.ports import PortSpec, compress, top_ports
-from tests.lab import Lab
+from tests.lab import SERVED, Lab, Served
 
 Open = set[tuple[str, int]]
 LANSCOPE = [sys.executable, "-m", "lanscope"]
@@ -48,26 +47,8 @@ LANSCOPE = [sys.executable, "-m", "lanscope"]
 # in CI or a shared checkout) would otherwise recompile every changed module on every CLI run.
 CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
-# (lab host, port, dpkg service kind, product as lanscope names it, substring nmap uses, version visible?)
-SERVICES = [
-    ("ssh", 22, "openssh", "OpenSSH", "OpenSSH", True),
-    ("dropbear", 22, "dropbear", "Dropbear sshd", "Dropbear", True),
-    ("nginx", 80, "nginx", "nginx", "nginx", True),
-    ("apache", 80, "apache", "Apache httpd", "Apache", True),
-    ("redis", 6379, "redis", "Redis key-value store", "Redis", True),
-    ("mqtt", 1883, "mosquitto", "Mosquitto", "Mosquitto", True),
-    ("mariadb", 3306, "mariadb", "MariaDB", "MariaDB", True),
-    ("ftp", 21, "vsftpd", "vsftpd", "vsftpd", True),
-    ("lighttpd", 80, "lighttpd", "lighttpd", "lighttpd", True),
-    ("postgres", 5432, "postgresql", "PostgreSQL DB", "PostgreSQL", False),
-    ("smtp", 25, "postfix", "Postfix smtpd", "Postfix", False),
-    ("dns", 53, "dnsmasq", "dnsmasq", "dnsmasq", True),
-]
-
-
-def upstream(debian_version: str) -> str:
-    version = re.sub(r"^\d+:", "", debian_version)
-    return version.rsplit("-", 1)[0] if "-" in version else version
+# The lab's servers as test_lab checks them, and dnsmasq's TCP port besides.
+SERVICES = (*SERVED, Served("dns", 53, "dnsmasq", "domain", "dnsmasq", "dnsmasq", True))
 
 
 class Found(NamedTuple):
@@ -220,9 +201,9 @@ def port_scans(lab: Lab, runs: int, config: str, masscan: bool = True,
 
 
 def service_id(lab: Lab, runs: int, sv_runs: int) -> list[tuple[str, float, int, int, int]]:
-    truth = {(lab.host(h).ip, port): (lanscope_product, nmap_product,
-                                      upstream(lab.package_version(kind)) if versioned else None)
-             for h, port, kind, lanscope_product, nmap_product, versioned in SERVICES}
+    truth = {(lab.host(s.host).ip, s.port): (s.product, s.nmap_product,
+                                             lab.upstream_version(s.kind) if s.versioned else None)
+             for s in SERVICES}
     ips = sorted({ip for ip, _ in truth}, key=lambda ip: tuple(int(x) for x in ip.split(".")))
     ports = sorted({p for _, p in truth})
 

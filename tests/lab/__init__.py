@@ -8,6 +8,7 @@ See README.md for the topology and `python -m tests.lab --help` for the CLI.
 
 from .lab import Lab
 from .netns import LabError
+from .services import SERVED, Served
 from .topology import LabHost
 
-__all__ = ["Lab", "LabError", "LabHost"]
+__all__ = ["SERVED", "Lab", "LabError", "LabHost", "Served"]

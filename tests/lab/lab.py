@@ -10,6 +10,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -428,6 +429,11 @@ class Lab:
         if version.returncode != 0:
             raise LabError(f"dpkg-query {package}: {version.stderr.strip()}")
         return version.stdout.strip()
+
+    def upstream_version(self, service: str) -> str:
+        """The upstream part of package_version(): '1:9.2p1-2+deb12u10' -> '9.2p1'."""
+        version = re.sub(r"^\d+:", "", self.package_version(service))
+        return version.rsplit("-", 1)[0] if "-" in version else version
 
     # --- links and namespaces ---------------------------------------------
 

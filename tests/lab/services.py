@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from . import probes
 from .netns import LabError
@@ -513,3 +514,30 @@ def service_env(launch: Launch) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
     base.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     return {**base, **launch.env}
+
+
+class Served(NamedTuple):
+    """A lab server and how a scanner should name it (the port_probe lab test and bench)."""
+
+    host: str           # lab host
+    port: int
+    kind: str           # service kind (Lab.package_version / upstream_version)
+    service: str        # the service name lanscope reports
+    product: str        # the product as lanscope names it
+    nmap_product: str   # a substring of nmap's product text
+    versioned: bool     # does it show its version to an unauthenticated client?
+
+
+SERVED: tuple[Served, ...] = (
+    Served("ssh", 22, "openssh", "ssh", "OpenSSH", "OpenSSH", True),
+    Served("dropbear", 22, "dropbear", "ssh", "Dropbear sshd", "Dropbear", True),
+    Served("nginx", 80, "nginx", "http", "nginx", "nginx", True),
+    Served("apache", 80, "apache", "http", "Apache httpd", "Apache", True),
+    Served("redis", 6379, "redis", "redis", "Redis key-value store", "Redis", True),
+    Served("mqtt", 1883, "mosquitto", "mqtt", "Mosquitto", "Mosquitto", True),
+    Served("mariadb", 3306, "mariadb", "mysql", "MariaDB", "MariaDB", True),
+    Served("ftp", 21, "vsftpd", "ftp", "vsftpd", "vsftpd", True),
+    Served("lighttpd", 80, "lighttpd", "http", "lighttpd", "lighttpd", True),
+    Served("postgres", 5432, "postgresql", "postgresql", "PostgreSQL DB", "PostgreSQL", False),
+    Served("smtp", 25, "postfix", "smtp", "Postfix smtpd", "Postfix", False),
+)

@@ -7,39 +7,15 @@ to an unauthenticated client, so only the product is checked for them).
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from enrichers.port_probe.stage import Config, PortProbe, Prober
 from lanscope.net.ports import PortSpec
 from schemas import PortsProbed, PortState
 from tests.factories import host_seen
-from tests.lab import Lab
+from tests.lab import SERVED, Lab, Served
 
 pytestmark = pytest.mark.lab
-
-
-def upstream(debian_version: str) -> str:
-    """'1:9.2p1-2+deb12u10' -> '9.2p1' (no epoch, no Debian revision)."""
-    version = re.sub(r"^\d+:", "", debian_version)
-    return version.rsplit("-", 1)[0] if "-" in version else version
-
-
-# (lab host, port, service kind for dpkg, service, product, check version?)
-SERVERS = [
-    ("ssh", 22, "openssh", "ssh", "OpenSSH", True),
-    ("dropbear", 22, "dropbear", "ssh", "Dropbear sshd", True),
-    ("nginx", 80, "nginx", "http", "nginx", True),
-    ("apache", 80, "apache", "http", "Apache httpd", True),
-    ("redis", 6379, "redis", "redis", "Redis key-value store", True),
-    ("mqtt", 1883, "mosquitto", "mqtt", "Mosquitto", True),
-    ("mariadb", 3306, "mariadb", "mysql", "MariaDB", True),
-    ("ftp", 21, "vsftpd", "ftp", "vsftpd", True),
-    ("lighttpd", 80, "lighttpd", "http", "lighttpd", True),
-    ("postgres", 5432, "postgresql", "postgresql", "PostgreSQL DB", False),
-    ("smtp", 25, "postfix", "smtp", "Postfix smtpd", False),
-]
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +23,19 @@ def reports(lab: Lab) -> dict[str, object]:
     import asyncio
 
     prober = Prober(Config(connect_timeout_ms=500, udp=""))
-    ips = [lab.host(name).ip for name, *_ in SERVERS]
-    ports = tuple(sorted({p for _, p, *_ in SERVERS}))
+    ips = [lab.host(s.host).ip for s in SERVED]
+    ports = tuple(sorted({s.port for s in SERVED}))
     return asyncio.run(prober.probe(ips, PortSpec(tcp=ports), scan_type="connect"))  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize(("name", "port", "kind", "service", "product", "versioned"), SERVERS,
-                         ids=[s[0] for s in SERVERS])
-def test_real_server_is_identified(lab: Lab, reports: dict[str, object], name: str, port: int, kind: str,
-                                   service: str, product: str, versioned: bool) -> None:
-    report = reports[lab.host(name).ip]
-    result = next(p for p in report.ports if p.port == port)      # type: ignore[attr-defined]
+@pytest.mark.parametrize("served", SERVED, ids=[s.host for s in SERVED])
+def test_real_server_is_identified(lab: Lab, reports: dict[str, object], served: Served) -> None:
+    report = reports[lab.host(served.host).ip]
+    result = next(p for p in report.ports if p.port == served.port)      # type: ignore[attr-defined]
     assert result.state == PortState.OPEN and result.reason == "syn-ack"
-    assert (result.service, result.product) == (service, product)
-    if versioned:
-        assert result.version == upstream(lab.package_version(kind))
+    assert (result.service, result.product) == (served.service, served.product)
+    if served.versioned:
+        assert result.version == lab.upstream_version(served.kind)
     assert result.confidence is not None and result.confidence >= 9
     assert result.banner
 
