@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import os
 import re
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from lanscope.commands._remote import env_secret
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
@@ -123,8 +123,8 @@ def _gateway_settings(args: argparse.Namespace, config: Config) -> Any:
     """The dhcp_leases stage config: `gateway:`/`lease_files:` with --gateway* on top (as `leases`)."""
     from lanscope.commands.leases import _stage_config
 
-    if args.gateway_pass_env and args.gateway_pass_env not in os.environ:
-        raise UsageError(f"--gateway-pass-env: environment variable {args.gateway_pass_env} is not set")
+    if args.gateway_pass_env:
+        env_secret("--gateway-pass-env", args.gateway_pass_env)   # named by this flag, not leases'
     options = argparse.Namespace(
         gateway=args.gateway, user=args.gateway_user, password_env=args.gateway_pass_env,
         scheme=None, port=None, fingerprint=None, ca_file=None, insecure=False, no_arp=False,

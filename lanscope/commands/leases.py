@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_args
 from lanscope.config import Config
 from lanscope.errors import UsageError
 from lanscope.output import print_json, print_table, warn
@@ -33,11 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheme", choices=["auto", "http", "https"],
                         help="auto: http for 10/8, 172.16/12, 192.168/16, https otherwise")
     parser.add_argument("--port", type=int, help="REST port (default: 80/443)")
-    parser.add_argument("--fingerprint", metavar="SHA256",
-                        help="accept only the router certificate with this SHA-256 fingerprint")
-    parser.add_argument("--ca-file", metavar="PEM", help="verify the router certificate with this CA")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not verify the router's certificate (prefer --fingerprint)")
+    add_tls_arguments(parser, "the router")
     parser.add_argument("--no-arp", action="store_true", help="do not read the router's ARP table")
     parser.add_argument("--file", action="append", default=[], metavar="PATH",
                         help="read this lease file (glob allowed, repeatable) instead of "
@@ -64,19 +61,16 @@ def _stage_config(args: argparse.Namespace, config: Config) -> Any:
         if args.user:
             changes["user"] = args.user
         if args.password_env:
-            if args.password_env not in os.environ:
-                raise UsageError(f"--password-env: environment variable {args.password_env} is "
-                                 "not set")
-            changes["password"] = os.environ[args.password_env]
+            changes["password"] = env_secret("--password-env", args.password_env)
         if args.scheme:
             changes["scheme"] = args.scheme
         if args.port:
             changes["port"] = args.port
         if args.no_arp:
             changes["arp_table"] = False
-        if args.fingerprint or args.ca_file or args.insecure:
-            changes["tls"] = TlsSettings(verify=not args.insecure, ca_file=args.ca_file,
-                                         fingerprint_sha256=args.fingerprint)
+        tls = tls_from_args(args)
+        if tls is not None:
+            changes["tls"] = tls
         gateway = msgspec.structs.replace(gateway, **changes)
     files = list(args.file) if args.file else stage.lease_files
     return msgspec.structs.replace(stage, gateway=gateway, lease_files=files)

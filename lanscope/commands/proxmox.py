@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from typing import Any
 
 import msgspec
 
+from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_json, print_table
@@ -28,23 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read the API token secret from environment variable VAR")
     parser.add_argument("--password-env", metavar="VAR",
                         help="read the password from environment variable VAR")
-    parser.add_argument("--fingerprint", metavar="SHA256",
-                        help="accept only the certificate with this SHA-256 fingerprint")
-    parser.add_argument("--ca-file", metavar="PEM", help="verify the certificate with this CA")
-    parser.add_argument("--insecure", action="store_true",
-                        help="do not verify the certificate (prefer --fingerprint)")
+    add_tls_arguments(parser, "the")
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
-
-
-def _env(flag: str, name: str) -> str:
-    if name not in os.environ:
-        raise UsageError(f"{flag}: environment variable {name} is not set")
-    return os.environ[name]
 
 
 def _settings(args: argparse.Namespace, config: Config) -> Any:
     from enrichers.proxmox_names import ProxmoxSettings
-    from producers.dhcp_leases import TlsSettings
 
     settings = proxmox_settings(config)
     if args.host:
@@ -58,14 +47,14 @@ def _settings(args: argparse.Namespace, config: Config) -> Any:
         if getattr(args, flag):
             changes[flag] = getattr(args, flag)
     if args.token_env:
-        changes["token_value"] = _env("--token-env", args.token_env)
+        changes["token_value"] = env_secret("--token-env", args.token_env)
     if args.password_env:
-        changes["password"] = _env("--password-env", args.password_env)
+        changes["password"] = env_secret("--password-env", args.password_env)
         if not args.token_name:
             changes["token_name"] = None       # a password on the command line means ticket login
-    if args.fingerprint or args.ca_file or args.insecure:
-        changes["tls"] = TlsSettings(verify=not args.insecure, ca_file=args.ca_file,
-                                     fingerprint_sha256=args.fingerprint)
+    tls = tls_from_args(args)
+    if tls is not None:
+        changes["tls"] = tls
     settings = msgspec.structs.replace(settings, **changes)
     if not (settings.token_name and settings.token_value) and not settings.password:
         raise UsageError("Proxmox credentials: give --token-name with --token-env, or "
