@@ -12,14 +12,6 @@ from tests.lab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A config whose scope allows the lab (198.18.0.0/15 is not RFC 1918)."""
-    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
-    path.write_text("scope:\n  allow: [198.18.0.0/15, 198.19.0.0/24]\n")
-    return str(path)
-
-
 def test_probe_table(lab: Lab, cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", cfg, "probe", lab.host("ssh").ip, "-p", "20-25", "--no-udp"]) == 0
     out = capsys.readouterr().out

@@ -15,14 +15,6 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A config whose scope allows the lab (198.18.0.0/15 is not RFC 1918)."""
-    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
-    path.write_text("scope:\n  allow: [198.18.0.0/15, 198.19.0.0/24]\n")
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def outputs(lab: Lab, cfg: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("scan")
     files = {"xml": d / "scan.xml", "json": d / "scan.json", "grepable": d / "scan.gnmap"}
