@@ -90,13 +90,12 @@ class _Client(NatsClient):
         super().__init__()
         self._direct: dict[int, Callable[[Msg], None]] = {}
 
-    def deliver_directly(self, sub: Subscription, handler: Callable[[Msg], None]) -> bool:
-        """Hand ``sub``'s data messages to ``handler``; False if this nats-py cannot."""
+    def deliver_directly(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+        """Hand ``sub``'s data messages to ``handler`` (where this nats-py allows it; else
+        they keep going to the subscription's callback)."""
         sid = getattr(sub, "_id", None)
-        if not _DIRECT or not isinstance(sid, int):
-            return False
-        self._direct[sid] = handler
-        return True
+        if _DIRECT and isinstance(sid, int):
+            self._direct[sid] = handler
 
     async def ack_all(self, msgs: Sequence[Msg]) -> None:
         """Ack every message (each its own ack, as Msg.ack() sends it), in one write."""
@@ -190,7 +189,7 @@ def _auth_kind(config: NatsConfig) -> str:
 class Bus:
     """A connected NATS client with JetStream, for one process."""
 
-    def __init__(self, nc: NatsClient, config: NatsConfig, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, nc: _Client, config: NatsConfig, state: dict[str, Any] | None = None) -> None:
         self.nc = nc
         self._state = state if state is not None else {}
         self.config = config
@@ -384,14 +383,6 @@ class Bus:
         return await self.publish_bytes(subject_for(event), encode(event), msg_id=event.id,
                                         retry_for_secs=retry_for_secs)
 
-    async def ack_all(self, msgs: Sequence[Msg]) -> None:
-        """Ack JetStream messages (a sink's committed batch)."""
-        if isinstance(self.nc, _Client):
-            await self.nc.ack_all(msgs)
-        else:
-            for msg in msgs:
-                await msg.ack()
-
     async def publish_bytes(self, subject: str, payload: bytes, *, msg_id: str,
                             headers: dict[str, str] | None = None,
                             retry_for_secs: float | None = None) -> PubAck:
@@ -583,8 +574,7 @@ class Puller:
         self._inbox = self.bus.nc.new_inbox()
         self._sub = await self.bus.nc.subscribe(self._inbox, cb=self._on_msg,
                                                 pending_bytes_limit=_SUB_PENDING_BYTES)
-        if isinstance(self.bus.nc, _Client):
-            self.bus.nc.deliver_directly(self._sub, self._take)
+        self.bus.nc.deliver_directly(self._sub, self._take)
 
     @property
     def buffered(self) -> int:
@@ -693,8 +683,7 @@ class Puller:
         while self._sub.pending_msgs and time.monotonic() < deadline:
             await asyncio.sleep(0)
         sub, self._sub = self._sub, None
-        if isinstance(self.bus.nc, _Client):
-            self.bus.nc.stop_delivering(sub)
+        self.bus.nc.stop_delivering(sub)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
         left, self._buffer, self._arrivals = list(self._buffer), deque(), deque()

@@ -556,7 +556,7 @@ class SinkRunner(_ConsumerRunner):
             for msg in msgs:
                 await self._failed(msg, exc)
             return
-        await self.bus.ack_all(msgs)
+        await self.bus.nc.ack_all(msgs)
         self.counters.events_emitted_total += len(outputs)
 
     async def idle(self) -> bool:
