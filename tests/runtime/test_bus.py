@@ -9,7 +9,17 @@ import msgspec
 import pytest
 
 from lanscope.config import NatsConfig, Secret
-from lanscope.runtime.bus import MSG_ID, Bus, BusError, KvClaims, Puller, _headers, kv_key, servers
+from lanscope.runtime.bus import (
+    MSG_ID,
+    Bus,
+    BusError,
+    KvClaims,
+    Puller,
+    _headers,
+    _Parser,
+    kv_key,
+    servers,
+)
 from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
 from tests.runtime.stages import seen, spec, subject_count
@@ -120,6 +130,7 @@ async def test_puller_prefetches_and_hands_back_what_was_not_taken(bus: Bus) -> 
 async def test_puller_data_messages_skip_the_subscription_queue(bus: Bus) -> None:
     """The read loop hands a pull inbox's data messages straight to the puller, headers
     included; status replies (the 408 of an expired request) still take nats-py's way."""
+    assert isinstance(bus.nc._ps, _Parser)      # what the read loop parses with
     stage = spec("direct", Kind.SINK, batch_size=8)
     await bus.provision([stage])
     events = [seen(i) for i in range(3)]
