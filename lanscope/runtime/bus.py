@@ -206,8 +206,14 @@ class _Parser(Parser):
             self.buf = own
 
 
+_ID_BLOCK = b"NATS/1.0\r\n" + MSG_ID.encode() + b":"
+
+
 def _headers(block: bytes) -> dict[str, str]:
     """A message's header block ("NATS/1.0\r\nName: value\r\n...\r\n\r\n") as a dict."""
+    if block.startswith(_ID_BLOCK) and block.count(b"\r\n") == 3 and block.endswith(b"\r\n\r\n"):
+        # What every lanscope message carries, alone: a third of the general loop's cost.
+        return {MSG_ID: block[len(_ID_BLOCK):-4].strip().decode("utf-8", "replace")}
     found: dict[str, str] = {}
     for line in block.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")

@@ -151,6 +151,10 @@ async def test_puller_data_messages_skip_the_subscription_queue(bus: Bus) -> Non
 def test_header_blocks_parse_into_names_and_values() -> None:
     block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\nX-Two:  spaced value \r\nbad line\r\n\r\n"
     assert _headers(block) == {"Nats-Msg-Id": "abc", "X-Two": "spaced value"}
+    # The block of a lanscope message (the id alone) takes a shortcut to the same result.
+    assert _headers(b"NATS/1.0\r\nNats-Msg-Id: abc \r\n\r\n") == {"Nats-Msg-Id": "abc"}
+    assert _headers(b"NATS/1.0\r\nNats-Msg-Id:abc\r\nX: 1\r\n\r\n") == {"Nats-Msg-Id": "abc", "X": "1"}
+    assert _headers(b"NATS/1.0\r\nNats-Msg-Id-2: abc\r\n\r\n") == {"Nats-Msg-Id-2": "abc"}
 
 
 @pytest.mark.parametrize("key", ["02:00:00:00:00:10", "fe80::1", "198.18.0.10", "a.b*c>d", "=", ""])

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
 from lanscope.config import NatsConfig
@@ -22,6 +23,7 @@ from lanscope.runtime.runner import (
     H_SUBJECT,
     Runner,
     RunnerOptions,
+    _deliveries,
 )
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import dlq_subject
@@ -342,3 +344,14 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
         copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_poison"))
         assert (copy.headers or {})[H_REASON] == "failed 3 times, last: RuntimeError: constraint violated"
     assert events[3].id not in sink.rows
+
+
+@pytest.mark.parametrize(("reply", "count"), [
+    ("$JS.ACK.LANSCOPE_FACTS.host_state.1.17.17.1763745000000000000.0", 1),
+    ("$JS.ACK.LANSCOPE_FACTS.host_state.12.17.9.1763745000000000000.4", 12),
+    ("$JS.ACK.hub.ACCHASH.LANSCOPE_FACTS.host_state.3.17.9.1763745000000000000.4.rnd", 3),
+])
+def test_deliveries_come_from_the_ack_subject_alone(reply: str, count: int) -> None:
+    msg = Msg(_client=None, subject="lanscope.facts.host.seen", reply=reply)  # type: ignore[arg-type]
+    assert _deliveries(msg) == count
+    assert msg.metadata.num_delivered == count      # what nats-py reads from the whole subject
