@@ -62,7 +62,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from lanscope.config import NatsConfig
+from lanscope.config import Config, NatsConfig
 from lanscope.runtime.bus import Bus, consumer_bindings
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.ids import fill_producer_ids
@@ -83,6 +83,12 @@ def mac_of(i: int) -> str:
 
 def ip_of(i: int) -> str:
     return f"198.18.{(i >> 8) & 255}.{i & 255}"
+
+
+def fleet(events: int) -> int:
+    """The throughput workload's hosts: a tenth of the events (each host seen ~10 times),
+    at most 20,000 (a long run is the same LAN for longer, not a bigger LAN)."""
+    return min(max(1, events // 10), 20_000)
 
 
 def workload(n: int, hosts: int, salt: str) -> list[Event]:
@@ -116,7 +122,7 @@ async def publish_role(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.rate:
             return await _paced(bus, args)
-        batch = messages(workload(args.events, max(1, args.events // 10), args.salt))
+        batch = messages(workload(args.events, fleet(args.events), args.salt))
         start_wall, start, cpu = time.time(), time.perf_counter(), time.process_time()
         if args.mode == "sync":
             for subject, payload, msg_id in batch:
@@ -258,7 +264,7 @@ class Sinks:
         self.profile = args.profile
         self.dir = Path(tempfile.mkdtemp(dir=work, prefix="sinks-"))
         config = {"data_dir": str(self.dir), "nats": {"url": url},
-                  "duckdb": {"flush_ms": flush_ms}}
+                  "duckdb": {"flush_ms": flush_ms, "compact_secs": args.compact_secs}}
         self.config = self.dir / "config.yaml"
         self.config.write_text(json.dumps(config))   # JSON is YAML
         self.groups = [list(sinks)] if layout == "one" else [[s] for s in sinks]
@@ -526,6 +532,8 @@ def main() -> int:
                         help="all sinks in one `lanscope run` process, or one process per sink")
     parser.add_argument("--flush-ms", type=int, default=200,
                         help="host_state's duckdb.flush_ms (the shipped default: 200)")
+    parser.add_argument("--compact-secs", type=float, default=Config().duckdb.compact_secs,
+                        help="host_state's duckdb.compact_secs (default: the shipped one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, DuckDB)")
     parser.add_argument("--profile", action="store_true",
                         help="run the sinks under py-spy, sampling the thread that holds the GIL; "
