@@ -209,9 +209,11 @@ class _Parser(Parser):
         """nats-py's parser on this one control line (no payload follows any of them)."""
         own, self.buf = self.buf, bytearray(line)
         alone = self.buf
-        await super().parse()
-        if self.buf is alone:          # else a reset replaced the buffer: keep the new one
-            self.buf = own
+        try:
+            await super().parse()
+        finally:                       # also when nats-py rejects the line (ProtocolError)
+            if self.buf is alone:      # else a reset replaced the buffer: keep the new one
+                self.buf = own
 
 
 _ID_BLOCK = b"NATS/1.0\r\n" + MSG_ID.encode() + b":"

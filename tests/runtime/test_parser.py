@@ -117,3 +117,11 @@ async def test_a_reset_while_a_message_is_handled_drops_the_rest_as_nats_py_does
 async def test_a_malformed_message_line_is_a_protocol_error(line: bytes) -> None:
     with pytest.raises(nats.errors.ProtocolError):
         await feed(_Parser, [line + b"abc\r\n"])
+
+
+async def test_a_line_nats_py_rejects_leaves_the_buffer_as_nats_py_does() -> None:
+    for kind in (Parser, _Parser):
+        parser = kind(Recorder())
+        with pytest.raises(nats.errors.ProtocolError):
+            await parser.parse(b"MSG a 1 2\r\nhi\r\nBOGUS\r\nPING\r\n")
+        assert parser.buf == bytearray(b"BOGUS\r\nPING\r\n"), kind
