@@ -44,6 +44,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from lanscope.net.rawsweep import word_sum
+
 from ._connect import Outcome
 
 _ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
@@ -131,12 +133,6 @@ def _valid_ports(ports: list[int]) -> list[int]:
     """Sorted, unique, 1-65535 (sorted() and bisect run in C: a 65k list costs ~2 ms)."""
     unique = sorted(set(ports))
     return unique[bisect.bisect_left(unique, 1):bisect.bisect_right(unique, 65535)]
-
-
-def _sum16(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    return sum(struct.unpack(f"!{len(data) // 2}H", data))
 
 
 def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
@@ -238,7 +234,7 @@ class _Scan:
             self.host_of[packed] = h
             source = socket.inet_aton(_source_ip(ip))
             pseudo = source + packed + struct.pack("!BBH", 0, 6, _TCP_LEN)
-            self.sum_base.append(_sum16(pseudo) + _sum16(fixed))
+            self.sum_base.append(word_sum(pseudo) + word_sum(fixed))
             # Keyed per host and below 2**31, so base + batch number never wraps.
             digest = hashlib.blake2s(packed, key=secret, digest_size=4).digest()
             self.seq_base.append(int.from_bytes(digest, "big") >> 1)

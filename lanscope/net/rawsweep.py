@@ -134,11 +134,17 @@ def _wait_round(book: ReplyBook[K], timeout_s: float, quiet_s: float) -> None:
         book.wait_change(min(quiet_until, hard) - now)
 
 
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ICMP and ICMPv6 echo requests."""
+def word_sum(data: bytes) -> int:
+    """The sum of ``data`` as big-endian 16-bit words (odd length: zero-padded), unfolded:
+    the part of the Internet checksum that partial sums can share (the SYN engine's)."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ICMP and ICMPv6 echo requests."""
+    total = word_sum(data)
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
