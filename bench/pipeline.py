@@ -91,22 +91,29 @@ def fleet(events: int) -> int:
     return min(max(1, events // 10), 20_000)
 
 
+_PORT22 = PortResult(protocol=Protocol.TCP, port=22, state=PortState.OPEN, service="ssh",
+                     product="OpenSSH", version="9.2p1", banner="SSH-2.0-OpenSSH_9.2p1")
+_PORT80 = PortResult(protocol=Protocol.TCP, port=80, state=PortState.OPEN, service="http")
+
+
+def arp_seen(h: int, now: datetime, sweep_id: str) -> HostSeen:
+    """Host `h` answering an ARP sweep."""
+    return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h), mac=mac_of(h),
+                    evidence="arp-reply", sweep_id=sweep_id)
+
+
+def probed(h: int, now: datetime, ports: list[PortResult], duration_ms: float) -> PortsProbed:
+    """A port snapshot of host `h` (by MAC and IP)."""
+    return PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe", ip=ip_of(h),
+                       mac=mac_of(h), ports=ports, duration_ms=duration_ms)
+
+
 def workload(n: int, hosts: int, salt: str) -> list[Event]:
     """Half sightings, half probe results, over `hosts` hosts (so most events update a known host)."""
     now = datetime.now(UTC)
-    events: list[Event] = []
-    ports = [PortResult(protocol=Protocol.TCP, port=22, state=PortState.OPEN, service="ssh",
-                        product="OpenSSH", version="9.2p1", banner="SSH-2.0-OpenSSH_9.2p1"),
-             PortResult(protocol=Protocol.TCP, port=80, state=PortState.OPEN, service="http")]
-    for i in range(n):
-        h = i % hosts
-        if i % 2 == 0:
-            events.append(HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
-                                   mac=mac_of(h), evidence="arp-reply", sweep_id=f"{salt}-{i}"))
-        else:
-            events.append(PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe",
-                                      ip=ip_of(h), mac=mac_of(h), ports=ports, duration_ms=float(i)))
-    return events
+    ports = [_PORT22, _PORT80]
+    return [arp_seen(i % hosts, now, f"{salt}-{i}") if i % 2 == 0
+            else probed(i % hosts, now, ports, float(i)) for i in range(n)]
 
 
 def messages(events: list[Event]) -> list[tuple[str, bytes, str]]:
@@ -165,13 +172,7 @@ class NewHosts:
     def event(self, i: int, now: datetime) -> Event:
         h = 1_000_000 + i
         self.changes.append((mac_of(h), now.timestamp()))
-        return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
-                        mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
-
-
-_PORT22 = PortResult(protocol=Protocol.TCP, port=22, state=PortState.OPEN, service="ssh",
-                     product="OpenSSH", version="9.2p1", banner="SSH-2.0-OpenSSH_9.2p1")
-_PORT80 = PortResult(protocol=Protocol.TCP, port=80, state=PortState.OPEN, service="http")
+        return arp_seen(h, now, f"{self.salt}-{i}")
 
 
 def known_hosts(hosts: int, salt: str) -> list[Event]:
@@ -179,11 +180,7 @@ def known_hosts(hosts: int, salt: str) -> list[Event]:
     now = datetime.now(UTC)
     events: list[Event] = []
     for h in range(hosts):
-        events.append(HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
-                               mac=mac_of(h), evidence="arp-reply", sweep_id=f"{salt}-pre"))
-        events.append(PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe",
-                                  ip=ip_of(h), mac=mac_of(h), ports=[_PORT22, _PORT80],
-                                  duration_ms=-1.0))
+        events += [arp_seen(h, now, f"{salt}-pre"), probed(h, now, [_PORT22, _PORT80], -1.0)]
     return events
 
 
@@ -210,17 +207,14 @@ class KnownMix:
         h = self.rng.randrange(self.hosts)
         r = self.rng.random()
         if r < 0.45:
-            return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
-                            mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
+            return arp_seen(h, now, f"{self.salt}-{i}")
         if r < 0.9:
             return HostSeen(host_key=ip_of(h), observed_at=now, source="icmp", ip=ip_of(h),
                             evidence="echo-reply", rtt_ms=0.2, sweep_id=f"{self.salt}-{i}")
         return self._ports(h, now, i)
 
     def _ports(self, h: int, now: datetime, i: int) -> PortsProbed:
-        ports = [_PORT22, _PORT80] if self.port80[h] else [_PORT22]
-        return PortsProbed(host_key=mac_of(h), observed_at=now, source="port_probe", ip=ip_of(h),
-                           mac=mac_of(h), ports=ports, duration_ms=float(i))
+        return probed(h, now, [_PORT22, _PORT80] if self.port80[h] else [_PORT22], float(i))
 
     def _change(self, i: int, now: datetime) -> Event:
         kind = (i // self.every) % 3
@@ -228,8 +222,7 @@ class KnownMix:
             self.new += 1
             h = 2_000_000 + self.new
             self.changes.append((mac_of(h), now.timestamp()))
-            return HostSeen(host_key=mac_of(h), observed_at=now, source="arp", ip=ip_of(h),
-                            mac=mac_of(h), evidence="arp-reply", sweep_id=f"{self.salt}-{i}")
+            return arp_seen(h, now, f"{self.salt}-{i}")
         h = self.turn % self.hosts
         self.turn += 1
         self.changes.append((mac_of(h), now.timestamp()))
