@@ -434,7 +434,7 @@ class HostStore:
                         result=_result_decoder.decode(result), first_seen=_utc(first),
                         last_seen=_utc(last), state_since=_utc(since))
             for table, entry in stored:
-                self._hosts[(table, entry.record.host_key)] = _host_row(entry, table)[:_clocks_at(table)]
+                self._hosts[(table, entry.record.host_key)] = _host_head(entry, table)
             for entry in entries.values():
                 if entry.ports:
                     rows = zip(entry.ports, _port_rows(entry), strict=True)
@@ -733,16 +733,22 @@ def _clocks_at(table: str) -> int:
 
 
 def _host_row(entry: HostEntry, table: str) -> tuple[Any, ...]:
-    """The row of `table` (hosts_by_mac starts with the MAC)."""
+    """The row of `table`: its head (_host_head), then the clock columns."""
+    r = entry.record
+    state = msgspec.structs.replace(entry, ports={})
+    return (*_host_head(entry, table), r.last_seen, entry.last_evidence, entry.last_evidence_at,
+            entry.missed_sweeps, _json(r.last_seen_by), _json(state))
+
+
+def _host_head(entry: HostEntry, table: str) -> tuple[Any, ...]:
+    """A `table` row up to its clock columns (hosts_by_mac starts with the MAC)."""
     r = entry.record
     v4, v6 = ip_ints(r.ip)
-    state = msgspec.structs.replace(entry, ports={})
-    head = (r.mac,) if table == "hosts_by_mac" else ()
-    return (*head, r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
+    mac = (r.mac,) if table == "hosts_by_mac" else ()
+    return (*mac, r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
             list(r.services), list(r.open_ports), r.dhcp_type, r.dhcp_status, r.dhcp_comment,
             r.arp_state, r.active, r.vm_name, r.vm_id, r.vm_type, r.vm_node, r.vm_status,
-            r.first_seen, r.last_seen, entry.last_evidence, entry.last_evidence_at,
-            entry.missed_sweeps, _json(r.last_seen_by), _json(state))
+            r.first_seen)
 
 
 def _port_head(row: tuple[Any, ...]) -> tuple[Any, ...]:
