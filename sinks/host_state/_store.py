@@ -452,8 +452,7 @@ class HostStore:
         if self._journal_since is None and (hosts or removed):
             self._journal_since = time.monotonic()
         for old in removed:
-            self._hosts.pop(("hosts_by_ip", old), None)
-            self._ports.pop(old, None)
+            self._forget_rows(old)
             self._journaled.pop(old, None)
             self._ports_journaled.discard(old)
             self._removed.add(old)
@@ -615,8 +614,12 @@ class HostStore:
         self._hosts.update(job.host_heads)
         self._ports.update(job.port_heads)
         for old in self._removed:
-            self._hosts.pop(("hosts_by_ip", old), None)
-            self._ports.pop(old, None)
+            self._forget_rows(old)
+
+    def _forget_rows(self, old: str) -> None:
+        """A merged-away IP host: its rows leave the tables (at the next compaction)."""
+        self._hosts.pop(("hosts_by_ip", old), None)
+        self._ports.pop(old, None)
 
     def _put_back(self, job: _Compaction) -> None:
         """A failed compaction's hosts wait for the next one (as the book has them then)."""
