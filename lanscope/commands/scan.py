@@ -112,7 +112,8 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if not discovery and not args.no_ping:
         # Without discovery, a host is up when some port answered (open, closed or UDP reply).
         reports = {ip: r for ip, r in reports.items()
-                   if any(r.state_counts()[state] for state in (PortState.OPEN, PortState.CLOSED))}
+                   if any(n for state, n in r.state_counts().items()
+                          if state in (PortState.OPEN, PortState.CLOSED))}
     finished = time.time()
     scan_type = next(iter(reports.values())).scan_type if reports else (args.scan_type or "connect")
     run = ScanRun(args=argv, spec=spec, scan_type=scan_type, started=started, finished=finished,
