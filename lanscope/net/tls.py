@@ -129,6 +129,4 @@ def tls_error_text(exc: BaseException) -> str:
         if isinstance(current, ssl.SSLError):
             return f"TLS error: {current.reason or current}"
         current = current.__cause__ or current.__context__
-        if current is None:
-            break
     return ""

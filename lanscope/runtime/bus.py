@@ -317,7 +317,7 @@ class Bus:
 
         async def reconnected() -> None:
             state["down"] = False
-            state["reconnects"] = state.get("reconnects", 0) + 1
+            state["reconnects"] += 1
             log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
 
         async def error(exc: Exception) -> None:
