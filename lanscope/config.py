@@ -39,11 +39,14 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TlsConfig(_Section):
+    """Also the settings lanscope's TLS clients take (lanscope.net.tls.TlsSettings)."""
+
     verify: bool = True
     ca_file: str | None = None
     cert_file: str | None = None          # client certificate (NATS mTLS)
     key_file: str | None = None
-    fingerprint_sha256: str | None = None  # pin a self-signed certificate instead of a CA
+    fingerprint_sha256: str | None = None  # pin a self-signed certificate instead of a CA (hex,
+                                           # colons allowed)
 
 
 class NatsConfig(_Section):

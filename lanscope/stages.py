@@ -120,8 +120,6 @@ def build_neighbours(ctx: StageContext) -> Any:
 
 def dhcp_leases_config(config: Config) -> Any:
     """The dhcp_leases stage Config from `gateway:`, `lease_files:` and the schedule."""
-    import msgspec
-
     from producers import dhcp_leases
 
     gateway = None
@@ -129,8 +127,7 @@ def dhcp_leases_config(config: Config) -> Any:
     if g.host:
         gateway = dhcp_leases.GatewaySettings(
             host=g.host, user=g.user, password=g.password, scheme=g.scheme, port=g.port,
-            tls=dhcp_leases.TlsSettings(**msgspec.structs.asdict(g.tls)),
-            timeout_secs=g.timeout_secs, arp_table=g.arp_table)
+            tls=g.tls, timeout_secs=g.timeout_secs, arp_table=g.arp_table)
     return dhcp_leases.Config(
         interval_secs=config.schedules.dhcp_leases_secs, gateway=gateway,
         lease_files=list(config.lease_files.paths) if config.lease_files.enabled else [])
@@ -149,18 +146,14 @@ def build_dhcp_leases(ctx: StageContext) -> Any:
 
 def proxmox_settings(config: Config) -> Any:
     """Proxmox connection settings from `proxmox:`, or None when no host is configured."""
-    import msgspec
-
     from enrichers.proxmox_names import ProxmoxSettings
-    from producers.dhcp_leases import TlsSettings
 
     p = config.proxmox
     if not p.host:
         return None
     return ProxmoxSettings(
         host=p.host, port=p.port, user=p.user, password=p.password, token_name=p.token_name,
-        token_value=p.token_value, tls=TlsSettings(**msgspec.structs.asdict(p.tls)),
-        timeout_secs=p.timeout_secs)
+        token_value=p.token_value, tls=p.tls, timeout_secs=p.timeout_secs)
 
 
 def build_proxmox_guests(ctx: StageContext) -> Any:

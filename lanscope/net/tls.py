@@ -16,15 +16,10 @@ import hmac
 import ssl
 from typing import Any
 
-import msgspec
+from lanscope.config import TlsConfig
 
-
-class TlsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    verify: bool = True
-    ca_file: str | None = None
-    fingerprint_sha256: str | None = None   # hex, with or without colons
-    cert_file: str | None = None             # client certificate (NATS mutual TLS)
-    key_file: str | None = None
+# What a `tls:` section of config.yaml says is what the clients take, as it is.
+TlsSettings = TlsConfig
 
 
 class FingerprintMismatch(ssl.SSLCertVerificationError):

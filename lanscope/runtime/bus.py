@@ -46,7 +46,7 @@ from nats.protocol.parser import Parser
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
-from lanscope.net.tls import TlsSettings, ssl_context
+from lanscope.net.tls import ssl_context
 from lanscope.runtime.ids import content_id
 from lanscope.runtime.topology import StageSpec
 from schemas import STREAMS, Event, StreamSpec, encode, stream_for, subject_for
@@ -270,7 +270,7 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     """The NATS client context: CA file, pinned fingerprint or verify flag, client certificate."""
     if config.tls is None:
         return None
-    return ssl_context(TlsSettings(**msgspec.structs.asdict(config.tls)))
+    return ssl_context(config.tls)
 
 
 def _auth_kind(config: NatsConfig) -> str:
