@@ -129,14 +129,41 @@ class _Client(NatsClient):
             return False
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        handler(self.msg_class(_client=self, subject=subject.decode(), reply=reply.decode(),
-                               data=data, headers=_headers(headers) if headers else None, _sid=sid))
+        handler(_Delivered(self, subject.decode(), reply.decode(), data, headers, sid))
         return True
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
                            headers: bytes) -> None:
         if not self._deliver(sid, subject, reply, data, headers):
             await super()._process_msg(sid, subject, reply, data, headers)
+
+
+class _Delivered(Msg):
+    """A message for a direct handler: a Msg built without the dataclass's keyword
+    __init__, its header block parsed on first use (most handlers never look at it).
+    Together that is ~0.5 us of the ~1.4 a Msg with parsed headers costs."""
+
+    def __init__(self, client: NatsClient, subject: str, reply: str, data: bytes,
+                 block: bytes | None, sid: int) -> None:
+        self._client = client
+        self.subject = subject
+        self.reply = reply
+        self.data = data
+        self._block = block
+        self._parsed: dict[str, str] | None = None
+        self._metadata = None
+        self._ackd = False
+        self._sid = sid
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        if self._block is not None:
+            self._parsed, self._block = _headers(self._block), None
+        return self._parsed
+
+    @headers.setter
+    def headers(self, value: dict[str, str] | None) -> None:
+        self._parsed, self._block = value, None
 
 
 class _Parser(Parser):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from nats.aio.msg import Msg
 
 from lanscope.config import NatsConfig, Secret
 from lanscope.runtime.bus import (
@@ -15,6 +16,7 @@ from lanscope.runtime.bus import (
     BusError,
     KvClaims,
     Puller,
+    _Delivered,
     _headers,
     _Parser,
     kv_key,
@@ -146,6 +148,22 @@ async def test_puller_data_messages_skip_the_subscription_queue(bus: Bus) -> Non
     assert await puller.fetch(3, timeout=0.5) == []   # requests expire (408) and are renewed
     assert puller._sub.delivered > 0
     await puller.close()
+
+
+def test_a_directly_delivered_message_is_a_msg_with_headers_parsed_on_first_use() -> None:
+    reply = "$JS.ACK.LANSCOPE_FACTS.host_state.2.17.9.1732123456789012345.4"
+    block = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
+    msg = _Delivered(None, "lanscope.facts.x", reply, b"{}", block, 7)   # type: ignore[arg-type]
+    like = Msg(_client=None, subject="lanscope.facts.x", reply=reply, data=b"{}",  # type: ignore[arg-type]
+               headers={MSG_ID: "abc"}, _sid=7)
+    assert msg._block is block                  # nothing parsed yet
+    assert (msg.subject, msg.reply, msg.data, msg.sid, msg.is_acked) == \
+        (like.subject, like.reply, like.data, like.sid, like.is_acked)
+    assert msg.headers == msg.header == like.headers
+    assert msg.metadata == like.metadata
+    msg.headers = {"X": "1"}
+    assert msg.headers == {"X": "1"}
+    assert _Delivered(None, "s", reply, b"", None, 1).headers is None   # type: ignore[arg-type]
 
 
 def test_header_blocks_parse_into_names_and_values() -> None:
