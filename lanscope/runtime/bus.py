@@ -140,8 +140,8 @@ class _Client(NatsClient):
 
 class _Delivered(Msg):
     """A message for a direct handler: a Msg built without the dataclass's keyword
-    __init__, its header block parsed on first use (most handlers never look at it).
-    Together that is ~0.5 us of the ~1.4 a Msg with parsed headers costs."""
+    __init__, its header block parsed on first use (most handlers never look at it):
+    ~0.2 us per message instead of ~1.3 for a Msg with its headers parsed."""
 
     def __init__(self, client: NatsClient, subject: str, reply: str, data: bytes,
                  block: bytes | None, sid: int) -> None:
