@@ -24,6 +24,7 @@ from .events import (
     decode,
     encode,
     json_schema,
+    port_name,
     tag_of,
 )
 from .subjects import STREAMS, StreamSpec, dlq_subject, matches, stream_for, subject_for
@@ -71,6 +72,7 @@ __all__ = [
     "matches",
     "normalize_ip",
     "normalize_mac",
+    "port_name",
     "stream_for",
     "subject_for",
     "tag_of",

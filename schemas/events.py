@@ -13,6 +13,7 @@ filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -116,6 +117,13 @@ class PortResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     tls: TlsCert | None = None
     auth_required: bool | None = None     # False = answered a data command without credentials
     method: ShortText | None = None       # "banner" | "probe" | "port" (how the service was named)
+
+
+# Cached: port names repeat for every probe of every host (~0.15 us instead of ~0.45).
+@functools.lru_cache(maxsize=65536)
+def port_name(protocol: Protocol, port: int) -> str:
+    """"tcp/22": how open_ports, findings rules and finding ids name a port."""
+    return f"{protocol.value}/{port}"
 
 
 class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):

@@ -25,7 +25,7 @@ import msgspec
 
 from lanscope.net.ports import PortSpec, resolve
 from lanscope.runtime.claims import Claims, MemoryClaims
-from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol
+from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol, port_name
 
 from . import _connect
 from .fingerprint import Identity, RuleSet, escape_banner, port_hint_rules, rule_set
@@ -350,8 +350,8 @@ def _os_guess(ports: list[PortResult], outcomes: list[_connect.Outcome]) -> OsGu
         if p.os_hint:
             # os_rules' confidence is not on PortResult; distro-specific names beat generic ones.
             specific = any(ch.isdigit() for ch in p.os_hint)
-            hints.append(BannerHint(p.os_hint, _family(p.os_hint), 8 if specific else 6,
-                                    f"{p.protocol.value}/{p.port} {p.product or p.service or ''}".strip()))
+            source = f"{port_name(p.protocol, p.port)} {p.product or p.service or ''}".strip()
+            hints.append(BannerHint(p.os_hint, _family(p.os_hint), 8 if specific else 6, source))
     ttls = [o.ttl for o in outcomes if o.ttl]
     windows = [o.window for o in outcomes if o.state == "open" and o.window]
     return guess_os(hints, ttls, windows)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from schemas import PortResult, PortState, Severity
+from schemas import PortResult, PortState, Severity, port_name
 
 Check = Literal["rogue_dhcp", "arp_spoof", "duplicate_ip", "new_in_static_range"]
 CHECKS: tuple[str, ...] = ("rogue_dhcp", "arp_spoof", "duplicate_ip", "new_in_static_range")
@@ -98,7 +98,7 @@ class PortRules:
             if port.state != PortState.OPEN:
                 continue
             chosen |= self._any
-            chosen |= self._by_port.get(f"{port.protocol.value}/{port.port}", set())
+            chosen |= self._by_port.get(port_name(port.protocol, port.port), set())
             if port.service:
                 chosen |= self._by_service.get(port.service.lower(), set())
         return [self.rules[i] for i in sorted(chosen)]
@@ -133,7 +133,7 @@ def port_holds(match: PortMatch, port: PortResult, *, thresholds: dict[str, str]
     """Evidence text when the rule holds for this port, else None."""
     if port.state != PortState.OPEN:
         return None
-    name = f"{port.protocol.value}/{port.port}"
+    name = port_name(port.protocol, port.port)
     service = (port.service or "").lower()
     if (match.ports or match.services) and not (
             name in match.ports or (service and service in match.services)):

@@ -34,6 +34,7 @@ from schemas import (
     HostChanged,
     HostSeen,
     PortsProbed,
+    port_name,
 )
 from sinks._outbox import apply_batch, trim
 
@@ -207,7 +208,7 @@ class Findings:
                                       expiry_days=self.config.cert_expiry_days)
                 if evidence is None:
                     continue
-                finding_id = f"{rule.id}/{ip}/{port.protocol.value}/{port.port}"
+                finding_id = f"{rule.id}/{ip}/{port_name(port.protocol, port.port)}"
                 holding.add(finding_id)
                 out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
                                      mac=event.mac, port=port.port, key=event.host_key)

@@ -51,6 +51,7 @@ from schemas import (
     SweepCompleted,
     normalize_ip,
     normalize_mac,
+    port_name,
 )
 
 STAGE = "host_state"
@@ -150,21 +151,11 @@ def _mac_key(mac: str) -> str:
     return normalize_mac(mac)
 
 
-# Port names and service texts repeat for every probe of every host: cached, they cost
-# ~0.15 us instead of ~0.45 and ~1 us.
-def _port_name(p: PortResult) -> str:
-    return _name_of(p.protocol, p.port)
-
-
-@functools.lru_cache(maxsize=65536)
-def _name_of(protocol: Protocol, port: int) -> str:
-    return f"{protocol.value}/{port}"
-
-
 def _port_order(p: PortResult) -> tuple[str, int]:
     return (p.protocol, p.port)
 
 
+# Service texts repeat for every probe of every host: cached, ~0.15 us instead of ~1 us.
 def _service_text(p: PortResult) -> str:
     return _text_of(p.protocol, p.port, p.service, p.product, p.version)
 
@@ -172,7 +163,7 @@ def _service_text(p: PortResult) -> str:
 @functools.lru_cache(maxsize=65536)
 def _text_of(protocol: Protocol, port: int, service: str | None, product: str | None,
              version: str | None) -> str:
-    parts = [_name_of(protocol, port), service or "", product or "", version or ""]
+    parts = [port_name(protocol, port), service or "", product or "", version or ""]
     return " ".join(x for x in parts if x)[:255]
 
 
@@ -496,7 +487,7 @@ class HostBook:
         answered = False   # answering on a port is evidence of presence
         changed = False    # a row's result differs from the last snapshot's
         for result in event.ports:
-            name = _port_name(result)
+            name = port_name(result.protocol, result.port)
             seen.add(name)
             state = result.state
             answered = answered or state in _ANSWERED
@@ -526,7 +517,7 @@ class HostBook:
             self._ports_stale.discard(key)
             open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
                                key=_port_order)
-            self._set(entry, pending, "open_ports", [_port_name(p) for p in open_rows], event)
+            self._set(entry, pending, "open_ports", [port_name(p.protocol, p.port) for p in open_rows], event)
             self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service],
                       event)
             os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
