@@ -102,7 +102,7 @@ class HostReport:
 
     def not_shown(self) -> dict[str, int]:
         """``not_shown(self.ports)``: state -> count of the ports ``shown()`` leaves out."""
-        hidden: Counter[str] = Counter(state for state, _reason, _ttl, _window in self._bulk)
+        hidden = self._bulk_states()
         hidden.update(not_shown(self._results))
         return dict(hidden)
 
@@ -119,10 +119,13 @@ class HostReport:
 
     def state_counts(self) -> Counter[PortState]:
         """How many ports are in each state (all of them, compact or not)."""
-        bulk = Counter(state for state, _reason, _ttl, _window in self._bulk)
-        counts = Counter({_STATES[state]: n for state, n in bulk.items()})
+        counts = Counter({_STATES[state]: n for state, n in self._bulk_states().items()})
         counts.update(p.state for p in self._results)
         return counts
+
+    def _bulk_states(self) -> Counter[str]:
+        """State -> count of the compact ports."""
+        return Counter(state for state, _reason, _ttl, _window in self._bulk)
 
     def _add_tcp(self, ports: list[int], outcomes: list[_connect.Outcome], hidden: frozenset[str]) -> None:
         """Record this host's TCP results (ascending ports): the states in ``hidden`` compact."""
