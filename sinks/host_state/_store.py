@@ -473,10 +473,11 @@ class HostStore:
         with self._lock:
             cur = self.con.cursor()
             try:
+                texts = {i: _id_text(i) for i in ids}
                 done = {row[0] for row in cur.execute(
                     "SELECT DISTINCT event_id FROM processed_events "
-                    "WHERE event_id IN (SELECT unnest(?))", [[_id_text(i) for i in ids]]).fetchall()}
-                found: dict[str, list[HostChanged]] = {i: [] for i in ids if _id_text(i) in done}
+                    "WHERE event_id IN (SELECT unnest(?))", [list(texts.values())]).fetchall()}
+                found: dict[str, list[HostChanged]] = {i: [] for i, text in texts.items() if text in done}
                 if found:
                     for input_id, payload in cur.execute(
                             "SELECT input_id, payload FROM outbox WHERE input_id IN (SELECT unnest(?)) "
