@@ -320,7 +320,6 @@ def cpu_secs(pid: int | None) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-
 async def drained_at(bus: Bus, durable: str, stream: str, since: float, expect: int,
                      deadline_secs: float = 600) -> float:
     """Wall time when the consumer had acked everything (at least `expect` messages delivered)."""
