@@ -179,7 +179,7 @@ class DuckDBConfig(_Section):
     flush_ms: int = 200
     keep_event_ids_days: float = 7.0       # processed ids + outbox kept this long (redelivery, replay)
     max_query_rows: int = 10000            # a query returns at most this many rows
-    compact_secs: float = 5.0              # host tables catch up with the sink's journal within this
+    compact_secs: float = 30.0             # host tables catch up with the sink's journal within this
     query_timeout_ms: int = 3000           # `lanscope query` waits this long for the running pipeline
 
 

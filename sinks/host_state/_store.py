@@ -349,7 +349,7 @@ class HostStore:
     transactions cannot conflict. Only taking its rows from the book holds up the write.
     One runs at a time; compact(), open and close wait for it."""
 
-    def __init__(self, path: Path, *, compact_secs: float = 5.0, compact_hosts: int = 50000) -> None:
+    def __init__(self, path: Path, *, compact_secs: float = 30.0, compact_hosts: int = 50000) -> None:
         self.path = path
         self.compact_secs = compact_secs
         self.compact_hosts = compact_hosts
