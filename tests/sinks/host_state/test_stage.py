@@ -13,7 +13,7 @@ import pytest
 
 from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
 from sinks.host_state import Config, HostState
-from sinks.host_state._store import MIGRATIONS, SCHEMA_VERSION, connect, ip_ints
+from sinks.host_state._store import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect, ip_ints
 from tests.factories import at, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -346,14 +346,21 @@ def test_ip_integer_columns_agree_with_ipaddress(ip: str) -> None:
 
 
 async def test_the_writer_checkpoints_rarely_and_readers_keep_duckdbs_default(tmp_path: Path) -> None:
+    def threshold(con: duckdb.DuckDBPyConnection) -> object:
+        row = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+        return row[0] if row else None
+
+    # As DuckDB spells the values it was given (its own formatting, e.g. "244.1 MiB").
+    raised = threshold(duckdb.connect(config={"checkpoint_threshold": CHECKPOINT_THRESHOLD}))
+    default = threshold(duckdb.connect())
+    assert raised != default
     sink = await opened(tmp_path)
     try:
-        threshold = sink.store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+        assert threshold(sink.store.con) == raised
     finally:
         await sink.close()
-    assert threshold == ("244.1 MiB",)   # CHECKPOINT_THRESHOLD, 256 MB
     reader = connect(tmp_path / "lanscope.duckdb", read_only=True)
     try:
-        assert reader.execute("SELECT current_setting('checkpoint_threshold')").fetchone() == ("16.0 MiB",)
+        assert threshold(reader) == default
     finally:
         reader.close()
