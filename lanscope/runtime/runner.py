@@ -91,6 +91,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:_MAX_REASON]
 
 
+# A sink's message, its event, and how often it was delivered (_deliveries).
+_Item = tuple[Msg, Event, int]
+
+
 def _deliveries(msg: Msg) -> int:
     """How often this message was delivered, read from its ack subject alone.
 
@@ -492,39 +496,33 @@ class SinkRunner(_ConsumerRunner):
     async def _process(self, msgs: list[Msg], writing: asyncio.Event | None = None) -> None:
         self._busy += 1
         try:
-            items: list[tuple[Msg, Event]] = []
-            redelivered: set[str] = set()
+            items: list[_Item] = []
             for msg in msgs:
                 deliveries = _deliveries(msg)
                 event = self._decode(msg, deliveries)
                 if isinstance(event, str):
                     await self._dead_letter(msg, event)
                 else:
-                    items.append((msg, event))
-                    if deliveries > 1:
-                        redelivered.add(event.id)
+                    items.append((msg, event, deliveries))
             if items:
                 self.counters.events_received_total += len(items)
-                await self._write(items, writing, redelivered)
+                await self._write(items, writing)
         finally:
             self._busy -= 1
             if writing is not None:
                 writing.set()
 
-    async def _write(self, items: list[tuple[Msg, Event]], writing: asyncio.Event | None = None,
-                     redelivered: set[str] | None = None) -> None:
-        """``redelivered``: the ids of the items delivered before (only they can have been
-        committed before); None: work it out here."""
-        msgs = [msg for msg, _ in items]
-        if redelivered is None:
-            redelivered = {event.id for msg, event in items if _deliveries(msg) > 1}
+    async def _write(self, items: list[_Item], writing: asyncio.Event | None = None) -> None:
+        msgs = [msg for msg, _, _ in items]
+        # Only a message delivered before can have been committed before.
+        redelivered = {event.id for _, event, deliveries in items if deliveries > 1}
         try:
             async with self._heartbeat(msgs):
                 async with self._write_lock:
                     if writing is not None:
                         writing.set()
                     started = time.perf_counter()
-                    outputs: list[Event] = await self.stage.write([event for _, event in items],
+                    outputs: list[Event] = await self.stage.write([event for _, event, _ in items],
                                                                   redelivered)
                     done_at = time.perf_counter()
                     fill_sink_ids(outputs, self.spec.name)
@@ -546,7 +544,7 @@ class SinkRunner(_ConsumerRunner):
             await self._hand_back(msgs)
             raise
         except Exception as exc:
-            if len(items) > 1 and max(m.metadata.num_delivered for m in msgs) >= 2:
+            if len(items) > 1 and redelivered:
                 # The batch failed before: write one by one so a poison message cannot hold
                 # back (or drag into the DLQ) the good ones that share its batch.
                 self.log.warning("batch of %d failed again (%s); isolating", len(items), type(exc).__name__)
