@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from lanscope.config import Config, NatsConfig
-from lanscope.runtime.bus import Bus, consumer_bindings
+from lanscope.runtime.bus import Bus, sink_feeds
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.ids import fill_producer_ids
 from lanscope.runtime.topology import STAGES
@@ -261,7 +261,13 @@ class Sinks:
         self.config = self.dir / "config.yaml"
         self.config.write_text(json.dumps(config))   # JSON is YAML
         self.groups = [list(sinks)] if layout == "one" else [[s] for s in sinks]
+        # The consumers the sinks read through: sinks of one process share one per stream.
+        self.feeds = [f for group in self.groups for f in sink_feeds(STAGES[name] for name in group)]
         self.procs: list[subprocess.Popen[bytes]] = []
+
+    def durable(self, sink: str, stream: str = FACTS.name) -> str:
+        """The consumer that feeds ``sink`` from ``stream``."""
+        return next(f.spec.durable for f in self.feeds if f.stream == stream and sink in f.members)
 
     def start(self) -> None:
         for number, group in enumerate(self.groups):
@@ -276,15 +282,15 @@ class Sinks:
             self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                start_new_session=True))
 
-    async def ready(self, bus: Bus, sinks: tuple[str, ...], deadline_secs: float = 60) -> None:
-        """Every sink has a pull request waiting on each of its consumers."""
+    async def ready(self, bus: Bus, deadline_secs: float = 60) -> None:
+        """Every consumer of the sinks has a pull request waiting."""
         end = time.monotonic() + deadline_secs
         while time.monotonic() < end:
             if any(p.poll() is not None for p in self.procs):
                 raise RuntimeError(f"a sink process exited; see {self.dir}/run-*.log")
             try:
-                waiting = [(await bus.js.consumer_info(stream, STAGES[name].durable)).num_waiting
-                           for name in sinks for stream in consumer_bindings(STAGES[name])]
+                waiting = [(await bus.js.consumer_info(f.stream, f.spec.durable)).num_waiting
+                           for f in self.feeds]
                 if all(w and w > 0 for w in waiting):
                     return
             except Exception:
@@ -358,7 +364,7 @@ async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path
     sinks = Sinks(url, work, args)
     sinks.start()
     try:
-        await sinks.ready(bus, args.sinks)
+        await sinks.ready(bus)
         before = {"nats-server": cpu_secs(server_pid),
                   "sinks": sum(cpu_secs(p.pid) for p in sinks.procs)}
         pub = asyncio.create_task(run_publisher(url, "--events", str(args.events), "--salt", salt))
@@ -367,10 +373,11 @@ async def pipeline_rate(bus: Bus, url: str, args: argparse.Namespace, work: Path
             info = await bus.js.stream_info(FACTS.name)
             if info.state.messages:
                 break
-        done = await drained_at(bus, "host_state", FACTS.name, 0, args.events)
+        fed = sinks.durable("host_state")
+        done = await drained_at(bus, fed, FACTS.name, 0, args.events)
         result = await pub
-        others = [await drained_at(bus, s, FACTS.name, 0, 0) for s in args.sinks
-                  if s != "host_state" and FACTS.name in consumer_bindings(STAGES[s])]
+        others = [await drained_at(bus, f.spec.durable, FACTS.name, 0, 0) for f in sinks.feeds
+                  if f.stream == FACTS.name and f.spec.durable != fed]
         lag = max([t - done for t in others], default=0.0)
         used = {"publisher": result["cpu"], "nats-server": cpu_secs(server_pid) - before["nats-server"],
                 "sinks": sum(cpu_secs(p.pid) for p in sinks.procs) - before["sinks"]}
@@ -393,12 +400,11 @@ class Latency(NamedTuple):
     events: int
 
 
-async def settle(bus: Bus, sinks: tuple[str, ...], expect: int) -> None:
+async def settle(bus: Bus, sinks: Sinks, expect: int) -> None:
     """host_state acked `expect` facts, and every sink caught up with everything published."""
-    await drained_at(bus, "host_state", FACTS.name, 0, expect)
-    for name in sinks:
-        for stream in consumer_bindings(STAGES[name]):
-            await drained_at(bus, STAGES[name].durable, stream, 0, 0)
+    await drained_at(bus, sinks.durable("host_state"), FACTS.name, 0, expect)
+    for feed in sinks.feeds:
+        await drained_at(bus, feed.spec.durable, feed.stream, 0, 0)
 
 
 async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path, mix: str) -> Latency:
@@ -414,20 +420,20 @@ async def latency(bus: Bus, url: str, args: argparse.Namespace, work: Path, mix:
         arrivals.setdefault(decoder.decode(msg.data).host_key, []).append(now)  # type: ignore[attr-defined]
 
     try:
-        await sinks.ready(bus, args.sinks)
+        await sinks.ready(bus)
         salt = f"lat{time.time()}"
         before = 0
         if mix == "known":   # created and drained before the clock starts
             preload = messages(known_hosts(args.hosts, salt))
             await bus.publish_many(preload)
             before = len(preload)
-            await settle(bus, args.sinks, before)
+            await settle(bus, sinks, before)
         sub = await bus.nc.subscribe("lanscope.host.changed.>", cb=on_changed)
         result = await run_publisher(url, "--rate", str(args.rate), "--secs", str(args.secs),
                                      "--salt", salt, "--mix", mix, "--hosts", str(args.hosts),
                                      "--change-share", str(args.change_share))
         events = int(result["events"])
-        done = await drained_at(bus, "host_state", FACTS.name, 0, before + events)
+        done = await drained_at(bus, sinks.durable("host_state"), FACTS.name, 0, before + events)
         changes = result["changes"]
         end = time.monotonic() + 10
         while sum(map(len, arrivals.values())) < len(changes) and time.monotonic() < end:

@@ -17,7 +17,7 @@ from typing import Any
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
-from lanscope.runtime.bus import Bus
+from lanscope.runtime.bus import Bus, sink_feeds
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.topology import STAGES, StageSpec, resolve
@@ -99,9 +99,11 @@ def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
-        await bus.provision(configured_specs(config).values())
         ctx = StageContext(config=config, claims=await bus.claims())
         built, skipped = build_stages(specs, ctx)
+        # Sinks run here together share their streams' deliveries (bus.Feed): no consumer
+        # of their own on those streams, which nothing would read.
+        await bus.provision(configured_specs(config).values(), feeds=sink_feeds(s for s, _ in built))
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
         rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
         print_table(["stage", "status", "detail"], rows)

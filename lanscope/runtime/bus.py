@@ -48,7 +48,7 @@ from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
 from lanscope.net.tls import ssl_context
 from lanscope.runtime.ids import content_id
-from lanscope.runtime.topology import StageSpec
+from lanscope.runtime.topology import Kind, StageSpec
 from schemas import STREAMS, Event, StreamSpec, encode, stream_for, subject_for
 
 log = logging.getLogger(__name__)
@@ -438,15 +438,25 @@ class Bus:
             filter_subjects=filters,
         )
 
-    async def provision(self, specs: Iterable[StageSpec],
-                        streams: Iterable[StreamSpec] = STREAMS) -> list[Provisioned]:
-        """Create or update the streams and one durable pull consumer per consuming stage."""
+    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] = STREAMS,
+                        *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
+        """Create or update the streams and one durable pull consumer per consuming stage.
+
+        ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
+        sinks has one consumer in place of theirs on its stream."""
         results: list[Provisioned] = []
         for stream in streams:
             results.append(await self._ensure_stream(self.stream_config(stream)))
+        shared = [feed for feed in feeds if feed.shared]
+        fed = {(member, feed.stream) for feed in shared for member in feed.members}
         for spec in specs:
             for stream_name, filters in consumer_bindings(spec).items():
-                results.append(await self._ensure_consumer(stream_name, self.consumer_config(spec, filters)))
+                if (spec.name, stream_name) not in fed:
+                    results.append(await self._ensure_consumer(stream_name,
+                                                               self.consumer_config(spec, filters)))
+        for feed in shared:
+            results.append(await self._ensure_consumer(
+                feed.stream, self.consumer_config(feed.spec, list(feed.spec.consumes))))
         return results
 
     async def _ensure_stream(self, wanted: StreamConfig) -> Provisioned:
@@ -820,6 +830,48 @@ def consumer_bindings(spec: StageSpec) -> dict[str, list[str]]:
     for pattern in spec.consumes:
         bindings.setdefault(stream_for(pattern).name, []).append(pattern)
     return bindings
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One durable consumer on one stream that feeds sinks of one process.
+
+    Sinks of one process that read the same stream share one: each message is
+    delivered, received and decoded once, however many of them want it. Its name
+    joins theirs (``findings+host_state``); a sink alone on a stream reads through
+    its own durable, named after the stage."""
+
+    stream: str
+    spec: StageSpec                 # the consumer: the sink's own spec, or one made for the group
+    members: tuple[str, ...]        # the sinks it feeds, by name
+
+    @property
+    def shared(self) -> bool:
+        return len(self.members) > 1
+
+
+def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
+    """How the sinks among ``specs``, run in one process, read their streams."""
+    readers: dict[str, list[StageSpec]] = {}
+    for spec in specs:
+        if spec.kind is Kind.SINK:
+            for stream in consumer_bindings(spec):
+                readers.setdefault(stream, []).append(spec)
+    feeds: list[Feed] = []
+    for stream, sinks in readers.items():
+        if len(sinks) == 1:
+            feeds.append(Feed(stream, sinks[0], (sinks[0].name,)))
+            continue
+        sinks = sorted(sinks, key=lambda s: s.name)
+        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
+        waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
+        names = tuple(s.name for s in sinks)
+        spec = StageSpec("+".join(names), Kind.SINK, builder="", consumes=tuple(filters),
+                         description=f"one delivery for the sinks {', '.join(names)} in one process",
+                         max_replicas=1, batch_size=max(s.batch_size for s in sinks),
+                         ack_wait_secs=max(waits) if waits else None)
+        feeds.append(Feed(stream, spec, names))
+    return feeds
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.bus import MSG_ID, Bus, Puller, consumer_bindings
+from lanscope.runtime.bus import MSG_ID, Bus, Feed, Puller, consumer_bindings, sink_feeds
 from lanscope.runtime.ids import fill_enricher_ids, fill_producer_ids, fill_sink_ids, payload_id
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import Event, decode, dlq_subject
@@ -109,6 +109,71 @@ def _deliveries(msg: Msg) -> int:
     return msg.metadata.num_delivered
 
 
+def _decode(msg: Msg, deliveries: int, max_deliver: int) -> Event | str:
+    """The event, or the reason it cannot be handled (``deliveries``: _deliveries(msg))."""
+    try:
+        event: Event = decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"undecodable: {exc}"
+    if deliveries > max_deliver:
+        return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
+    if not event.id:
+        # Published by another tool without an id: derive one, so our outputs stay stable.
+        event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
+    return event
+
+
+async def _failed(msg: Msg, failures: Sequence[tuple[_ConsumerRunner, BaseException]],
+                  options: RunnerOptions) -> None:
+    """``msg`` failed in the stages named (a feed shared by sinks: in one or more of them):
+    nak it with a backoff, or after the last allowed delivery dead-letter it for each."""
+    delivered = msg.metadata.num_delivered
+    for stage, _ in failures:
+        stage.counters.events_failed_total += 1
+    if delivered >= options.max_deliver:
+        for stage, exc in failures:
+            await stage._to_dlq(msg, f"failed {delivered} times, last: {type(exc).__name__}: {exc}")
+        await msg.term()
+        return
+    delay = float(min(options.backoff_secs * 2 ** max(delivered - 1, 0), options.backoff_max_secs))
+    for stage, exc in failures:
+        stage.log.warning("%s seq %d failed (delivery %d/%d), retry in %.1fs: %s", msg.subject,
+                          msg.metadata.sequence.stream, delivered, options.max_deliver, delay,
+                          _one_line(f"{type(exc).__name__}: {exc}"))
+    await msg.nak(delay=delay)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(msgs: Sequence[Msg], ack_wait: float) -> AsyncIterator[None]:
+    """Tell the server every ack_wait/3 that slow work on ``msgs`` is still going."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(ack_wait / 3)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _hand_back(msgs: Sequence[Msg]) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):
+            await msg.nak()
+
+
+async def _pending(bus: Bus, stream: str, durable: str) -> int:
+    info = await bus.js.consumer_info(stream, durable)
+    return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+
 class _StageRunner:
     """What every kind of stage shares: counters, logging, the stop signal."""
 
@@ -128,9 +193,6 @@ class _StageRunner:
     def ack_wait(self) -> float:
         return self.spec.ack_wait_secs or self.options.ack_wait_secs
 
-    def backoff(self, num_delivered: int) -> float:
-        return float(min(self.options.backoff_secs * 2 ** max(num_delivered - 1, 0),
-                         self.options.backoff_max_secs))
 
     async def start(self) -> None:
         query = getattr(self.stage, "query", None)
@@ -229,7 +291,7 @@ class _ConsumerRunner(_StageRunner):
                 msg = queue.get_nowait()
                 if msg.reply and not (msg.headers or {}).get("Status"):
                     late.append(msg)
-            await self._hand_back(late)
+            await _hand_back(late)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
@@ -248,21 +310,12 @@ class _ConsumerRunner(_StageRunner):
                 await asyncio.wait_for(self.stopping.wait(), 0.5)
             return []
 
-    def _decode(self, msg: Msg, deliveries: int) -> Event | str:
-        """The event, or the reason it cannot be handled (``deliveries``: _deliveries(msg))."""
-        try:
-            event: Event = decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return f"undecodable: {exc}"
-        if deliveries > self.options.max_deliver:
-            return (f"not acknowledged after {self.options.max_deliver} deliveries "
-                    "(handler timed out or its process died)")
-        if not event.id:
-            # Published by another tool without an id: derive one, so our outputs stay stable.
-            event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
-        return event
-
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        await self._to_dlq(msg, reason)
+        await msg.term()
+
+    async def _to_dlq(self, msg: Msg, reason: str) -> None:
+        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it)."""
         md = msg.metadata
         headers = {
             H_REASON: _one_line(reason),
@@ -276,50 +329,11 @@ class _ConsumerRunner(_StageRunner):
         self.log.warning("dead-lettering %s seq %d: %s", msg.subject, md.sequence.stream, headers[H_REASON])
         await self.bus.publish_bytes(dlq_subject(self.spec.name), msg.data, headers=headers,
                                      msg_id=f"dlq-{self.spec.name}-{md.stream}-{md.sequence.stream}")
-        await msg.term()
-
-    async def _failed(self, msg: Msg, exc: BaseException) -> None:
-        self.counters.events_failed_total += 1
-        delivered = msg.metadata.num_delivered
-        reason = f"{type(exc).__name__}: {exc}"
-        if delivered >= self.options.max_deliver:
-            await self._dead_letter(msg, f"failed {delivered} times, last: {reason}")
-            return
-        delay = self.backoff(delivered)
-        self.log.warning("%s seq %d failed (delivery %d/%d), retry in %.1fs: %s", msg.subject,
-                         msg.metadata.sequence.stream, delivered, self.options.max_deliver, delay,
-                         _one_line(reason))
-        await msg.nak(delay=delay)
-
-    @contextlib.asynccontextmanager
-    async def _heartbeat(self, msgs: Sequence[Msg]) -> AsyncIterator[None]:
-        """Tell the server every ack_wait/3 that slow work on ``msgs`` is still going."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.ack_wait / 3)
-                for msg in msgs:
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
-
-        task = asyncio.create_task(beat())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _hand_back(self, msgs: Sequence[Msg]) -> None:
-        for msg in msgs:
-            with contextlib.suppress(Exception):
-                await msg.nak()
 
     async def _pending(self) -> int:
         total = 0
         for stream in consumer_bindings(self.spec):
-            info = await self.bus.js.consumer_info(stream, self.spec.durable)
-            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            total += await _pending(self.bus, stream, self.spec.durable)
         return total
 
 
@@ -383,25 +397,25 @@ class EnricherRunner(_ConsumerRunner):
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            event = self._decode(msg, _deliveries(msg))
+            event = _decode(msg, _deliveries(msg), self.options.max_deliver)
             if isinstance(event, str):
                 await self._dead_letter(msg, event)
                 return
             self.counters.events_received_total += 1
             try:
-                async with self._heartbeat([msg]):
+                async with _heartbeat([msg], self.ack_wait):
                     outputs: list[Event] = await self.stage.handle(event)
                 fill_enricher_ids(outputs, event.id, self.spec.name)
                 await self.bus.publish_events(outputs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._failed(msg, exc)
+                await _failed(msg, [(self, exc)], self.options)
                 return
             await msg.ack()
             self.counters.events_emitted_total += len(outputs)
         except asyncio.CancelledError:
-            await self._hand_back([msg])
+            await _hand_back([msg])
             raise
         except Exception as exc:  # the bus itself failed (closed): the server redelivers later
             self.log.error("cannot settle %s: %s: %s", msg.subject, type(exc).__name__, exc)
@@ -425,57 +439,129 @@ class EnricherRunner(_ConsumerRunner):
 
 
 class SinkRunner(_ConsumerRunner):
-    """Batches through stage.write(); the outputs of batch n are published (and n acked)
-    while batch n+1 is written, and batch n+2 is fetched and decoded meanwhile. Writes are
-    one at a time, and outputs go out in batch order: a batch publishes once the previous
-    batch's publish is over (however it ended); later batches write meanwhile."""
+    """One sink: its batches go through stage.write() one at a time, and its outputs go out
+    in batch order (a batch publishes once the previous batch's publish is over, however
+    it ended; later batches write meanwhile). Its messages come from feeds (_FeedRunner):
+    one per stream it reads, its own or shared with the other sinks of this process."""
 
     def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.flush_secs = (flush_ms if flush_ms is not None else self.options.sink_flush_ms) / 1000.0
-        self._write_lock = asyncio.Lock()  # a sink with two consumers still writes one batch at a time
+        self._write_lock = asyncio.Lock()  # a sink with two feeds still writes one batch at a time
         self._published: asyncio.Future[None] | None = None   # the last batch's publish turn
-        self._busy = 0
+        self.feeds: list[_FeedRunner] = []
 
     async def start(self) -> None:
         await self.stage.open()
         await super().start()
 
     async def run(self) -> None:
-        self._pullers: list[Puller] = []
+        tasks = [feed.task for feed in self.feeds if feed.task is not None]
         try:
-            for stream in consumer_bindings(self.spec):
-                # One batch may wait in the client while the previous one is written:
-                # the write of batch n overlaps the delivery of batch n+1.
-                puller = Puller(self.bus, stream, self.spec.durable, prefetch=self.spec.batch_size,
-                                expires_secs=self.options.fetch_timeout_secs)
-                await puller.start()
-                self._pullers.append(puller)
-            await asyncio.gather(*(self._consume(puller) for puller in self._pullers))
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks))
         finally:
-            await self._unpull()
+            if not self.stopping.is_set() and any(t.done() and not t.cancelled() and t.exception()
+                                                  for t in tasks):
+                # An input is gone (the bus failed): the whole process stops and is restarted.
+                self.log.error("a feed of this sink failed; stopping")
+                self.stopping.set()
+            if tasks:   # the feeds end once stopping (or cancelled by the runner's grace period)
+                await asyncio.wait(tasks)
             await self.stop_serving()
             with contextlib.suppress(Exception):
                 await self.stage.close()
             self.done = True
 
-    async def _unpull(self) -> None:
-        """After the fetch loops: end the open pull requests, nak what arrived untaken."""
-        pullers, self._pullers = self._pullers, []
-        for left in await asyncio.gather(*(p.close() for p in pullers), return_exceptions=True):
-            if isinstance(left, list):
-                await self._hand_back(left)
+    async def commit(self, items: list[_Item], locked: Callable[[], None] | None = None) -> None:
+        """Write ``items``, then publish the outputs in batch order; raises what either raised.
+        ``locked`` is called once this batch has the write lock."""
+        # Only a message delivered before can have been committed before.
+        redelivered = {event.id for _, event, deliveries in items if deliveries > 1}
+        async with self._write_lock:
+            if locked is not None:
+                locked()
+            started = time.perf_counter()
+            outputs: list[Event] = await self.stage.write([event for _, event, _ in items], redelivered)
+            done_at = time.perf_counter()
+            fill_sink_ids(outputs, self.spec.name)
+            # Outputs go out in batch order: after the previous batch's, however that
+            # ended; the next batch may write meanwhile.
+            before = self._published
+            turn = self._published = asyncio.get_running_loop().create_future()
+        try:
+            if before is not None:
+                await asyncio.shield(before)
+            await self.bus.publish_events(outputs)
+        finally:
+            turn.set_result(None)
+        self.counters.events_emitted_total += len(outputs)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
+                           len(items), (done_at - started) * 1e3, len(outputs),
+                           (time.perf_counter() - done_at) * 1e3)
+
+    async def idle(self) -> bool:
+        return all([await feed.idle() for feed in self.feeds])
+
+
+class _FeedRunner:
+    """Pulls one durable consumer (a bus.Feed) and hands each batch to the sinks it feeds.
+
+    Each message is decoded once and given to the sinks whose filters match its
+    subject; they write at the same time (one sink's commit overlaps another's
+    Python work) and the message is acked once every one of them committed it. The
+    next batch is fetched and decoded while this one is written. A message that
+    failed in a sink is nak'd, so every sink sees it again (a redelivery, harmless
+    to the ones that committed it) or, after its last delivery, dead-lettered for
+    each sink it failed in."""
+
+    def __init__(self, feed: Feed, members: list[SinkRunner], bus: Bus, options: RunnerOptions,
+                 stopping: asyncio.Event) -> None:
+        self.feed = feed
+        self.members = members
+        self.bus = bus
+        self.options = options
+        self.stopping = stopping
+        self.flush_secs = min(m.flush_secs for m in members)
+        self.ack_wait = feed.spec.ack_wait_secs or options.ack_wait_secs
+        self.task: asyncio.Task[None] | None = None
+        self.log = _StageLog(log, {"stage": feed.spec.name})
+        self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
+        self._routes: dict[str, list[SinkRunner]] = {}
+        self._busy = 0
+
+    def _route(self, subject: str) -> list[SinkRunner]:
+        """The sinks that read ``subject`` (few distinct subjects: remembered)."""
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._routes[subject] = [m for m, filters in self._filters
+                                             if any(subj.matches(f, subject) for f in filters)]
+        return route
+
+    async def run(self) -> None:
+        spec = self.feed.spec
+        # One batch may wait in the client while the previous one is written:
+        # the write of batch n overlaps the delivery of batch n+1.
+        puller = Puller(self.bus, self.feed.stream, spec.durable, prefetch=spec.batch_size,
+                        expires_secs=self.options.fetch_timeout_secs)
+        await puller.start()
+        try:
+            await self._consume(puller)
+        finally:
+            # After the fetch loop: end the open pull requests, nak what arrived untaken.
+            with contextlib.suppress(Exception):
+                await _hand_back(await puller.close())
 
     async def _consume(self, puller: Puller) -> None:
         batches: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
                 # Up to a batch: the first message within fetch_timeout, then flush_ms to fill up.
-                msgs = await puller.fetch(self.spec.batch_size, self.options.fetch_timeout_secs,
+                msgs = await puller.fetch(self.feed.spec.batch_size, self.options.fetch_timeout_secs,
                                           fill_secs=self.flush_secs)
                 for task in [t for t in batches if t.done()]:
                     batches.discard(task)
-                    task.result()            # a bus failure stops the stage, as before
+                    task.result()            # a bus failure stops the feed
                 if not msgs:
                     continue
                 # A stop lets started batches finish; the runner cancels them (and so naks
@@ -493,72 +579,78 @@ class SinkRunner(_ConsumerRunner):
             await asyncio.gather(*batches, return_exceptions=True)
             raise
 
-    async def _process(self, msgs: list[Msg], writing: asyncio.Event | None = None) -> None:
+    async def _process(self, msgs: list[Msg], writing: asyncio.Event) -> None:
         self._busy += 1
         try:
             items: list[_Item] = []
             for msg in msgs:
                 deliveries = _deliveries(msg)
-                event = self._decode(msg, deliveries)
+                event = _decode(msg, deliveries, self.options.max_deliver)
                 if isinstance(event, str):
-                    await self._dead_letter(msg, event)
+                    for member in self._route(msg.subject) or self.members:
+                        await member._to_dlq(msg, event)
+                    await msg.term()
                 else:
                     items.append((msg, event, deliveries))
             if items:
-                self.counters.events_received_total += len(items)
                 await self._write(items, writing)
         finally:
             self._busy -= 1
-            if writing is not None:
+            writing.set()
+
+    async def _write(self, items: list[_Item], writing: asyncio.Event) -> None:
+        msgs = [msg for msg, _, _ in items]
+        if len(self.members) == 1:
+            shares = [(self.members[0], items)]
+        else:
+            by_member: dict[SinkRunner, list[_Item]] = {member: [] for member in self.members}
+            for item in items:
+                for member in self._route(item[0].subject):
+                    by_member[member].append(item)
+            shares = [(member, share) for member, share in by_member.items() if share]
+        for member, share in shares:
+            member.counters.events_received_total += len(share)
+        waiting = len(shares)
+
+        def locked() -> None:   # the next batch is fetched once every sink writes this one
+            nonlocal waiting
+            waiting -= 1
+            if waiting <= 0:
                 writing.set()
 
-    async def _write(self, items: list[_Item], writing: asyncio.Event | None = None) -> None:
-        msgs = [msg for msg, _, _ in items]
-        # Only a message delivered before can have been committed before.
-        redelivered = {event.id for _, event, deliveries in items if deliveries > 1}
+        failures: dict[int, list[tuple[_ConsumerRunner, BaseException]]] = {}
         try:
-            async with self._heartbeat(msgs):
-                async with self._write_lock:
-                    if writing is not None:
-                        writing.set()
-                    started = time.perf_counter()
-                    outputs: list[Event] = await self.stage.write([event for _, event, _ in items],
-                                                                  redelivered)
-                    done_at = time.perf_counter()
-                    fill_sink_ids(outputs, self.spec.name)
-                    # Outputs go out in batch order: after the previous batch's, however
-                    # that ended; the next batch may write meanwhile.
-                    before = self._published
-                    turn = self._published = asyncio.get_running_loop().create_future()
-                try:
-                    if before is not None:
-                        await asyncio.shield(before)
-                    await self.bus.publish_events(outputs)
-                finally:
-                    turn.set_result(None)
-                if self.log.isEnabledFor(logging.DEBUG):
-                    self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
-                                   len(items), (done_at - started) * 1e3, len(outputs),
-                                   (time.perf_counter() - done_at) * 1e3)
+            async with _heartbeat(msgs, self.ack_wait):
+                results = await asyncio.gather(*(member.commit(share, locked) for member, share in shares),
+                                               return_exceptions=True)
+                for (member, share), result in zip(shares, results, strict=True):
+                    if result is None:
+                        continue
+                    if not isinstance(result, Exception):
+                        raise result
+                    if len(share) > 1 and any(deliveries > 1 for _, _, deliveries in share):
+                        # The batch failed before: write one by one so a poison message cannot
+                        # hold back (or drag into the DLQ) the good ones that share its batch.
+                        member.log.warning("batch of %d failed again (%s); isolating", len(share),
+                                           type(result).__name__)
+                        for item in share:
+                            try:
+                                await member.commit([item])
+                            except Exception as exc:
+                                failures.setdefault(id(item[0]), []).append((member, exc))
+                    else:
+                        for item in share:
+                            failures.setdefault(id(item[0]), []).append((member, result))
         except asyncio.CancelledError:
-            await self._hand_back(msgs)
+            await _hand_back(msgs)
             raise
-        except Exception as exc:
-            if len(items) > 1 and redelivered:
-                # The batch failed before: write one by one so a poison message cannot hold
-                # back (or drag into the DLQ) the good ones that share its batch.
-                self.log.warning("batch of %d failed again (%s); isolating", len(items), type(exc).__name__)
-                for item in items:
-                    await self._write([item])
-                return
-            for msg in msgs:
-                await self._failed(msg, exc)
-            return
-        await self.bus.nc.ack_all(msgs)
-        self.counters.events_emitted_total += len(outputs)
+        await self.bus.nc.ack_all([msg for msg in msgs if id(msg) not in failures])
+        for msg in msgs:
+            if id(msg) in failures:
+                await _failed(msg, failures[id(msg)], self.options)
 
     async def idle(self) -> bool:
-        return self._busy == 0 and await self._pending() == 0
+        return self._busy == 0 and await _pending(self.bus, self.feed.stream, self.feed.spec.durable) == 0
 
 
 # -------------------------------------------------------------------------- the runner
@@ -602,14 +694,18 @@ class Runner:
         return {e.spec.name: e.runner.counters for e in self._entries}
 
     async def run(self) -> None:
+        feeds = await self._feeds()
         for entry in self._entries:
             await entry.runner.start()
+        for feed in feeds:
+            feed.task = asyncio.create_task(feed.run(), name=f"feed:{feed.feed.stream}/{feed.feed.spec.name}")
         for entry in self._entries:
             entry.task = asyncio.create_task(entry.runner.run(), name=f"stage:{entry.spec.name}")
         helpers = [asyncio.create_task(self._report())]
         if self.options.once:
             helpers.append(asyncio.create_task(self._stop_when_idle()))
         stages = [e.task for e in self._entries if e.task is not None]
+        stages += [f.task for f in feeds if f.task is not None]
         everything = asyncio.gather(*stages, return_exceptions=True)
         stop_requested = asyncio.create_task(self.stopping.wait())
         try:
@@ -620,7 +716,7 @@ class Runner:
                 for task in late:
                     task.cancel()
             results = await everything
-            for entry, result in zip(self._entries, results, strict=True):
+            for entry, result in zip(self._entries, results[:len(self._entries)], strict=True):
                 if isinstance(result, asyncio.CancelledError):
                     entry.runner.log.warning("stage did not finish within the grace period")
                 elif isinstance(result, BaseException):
@@ -634,6 +730,22 @@ class Runner:
             for entry in self._entries:
                 await entry.runner.stop_serving()
                 entry.runner.log.info("final counters: %s", entry.runner.counters.line())
+
+    async def _feeds(self) -> list[_FeedRunner]:
+        """One feed per stream the sinks read; sinks that share a stream share its feed."""
+        sinks = {e.spec.name: e.runner for e in self._entries if isinstance(e.runner, SinkRunner)}
+        plans = sink_feeds(runner.spec for runner in sinks.values())
+        shared = [plan for plan in plans if plan.shared]
+        if shared:   # created here (idempotent), so any set of sinks may share one process
+            await self.bus.provision([], streams=(), feeds=shared)
+        feeds: list[_FeedRunner] = []
+        for plan in plans:
+            members = [sinks[name] for name in plan.members]
+            feed = _FeedRunner(plan, members, self.bus, self.options, self.stopping)
+            for member in members:
+                member.feeds.append(feed)
+            feeds.append(feed)
+        return feeds
 
     async def _report(self) -> None:
         while True:

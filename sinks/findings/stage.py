@@ -33,6 +33,7 @@ from schemas import (
     FindingState,
     HostChanged,
     HostSeen,
+    PortResult,
     PortsProbed,
     port_name,
 )
@@ -55,6 +56,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dhcp_servers: list[str] = []
     cert_expiry_days: int = 0
     window_secs: float = 300.0                # sighting findings resolve after this long unseen
+
+
+class _Judged(msgspec.Struct, gc=False):
+    """The port rules that held for one snapshot: (rule, finding id, evidence, port) each."""
+
+    ports: list[PortResult]
+    holds: list[tuple[Rule, str, str, int]]
 
 
 class _State(msgspec.Struct, kw_only=True):
@@ -89,6 +97,7 @@ class Findings:
         self._dirty = False
         self._ip_macs: dict[str, dict[str, datetime]] = {}   # window-bounded, rebuilt from sightings
         self._open_at: dict[str | None, set[str]] = {}      # ip -> ids of the open findings there
+        self._judged: dict[str, _Judged] = {}               # ip -> its last snapshot and what held
         self._static = [ipaddress.ip_network(r, strict=False) for r in config.static_ranges]
         self._thresholds = {"min_openssh": config.min_openssh}
 
@@ -198,25 +207,37 @@ class Findings:
             return []            # an older snapshot than one already judged
         self.state.probed_at[ip] = event.observed_at
         self._dirty = True
-        now = event.observed_at
         out: list[Finding] = []
-        holding: set[str] = set()
-        for rule in self._port_rules.candidates(event.ports):
-            assert rule.match is not None
-            for port in event.ports:
-                evidence = port_holds(rule.match, port, thresholds=self._thresholds, now=now,
-                                      expiry_days=self.config.cert_expiry_days)
-                if evidence is None:
-                    continue
-                finding_id = f"{rule.id}/{ip}/{port_name(port.protocol, port.port)}"
-                holding.add(finding_id)
-                out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
-                                     mac=event.mac, port=port.port, key=event.host_key)
+        holds = self._holds(ip, event)
+        holding = {finding_id for _, finding_id, _, _ in holds}
+        for rule, finding_id, evidence, port in holds:
+            out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
+                                 mac=event.mac, port=port, key=event.host_key)
         port_rules = self._port_rules.ids
         for finding_id in sorted(self._open_at.get(ip, ())):   # not every open finding per probe
             if self.state.open[finding_id].rule in port_rules and finding_id not in holding:
-                out += self._resolve(finding_id, now, "the latest probe no longer shows it")
+                out += self._resolve(finding_id, event.observed_at, "the latest probe no longer shows it")
         return out
+
+    def _holds(self, ip: str, event: PortsProbed) -> list[tuple[Rule, str, str, int]]:
+        """The port rules that hold for this snapshot. A host probed again mostly shows the
+        same ports: then the last verdict stands, unless a certificate is in it (whether it
+        has expired depends on the time)."""
+        judged = self._judged.get(ip)
+        if judged is not None and judged.ports == event.ports \
+                and all(port.tls is None for port in event.ports):
+            return judged.holds
+        holds: list[tuple[Rule, str, str, int]] = []
+        for rule in self._port_rules.candidates(event.ports):
+            assert rule.match is not None
+            for port in event.ports:
+                evidence = port_holds(rule.match, port, thresholds=self._thresholds,
+                                      now=event.observed_at, expiry_days=self.config.cert_expiry_days)
+                if evidence is not None:
+                    holds.append((rule, f"{rule.id}/{ip}/{port_name(port.protocol, port.port)}",
+                                  evidence, port.port))
+        self._judged[ip] = _Judged(event.ports, holds)
+        return holds
 
     def _seen(self, event: HostSeen) -> list[Finding]:
         out: list[Finding] = []

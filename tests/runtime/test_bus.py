@@ -21,6 +21,7 @@ from lanscope.runtime.bus import (
     _Parser,
     kv_key,
     servers,
+    sink_feeds,
 )
 from lanscope.runtime.topology import STAGES, Kind
 from schemas import subjects as subj
@@ -40,6 +41,34 @@ async def test_provision_is_idempotent(bus: Bus) -> None:
     second = await bus.provision(STAGES.values())
     assert [(p.kind, p.name, p.action) for p in second] == [
         (p.kind, p.name, "unchanged") for p in first]
+
+
+def test_sinks_of_one_process_share_a_feed_per_stream() -> None:
+    feeds = {(f.stream, f.spec.durable): f for f in sink_feeds(STAGES.values())}
+    # Producers and enrichers have no feed; host_state and findings share the facts,
+    # all three sinks the changes, each message of which one of them wants at least.
+    assert set(feeds) == {(FACTS, "findings+host_state"),
+                          (subj.CHANGES.name, "findings+host_state+registry")}
+    facts = feeds[FACTS, "findings+host_state"]
+    assert facts.members == ("findings", "host_state") and facts.shared
+    assert list(facts.spec.consumes) == [subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED,
+                                         subj.SWEEP_COMPLETED]   # the union, each once
+    assert facts.spec.batch_size == STAGES["host_state"].batch_size and facts.spec.max_replicas == 1
+    # A sink alone on its streams reads through its own durable, as before.
+    alone = sink_feeds([STAGES["host_state"], STAGES["port_probe"]])
+    assert [(f.stream, f.spec, f.shared) for f in alone] == [
+        (FACTS, STAGES["host_state"], False), (subj.CHANGES.name, STAGES["host_state"], False)]
+
+
+async def test_provision_gives_a_shared_feed_one_consumer_instead_of_its_sinks(bus: Bus) -> None:
+    sinks = [STAGES["host_state"], STAGES["findings"]]
+    made = await bus.provision([*sinks, STAGES["port_probe"]], feeds=sink_feeds(sinks))
+    consumers = {p.name for p in made if p.kind == "consumer"}
+    assert consumers == {f"{FACTS}/port_probe", f"{FACTS}/findings+host_state",
+                         f"{subj.CHANGES.name}/findings+host_state"}
+    info = await bus.js.consumer_info(FACTS, "findings+host_state")
+    assert sorted(info.config.filter_subjects or []) == sorted(
+        [subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED])
 
 
 async def test_provision_updates_a_changed_config(bus: Bus) -> None:

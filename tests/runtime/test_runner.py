@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.bus import Bus
+from lanscope.runtime.bus import Bus, sink_feeds
 from lanscope.runtime.runner import (
     H_DELIVERIES,
     H_QUERY_ERROR,
@@ -43,7 +43,7 @@ def options(config: NatsConfig, **overrides: Any) -> RunnerOptions:
 
 @asynccontextmanager
 async def running(bus: Bus, *stages: tuple[StageSpec, Any], **overrides: Any) -> AsyncIterator[Runner]:
-    await bus.provision([s for s, _ in stages])
+    await bus.provision([s for s, _ in stages], feeds=sink_feeds(s for s, _ in stages))  # as `run` does
     runner = Runner(bus, options(bus.config, **overrides))
     for stage_spec, stage in stages:
         runner.add(stage_spec, stage)
@@ -355,3 +355,63 @@ def test_deliveries_come_from_the_ack_subject_alone(reply: str, count: int) -> N
     msg = Msg(_client=None, subject="lanscope.facts.host.seen", reply=reply)  # type: ignore[arg-type]
     assert _deliveries(msg) == count
     assert msg.metadata.num_delivered == count      # what nats-py reads from the whole subject
+
+
+class RecordingSink(PoisonSink):
+    """A PoisonSink (poison "" refuses nothing) that notes which inputs came as redelivered."""
+
+    def __init__(self, poison: str = "") -> None:
+        super().__init__(poison)
+        self.redelivered: set[str] = set()
+
+    async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
+        self.redelivered |= set(redelivered or ())
+        return await super().write(batch, redelivered)
+
+
+async def test_sinks_in_one_process_share_one_delivery(bus: Bus) -> None:
+    first = spec("share_a", Kind.SINK, batch_size=10)
+    second = spec("share_b", Kind.SINK, consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED), batch_size=10)
+    a, b = MemorySink(emit=True), MemorySink()
+    events = [seen(i) for i in range(5)]
+    async with running(bus, (first, a), (second, b)):
+        for event in events:
+            await bus.publish(event)
+        # b reads what a emits, through the same feed; a does not read annotations.
+        await eventually(lambda: len(b.rows) == 10, what="b: 5 sightings and a's 5 annotations")
+        assert set(a.rows) == {e.id for e in events}
+
+        async def settled() -> Any:
+            info = await consumer(bus, "share_a+share_b")
+            return info.num_ack_pending == 0 and info.num_pending == 0 and info
+        info = await eventually(settled, what="everything acked")
+        assert info.delivered.stream_seq == 10 and info.num_redelivered == 0   # each message once
+    names = {c.name async for c in _consumers(bus)}
+    assert "share_a" not in names and "share_b" not in names
+    assert a.opened and a.closed and b.opened and b.closed
+
+
+async def _consumers(bus: Bus) -> AsyncIterator[Any]:
+    for info in await bus.js.consumers_info(FACTS):
+        yield info
+
+
+async def test_a_message_failing_in_one_shared_sink_goes_to_that_sinks_dlq(bus: Bus) -> None:
+    events = [seen(i) for i in range(4)]
+    first, second = spec("fine", Kind.SINK, batch_size=10), spec("picky", Kind.SINK, batch_size=10)
+    fine, picky = RecordingSink(), RecordingSink(poison=events[2].host_key)
+    for event in events:
+        await bus.publish(event)
+    async with running(bus, (first, fine), (second, picky)):
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("picky"))
+        await eventually(dead, what="the poison in picky's DLQ")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("picky"))
+        assert (copy.headers or {})[H_REASON] == "failed 3 times, last: RuntimeError: constraint violated"
+        assert await subject_count(bus, DLQ, dlq_subject("fine")) == 0
+    # The good ones reached both; the poison reached the sink that took it, each
+    # delivery after the first marked as one (so a sink can tell what it may have
+    # committed already).
+    assert set(fine.rows) == {e.id for e in events}
+    assert set(picky.rows) == {e.id for e in events} - {events[2].id}
+    assert events[2].id in fine.redelivered

@@ -80,6 +80,14 @@ async def test_port_rule_does_not_fire(tmp_path: Path, result: Any) -> None:
     assert await sink.write([ports_probed(ports=[result], t=0)]) == []
 
 
+async def test_the_same_ports_again_are_judged_again_when_a_certificate_can_expire(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    https = [port(443, service="https", tls=TlsCert(subject="CN=x", not_after=at(5), self_signed=False))]
+    assert await sink.write([ports_probed(ports=https, t=0)]) == []
+    # The same snapshot, now past the certificate's end: the last verdict does not stand.
+    assert rules_of(await sink.write([ports_probed(ports=https, t=10)])) == [("tls-cert-expired", "opened")]
+
+
 async def test_an_older_snapshot_does_not_resolve_a_newer_finding(tmp_path: Path) -> None:
     sink = await opened(tmp_path)
     await sink.write([ports_probed(ports=[port(23, service="telnet")], t=10)])
