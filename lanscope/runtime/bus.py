@@ -86,24 +86,26 @@ _FAST_PARSE = _DIRECT and hasattr(nats.protocol.parser, "AWAITING_CONTROL_LINE")
 
 
 class _Client(NatsClient):
-    """nats-py's client, plus direct delivery: the data messages (a reply subject, no
-    status) of a subscription registered with deliver_directly() go straight to a plain
-    function, in the read loop, which parses with _Parser. Status messages and every
-    other subscription take the usual way. Falls back to the usual way entirely if
-    nats-py's internals differ."""
+    """nats-py's client, plus direct delivery: the data messages (no status; with a reply
+    subject, unless registered otherwise) of a subscription registered with
+    deliver_directly() go straight to a plain function, in the read loop, which parses
+    with _Parser. Status messages and every other subscription take the usual way.
+    Falls back to the usual way entirely if nats-py's internals differ."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._direct: dict[int, Callable[[Msg], None]] = {}
+        self._direct: dict[int, tuple[Callable[[Msg], None], bool]] = {}
         if _FAST_PARSE and type(getattr(self, "_ps", None)) is Parser:
             self._ps = _Parser(self)
 
-    def deliver_directly(self, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+    def deliver_directly(self, sub: Subscription, handler: Callable[[Msg], None], *,
+                         replies_only: bool = True) -> None:
         """Hand ``sub``'s data messages to ``handler`` (where this nats-py allows it; else
-        they keep going to the subscription's callback)."""
+        they keep going to the subscription's callback). ``replies_only``: only messages
+        with a reply subject (a pull consumer's), not the status replies of its requests."""
         sid = getattr(sub, "_id", None)
         if _DIRECT and isinstance(sid, int):
-            self._direct[sid] = handler
+            self._direct[sid] = (handler, replies_only)
 
     async def ack_all(self, msgs: Sequence[Msg]) -> None:
         """Ack every message (each its own ack, as Msg.ack() sends it), in one write."""
@@ -124,9 +126,11 @@ class _Client(NatsClient):
     def _deliver(self, sid: int, subject: bytes, reply: bytes, data: bytes,
                  headers: bytes | None) -> bool:
         """Hand a data message to its direct handler; False: it takes the usual way."""
-        handler = self._direct.get(sid)
-        if handler is None or not reply or (headers and headers[_STATUS_AT:_STATUS_AT + 1] == b" "):
+        direct = self._direct.get(sid)
+        if direct is None or (direct[1] and not reply) \
+                or (headers and headers[_STATUS_AT:_STATUS_AT + 1] == b" "):
             return False
+        handler = direct[0]
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         handler(_Delivered(self, subject.decode(), reply.decode(), data, headers, sid))
@@ -628,8 +632,13 @@ class Bus:
             self._ack_prefix = self.nc.new_inbox() + "."
             self._ack_sub = await self.nc.subscribe(self._ack_prefix + "*", cb=self._on_puback,
                                                     pending_bytes_limit=_SUB_PENDING_BYTES)
+            # A PubAck settles its waiter right in the read loop; statuses (503) take the callback.
+            self.nc.deliver_directly(self._ack_sub, self._take_puback, replies_only=False)
 
     async def _on_puback(self, msg: Msg) -> None:
+        self._take_puback(msg)
+
+    def _take_puback(self, msg: Msg) -> None:
         waiter = self._ack_waiters.pop(msg.subject[len(self._ack_prefix):], None)
         if waiter is None or waiter.done():
             return
