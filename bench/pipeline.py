@@ -17,7 +17,9 @@ which only watches consumer state and times. In the same run:
    reference, one message at a time waiting for each PubAck (``publish_bytes``);
 2. pipeline throughput: the same workload published the same pipelined way
    while the sinks run; events/s = events / (time from the first publish until
-   host_state has acked the last one). The other sinks' lag is reported too;
+   the consumer that feeds host_state has acked the last one; with ``--layout
+   one`` it is shared with findings, so both have committed it). The lag of
+   sinks fed by other consumers is reported too;
 3. latency, one phase per ``--latency-mix`` (both by default), events published
    at --rate events/s for --secs, each stamped ``observed_at`` when it is
    published; for each *changing* event, the time until the ``HostChanged`` of

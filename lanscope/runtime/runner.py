@@ -193,7 +193,6 @@ class _StageRunner:
     def ack_wait(self) -> float:
         return self.spec.ack_wait_secs or self.options.ack_wait_secs
 
-
     async def start(self) -> None:
         query = getattr(self.stage, "query", None)
         if callable(query):
@@ -525,7 +524,6 @@ class _FeedRunner:
         self.flush_secs = min(m.flush_secs for m in members)
         self.ack_wait = feed.spec.ack_wait_secs or options.ack_wait_secs
         self.task: asyncio.Task[None] | None = None
-        self.log = _StageLog(log, {"stage": feed.spec.name})
         self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
         self._routes: dict[str, list[SinkRunner]] = {}
         self._busy = 0

@@ -1,8 +1,9 @@
 """The ``findings`` sink: security findings as a lifecycle (opened, resolved), rules as data.
 
-Port rules are checked on every ``PortsProbed`` snapshot: a finding opens the
-first time a rule holds for an IP and port and resolves when a later snapshot
-of that IP no longer shows it. Sighting checks (rogue DHCP server, ARP
+Port rules are checked on every ``PortsProbed`` snapshot (the same ports as the
+IP's last snapshot, with no certificate among them, keep the last verdict): a
+finding opens the first time a rule holds for an IP and port and resolves when a
+later snapshot of that IP no longer shows it. Sighting checks (rogue DHCP server, ARP
 spoofing, duplicate IP) open on ``HostSeen`` and resolve when the condition
 is not seen again within the window; a new host inside a static range opens
 on ``HostChanged`` kind new and resolves when that host is gone. Only
