@@ -736,6 +736,9 @@ class Runner:
         shared = [plan for plan in plans if plan.shared]
         if shared:   # created here (idempotent), so any set of sinks may share one process
             await self.bus.provision([], streams=(), feeds=shared)
+        for plan in shared:
+            log.info("sinks %s read %s through one consumer, %s", ", ".join(plan.members),
+                     plan.stream, plan.spec.durable)
         feeds: list[_FeedRunner] = []
         for plan in plans:
             members = [sinks[name] for name in plan.members]
