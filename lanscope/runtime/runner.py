@@ -642,7 +642,9 @@ class _FeedRunner:
         except asyncio.CancelledError:
             await _hand_back(msgs)
             raise
-        await self.bus.nc.ack_all([msg for msg in msgs if id(msg) not in failures])
+        done = [msg for msg in msgs if id(msg) not in failures]
+        if done:
+            await self.bus.nc.ack_all(done)
         for msg in msgs:
             if id(msg) in failures:
                 await _failed(msg, failures[id(msg)], self.options)
