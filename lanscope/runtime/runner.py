@@ -169,6 +169,10 @@ async def _hand_back(msgs: Sequence[Msg]) -> None:
             await msg.nak()
 
 
+def _ack_wait(spec: StageSpec, options: RunnerOptions) -> float:
+    return spec.ack_wait_secs or options.ack_wait_secs
+
+
 async def _pending(bus: Bus, stream: str, durable: str) -> int:
     info = await bus.js.consumer_info(stream, durable)
     return (info.num_pending or 0) + (info.num_ack_pending or 0)
@@ -191,7 +195,7 @@ class _StageRunner:
 
     @property
     def ack_wait(self) -> float:
-        return self.spec.ack_wait_secs or self.options.ack_wait_secs
+        return _ack_wait(self.spec, self.options)
 
     async def start(self) -> None:
         query = getattr(self.stage, "query", None)
@@ -522,7 +526,7 @@ class _FeedRunner:
         self.options = options
         self.stopping = stopping
         self.flush_secs = min(m.flush_secs for m in members)
-        self.ack_wait = feed.spec.ack_wait_secs or options.ack_wait_secs
+        self.ack_wait = _ack_wait(feed.spec, options)
         self.task: asyncio.Task[None] | None = None
         self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
         self._routes: dict[str, list[SinkRunner]] = {}
@@ -694,7 +698,7 @@ class Runner:
         return {e.spec.name: e.runner.counters for e in self._entries}
 
     async def run(self) -> None:
-        feeds = await self._feeds()
+        feeds = self._feeds()
         for entry in self._entries:
             await entry.runner.start()
         for feed in feeds:
@@ -731,18 +735,15 @@ class Runner:
                 await entry.runner.stop_serving()
                 entry.runner.log.info("final counters: %s", entry.runner.counters.line())
 
-    async def _feeds(self) -> list[_FeedRunner]:
-        """One feed per stream the sinks read; sinks that share a stream share its feed."""
+    def _feeds(self) -> list[_FeedRunner]:
+        """One feed per stream the sinks read; sinks that share a stream share its feed (its
+        consumer is provisioned by the caller, as every other: bus.provision(feeds=...))."""
         sinks = {e.spec.name: e.runner for e in self._entries if isinstance(e.runner, SinkRunner)}
-        plans = sink_feeds(runner.spec for runner in sinks.values())
-        shared = [plan for plan in plans if plan.shared]
-        if shared:   # created here (idempotent), so any set of sinks may share one process
-            await self.bus.provision([], streams=(), feeds=shared)
-        for plan in shared:
-            log.info("sinks %s read %s through one consumer, %s", ", ".join(plan.members),
-                     plan.stream, plan.spec.durable)
         feeds: list[_FeedRunner] = []
-        for plan in plans:
+        for plan in sink_feeds(runner.spec for runner in sinks.values()):
+            if plan.shared:
+                log.info("sinks %s read %s through one consumer, %s", ", ".join(plan.members),
+                         plan.stream, plan.spec.durable)
             members = [sinks[name] for name in plan.members]
             feed = _FeedRunner(plan, members, self.bus, self.options, self.stopping)
             for member in members:
