@@ -95,18 +95,28 @@ def _one_line(text: str) -> str:
 _Item = tuple[Msg, Event, int]
 
 
-def _deliveries(msg: Msg) -> int:
+def _deliveries(msg: Msg, first: str = "") -> int:
     """How often this message was delivered, read from its ack subject alone.
 
     ``msg.metadata`` parses every field (timestamps included) for each message;
     the count is token 4 of ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...``
-    (token 6 in the form with domain and account hash)."""
-    tokens = (msg.reply or "").split(".")
+    (token 6 in the form with domain and account hash). ``first``: the ack subject's
+    start for a first delivery from a known consumer (_first_delivery), the usual
+    case, told in ~0.1 us instead of ~0.4 for the split."""
+    reply = msg.reply or ""
+    if first and reply.startswith(first):
+        return 1
+    tokens = reply.split(".")
     if len(tokens) == 9 and tokens[4].isdigit():
         return int(tokens[4])
     if len(tokens) >= 12 and tokens[6].isdigit():
         return int(tokens[6])
     return msg.metadata.num_delivered
+
+
+def _first_delivery(stream: str, durable: str) -> str:
+    """How the ack subject of a message delivered the first time by this consumer starts."""
+    return f"$JS.ACK.{stream}.{durable}.1."
 
 
 def _decode(msg: Msg, deliveries: int, max_deliver: int) -> Event | str:
@@ -530,6 +540,7 @@ class _FeedRunner:
         self.task: asyncio.Task[None] | None = None
         self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
         self._routes: dict[str, list[SinkRunner]] = {}
+        self._first = _first_delivery(feed.stream, feed.spec.durable)
         self._busy = 0
 
     def _route(self, subject: str) -> list[SinkRunner]:
@@ -585,8 +596,9 @@ class _FeedRunner:
         self._busy += 1
         try:
             items: list[_Item] = []
+            first = self._first
             for msg in msgs:
-                deliveries = _deliveries(msg)
+                deliveries = _deliveries(msg, first)
                 event = _decode(msg, deliveries, self.options.max_deliver)
                 if isinstance(event, str):
                     for member in self._route(msg.subject) or self.members:

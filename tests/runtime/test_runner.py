@@ -24,6 +24,7 @@ from lanscope.runtime.runner import (
     Runner,
     RunnerOptions,
     _deliveries,
+    _first_delivery,
 )
 from lanscope.runtime.topology import Kind, StageSpec
 from schemas import dlq_subject
@@ -354,6 +355,8 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
 def test_deliveries_come_from_the_ack_subject_alone(reply: str, count: int) -> None:
     msg = Msg(_client=None, subject="lanscope.facts.host.seen", reply=reply)  # type: ignore[arg-type]
     assert _deliveries(msg) == count
+    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host_state")) == count
+    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host")) == count   # not its consumer
     assert msg.metadata.num_delivered == count      # what nats-py reads from the whole subject
 
 
