@@ -101,6 +101,7 @@ class Findings:
         self._judged: dict[str, _Judged] = {}               # ip -> its last snapshot and what held
         self._static = [ipaddress.ip_network(r, strict=False) for r in config.static_ranges]
         self._thresholds = {"min_openssh": config.min_openssh}
+        self._window = timedelta(seconds=config.window_secs)
 
     async def open(self) -> None:
         rules_path = Path(self.config.rules_file) if self.config.rules_file else _io.SHIPPED_RULES
@@ -263,11 +264,16 @@ class Findings:
                                  ip=ip, mac=mac, port=None, key=key)
         rule = self._rule("duplicate_ip")
         if rule:
-            window = timedelta(seconds=self.config.window_secs)
-            macs = self._ip_macs.setdefault(ip, {})
+            macs = self._ip_macs.get(ip)
+            if macs is None:
+                macs = self._ip_macs[ip] = {}
+            elif len(macs) == 1 and mac in macs:   # the usual sighting: the one MAC of its IP
+                if event.observed_at > macs[mac]:
+                    macs[mac] = event.observed_at
+                return out
             macs[mac] = max(event.observed_at, macs.get(mac, event.observed_at))
             for other, when in list(macs.items()):
-                if event.observed_at - when > window:
+                if event.observed_at - when > self._window:
                     del macs[other]
             if len(macs) > 1:
                 out += self._observe(rule, f"{rule.id}/{ip}", event,
