@@ -8,6 +8,7 @@ runtime's Nats-Msg-Id de-duplication drops the republished copies.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -41,6 +42,11 @@ def apply_batch(batch: Sequence[Event], outbox: dict[str, list[E]],
 
 
 def trim(outbox: dict[str, list[E]], keep: int = OUTBOX_INPUTS) -> None:
-    """Forget the oldest inputs beyond ``keep`` (dicts keep insertion order)."""
-    while len(outbox) > keep:
-        del outbox[next(iter(outbox))]
+    """Forget the oldest inputs beyond ``keep`` (dicts keep insertion order).
+
+    One pass: ``next(iter(outbox))`` per input would walk past every slot deleted
+    before it each time (a dict compacts only when it grows)."""
+    excess = len(outbox) - keep
+    if excess > 0:
+        for key in list(itertools.islice(outbox, excess)):
+            del outbox[key]
