@@ -1,7 +1,8 @@
 """Small state files that sinks keep beside DuckDB (open findings, registry entries).
 
 Read whole and replaced atomically (temporary file, fsync, rename), so a crash
-leaves the previous state or the new one, never half of each. Blocking calls go
+leaves the previous state or the new one, never half of each; or appended to
+(fsync'd) as a journal, whose torn last line the reader skips. Blocking calls go
 through ``asyncio.to_thread`` here, once.
 """
 
@@ -42,3 +43,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+async def append_durable(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync: once this returns, a crash keeps it."""
+    await asyncio.to_thread(_append_durable, path, data)
+
+
+def _append_durable(path: Path, data: bytes) -> None:
+    with open(path, "ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

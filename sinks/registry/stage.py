@@ -9,7 +9,10 @@
   an existing entry).
 
 Entries live in a local JSON state file, seeded and refreshed at ``open()`` from
-a user-editable inventory (YAML or CSV; see README.md). Every created or
+a user-editable inventory (YAML or CSV; see README.md). A batch appends what it
+changed to a journal beside it (``<state_file>.journal``, one JSON line per batch)
+instead of rewriting every entry; the journal is folded into the state file once it
+outgrows it, and at ``open()``. Every created or
 updated entry is returned as a ``RegistryEntry`` event, which the host_state
 sink stores in DuckDB's ``registry`` table. Recent inputs' outputs are kept
 (an outbox) so a redelivered input returns the same events.
@@ -33,6 +36,8 @@ from . import _io
 
 log = logging.getLogger(__name__)
 STAGE = "registry"
+# The journal is folded into the state file once it is larger than that file and this.
+JOURNAL_MIN_BYTES = 1 << 20
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -58,6 +63,20 @@ class Entry(msgspec.Struct, kw_only=True):
 class _State(msgspec.Struct, kw_only=True):
     entries: dict[str, Entry] = {}
     outbox: dict[str, list[RegistryEntry]] = {}
+    generation: int = 0     # only the journal of the same generation continues this file
+
+
+class _JournalHeader(msgspec.Struct, forbid_unknown_fields=True):
+    """The journal's first line: the state file generation its batches follow."""
+
+    generation: int
+
+
+class _Delta(msgspec.Struct, kw_only=True):
+    """A journal line: the entries one batch changed (whole) and its inputs' outputs."""
+
+    entries: list[Entry] = []
+    outbox: dict[str, list[RegistryEntry]] = {}
 
 
 def _utcnow() -> datetime:
@@ -76,6 +95,10 @@ class Registry:
         self.clock = clock
         self.state = _State()
         self._path = Path(config.state_file)
+        self._journal = self._path.with_name(self._path.name + ".journal")
+        self._base_bytes = 0       # the state file's size
+        self._journal_bytes = 0    # the journal's size; 0: the next batch starts a new one
+        self._touched: set[str] = set()   # entries changed since they were last written
         # Lookups for match(): one dict probe per key instead of a scan of every entry
         # per event (a sweep of n new hosts was O(n^2)). Values: entry ids.
         self._order: dict[str, int] = {}
@@ -90,9 +113,13 @@ class Registry:
                 self.state = msgspec.json.decode(raw, type=_State)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise _io.InventoryError(f"{self._path}: not a registry state file ({exc})") from None
+        self._base_bytes = len(raw or b"")
+        self._journal_bytes = 0
+        replayed = self._replay(await _io.read_bytes(self._journal) or b"")
         if self.config.inventory:
             rows = await _io.read_inventory(Path(self.config.inventory))
             self._import(rows)
+        if replayed or self.config.inventory:
             await self._save()
         self._reindex()
         log.info("registry: %d entries (%s mode)", len(self.state.entries), self.config.mode)
@@ -133,8 +160,62 @@ class Registry:
         """The entries in the order they were created (the order a scan would find them)."""
         return [self.state.entries[i] for i in sorted(ids, key=self._order.__getitem__)]
 
+    def _replay(self, data: bytes) -> bool:
+        """Apply the journal's batches if it continues the state file; True if it had any.
+
+        A last line without its newline is an append cut short by a crash: that batch
+        was never acknowledged (it comes again), so it is skipped."""
+        *lines, torn = data.split(b"\n")
+        if torn:
+            log.warning("%s: skipping a cut-off last line (%d bytes): its batch was not "
+                        "acknowledged and will be delivered again", self._journal, len(torn))
+        if not lines:
+            return bool(torn)
+        try:
+            header = msgspec.json.decode(lines[0], type=_JournalHeader)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _io.InventoryError(f"{self._journal}: line 1: not a registry journal header "
+                                     f"({exc}); move the file away to start from {self._path}") from None
+        if header.generation != self.state.generation:
+            return bool(torn)   # written before the state file was last rewritten: in it already
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                delta = msgspec.json.decode(line, type=_Delta)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise _io.InventoryError(f"{self._journal}: line {number}: not a registry journal "
+                                         f"line ({exc})") from None
+            for entry in delta.entries:
+                self.state.entries[entry.entry_id] = entry
+            self.state.outbox.update(delta.outbox)
+        trim(self.state.outbox)
+        return True
+
     async def _save(self) -> None:
-        await _io.write_atomic(self._path, msgspec.json.encode(self.state))
+        """Rewrite the state file whole; the next batch starts a journal of a new generation."""
+        self.state.generation += 1
+        data = msgspec.json.encode(self.state)
+        await _io.write_atomic(self._path, data)
+        self._base_bytes = len(data)
+        self._journal_bytes = 0
+        self._touched.clear()
+
+    async def _persist(self, batch: list[Event]) -> None:
+        """Make what this batch changed durable: a journal line, or the whole file when due."""
+        delta = _Delta(entries=[self.state.entries[i] for i in sorted(self._touched)],
+                       outbox={e.id: self.state.outbox[e.id] for e in batch
+                               if e.id and e.id in self.state.outbox})
+        line = msgspec.json.encode(delta) + b"\n"
+        if self._journal_bytes + len(line) > max(JOURNAL_MIN_BYTES, self._base_bytes):
+            await self._save()
+        elif self._journal_bytes == 0:
+            # A new journal replaces the old one whole: its lines are in the state file.
+            data = msgspec.json.encode(_JournalHeader(self.state.generation)) + b"\n" + line
+            await _io.write_atomic(self._journal, data)
+            self._journal_bytes = len(data)
+        else:
+            await _io.append_durable(self._journal, line)
+            self._journal_bytes += len(line)
+        self._touched.clear()
 
     # ------------------------------------------------------------------ batch
 
@@ -145,20 +226,22 @@ class Registry:
             lambda event: self._handle(event) if isinstance(event, HostChanged) else [])
         if changed:
             trim(self.state.outbox)
-            await self._save()
+            await self._persist(batch)
         return list(outputs.values())
 
     def match(self, event: HostChanged) -> list[Entry]:
         """Existing entries for this host: by IP or internal IP (any of its IPs), else hostname."""
         host = event.host
         found: set[str] = set()
-        for ip in {ip for ip in [host.ip, *host.ips] if ip}:
-            found |= self._by_ip.get(ip, set())
+        for ip in (host.ip, *host.ips):
+            ids = self._by_ip.get(ip) if ip else None
+            if ids:
+                found |= ids
         if not found and host.hostname:
-            found = self._by_name.get(_short(host.hostname) or "", set())
+            found = self._by_name.get(_short(host.hostname) or "", found)
         if not found and host.mac:
-            found = self._by_mac.get(host.mac, set())
-        return self._entries(found)
+            found = self._by_mac.get(host.mac, found)
+        return self._entries(found) if found else []
 
     def _handle(self, event: HostChanged) -> list[RegistryEntry]:
         if event.kind is ChangeKind.GONE:
@@ -174,6 +257,7 @@ class Registry:
                           last_seen=host.last_seen or event.observed_at, updated_from=event.observed_at)
             self.state.entries[entry.entry_id] = entry
             self._index(entry)
+            self._touched.add(entry.entry_id)
             return [self._event(entry, "created", event)]
         for entry in entries:
             if entry.updated_from is not None and event.observed_at < entry.updated_from:
@@ -188,6 +272,7 @@ class Registry:
                 entry.mac = mac
                 self._index(entry)
             entry.updated_from = event.observed_at
+            self._touched.add(entry.entry_id)
             if (entry.os_hint, entry.services, entry.last_seen, entry.mac) != before:
                 out.append(self._event(entry, "updated", event))
         return out
