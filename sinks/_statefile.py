@@ -55,3 +55,8 @@ def _append_durable(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+async def remove(path: Path) -> None:
+    """Delete the file if it exists."""
+    await asyncio.to_thread(path.unlink, missing_ok=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from sinks._statefile import StateFileError, append_durable, read_bytes, write_atomic
+from sinks._statefile import StateFileError, append_durable, read_bytes, remove, write_atomic
 
-__all__ = ["InventoryError", "append_durable", "read_bytes", "read_inventory", "write_atomic"]
+__all__ = ["InventoryError", "append_durable", "read_bytes", "read_inventory", "remove", "write_atomic"]
 
 _FIELDS = ("id", "entry_id", "hostname", "ip", "internal_ip", "mac", "owner", "notes")
 

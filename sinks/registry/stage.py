@@ -12,7 +12,7 @@ Entries live in a local JSON state file, seeded and refreshed at ``open()`` from
 a user-editable inventory (YAML or CSV; see README.md). A batch appends what it
 changed to a journal beside it (``<state_file>.journal``, one JSON line per batch)
 instead of rewriting every entry; the journal is folded into the state file once it
-outgrows it, and at ``open()``. Every created or
+outgrows it, at ``open()`` and at ``close()``. Every created or
 updated entry is returned as a ``RegistryEntry`` event, which the host_state
 sink stores in DuckDB's ``registry`` table. Recent inputs' outputs are kept
 (an outbox) so a redelivered input returns the same events.
@@ -125,7 +125,8 @@ class Registry:
         log.info("registry: %d entries (%s mode)", len(self.state.entries), self.config.mode)
 
     async def close(self) -> None:
-        return None
+        if self._journal_bytes:     # a clean stop leaves the state in one file
+            await self._save()
 
     def _import(self, rows: list[dict[str, Any]]) -> None:
         """Inventory rows are the people's word: their fields overwrite the stored ones."""
@@ -191,10 +192,12 @@ class Registry:
         return True
 
     async def _save(self) -> None:
-        """Rewrite the state file whole; the next batch starts a journal of a new generation."""
+        """Rewrite the state file whole and drop the journal folded into it (a crash in
+        between leaves a journal of the previous generation, ignored at open)."""
         self.state.generation += 1
         data = msgspec.json.encode(self.state)
         await _io.write_atomic(self._path, data)
+        await _io.remove(self._journal)
         self._base_bytes = len(data)
         self._journal_bytes = 0
         self._touched.clear()
@@ -208,7 +211,7 @@ class Registry:
         if self._journal_bytes + len(line) > max(JOURNAL_MIN_BYTES, self._base_bytes):
             await self._save()
         elif self._journal_bytes == 0:
-            # A new journal replaces the old one whole: its lines are in the state file.
+            # A new journal replaces any old one whole: its lines are in the state file.
             data = msgspec.json.encode(_JournalHeader(self.state.generation)) + b"\n" + line
             await _io.write_atomic(self._journal, data)
             self._journal_bytes = len(data)

@@ -120,3 +120,55 @@ async def test_csv_inventory(tmp_path: Path) -> None:
 async def test_bad_inventory_is_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(InventoryError, match=message):
         await opened(tmp_path, "sync", inventory=text)
+
+
+async def test_batches_append_to_a_journal_until_it_outgrows_the_state_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sinks.registry.stage.JOURNAL_MIN_BYTES", 4000)
+    sink = await opened(tmp_path, "register", inventory=None)
+    state, journal = tmp_path / "registry.json", tmp_path / "registry.json.journal"
+    await sink.write([changed(ip="198.18.0.20", mac="02:00:00:00:00:20")])
+    assert not state.exists() and journal.read_bytes().count(b"\n") == 2   # header + one batch
+    await sink.write([changed(ip="198.18.0.21", mac="02:00:00:00:00:21")])
+    assert not state.exists() and journal.read_bytes().count(b"\n") == 3
+    again = await opened(tmp_path, "register", inventory=None)        # folded in at open
+    assert sorted(again.state.entries) == ["02:00:00:00:00:20", "02:00:00:00:00:21"]
+    assert not journal.exists()
+    folded = state.stat().st_size
+    for n in range(30, 40):   # the journal passes 4,000 bytes: the state file is rewritten
+        await again.write([changed(ip=f"198.18.0.{n}", mac=f"02:00:00:00:00:{n}")])
+    assert state.stat().st_size > folded
+    assert not journal.exists() or journal.stat().st_size < 4000
+    last = await opened(tmp_path, "register", inventory=None)
+    assert len(last.state.entries) == 12
+    assert await last.write([changed(ip="198.18.0.39", mac="02:00:00:00:00:39")]) != []  # outbox kept
+    await last.close()                                                # a clean stop: one file
+    assert not journal.exists()
+    assert len((await opened(tmp_path, "register", inventory=None)).state.entries) == 12
+
+
+async def test_a_cut_off_journal_line_is_skipped_and_a_stale_journal_ignored(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "register", inventory=None)
+    await sink.write([changed(ip="198.18.0.20", mac="02:00:00:00:00:20", os_hint="Linux")])
+    journal = tmp_path / "registry.json.journal"
+    whole = journal.read_bytes()
+    await sink.write([changed(ChangeKind.CHANGED, ip="198.18.0.20", mac="02:00:00:00:00:20", t=5,
+                              os_hint="FreeBSD")])
+    with journal.open("ab") as handle:     # a crash in the middle of the next append
+        handle.write(b'{"entries": [{"entry_id": "02:00:00:00:00:21"')
+    again = await opened(tmp_path, "register", inventory=None)
+    assert list(again.state.entries) == ["02:00:00:00:00:20"]
+    assert again.state.entries["02:00:00:00:00:20"].os_hint == "FreeBSD"
+    # A crash after the state file was rewritten, before the journal was: its lines are old.
+    journal.write_bytes(whole)
+    third = await opened(tmp_path, "register", inventory=None)
+    assert third.state.entries["02:00:00:00:00:20"].os_hint == "FreeBSD"
+
+
+async def test_a_corrupt_journal_line_is_named(tmp_path: Path) -> None:
+    sink = await opened(tmp_path, "register", inventory=None)
+    await sink.write([changed(ip="198.18.0.20")])
+    journal = tmp_path / "registry.json.journal"
+    journal.write_bytes(journal.read_bytes() + b"not json\n")
+    with pytest.raises(InventoryError, match=r"registry.json.journal: line 3: not a registry journal line"):
+        await opened(tmp_path, "register", inventory=None)
