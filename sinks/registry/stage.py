@@ -99,6 +99,7 @@ class Registry:
         self._base_bytes = 0       # the state file's size
         self._journal_bytes = 0    # the journal's size; 0: the next batch starts a new one
         self._touched: set[str] = set()   # entries changed since they were last written
+        self._behind = False       # a write failed: memory is ahead of the files until a rewrite
         # Lookups for match(): one dict probe per key instead of a scan of every entry
         # per event (a sweep of n new hosts was O(n^2)). Values: entry ids.
         self._order: dict[str, int] = {}
@@ -208,7 +209,8 @@ class Registry:
                        outbox={e.id: self.state.outbox[e.id] for e in batch
                                if e.id and e.id in self.state.outbox})
         line = msgspec.json.encode(delta) + b"\n"
-        if self._journal_bytes + len(line) > max(JOURNAL_MIN_BYTES, self._base_bytes):
+        behind, self._behind = self._behind, True
+        if behind or self._journal_bytes + len(line) > max(JOURNAL_MIN_BYTES, self._base_bytes):
             await self._save()
         elif self._journal_bytes == 0:
             # A new journal replaces any old one whole: its lines are in the state file.
@@ -219,6 +221,7 @@ class Registry:
             await _io.append_durable(self._journal, line)
             self._journal_bytes += len(line)
         self._touched.clear()
+        self._behind = False
 
     # ------------------------------------------------------------------ batch
 
@@ -227,7 +230,7 @@ class Registry:
         outputs, changed = apply_batch(
             batch, self.state.outbox,
             lambda event: self._handle(event) if isinstance(event, HostChanged) else [])
-        if changed:
+        if changed or self._behind:   # behind: the redelivery of a batch whose write failed
             trim(self.state.outbox)
             await self._persist(batch)
         return list(outputs.values())

@@ -172,3 +172,22 @@ async def test_a_corrupt_journal_line_is_named(tmp_path: Path) -> None:
     journal.write_bytes(journal.read_bytes() + b"not json\n")
     with pytest.raises(InventoryError, match=r"registry.json.journal: line 3: not a registry journal line"):
         await opened(tmp_path, "register", inventory=None)
+
+
+async def test_a_failed_write_is_made_good_by_the_redelivery(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = await opened(tmp_path, "register", inventory=None)
+    await sink.write([changed(ip="198.18.0.20", mac="02:00:00:00:00:20")])
+    event = changed(ip="198.18.0.21", mac="02:00:00:00:00:21")
+
+    async def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patch:
+        patch.setattr("sinks.registry._io.append_durable", disk_full)
+        with pytest.raises(OSError):
+            await sink.write([event])
+    first = sink.state.outbox[event.id]
+    assert await sink.write([event]) == first            # the redelivery: the same outputs, written
+    again = await opened(tmp_path, "register", inventory=None)
+    assert sorted(again.state.entries) == ["02:00:00:00:00:20", "02:00:00:00:00:21"]
+    assert await again.write([event]) == first
