@@ -145,6 +145,9 @@ class Findings:
         return list(outputs.values())
 
     async def _save(self) -> None:
+        # Until this write succeeds, the next batch writes again (a redelivery of this
+        # batch is answered from the outbox, produces nothing, and would not wait a minute).
+        self._saved_at = None
         await _io.write_atomic(self._state_path, msgspec.json.encode(self.state))
         self._saved_at = self.clock()
         self._dirty = False

@@ -124,6 +124,25 @@ async def test_a_redelivered_input_returns_the_same_events(tmp_path: Path) -> No
     assert await again.write([event]) == first
 
 
+async def test_a_failed_save_is_made_good_by_the_redelivery(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([ports_probed(ports=[], t=0, id="in-0")])        # saved a moment ago
+    event = ports_probed(ports=[port(23, service="telnet")], t=1, id="in-1")
+
+    async def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as patch:
+        patch.setattr("sinks.findings._io.write_atomic", disk_full)
+        with pytest.raises(OSError):
+            await sink.write([event])
+    first = sink.state.outbox["in-1"]
+    assert await sink.write([event]) == first          # the redelivery: the same event, saved
+    again = await opened(tmp_path)
+    assert [f.rule for f in again.state.open.values()] == ["telnet-open"]
+    assert again.state.outbox["in-1"] == first
+
+
 async def test_rogue_dhcp_server_opens_then_resolves_after_the_window(tmp_path: Path) -> None:
     sink = await opened(tmp_path)
     lease = DhcpLease(address="198.18.0.50", server="198.18.0.66")
