@@ -12,6 +12,7 @@ import yaml
 from schemas import ChangeKind, DhcpLease, Finding, FindingState, HostChanged, HostRecord, TlsCert
 from sinks.findings import Config, Findings, RulesError, parse_rules, version_tuple
 from tests.factories import at, host_seen, port, ports_probed
+from tests.sinks.disk import on_a_full_disk
 
 GW_MAC = "02:00:00:00:00:01"
 
@@ -129,13 +130,7 @@ async def test_a_failed_save_is_made_good_by_the_redelivery(tmp_path: Path,
     sink = await opened(tmp_path)
     await sink.write([ports_probed(ports=[], t=0, id="in-0")])        # saved a moment ago
     event = ports_probed(ports=[port(23, service="telnet")], t=1, id="in-1")
-
-    async def disk_full(path: Path, data: bytes) -> None:
-        raise OSError(28, "No space left on device")
-    with monkeypatch.context() as patch:
-        patch.setattr("sinks.findings._io.write_atomic", disk_full)
-        with pytest.raises(OSError):
-            await sink.write([event])
+    await on_a_full_disk(monkeypatch, "sinks.findings._io.write_atomic", lambda: sink.write([event]))
     first = sink.state.outbox["in-1"]
     assert await sink.write([event]) == first          # the redelivery: the same event, saved
     again = await opened(tmp_path)

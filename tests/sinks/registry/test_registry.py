@@ -10,6 +10,7 @@ import pytest
 from schemas import ChangeKind, HostChanged, HostRecord
 from sinks.registry import Config, InventoryError, Registry
 from tests.factories import at
+from tests.sinks.disk import on_a_full_disk
 
 INVENTORY = """\
 - id: web-1
@@ -179,13 +180,7 @@ async def test_a_failed_write_is_made_good_by_the_redelivery(tmp_path: Path,
     sink = await opened(tmp_path, "register", inventory=None)
     await sink.write([changed(ip="198.18.0.20", mac="02:00:00:00:00:20")])
     event = changed(ip="198.18.0.21", mac="02:00:00:00:00:21")
-
-    async def disk_full(path: Path, data: bytes) -> None:
-        raise OSError(28, "No space left on device")
-    with monkeypatch.context() as patch:
-        patch.setattr("sinks.registry._io.append_durable", disk_full)
-        with pytest.raises(OSError):
-            await sink.write([event])
+    await on_a_full_disk(monkeypatch, "sinks.registry._io.append_durable", lambda: sink.write([event]))
     first = sink.state.outbox[event.id]
     assert await sink.write([event]) == first            # the redelivery: the same outputs, written
     again = await opened(tmp_path, "register", inventory=None)
