@@ -64,6 +64,7 @@ class _Judged(msgspec.Struct, gc=False):
 
     ports: list[PortResult]
     holds: list[tuple[Rule, str, str, int]]
+    tls: bool            # a port shows a certificate (its verdict depends on the time)
 
 
 class _State(msgspec.Struct, kw_only=True):
@@ -214,12 +215,15 @@ class Findings:
         self._dirty = True
         out: list[Finding] = []
         holds = self._holds(ip, event)
-        holding = {finding_id for _, finding_id, _, _ in holds}
         for rule, finding_id, evidence, port in holds:
             out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
                                  mac=event.mac, port=port, key=event.host_key)
+        open_here = self._open_at.get(ip)
+        if not open_here:
+            return out
+        holding = {finding_id for _, finding_id, _, _ in holds}
         port_rules = self._port_rules.ids
-        for finding_id in sorted(self._open_at.get(ip, ())):   # not every open finding per probe
+        for finding_id in sorted(open_here):   # not every open finding per probe
             if self.state.open[finding_id].rule in port_rules and finding_id not in holding:
                 out += self._resolve(finding_id, event.observed_at, "the latest probe no longer shows it")
         return out
@@ -229,9 +233,8 @@ class Findings:
         same ports: then the last verdict stands, unless a certificate is in it (whether it
         has expired depends on the time)."""
         judged = self._judged.get(ip)
-        if judged is not None and judged.ports == event.ports \
-                and all(port.tls is None for port in event.ports):
-            return judged.holds
+        if judged is not None and not judged.tls and judged.ports == event.ports:
+            return judged.holds     # equal ports: no certificate in these either
         holds: list[tuple[Rule, str, str, int]] = []
         for rule in self._port_rules.candidates(event.ports):
             assert rule.match is not None
@@ -241,7 +244,8 @@ class Findings:
                 if evidence is not None:
                     holds.append((rule, f"{rule.id}/{ip}/{port_name(port.protocol, port.port)}",
                                   evidence, port.port))
-        self._judged[ip] = _Judged(event.ports, holds)
+        self._judged[ip] = _Judged(event.ports, holds,
+                                   any(port.tls is not None for port in event.ports))
         return holds
 
     def _seen(self, event: HostSeen) -> list[Finding]:
