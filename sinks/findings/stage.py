@@ -311,7 +311,7 @@ class Findings:
         """Sighting findings not seen again within the window resolve."""
         if self.state.newest is None:
             return []
-        cutoff = self.state.newest - timedelta(seconds=self.config.window_secs)
+        cutoff = self.state.newest - self._window
         rules = {r.id for r in self.rules if r.check in ("rogue_dhcp", "arp_spoof", "duplicate_ip")}
         out: list[Finding] = []
         for finding_id, finding in list(self.state.open.items()):

@@ -24,7 +24,7 @@ import msgspec
 
 from schemas import Event, Finding, HostChanged, RegistryEntry
 
-from ._store import Batch, HostStore, Loaded, QueryRejected, StoreError
+from ._store import COMPACT_SECS, Batch, HostStore, Loaded, QueryRejected, StoreError
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     grace_secs: float = 900.0               # ... and this long since its last evidence
     keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
     max_query_rows: int = 10000             # query() returns at most this many rows
-    compact_secs: float = 30.0              # host tables catch up with the journal within this
+    compact_secs: float = COMPACT_SECS      # host tables catch up with the journal within this
 
 
 def _utcnow() -> datetime:
