@@ -7,8 +7,9 @@ schedule and threshold (sweeps every 2 s, gone after 2 missed sweeps and 3 s)
 so the whole module finishes in well under a minute.
 
 The tests run in file order against the one pipeline: hosts appear; a stopped
-service is a `changed` event with a history row; an unplugged host goes and
-comes back; finally the sink is killed mid-stream and restarted, the producers
+service is a `changed` event with a history row; findings open, resolve when their
+service stops and open again, and every host gets a registry entry; an unplugged
+host goes and comes back; finally the sink is killed mid-stream and restarted, the producers
 stopped, and rows are counted against stream messages. Every lab change is
 undone in a ``finally``. Waits poll with deadlines; nothing sleeps.
 """
@@ -280,6 +281,41 @@ async def test_a_stopped_service_is_a_changed_event_and_a_history_row(
 
     await until(pipeline, lambda: changes.find(ChangeKind.CHANGED, nginx.mac, reopened), timeout=30,
                 what="nginx's port 80 open again")
+
+
+async def test_findings_open_and_resolve_and_the_hosts_are_registered(pipeline: Pipeline, bus: Bus) -> None:
+    lab = pipeline.lab
+    ftp, redis = lab.host("ftp"), lab.host("redis")
+    expected = {("ftp-open", ftp.ip, 21), ("redis-no-auth", redis.ip, 6379)}
+
+    async def ftp_finding(state: str) -> bool:
+        rows = await sql(bus, f"SELECT state FROM findings WHERE rule = 'ftp-open' AND ip = '{ftp.ip}'")
+        return bool(rows) and rows[0]["state"] == state
+
+    async def opened() -> set[tuple[str, str, int]] | None:
+        rows = await sql(bus, "SELECT rule, ip, port FROM findings WHERE state = 'opened'")
+        found = {(r["rule"], r["ip"], r["port"]) for r in rows or []}
+        return found if expected <= found else None
+
+    await until(pipeline, opened, timeout=30, what="ftp-open and redis-no-auth findings opened")
+    lab.stop_service("vsftpd")
+    try:
+        await until(pipeline, lambda: ftp_finding("resolved"), timeout=30,
+                    what="ftp-open resolved once vsftpd is stopped")
+    finally:
+        lab.start_service("vsftpd")
+    await until(pipeline, lambda: ftp_finding("opened"), timeout=30, what="ftp-open opened again")
+
+    live = lab.live_hosts(lab.LIVE_24) + lab.live_hosts(lab.OFFLINK)
+
+    async def registered() -> dict[str, dict[str, Any]] | None:
+        rows = await sql(bus, "SELECT entry_id, ip, mac, action FROM registry")
+        by_ip = {r["ip"]: r for r in rows or []}
+        return by_ip if {h.ip for h in live} <= set(by_ip) else None
+
+    entries = await until(pipeline, registered, timeout=30, what="a registry entry for every live host")
+    ssh = lab.host("ssh")
+    assert entries[ssh.ip]["entry_id"] == ssh.mac and entries[ssh.ip]["mac"] == ssh.mac
 
 
 async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes: Changes) -> None:
