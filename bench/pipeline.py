@@ -65,10 +65,10 @@ from typing import Any, NamedTuple
 import msgspec
 
 from lanscope.config import Config, NatsConfig
-from lanscope.runtime.bus import Bus, sink_feeds
+from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.ids import fill_producer_ids
-from lanscope.runtime.topology import STAGES
+from lanscope.runtime.topology import STAGES, sink_feeds
 from schemas import Event, HostAnnotated, HostSeen, PortResult, PortsProbed, PortState, Protocol, encode
 from schemas.subjects import FACTS, subject_for
 

@@ -13,7 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_PACKAGES = ("producers", "enrichers", "sinks", "schemas")
-FORBIDDEN_IMPORTS = ("nats", "lanscope.runtime.bus", "lanscope.runtime.runner", "lanscope.config",
+FORBIDDEN_IMPORTS = ("nats", "lanscope.runtime.bus", "lanscope.runtime.runner", "lanscope.runtime.consume",
+                     "lanscope.runtime.delivery", "lanscope.runtime.fastpath", "lanscope.runtime.puller",
+                     "lanscope.runtime.stagerun", "lanscope.config",
                      "lanscope.cli", "lanscope.commands")
 
 

@@ -97,7 +97,7 @@ async def _request(config: Config, url: str, sql: str) -> bytes | None:
         return None
     finally:
         await bus.close()
-    from lanscope.runtime.runner import H_QUERY_ERROR
+    from lanscope.runtime.stagerun import H_QUERY_ERROR
 
     if msg.headers and msg.headers.get(H_QUERY_ERROR):
         raise QueryError(f"the pipeline failed the query: {msg.headers[H_QUERY_ERROR]}")

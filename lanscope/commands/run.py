@@ -17,10 +17,10 @@ from typing import Any
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
-from lanscope.runtime.bus import Bus, sink_feeds
+from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
-from lanscope.runtime.topology import STAGES, StageSpec, resolve
+from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
 from lanscope.stages import StageContext, StageDisabled, build, configured_specs
 
 log = logging.getLogger(__name__)

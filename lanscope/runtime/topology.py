@@ -6,8 +6,9 @@ graph test (every consumed subject is produced by someone).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -156,3 +157,63 @@ def emitted_subject_patterns() -> set[str]:
     for spec in STAGES.values():
         patterns.update(by_type[t] for t in spec.emits)
     return patterns
+
+
+# ---------------------------------------------------------------------- feeds
+
+
+def consumer_bindings(spec: StageSpec) -> dict[str, list[str]]:
+    """Stream name -> the stage's filter subjects in it (a sink may read from two streams)."""
+    bindings: dict[str, list[str]] = {}
+    for pattern in spec.consumes:
+        bindings.setdefault(subj.stream_for(pattern).name, []).append(pattern)
+    return bindings
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One durable consumer on one stream that feeds stages of one process.
+
+    Sinks of one process that read the same stream share one: each message is
+    delivered, received and decoded once, however many of them want it. Its name
+    joins theirs (``findings+host_state``); a sink alone on a stream, and every
+    enricher, reads through its own durable, named after the stage."""
+
+    stream: str
+    spec: StageSpec                 # the consumer: the stage's own spec, or one made for the group
+    members: tuple[str, ...]        # the stages it feeds, by name
+
+    @property
+    def shared(self) -> bool:
+        return len(self.members) > 1
+
+
+def own_feeds(spec: StageSpec) -> list[Feed]:
+    """A stage's own durable on each stream it reads."""
+    return [Feed(stream, spec, (spec.name,)) for stream in consumer_bindings(spec)]
+
+
+def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
+    """How the sinks among ``specs``, run in one process, read their streams."""
+    readers: dict[str, list[StageSpec]] = {}
+    for spec in specs:
+        if spec.kind is Kind.SINK:
+            for stream in consumer_bindings(spec):
+                readers.setdefault(stream, []).append(spec)
+    feeds: list[Feed] = []
+    for stream, sinks in readers.items():
+        if len(sinks) == 1:
+            feeds.append(Feed(stream, sinks[0], (sinks[0].name,)))
+            continue
+        sinks = sorted(sinks, key=lambda s: s.name)
+        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
+        waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
+        names = tuple(s.name for s in sinks)
+        # The group's consumer: built from the first sink's spec (it is never built as a stage).
+        spec = dataclasses.replace(
+            sinks[0], name="+".join(names), consumes=tuple(filters),
+            description=f"one delivery for the sinks {', '.join(names)} in one process",
+            max_replicas=1, batch_size=max(s.batch_size for s in sinks),
+            ack_wait_secs=max(waits) if waits else None)
+        feeds.append(Feed(stream, spec, names))
+    return feeds

@@ -1,4 +1,4 @@
-"""The bus's protocol parser against nats-py's own, on the same bytes cut every way."""
+"""The fast path's protocol parser against nats-py's own, on the same bytes cut every way."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import nats.errors
 import pytest
 from nats.protocol.parser import Parser
 
-from lanscope.runtime.bus import _FAST_PARSE, _Parser
-
-pytestmark = pytest.mark.skipif(not _FAST_PARSE, reason="this nats-py keeps its own parser")
+from lanscope.runtime.fastpath import FastParser as _Parser
 
 HEADER = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
 STATUS = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n"

@@ -14,22 +14,23 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.bus import Bus, sink_feeds
-from lanscope.runtime.runner import (
-    H_DELIVERIES,
-    H_QUERY_ERROR,
-    H_REASON,
-    H_SEQ,
-    H_SUBJECT,
-    Runner,
-    RunnerOptions,
-    _deliveries,
-    _first_delivery,
-)
-from lanscope.runtime.topology import Kind, StageSpec
+from lanscope.errors import UnusableEvent
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import H_DELIVERIES, H_REASON, H_SEQ, H_SUBJECT, deliveries, first_delivery
+from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.stagerun import H_QUERY_ERROR
+from lanscope.runtime.topology import Kind, StageSpec, sink_feeds
 from schemas import dlq_subject
 from schemas import subjects as subj
-from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec, subject_count
+from tests.runtime.stages import (
+    EchoEnricher,
+    MemorySink,
+    annotation_for,
+    eventually,
+    seen,
+    spec,
+    subject_count,
+)
 
 pytestmark = pytest.mark.nats
 
@@ -354,9 +355,9 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
 ])
 def test_deliveries_come_from_the_ack_subject_alone(reply: str, count: int) -> None:
     msg = Msg(_client=None, subject="lanscope.facts.host.seen", reply=reply)  # type: ignore[arg-type]
-    assert _deliveries(msg) == count
-    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host_state")) == count
-    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host")) == count   # not its consumer
+    assert deliveries(msg) == count
+    assert deliveries(msg, first_delivery("LANSCOPE_FACTS", "host_state")) == count
+    assert deliveries(msg, first_delivery("LANSCOPE_FACTS", "host")) == count   # not its consumer
     assert msg.metadata.num_delivered == count      # what nats-py reads from the whole subject
 
 
@@ -418,3 +419,68 @@ async def test_a_message_failing_in_one_shared_sink_goes_to_that_sinks_dlq(bus: 
     assert set(fine.rows) == {e.id for e in events}
     assert set(picky.rows) == {e.id for e in events} - {events[2].id}
     assert events[2].id in fine.redelivered
+
+
+class PickySink(MemorySink):
+    """Names the poison host's events unusable (as host_state does an unreadable coverage)."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+        self.attempts = 0
+
+    async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
+        self.attempts += 1
+        bad = [event.id for event in batch if event.host_key == self.poison]
+        if bad:
+            raise UnusableEvent(f"{self.poison}: cannot read it", bad)
+        return await super().write(batch, redelivered)
+
+
+async def test_an_unusable_event_goes_to_the_dlq_at_once_and_its_batch_is_written(bus: Bus) -> None:
+    events = [seen(i) for i in range(6)]
+    sink = PickySink(poison=events[2].host_key)
+    stage = spec("sink_unusable", Kind.SINK, batch_size=10)
+    for event in events:
+        await bus.publish(event)
+    async with running(bus, (stage, sink)):
+        good = {e.id for e in events} - {events[2].id}
+        await eventually(lambda: set(sink.rows) == good, what="the five good events")
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("sink_unusable"))
+        await eventually(dead, what="the unusable event in the DLQ")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_unusable"))
+        headers = copy.headers or {}
+        assert headers[H_REASON] == f"unusable: {events[2].host_key}: cannot read it"
+        assert headers[H_DELIVERIES] == "1"                      # not retried
+        assert sink.attempts == 2                                # the batch, then the rest of it
+
+        async def settled() -> bool:
+            info = await consumer(bus, "sink_unusable")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+        await eventually(settled, what="everything settled")
+
+
+async def test_an_enricher_rejecting_an_event_as_unusable_dead_letters_it_at_once(bus: Bus) -> None:
+    class Picky(EchoEnricher):
+        async def handle(self, event: Any) -> list[Any]:
+            self.seen.append(event.id)
+            if event.host_key.endswith("01"):
+                raise UnusableEvent("no use", [event.id])
+            return [annotation_for(event)]
+
+    enricher = Picky()
+    stage = spec("echo_unusable", Kind.ENRICHER)
+    poison, fine = seen(1), seen(2)
+    async with running(bus, (stage, enricher)):
+        await bus.publish(poison)
+        await bus.publish(fine)
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("echo_unusable"))
+        await eventually(dead, what="the DLQ copy")
+        await eventually(lambda: fine.id in enricher.seen, what="the fine event")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("echo_unusable"))
+        assert (copy.headers or {})[H_REASON] == "unusable: no use"
+        assert enricher.seen.count(poison.id) == 1
