@@ -195,15 +195,15 @@ async def _neighbours(ctx: StageContext, targets: Targets) -> list[Event]:
     return [e for e in await stage.sweep() if isinstance(e, HostSeen) and e.ip in targets]
 
 
-def _sweep_completed(seen: list[HostSeen], targets: Targets, started: datetime,
+def _sweep_completed(seen: list[HostSeen], targets: Targets, covered: list[str], started: datetime,
                      duration_ms: float) -> SweepCompleted:
-    """This discovery as a sweep of the targets, so host_state counts it for presence (gone)."""
+    """This discovery as a sweep of what it probed, so host_state counts it for presence (gone)."""
     from producers.arp_sweep.stage import new_sweep_id
 
     sweep_id = next((e.sweep_id for e in seen if e.sweep_id), None) or new_sweep_id("discover", started)
     return SweepCompleted(host_key=sweep_id, observed_at=datetime.now(UTC), source="discover",
                           targets=[s[:255] for s in targets.specs][:1000], sweep_id=sweep_id,
-                          hosts_found=len(seen), duration_ms=round(duration_ms, 1))
+                          hosts_found=len(seen), covered=covered, duration_ms=round(duration_ms, 1))
 
 
 # --------------------------------------------------------------------------- the run
@@ -220,7 +220,7 @@ class _Found:
 async def discover(targets: Targets, config: Config, leases_config: Any, *,
                    show_progress: bool | None = None) -> Summary:
     """Discover ``targets`` (already scope-checked), persist through the sinks, summarise."""
-    from lanscope.commands._discovery import discover_hosts
+    from lanscope.commands._discovery import discover_sweep
     from lanscope.net.interfaces import local_ip
     from sinks.host_state import HostState, StoreError
 
@@ -247,8 +247,9 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
 
         found = _Found()
         with progress("discovering hosts", len(targets), enabled=show_progress) as update:
-            found.seen = await discover_hosts(targets, config, progress=update)
-        sweep = _sweep_completed(found.seen, targets, started_wall, (time.monotonic() - started) * 1000)
+            found.seen, covered = await discover_sweep(targets, config, progress=update)
+        sweep = _sweep_completed(found.seen, targets, covered, started_wall,
+                                 (time.monotonic() - started) * 1000)
         found.neighbours = await _neighbours(ctx, targets)
         found.leases, found.lease_count = await _leases(leases_config)
 

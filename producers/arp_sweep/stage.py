@@ -1,9 +1,10 @@
 """ARP sweep: who answers ARP on each attached IPv4 subnet.
 
 Every target address that is on-link for an up Ethernet-like interface gets a
-broadcast ARP request (network and broadcast addresses skipped); each reply
-becomes a HostSeen(source="arp", evidence="arp-reply") with the MAC and the
-round-trip time. One SweepCompleted per sweep names what was swept, so the
+broadcast ARP request (network and broadcast addresses, and the interface's
+own address, skipped); each reply becomes a HostSeen(source="arp",
+evidence="arp-reply") with the MAC and the round-trip time. One SweepCompleted
+per sweep says which addresses were asked (``covered``: exactly those), so the
 host_state sink can count missed sweeps.
 """
 
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import Targets, parse_targets
@@ -89,11 +91,15 @@ class ArpSweep:
         sweep_id = new_sweep_id(SOURCE, started)
         events: list[Event] = []
         swept: list[str] = []
+        sent: list[int] = []
         plan = self._plan(await self._interfaces())
         total = sum(len(t) for _, _, t in plan)
         done = 0
         for interface, own, on_link in plan:
-            addresses: Sequence[int] = list(on_link.sendable_ints4([own.network]))
+            # Our own address never answers our request: asking it would count it missed.
+            addresses: Sequence[int] = [ip for ip in on_link.sendable_ints4([own.network])
+                                        if ip != int(own.ip)]
+            sent += addresses
             offset = done
 
             def progress(n: int, of: int, offset: int = offset, count: int = len(addresses)) -> None:
@@ -119,6 +125,6 @@ class ArpSweep:
         hosts = len(events)
         events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source=SOURCE,
                                      targets=sorted(set(swept))[:1000], sweep_id=sweep_id,
-                                     hosts_found=hosts,
+                                     hosts_found=hosts, covered=covered_cidrs(sent),
                                      duration_ms=round((time.monotonic() - start) * 1000, 1)))
         return events

@@ -16,7 +16,9 @@ never the password) is logged, the gateway is skipped until an exponential
 backoff expires (so a wrong password does not flood the router's log with
 login failures), and the lease-file results are still returned.
 SweepCompleted is emitted per source only when that source was fully read, so
-a gateway outage never counts as "every DHCP host missed a sweep".
+a gateway outage never counts as "every DHCP host missed a sweep". It covers
+no address (``covered`` empty): reading a lease table sends nothing to the
+hosts it names, so a missing lease is no evidence that a host is gone.
 """
 
 from __future__ import annotations

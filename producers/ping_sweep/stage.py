@@ -6,7 +6,8 @@ with the round-trip time and the reply TTL. Hosts that drop ICMP are then
 TCP-pinged like ``nmap -PS``: a SYN-ACK or a RST on any of ``tcp_ports``
 counts as alive (HostSeen(source="tcp_ping", evidence="syn-ack:80")). TCP
 ping is skipped when more than ``tcp_max_hosts`` targets are silent (a sparse
-/16 would mean 300,000 connects; ARP covers on-link hosts anyway).
+/16 would mean 300,000 connects; ARP covers on-link hosts anyway). The
+SweepCompleted of a sweep covers every address an echo request went to.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import IPAddress, Targets, parse_targets
@@ -80,7 +82,7 @@ class PingSweep:
         hosts = len(events)
         events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source="icmp",
                                      targets=list(targets.specs)[:1000], sweep_id=sweep_id,
-                                     hosts_found=hosts,
+                                     hosts_found=hosts, covered=covered_cidrs(addresses),
                                      duration_ms=round((time.monotonic() - start) * 1000, 1)))
         return events
 

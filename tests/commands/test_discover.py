@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import pytest
 from lanscope import output
 from lanscope.cli import main
 from lanscope.commands.discover import _ProbeTargetsOnce
+from lanscope.config import Config
+from lanscope.net.coverage import covered_cidrs
 from lanscope.net.targets import parse_targets
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import Event
@@ -264,3 +267,15 @@ async def test_the_port_probe_gate_probes_each_target_once_and_nothing_else() ->
     assert inner.probed == ["198.18.0.10", "198.18.0.12"]
     assert progress == [(1, 2), (2, 2)]
 
+
+
+@pytest.mark.lab
+async def test_the_discovery_sweep_covers_exactly_what_it_probed(lab: Lab) -> None:
+    """ARP on the lab /24 (not the scanner's own .1, not .0/.255), ping off-link."""
+    from lanscope.commands._discovery import discover_sweep
+
+    hosts, covered = await discover_sweep(parse_targets([lab.LIVE_24, lab.OFFLINK]), Config())
+    assert lab.host("ssh").ip in {h.ip for h in hosts}
+    asked = [ip_address(f"198.18.0.{i}") for i in range(2, 255)]
+    asked += [ip_address(f"198.19.0.{i}") for i in range(1, 255)]
+    assert covered == covered_cidrs(asked)

@@ -83,6 +83,8 @@ async def test_leases_and_arp_become_sightings(router: FakeRouterOS, tmp_path: P
     assert not arp["192.168.64.113"].alive and arp["192.168.64.113"].neighbour_state == "stale"
     sweeps = {e.source: e for e in events if isinstance(e, SweepCompleted)}
     assert set(sweeps) == {"dhcp", "router_arp"} and sweeps["dhcp"].hosts_found == 3
+    # Reading the router sends nothing to the hosts it names: no address is covered.
+    assert sweeps["dhcp"].covered == [] and sweeps["router_arp"].covered == []
     for event in events:                                   # every event survives the wire codec
         encode(event)
 
