@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from lanscope.net.bpf import Instruction, attach_filter
 from lanscope.net.rawsweep import word_sum
 
 from ._connect import Outcome
@@ -63,7 +64,6 @@ _MSS_OPTION = 0x020405B4                # MSS 1460: a SYN without options looks 
 # already checked IPv4 without options, length >= 40 and our destination port).
 _REPLY = struct.Struct("!8xB3x4s4xH6xIxBH28x")
 _POINTER = struct.Struct("P")
-_SO_ATTACH_FILTER = 26
 _SO_RCVBUFFORCE = 33
 _SO_SNDBUFFORCE = 32
 _MSG_DONTWAIT = 0x40
@@ -85,15 +85,6 @@ class _MsgHdr(ctypes.Structure):
 
 class _MMsgHdr(ctypes.Structure):
     _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
 _libc: ctypes.CDLL | None = None
@@ -135,7 +126,7 @@ def _valid_ports(ports: list[int]) -> list[int]:
     return unique[bisect.bisect_left(unique, 1):bisect.bisect_right(unique, 65535)]
 
 
-def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
+def _reply_filter(sport: int) -> list[Instruction]:
     """Classic BPF, run by the kernel on the raw socket (packet starts at the IP header):
     accept IPv4 without options, at least 40 bytes, to TCP port ``sport``; keep 64 bytes."""
     return [
@@ -148,12 +139,6 @@ def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
         (0x06, 0, 0, _REPLY_SLOT),    # ret #64            accept (truncated)
         (0x06, 0, 0, 0),              # ret #0             drop
     ]
-
-
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    code = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
-    fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.POINTER(_SockFilter)))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(memoryview(fprog).cast("B")))
 
 
 class _Vector:
@@ -523,7 +508,7 @@ def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: 
     try:
         reserve.bind(("0.0.0.0", 0))
         sport = reserve.getsockname()[1]
-        _attach_filter(sock, _reply_filter(sport))
+        attach_filter(sock, _reply_filter(sport))
         for s in (sock, icmp):
             s.setblocking(False)
             try:
