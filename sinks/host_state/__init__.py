@@ -1,15 +1,8 @@
 """host_state: host records, change detection, history and the DuckDB store (the one writer)."""
 
-from ._store import (
-    HostStore,
-    QueryRejected,
-    QueryResult,
-    StoreError,
-    check_read_only,
-    connect,
-    run_query,
-    unapplied_batches,
-)
+from ._query import QueryRejected, QueryResult, check_read_only, run_query, unapplied_batches
+from ._schema import StoreError, connect
+from ._store import HostStore
 from .fold import TRACKED, HostBook, HostEntry, PresencePolicy
 from .stage import Config, HostState
 

@@ -26,7 +26,9 @@ from lanscope.errors import UnusableEvent
 from lanscope.net.coverage import read_coverage
 from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
 
-from ._store import COMPACT_SECS, Batch, HostStore, Loaded, QueryRejected, StoreError
+from ._query import QueryRejected
+from ._schema import StoreError
+from ._store import COMPACT_SECS, Batch, HostStore, Loaded
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import pytest
 from lanscope.errors import UnusableEvent
 from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity, SweepCompleted
 from sinks.host_state import Config, HostState
-from sinks.host_state._store import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect, ip_ints
+from sinks.host_state._rows import ip_ints
+from sinks.host_state._schema import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect
 from tests.factories import at, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
