@@ -2,10 +2,11 @@
 
 Only this module touches DuckDB, with its helpers: _schema (the tables, opening
 the file), _rows (records as rows, and writing them) and _query (read-only
-SQL). Every blocking call goes through ``asyncio.to_thread`` here, once. One ``write()`` is one transaction: the
-processed event ids, the outbox, the host journal, history, findings and
-registry rows commit together or not at all, so the runtime may ack the batch
-after it returns and a redelivered batch finds its ids already processed.
+SQL). Every blocking call goes through ``asyncio.to_thread`` here, once. One
+``write()`` is one transaction: the processed event ids, the outbox, the host
+journal, history, findings and registry rows commit together or not at all, so
+the runtime may ack the batch after it returns and a redelivered batch finds
+its ids already processed.
 
 The journal: most facts only move a known host's clocks (last seen, evidence,
 a port's ``last_seen``), and rewriting its rows for each batch was most of the
