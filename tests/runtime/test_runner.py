@@ -316,23 +316,34 @@ async def test_once_stops_when_everything_is_consumed(bus: Bus) -> None:
 
 
 class PoisonSink(MemorySink):
-    """Refuses any batch that holds the poison host; writes everything else."""
+    """Refuses any batch that holds the poison host; writes everything else. ``unusable``:
+    names the poison's events unusable (as host_state does an unreadable coverage)."""
 
-    def __init__(self, poison: str) -> None:
+    def __init__(self, poison: str, *, unusable: bool = False) -> None:
         super().__init__()
         self.poison = poison
+        self.unusable = unusable
         self.attempts = 0
 
     async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
         self.attempts += 1
-        if any(event.host_key == self.poison for event in batch):
+        bad = [event.id for event in batch if event.host_key == self.poison]
+        if bad and self.unusable:
+            raise UnusableEvent(f"{self.poison}: cannot read it", bad)
+        if bad:
             raise RuntimeError("constraint violated")
         return await super().write(batch, redelivered)
 
 
-async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
+@pytest.mark.parametrize(("unusable", "reason", "deliveries"), [
+    (False, "failed 3 times, last: RuntimeError: constraint violated", "3"),
+    # The sink says no retry can help: dead-lettered at once, the rest written again.
+    (True, "unusable: {poison}: cannot read it", "1"),
+])
+async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus, unusable: bool, reason: str,
+                                                           deliveries: str) -> None:
     events = [seen(i) for i in range(6)]
-    sink = PoisonSink(poison=events[3].host_key)
+    sink = PoisonSink(poison=events[3].host_key, unusable=unusable)
     stage = spec("sink_poison", Kind.SINK, batch_size=10)
     for event in events:
         await bus.publish(event)
@@ -344,7 +355,16 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
             return await subject_count(bus, DLQ, dlq_subject("sink_poison"))
         await eventually(dead, what="the poison in the DLQ")
         copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_poison"))
-        assert (copy.headers or {})[H_REASON] == "failed 3 times, last: RuntimeError: constraint violated"
+        headers = copy.headers or {}
+        assert headers[H_REASON] == reason.format(poison=events[3].host_key)
+        assert headers[H_DELIVERIES] == deliveries
+        if unusable:
+            assert sink.attempts == 2                    # the batch, then the rest of it
+
+        async def settled() -> bool:
+            info = await consumer(bus, "sink_poison")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+        await eventually(settled, what="everything settled")
     assert events[3].id not in sink.rows
 
 
@@ -419,47 +439,6 @@ async def test_a_message_failing_in_one_shared_sink_goes_to_that_sinks_dlq(bus: 
     assert set(fine.rows) == {e.id for e in events}
     assert set(picky.rows) == {e.id for e in events} - {events[2].id}
     assert events[2].id in fine.redelivered
-
-
-class PickySink(MemorySink):
-    """Names the poison host's events unusable (as host_state does an unreadable coverage)."""
-
-    def __init__(self, poison: str) -> None:
-        super().__init__()
-        self.poison = poison
-        self.attempts = 0
-
-    async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
-        self.attempts += 1
-        bad = [event.id for event in batch if event.host_key == self.poison]
-        if bad:
-            raise UnusableEvent(f"{self.poison}: cannot read it", bad)
-        return await super().write(batch, redelivered)
-
-
-async def test_an_unusable_event_goes_to_the_dlq_at_once_and_its_batch_is_written(bus: Bus) -> None:
-    events = [seen(i) for i in range(6)]
-    sink = PickySink(poison=events[2].host_key)
-    stage = spec("sink_unusable", Kind.SINK, batch_size=10)
-    for event in events:
-        await bus.publish(event)
-    async with running(bus, (stage, sink)):
-        good = {e.id for e in events} - {events[2].id}
-        await eventually(lambda: set(sink.rows) == good, what="the five good events")
-
-        async def dead() -> int:
-            return await subject_count(bus, DLQ, dlq_subject("sink_unusable"))
-        await eventually(dead, what="the unusable event in the DLQ")
-        copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_unusable"))
-        headers = copy.headers or {}
-        assert headers[H_REASON] == f"unusable: {events[2].host_key}: cannot read it"
-        assert headers[H_DELIVERIES] == "1"                      # not retried
-        assert sink.attempts == 2                                # the batch, then the rest of it
-
-        async def settled() -> bool:
-            info = await consumer(bus, "sink_unusable")
-            return info.num_ack_pending == 0 and info.num_pending == 0
-        await eventually(settled, what="everything settled")
 
 
 async def test_an_enricher_rejecting_an_event_as_unusable_dead_letters_it_at_once(bus: Bus) -> None:
