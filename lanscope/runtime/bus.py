@@ -15,7 +15,6 @@ import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
 import msgspec
@@ -50,7 +49,6 @@ from schemas import STREAMS, Event, StreamSpec, encode, subject_for
 log = logging.getLogger(__name__)
 
 PUBLISH_WINDOW = 512      # pipelined publishes: PubAcks outstanding per publish_many() call
-_warned_slow = False      # the fast path's absence is said once per process
 
 # Errors after which the same publish (same Nats-Msg-Id) is safe and useful to retry.
 _TRANSIENT = (
@@ -103,15 +101,6 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     if config.tls is None:
         return None
     return ssl_context(config.tls)
-
-
-def _warn_if_slow(fast: bool) -> None:
-    global _warned_slow
-    if fast and fastpath.MISSING and not _warned_slow:
-        _warned_slow = True
-        log.warning("nats-py %s lacks what lanscope's fast receive path uses (%s): using its "
-                    "public API instead, which is slower; install the nats-py range pyproject.toml "
-                    "pins", version("nats-py"), "; ".join(fastpath.MISSING))
 
 
 def _auth_kind(config: NatsConfig) -> str:
@@ -200,7 +189,8 @@ class Bus:
             raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
                            f"{type(cause).__name__}: {cause}") from None
         nc.options["max_reconnect_attempts"] = -1
-        _warn_if_slow(fast)
+        if fast:
+            fastpath.warn_if_unfit()
         state["down"] = False
         log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
                  _auth_kind(config))

@@ -44,6 +44,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 
 import nats.errors
 import nats.protocol.parser
@@ -110,6 +111,17 @@ def missing_internals() -> list[str]:
 
 
 MISSING = missing_internals()     # empty where the fast path fits this nats-py
+_warned = False
+
+
+def warn_if_unfit() -> None:
+    """Say once per process that this nats-py does not fit the fast path, and what is missing."""
+    global _warned
+    if MISSING and not _warned:
+        _warned = True
+        log.warning("nats-py %s lacks what lanscope's fast receive path uses (%s): using its "
+                    "public API instead, which is slower; install the nats-py range pyproject.toml "
+                    "pins", version("nats-py"), "; ".join(MISSING))
 
 
 class FastClient(NatsClient):

@@ -9,7 +9,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from lanscope.config import NatsConfig
-from lanscope.runtime import bus as bus_module
 from lanscope.runtime import fastpath
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.fastpath import MSG_ID, Delivered, FastClient, FastParser, parse_headers
@@ -68,8 +67,8 @@ async def test_without_the_fast_path_the_public_api_does_the_same(
     """A nats-py the fast path does not fit: one warning naming what is missing, then
     every message through nats-py's own client, acks and PubAcks alike."""
     monkeypatch.setattr(fastpath, "MISSING", ["Client._ps"])
-    monkeypatch.setattr(bus_module, "_warned_slow", False)
-    with caplog.at_level(logging.WARNING, logger="lanscope.runtime.bus"):
+    monkeypatch.setattr(fastpath, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="lanscope.runtime.fastpath"):
         slow = await Bus.connect(nats_config, name="slow")
         again = await Bus.connect(nats_config, name="slow-again")
     try:
