@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 
 import pytest
@@ -13,9 +15,10 @@ from lanscope.runtime import fastpath
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.fastpath import MSG_ID, Delivered, FastClient, FastParser, parse_headers
 from lanscope.runtime.puller import Puller
+from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.topology import Kind
 from schemas import subjects as subj
-from tests.runtime.stages import seen, spec, subject_count
+from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec, subject_count
 
 FACTS = subj.FACTS.name
 
@@ -119,3 +122,31 @@ def test_header_blocks_parse_into_names_and_values() -> None:
     assert parse_headers(b"NATS/1.0\r\nNats-Msg-Id: abc \r\n\r\n") == {"Nats-Msg-Id": "abc"}
     assert parse_headers(b"NATS/1.0\r\nNats-Msg-Id:abc\r\nX: 1\r\n\r\n") == {"Nats-Msg-Id": "abc", "X": "1"}
     assert parse_headers(b"NATS/1.0\r\nNats-Msg-Id-2: abc\r\n\r\n") == {"Nats-Msg-Id-2": "abc"}
+
+
+@pytest.mark.nats
+async def test_the_runner_works_the_same_on_nats_pys_own_client(nats_config: NatsConfig, bus: Bus) -> None:
+    """An enricher and a sink through the runner, every message the public way."""
+    slow = await Bus.connect(nats_config, name="slow-runner", fast=False)
+    enricher, sink = EchoEnricher(), MemorySink()
+    stages = [(spec("slow_echo", Kind.ENRICHER), enricher),
+              (spec("slow_sink", Kind.SINK, consumes=(subj.HOST_ANNOTATED,)), sink)]
+    try:
+        assert not slow.nc.fast
+        await slow.provision([s for s, _ in stages])
+        runner = Runner(slow, dataclasses.replace(RunnerOptions.from_config(nats_config),
+                                                  fetch_timeout_secs=0.2))
+        for stage_spec, stage in stages:
+            runner.add(stage_spec, stage)
+        task = asyncio.create_task(runner.run())
+        events = [seen(i) for i in range(20)]
+        await slow.publish_events(events)
+        await eventually(lambda: len(sink.rows) == 20, what="20 annotations in the sink")
+        assert sorted(enricher.seen) == sorted(e.id for e in events)
+        runner.stop()
+        await asyncio.wait_for(task, 20)
+        for name in ("slow_echo", "slow_sink"):
+            info = await slow.js.consumer_info(FACTS, name)
+            assert info.num_ack_pending == 0 and info.num_redelivered == 0, name
+    finally:
+        await slow.close()
