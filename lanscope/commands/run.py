@@ -101,7 +101,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
     try:
         ctx = StageContext(config=config, claims=await bus.claims())
         built, skipped = build_stages(specs, ctx)
-        # Sinks run here together share their streams' deliveries (bus.Feed): no consumer
+        # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.
         await bus.provision(configured_specs(config).values(), feeds=sink_feeds(s for s, _ in built))
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
