@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -135,37 +135,60 @@ class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class FieldChange(msgspec.Struct, kw_only=True, gc=False):
+    """One fact of a HostRecord that changed (never an observation: see HostRecord)."""
+
     field: str
     old: Any = None
     new: Any = None
 
 
-class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
-    """A host's current state as the host_state sink knows it."""
+# The host record's fields are facts or observations (sinks/host_state/README.md): a change
+# of a fact is a `HostChanged` and a history row; an observation only updates its column.
+def _fact(what: str) -> msgspec.Meta:
+    return msgspec.Meta(description=f"fact (a change is a HostChanged and a history row): {what}")
 
-    host_key: str
-    mac: Mac | None = None
-    ip: Ip | None = None
-    ips: list[Ip] = []
-    hostname: ShortText | None = None
-    vendor: ShortText | None = None
+
+def _observation(what: str) -> msgspec.Meta:
+    return msgspec.Meta(description=f"observation (updated in place, never a HostChanged): {what}")
+
+
+class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
+    """A host's current state as the host_state sink knows it.
+
+    Facts are what the host is (identity, addresses, names, services, presence); a
+    change of one is reported. Observations are how it was last seen (per-source
+    times, neighbour state, round-trip time, TTL); they move with every sighting and
+    are never reported as changes."""
+
+    host_key: Annotated[str, _fact("identity: the MAC when known, else the IP")]
+    mac: Annotated[Mac | None, _fact("identity: the hardware address")] = None
+    ip: Annotated[Ip | None, _fact("the primary address (IPv4 before IPv6, a new address "
+                                   "before a known one)")] = None
+    ips: Annotated[list[Ip], _fact("every address of the host, newest first (up to 16)")] = []
+    hostname: Annotated[ShortText | None, _fact("name (DNS, then DHCP, then Proxmox)")] = None
+    vendor: Annotated[ShortText | None, _fact("MAC vendor")] = None
     mac_randomized: bool | None = None
-    os_hint: ShortText | None = None
-    services: list[ShortText] = []        # "tcp/22 ssh OpenSSH 9.2p1"
-    open_ports: list[ShortText] = []      # "tcp/22"
-    dhcp_type: ShortText | None = None    # static | dynamic
-    dhcp_status: ShortText | None = None
-    dhcp_comment: ShortText | None = None
-    arp_state: ShortText | None = None    # REACHABLE, STALE, ... or "reply"
-    active: bool = False
-    vm_name: ShortText | None = None
+    os_hint: Annotated[ShortText | None, _fact("operating system")] = None
+    services: Annotated[list[ShortText], _fact('open services, "tcp/22 ssh OpenSSH 9.2p1"')] = []
+    open_ports: Annotated[list[ShortText], _fact('open ports, "tcp/22"')] = []
+    dhcp_type: Annotated[ShortText | None, _fact("static | dynamic lease")] = None
+    dhcp_status: Annotated[ShortText | None, _fact("lease status")] = None
+    dhcp_comment: Annotated[ShortText | None, _fact("lease comment")] = None
+    arp_state: Annotated[ShortText | None, _observation(
+        'neighbour state (REACHABLE, STALE, ...) or "reply" (an ARP reply)')] = None
+    active: Annotated[bool, _fact("present: alive evidence, until gone (confirmed)")] = False
+    flapping: Annotated[bool, _fact("gone and back more often than the configured limit within "
+                                    "the window; reported once per window while it lasts")] = False
+    vm_name: Annotated[ShortText | None, _fact("Proxmox guest name")] = None
     vm_id: int | None = None
     vm_type: ShortText | None = None
     vm_node: ShortText | None = None
     vm_status: ShortText | None = None
     first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    last_seen_by: dict[str, datetime] = {}
+    last_seen: Annotated[datetime | None, _observation("the newest sighting")] = None
+    last_seen_by: Annotated[dict[str, datetime], _observation("the newest sighting per source")] = {}
+    rtt_ms: Annotated[float | None, _observation("round-trip time of the newest timed reply")] = None
+    ttl: Annotated[Ttl | None, _observation("TTL of the newest reply that carried one")] = None
 
 
 # --------------------------------------------------------------------------
@@ -234,12 +257,43 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):
-    """What the host_state sink concluded: a host is new, changed, gone or back."""
+    """What the host_state sink concluded: a host is new, changed, gone or back.
+
+    Published only when a fact changed; the history table holds one row per change,
+    keyed by this event's id."""
 
     kind: ChangeKind
-    changes: list[FieldChange] = []
+    changes: Annotated[list[FieldChange], msgspec.Meta(
+        description="the facts that changed (first old, last new value in the batch); "
+                    "observations never appear here")] = []
     host: HostRecord
-    evidence: ShortText | None = None     # which sighting caused a presence transition
+    evidence: Annotated[ShortText | None, msgspec.Meta(
+        description="why presence changed: the sighting that brought it back, or the missed "
+                    "sweeps and the confirmation that failed (what was tried)")] = None
+
+
+class HostCheckRequested(Event, tag="host_check_requested", kw_only=True):
+    """host_state asks for a direct check of a host that missed enough sweeps to be gone.
+
+    A sink sends no packets: the presence_check enricher answers with a HostSeen
+    (source ``presence_check``) when the host replied, or a HostUnreachable naming
+    what it tried. ``host_key`` is the record's key, to be repeated in the answer."""
+
+    ip: Ip
+    mac: Mac | None = None
+    open_ports: list[Port] = []           # TCP ports the host last had open (off-link checks)
+    reason: ShortText = ""                # "missed 2 sweeps covering ... since ..."
+
+
+class HostUnreachable(Event, tag="host_unreachable", kw_only=True):
+    """presence_check tried a host directly and it did not answer: host_state may say gone."""
+
+    ip: Ip
+    mac: Mac | None = None
+    request_id: str                       # the HostCheckRequested this answers
+    tried: list[ShortText] = []           # "arp 198.18.0.2 on br0 to dc:a6:32:00:00:02 x3", ...
+    started_at: datetime                  # when the first probe went out
+    duration_ms: float = 0.0
 
 
 class Finding(Event, tag="finding", kw_only=True):
@@ -276,7 +330,8 @@ class RegistryEntry(Event, tag="registry_entry", kw_only=True):
 
 
 AnyEvent = (
-    HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | Finding | RegistryEntry
+    HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | HostCheckRequested
+    | HostUnreachable | Finding | RegistryEntry
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     HostSeen,
@@ -284,6 +339,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HostAnnotated,
     PortsProbed,
     HostChanged,
+    HostCheckRequested,
+    HostUnreachable,
     Finding,
     RegistryEntry,
 )

@@ -15,7 +15,9 @@ from .events import (
     Finding,
     HostAnnotated,
     HostChanged,
+    HostCheckRequested,
     HostSeen,
+    HostUnreachable,
     PortsProbed,
     RegistryEntry,
     SweepCompleted,
@@ -28,6 +30,8 @@ HOST_ANNOTATED = "lanscope.host.annotated.>"  # .<source>
 HOST_PORTS = "lanscope.host.ports"
 SWEEP_COMPLETED = "lanscope.sweep.completed.>"  # .<source>
 HOST_CHANGED = "lanscope.host.changed.>"      # .new .changed .gone .back
+HOST_CHECK = "lanscope.host.check"            # host_state asks presence_check to try a host
+HOST_UNREACHABLE = "lanscope.host.unreachable"  # ... which did not answer
 FINDING = "lanscope.finding.>"                # .opened .resolved
 REGISTRY = "lanscope.registry.>"              # .created .updated
 DLQ = "lanscope.dlq.>"                        # .<stage>
@@ -42,13 +46,13 @@ class StreamSpec(Struct, frozen=True):
 
 FACTS = StreamSpec(
     name="LANSCOPE_FACTS",
-    subjects=(HOST_SEEN, HOST_ANNOTATED, HOST_PORTS, SWEEP_COMPLETED),
+    subjects=(HOST_SEEN, HOST_ANNOTATED, HOST_PORTS, SWEEP_COMPLETED, HOST_UNREACHABLE),
     description="Sightings, enrichments and probe results (replayable: rebuilds DuckDB)",
 )
 CHANGES = StreamSpec(
     name="LANSCOPE_CHANGES",
-    subjects=(HOST_CHANGED, FINDING, REGISTRY),
-    description="Conclusions: host changes, findings, registry entries",
+    subjects=(HOST_CHANGED, HOST_CHECK, FINDING, REGISTRY),
+    description="Conclusions: host changes, presence checks asked for, findings, registry entries",
 )
 DEAD_LETTERS = StreamSpec(
     name="LANSCOPE_DLQ",
@@ -77,6 +81,10 @@ def subject_for(event: Event) -> str:
         return f"{PREFIX}.sweep.completed.{_token(event.source)}"
     if isinstance(event, HostChanged):
         return f"{PREFIX}.host.changed.{event.kind.value}"
+    if isinstance(event, HostCheckRequested):
+        return HOST_CHECK
+    if isinstance(event, HostUnreachable):
+        return HOST_UNREACHABLE
     if isinstance(event, Finding):
         return f"{PREFIX}.finding.{event.state.value}"
     if isinstance(event, RegistryEntry):
