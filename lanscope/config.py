@@ -184,8 +184,14 @@ class DuckDBConfig(_Section):
 
 
 class PresenceConfig(_Section):
-    missed_sweeps: int = 3                 # gone after this many sweeps without evidence
-    grace_secs: float = 900.0              # ... and at least this long since the last evidence
+    """host_state's presence settings (sinks.host_state.stage.Presence has the same defaults)."""
+
+    missed_sweeps: int = 2                 # a direct check after this many sweeps without evidence
+    grace_secs: float = 120.0              # ... and at least this long since the last evidence
+    confirm: bool = True                   # gone only when that check failed (presence_check)
+    recheck_secs: float = 60.0             # an unanswered check is asked again after this
+    flap_transitions: int = 4              # more gone/back transitions than this within ...
+    flap_window_secs: float = 3600.0       # ... this window: flapping, reported once per window
 
 
 class RegistryConfig(_Section):

@@ -224,18 +224,41 @@ def build_proxmox_names(ctx: StageContext) -> Any:
         proxmox=settings, refresh_secs=ctx.config.proxmox.refresh_secs))
 
 
+def build_presence_check(ctx: StageContext) -> Any:
+    from enrichers.presence_check import Config as PresenceCheckConfig
+    from enrichers.presence_check import PresenceCheck
+    from lanscope.net.interfaces import interfaces_async
+    from lanscope.net.scope import check_scope
+    from producers.arp_sweep._io import arp_sweep_async
+    from producers.ping_sweep._io import icmp_sweep_async, tcp_connect
+
+    c = ctx.config
+    if not c.presence.confirm:
+        raise StageDisabled("presence.confirm is false: host_state says gone without a check")
+
+    def in_scope(targets: Any, attached: Any) -> None:
+        check_scope(targets, c.scope, attached=attached)
+
+    return PresenceCheck(PresenceCheckConfig(tcp_timeout_ms=c.timeouts.connect_ms),
+                         arp=arp_sweep_async, icmp=icmp_sweep_async,
+                         tcp_connect=tcp_connect, interfaces=interfaces_async, check_scope=in_scope)
+
+
 # --------------------------------------------------------------------------
 # Sinks
 
 
 def build_host_state(ctx: StageContext) -> Any:
+    import msgspec
+
     from sinks.host_state import Config as HostStateConfig
     from sinks.host_state import HostState
+    from sinks.host_state.stage import Presence
 
     c = ctx.config
     return HostState(HostStateConfig(
-        path=str(c.duckdb_path), missed_sweeps=c.presence.missed_sweeps,
-        grace_secs=c.presence.grace_secs, keep_event_ids_secs=c.duckdb.keep_event_ids_days * 86400,
+        path=str(c.duckdb_path), presence=msgspec.convert(msgspec.structs.asdict(c.presence), Presence),
+        keep_event_ids_secs=c.duckdb.keep_event_ids_days * 86400,
         max_query_rows=c.duckdb.max_query_rows, compact_secs=c.duckdb.compact_secs))
 
 

@@ -76,6 +76,15 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
         FROM processed_batches;
     """,
+    # 3: flapping (a fact), round-trip time and TTL (observations); history is what was published.
+    """
+    ALTER TABLE hosts_by_mac ADD COLUMN flapping BOOLEAN;
+    ALTER TABLE hosts_by_mac ADD COLUMN rtt_ms DOUBLE;
+    ALTER TABLE hosts_by_mac ADD COLUMN ttl INTEGER;
+    ALTER TABLE hosts_by_ip ADD COLUMN flapping BOOLEAN;
+    ALTER TABLE hosts_by_ip ADD COLUMN rtt_ms DOUBLE;
+    ALTER TABLE hosts_by_ip ADD COLUMN ttl INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -28,16 +28,32 @@ from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
 
 from ._query import QueryRejected
 from ._schema import StoreError
-from ._store import COMPACT_SECS, Batch, HostStore, Loaded
-from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
+from ._store import COMPACT_SECS, Batch, HostStore, Loaded, Output
+from .fold import HostBook
+from .presence import PresencePolicy
+from .records import STAGE, Folded, HostEntry
 
 log = logging.getLogger(__name__)
 
 
+class Presence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """When a host is gone, back or flapping (presence.py; defaults justified in the README)."""
+
+    missed_sweeps: int = 2                  # a direct check after this many covering sweeps missed it
+    grace_secs: float = 120.0               # ... and this long since its last evidence
+    confirm: bool = True                    # gone only when the check (presence_check) got no answer;
+                                            # false: gone at once (run without presence_check)
+    recheck_secs: float = 60.0              # a check left unanswered is asked again after this
+    flap_transitions: int = 4               # more gone/back transitions than this within ...
+    flap_window_secs: float = 3600.0        # ... this window: flapping (0 transitions: never)
+
+    def policy(self) -> PresencePolicy:
+        return PresencePolicy(**msgspec.structs.asdict(self))
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     path: str                               # the DuckDB file
-    missed_sweeps: int = 3                  # gone after this many sweeps covering the host missed it
-    grace_secs: float = 900.0               # ... and this long since its last evidence
+    presence: Presence = msgspec.field(default_factory=Presence)
     keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
     max_query_rows: int = 10000             # query() returns at most this many rows
     compact_secs: float = COMPACT_SECS      # host tables catch up with the journal within this
@@ -60,7 +76,7 @@ class HostState:
         self.store = store if store is not None else HostStore(Path(config.path),
                                                                compact_secs=config.compact_secs)
         self.clock = clock
-        self.book = HostBook(PresencePolicy(config.missed_sweeps, config.grace_secs))
+        self.book = HostBook(config.presence.policy())
         self._last_prune: datetime | None = None
         # Held while memory may run ahead of the file (fold .. commit): a query's
         # compaction writes the book's entries, which must all be committed ones.
@@ -122,7 +138,8 @@ class HostState:
                 findings=_newest(e for e in fresh if isinstance(e, Finding)),
                 registry=_newest(e for e in fresh if isinstance(e, RegistryEntry)),
             )
-            for output in folded.changed:
+            outputs: list[Output] = [*folded.changed, *folded.requests]
+            for output in outputs:
                 inputs = folded.contributors.get(output.id) or []
                 rows.outbox.extend((i, output) for i in inputs)
             await self.store.write(rows, self.clock())
@@ -131,7 +148,7 @@ class HostState:
             await self._load(await self.store.reload())
             raise
         await self._maybe_prune()
-        return [*replayed.values(), *folded.changed]
+        return [*replayed.values(), *folded.changed, *folded.requests]
 
     async def _maybe_prune(self) -> None:
         now = self.clock()
