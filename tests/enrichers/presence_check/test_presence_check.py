@@ -61,7 +61,8 @@ class Wire:
             check_scope(targets, scope or ScopeConfig(allow=["198.19.0.0/24"]), attached=attached)
 
         return PresenceCheck(Config(**config), arp=self.arp, icmp=self.icmp, tcp_connect=self.tcp,
-                             interfaces=interfaces, check_scope=in_scope, clock=lambda: T0 + timedelta(seconds=1))
+                             interfaces=interfaces, check_scope=in_scope,
+                             clock=lambda: T0 + timedelta(seconds=1))
 
 
 def ip_int(ip: str) -> int:
