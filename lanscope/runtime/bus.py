@@ -875,7 +875,7 @@ def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
         filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
         waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
         names = tuple(s.name for s in sinks)
-        spec = StageSpec("+".join(names), Kind.SINK, builder="", consumes=tuple(filters),
+        spec = StageSpec("+".join(names), Kind.SINK, consumes=tuple(filters),
                          description=f"one delivery for the sinks {', '.join(names)} in one process",
                          max_replicas=1, batch_size=max(s.batch_size for s in sinks),
                          ack_wait_secs=max(waits) if waits else None)

@@ -324,9 +324,6 @@ def unapplied_batches(con: duckdb.DuckDBPyConnection) -> int:
 # compaction every 5 s and up to 20 us with 700,000 facts journaled; at 256 MB, under 1 us.
 # Replaying a WAL that size after a crash takes ~0.4 s at open.
 CHECKPOINT_THRESHOLD = "256MB"
-# How long the journal may hold a batch before the host tables catch up: the default of
-# HostStore and of the sink's Config (config.yaml's duckdb.compact_secs ships the same).
-COMPACT_SECS = 30.0
 
 
 def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -352,7 +349,7 @@ class HostStore:
     transactions cannot conflict. Only taking its rows from the book holds up the write.
     One runs at a time; compact(), open and close wait for it."""
 
-    def __init__(self, path: Path, *, compact_secs: float = COMPACT_SECS, compact_hosts: int = 50000) -> None:
+    def __init__(self, path: Path, *, compact_secs: float, compact_hosts: int = 50000) -> None:
         self.path = path
         self.compact_secs = compact_secs
         self.compact_hosts = compact_hosts
