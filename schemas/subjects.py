@@ -80,13 +80,17 @@ SUBJECTS: dict[type[Event], tuple[str, Callable[[Any], str] | None]] = {
 }
 
 
+# subject_for's view of it: the subject up to the last token, made once.
+_PREFIXES = {t: (pattern if last is None else pattern[:-1], last) for t, (pattern, last) in SUBJECTS.items()}
+
+
 def subject_for(event: Event) -> str:
     """The full subject an event is published on."""
-    route = SUBJECTS.get(type(event))
+    route = _PREFIXES.get(type(event))
     if route is None:
         raise TypeError(f"no subject for event type {type(event).__name__}")
-    pattern, last_token = route
-    return pattern if last_token is None else f"{pattern[:-1]}{last_token(event)}"
+    prefix, last_token = route
+    return prefix if last_token is None else prefix + last_token(event)
 
 
 def dlq_subject(stage: str) -> str:
