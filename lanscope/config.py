@@ -47,6 +47,7 @@ from lanscope.settings import (
     Secret,
     Section,
     TlsConfig,
+    target_count,
     target_problems,
 )
 from producers.arp_sweep.stage import Config as ArpSweepConfig
@@ -149,11 +150,8 @@ class Config(Section):
     def check(self) -> Problems:
         problems = list(target_problems("targets", self.targets))
         yield from problems
-        if self.targets and not problems:
-            from lanscope.net.targets import parse_targets
-
-            count = len(parse_targets(self.targets, exclude=self.scope.exclude,
-                                      resolve=lambda name: ["192.0.2.1"]))
+        if self.targets and not problems and not list(target_problems("exclude", self.scope.exclude)):
+            count = target_count(self.targets, self.scope.exclude)
             if count > self.scope.max_addresses:
                 yield "targets", (f"{count} addresses is more than scope.max_addresses "
                                   f"({self.scope.max_addresses})")

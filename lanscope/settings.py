@@ -108,20 +108,32 @@ class ProxmoxConfig(Section):
             yield "token_value", "required with token_name"
 
 
+def _syntax_only(name: str) -> list[str]:
+    return ["192.0.2.1"]       # TEST-NET-1: a hostname's syntax was fine; it is not looked up here
+
+
+def _no_hostnames(name: str) -> list[str]:
+    from lanscope.errors import UsageError
+
+    raise UsageError(f"{name!r}: a hostname is not allowed here, use addresses")
+
+
 def target_problems(key: str, specs: list[str], *, hostnames: bool = True) -> Problems:
     """Each nmap-style spec that does not parse, as (``key[i]``, why).
 
-    Syntax only: a hostname is not looked up here (it may resolve where lanscope runs)."""
+    Syntax only: a hostname is not looked up (it may resolve where lanscope runs)."""
     from lanscope.errors import UsageError
     from lanscope.net.targets import parse_targets
 
-    def placeholder(name: str) -> list[str]:
-        if not hostnames:
-            raise UsageError(f"{name!r}: a hostname is not allowed here, use addresses")
-        return ["192.0.2.1"]          # TEST-NET-1: the name's syntax was fine
-
     for i, spec in enumerate(specs):
         try:
-            parse_targets([spec], resolve=placeholder)
+            parse_targets([spec], resolve=_syntax_only if hostnames else _no_hostnames)
         except UsageError as exc:
             yield f"{key}[{i}]", str(exc)
+
+
+def target_count(specs: list[str], exclude: list[str]) -> int:
+    """How many addresses ``specs`` minus ``exclude`` are (specs that parse; names count once)."""
+    from lanscope.net.targets import parse_targets
+
+    return len(parse_targets(specs, exclude=exclude, resolve=_syntax_only))
