@@ -93,7 +93,7 @@ def run(lines: Iterable[str], rules: RuleSet) -> Iterator[dict[str, Any]]:
 def main(args: argparse.Namespace, config: Config) -> int:
     if not args.jsonl:
         raise UsageError("only --jsonl input is supported")
-    rules = rule_set(args.nmap_probes or config.ports.nmap_service_probes)
+    rules = rule_set(args.nmap_probes or config.enrichers.port_probe.nmap_service_probes)
     encoder = msgspec.json.Encoder()
     out = sys.stdout
     for result in run(sys.stdin, rules):

@@ -91,7 +91,7 @@ async def _request(config: Config, url: str, sql: str) -> bytes | None:
         from schemas.subjects import QUERY
 
         msg = await bus.nc.request(QUERY, msgspec.json.encode({"sql": sql}),
-                                   timeout=config.duckdb.query_timeout_ms / 1000)
+                                   timeout=config.sinks.host_state.query.timeout_ms / 1000)
     except Exception as exc:  # no responders / timeout: no pipeline owns the file right now
         log.debug("no answer on the query subject (%s); reading the file", type(exc).__name__)
         return None
@@ -132,7 +132,7 @@ def _from_file(config: Config, sql: str) -> QueryResult:
         if lagging:
             warn(f"{lagging} batches in the host journal are not in hosts/host_ports yet (host_state "
                  "did not stop cleanly); they are applied when it runs again")
-        return run_query(con, sql, config.duckdb.max_query_rows)
+        return run_query(con, sql, config.sinks.host_state.query.max_rows)
     except QueryRejected as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

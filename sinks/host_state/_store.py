@@ -112,9 +112,6 @@ class _Compaction:
     port_heads: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
 
 
-# How long the journal may hold a batch before the host tables catch up: the default of
-# HostStore and of the sink's Config (config.yaml's duckdb.compact_secs ships the same).
-COMPACT_SECS = 30.0
 
 
 
@@ -130,7 +127,7 @@ class HostStore:
     transactions cannot conflict. Only taking its rows from the book holds up the write.
     One runs at a time; compact(), open and close wait for it."""
 
-    def __init__(self, path: Path, *, compact_secs: float = COMPACT_SECS, compact_hosts: int = 50000) -> None:
+    def __init__(self, path: Path, *, compact_secs: float, compact_hosts: int = 50000) -> None:
         self.path = path
         self.compact_secs = compact_secs
         self.compact_hosts = compact_hosts

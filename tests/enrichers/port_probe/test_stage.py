@@ -9,10 +9,10 @@ import pytest
 
 from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
-from lanscope.config import Config as GlobalConfig
+from lanscope.config import parse
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
-from lanscope.stages import StageContext, build_port_probe
+from lanscope.runtime.topology import STAGES
 from schemas import OsGuess, PortsProbed, PortState
 from tests.factories import T0, at, host_seen, port
 
@@ -43,7 +43,7 @@ class Clock:
 
 def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
          delay: float = 0.0) -> tuple[PortProbe, FakeProber, Clock]:
-    config = config or Config(interval_secs=3600)
+    config = config or Config(reprobe_secs=3600)
     prober = FakeProber(config, delay)
     clock = Clock()
     return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
@@ -91,13 +91,12 @@ async def test_two_replicas_never_probe_one_host_at_once() -> None:
     assert len(p1.calls) + len(p2.calls) == 1
 
 
-def test_builder_maps_the_global_config() -> None:
-    config = GlobalConfig()
-    stage = build_port_probe(StageContext(config=config))
+def test_builder_takes_the_stage_section() -> None:
+    config = parse({"enrichers": {"port_probe": {"connect_timeout_ms": 700, "reprobe_secs": 60}}}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
     assert isinstance(stage, PortProbe)
     assert stage.config.tcp == "20-1024"
-    assert stage.config.connect_timeout_ms == config.timeouts.connect_ms
-    assert stage.config.interval_secs == config.schedules.port_probe_secs
+    assert (stage.config.connect_timeout_ms, stage.config.reprobe_secs) == (700, 60)
 
 
 def test_shown_ports_summarises_large_states() -> None:
