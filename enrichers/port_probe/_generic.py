@@ -15,6 +15,7 @@ from ._rules import Identity, clean
 
 GENERIC_CONFIDENCE = 5
 GENERIC_NAME_ONLY_CONFIDENCE = 4
+_GUESS = "generic"
 
 _SSH = re.compile(r"^SSH-(\d[\d.]*)-([^\s\r\n]{1,80})", re.ASCII)
 _SSH_SOFTWARE = re.compile(r"^([A-Za-z][\w.]*?(?:-[A-Za-z][\w.]*?)*)[_-]v?(\d[\w.-]*)$", re.ASCII)
@@ -24,17 +25,20 @@ _SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| v| )v?(\d[\w.-]{0,3
 _SERVER_NAME = re.compile(r"^([A-Za-z][\w.+-]{1,40})(?:[\s(;,]|$)", re.ASCII)
 _LINE = re.compile(r"^(?:([1-5]\d\d)[ -]|(\+OK) ?|(\* ?OK) ?(?:\[[^\]\r\n]*\] ?)?)([^\r\n]*)", re.ASCII)
 _VERSIONED = re.compile(
-    r"(?:^|[\s(\[<,])([A-Za-z][\w+'.!-]*(?: [A-Z][\w+'.!-]*){0,2})[ /]\(?(?:[Vv]ersion:? |[Vv]er\.? |[Vv]|[Rr]elease )?"
-    r"(\d+\.\d+[\w.+-]*)", re.ASCII)
+    r"(?:^|[\s(\[<,])([A-Za-z][\w+'.!-]*(?: [A-Z][\w+'.!-]*){0,2})[ /]\(?"
+    r"(?:[Vv]ersion:? |[Vv]er\.? |[Vv]|[Rr]elease )?(\d+\.\d+[\w.+-]*)", re.ASCII)
 _NAMED_READY = re.compile(
-    r"(?:^|\s)([A-Z][\w+-]{2,40}) (?:E?SMTP |FTP |POP3? |IMAP4?(?:rev1)? |[Mm]ail )?(?:[Ss]erver |[Ss]ervice )?"
-    r"(?:is )?ready", re.ASCII)
+    r"(?:^|\s)([A-Z][\w+-]{2,40}) (?:E?SMTP |FTP |POP3? |IMAP4?(?:rev1)? |[Mm]ail )?"
+    r"(?:[Ss]erver |[Ss]ervice )?(?:is )?ready", re.ASCII)
 _HOSTLIKE = re.compile(r"^(?:[\w-]+\.)+[A-Za-z]{2,}$|^\d+\.\d+\.\d+\.\d+$|^\[", re.ASCII)
-_STOP = frozenset("""
-esmtp smtp ftp ftpd pop pop3 imap imap4 imap4rev1 lmtp server service services ready welcome to the a an
-mail email mailserver version ver release build at on host system daemon gateway for is by running ok hello
-this of and ip tcp http https web www you your are connected please login user users number allowed
-""".split())
+_STOP = frozenset({
+    "esmtp", "smtp", "ftp", "ftpd", "pop", "pop3", "imap", "imap4", "imap4rev1", "lmtp", "server",
+    "service", "services", "ready", "welcome", "to", "the", "a", "an", "mail", "email", "mailserver",
+    "version", "ver", "release", "build", "at", "on", "host", "system", "daemon", "gateway", "for",
+    "is", "by", "running", "ok", "hello", "this", "of", "and", "ip", "tcp", "http", "https", "web",
+    "www", "you", "your", "are", "connected", "please", "login", "user", "users", "number", "allowed",
+    "ssh", "sshd",
+})
 
 
 def generic(text: str, port: int) -> Identity | None:
@@ -52,33 +56,33 @@ def generic(text: str, port: int) -> Identity | None:
 def _ssh(text: str) -> Identity:
     m = _SSH.match(text)
     if not m:
-        return Identity(service="ssh", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method="generic")
+        return Identity(service="ssh", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
     protocol, software = m.group(1), m.group(2)
     extra = f"protocol {protocol}"
     sm = _SSH_SOFTWARE.match(software)
     if sm:
-        return Identity(service="ssh", product=clean(sm.group(1)), version=clean(sm.group(2)), extra_info=extra,
-                        confidence=GENERIC_CONFIDENCE, method="generic")
+        return Identity(service="ssh", product=clean(sm.group(1)), version=clean(sm.group(2)),
+                        extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
     if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{2,40}", software):
         return Identity(service="ssh", product=clean(software), extra_info=extra,
-                        confidence=GENERIC_NAME_ONLY_CONFIDENCE, method="generic")
-    return Identity(service="ssh", extra_info=extra, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method="generic")
+                        confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
+    return Identity(service="ssh", extra_info=extra, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
 
 
 def _http(text: str) -> Identity:
     server = _SERVER.search(text)
     if not server:
-        return Identity(service="http", confidence=6, method="generic")
+        return Identity(service="http", confidence=6, method=_GUESS)
     value = server.group(1).strip()
     m = _SERVER_TOKEN.match(value)
     if m and m.group(1).strip().lower() not in _STOP:
         return Identity(service="http", product=clean(m.group(1)), version=clean(m.group(2)),
-                        confidence=GENERIC_CONFIDENCE, method="generic")
+                        confidence=GENERIC_CONFIDENCE, method=_GUESS)
     m = _SERVER_NAME.match(value)
     if m and m.group(1).lower() not in _STOP:
         return Identity(service="http", product=clean(m.group(1)), confidence=GENERIC_NAME_ONLY_CONFIDENCE,
-                        method="generic")
-    return Identity(service="http", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method="generic")
+                        method=_GUESS)
+    return Identity(service="http", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
 
 
 def _service(code: str | None, pop: str | None, line: str, port: int) -> str:
@@ -114,10 +118,10 @@ def _line(m: re.Match[str], text: str, port: int) -> Identity:
                 words.pop(0)
             if words and _product_ok(" ".join(words)):
                 return Identity(service=service, product=clean(" ".join(words)), version=clean(v.group(2)),
-                                confidence=GENERIC_CONFIDENCE, method="generic")
+                                confidence=GENERIC_CONFIDENCE, method=_GUESS)
     for line in lines:
         n = _NAMED_READY.search(line)
         if n and _product_ok(n.group(1)):
-            return Identity(service=service, product=clean(n.group(1)), confidence=GENERIC_NAME_ONLY_CONFIDENCE,
-                            method="generic")
-    return Identity(service=service, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method="generic")
+            return Identity(service=service, product=clean(n.group(1)),
+                            confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
+    return Identity(service=service, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)

@@ -76,6 +76,7 @@ class Compiled:
     rule: Rule
     source: str                          # "lanscope" | "nmap"
     guard: re.Pattern[str] | None = None  # the file's applies_if
+    probe: str = ""                      # nmap: the probe whose reply the line was written for
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def compile_file(data: RuleFile, source: str) -> tuple[list[Compiled], list[Comp
             guard = re.compile(data.applies_if, re.ASCII)
         except re.error as exc:
             raise RuleError(f"{source}: applies_if {data.applies_if!r}: {exc}") from None
-    rules = [Compiled(compile_pattern(r.match, source, i), r, "lanscope", guard) for i, r in enumerate(data.rules)]
+    rules = [Compiled(compile_pattern(r.match, source, i), r, "lanscope", guard)
+             for i, r in enumerate(data.rules)]
     os_rules = [CompiledOs(compile_pattern(r.match, source, i), r) for i, r in enumerate(data.os_rules)]
     return rules, os_rules
 
@@ -197,11 +199,17 @@ def load_nmap_probes(text: str) -> tuple[list[Compiled], int]:
     """Translate nmap-service-probes ``match`` lines into rules; returns (rules, skipped).
 
     Perl-only constructs (possessive/atomic groups, \\Q..\\E, \\x{...}) are
-    skipped; the rest of Perl's regex syntax is Python's.
+    skipped; the rest of Perl's regex syntax is Python's. Each rule keeps the
+    name of the probe it was written for: a line for the reply to nmap's
+    Ventrilo or SIP probe must not name the software behind an HTTP reply.
     """
     out: list[Compiled] = []
     skipped = 0
+    probe = "NULL"
     for line in text.splitlines():
+        if line.startswith("Probe "):
+            probe = [*line.split(), "", "", ""][2]
+            continue
         if not line.startswith(("match ", "softmatch ")):
             continue
         m = _NMAP_MATCH.match(line)
@@ -229,6 +237,7 @@ def load_nmap_probes(text: str) -> tuple[list[Compiled], int]:
         rule = Rule(match=pattern, service=service.removeprefix("ssl/"), product=fields.get("p"),
                     version=fields.get("v"), extra_info=fields.get("i"), os=fields.get("o"),
                     device_type=fields.get("d"), cpe=cpes,
-                    confidence=NMAP_MATCH_CONFIDENCE if line.startswith("match") else NMAP_SOFTMATCH_CONFIDENCE)
-        out.append(Compiled(regex, rule, "nmap"))
+                    confidence=(NMAP_MATCH_CONFIDENCE if line.startswith("match")
+                                else NMAP_SOFTMATCH_CONFIDENCE))
+        out.append(Compiled(regex, rule, "nmap", probe=probe))
     return out, skipped

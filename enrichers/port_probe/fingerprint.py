@@ -47,8 +47,8 @@ from ._rules import (
     shipped_files,
 )
 
-__all__ = ["GENERIC_CONFIDENCE", "Identity", "RuleError", "RuleSet", "default_rules", "escape_banner", "expand",
-           "identify", "load_nmap_probes", "port_hint_rules", "rule_set", "rules_with_nmap"]
+__all__ = ["GENERIC_CONFIDENCE", "Identity", "RuleError", "RuleSet", "default_rules", "escape_banner",
+           "expand", "identify", "load_nmap_probes", "port_hint_rules", "rule_set", "rules_with_nmap"]
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,13 @@ PORT_HINT_CONFIDENCE = 3
 NAME_HINT_CONFIDENCE = 2
 
 # The status code a server-first protocol puts before its greeting, by port: banners
-# collected without it ("ESMTP Postfix", "Dovecot ready.") are read again with it.
+# collected without it ("ESMTP Postfix", "Dovecot ready.") are read again with it, and a
+# bare Server header value on a web port ("nginx/1.24.0") as the header of a response.
 _GREETING_PREFIX = {21: "220 ", 990: "220 ", 2121: "220 ", 25: "220 ", 465: "220 ", 587: "220 ", 2525: "220 ",
-                    110: "+OK ", 995: "+OK ", 143: "* OK ", 993: "* OK "}
+                    110: "+OK ", 995: "+OK ", 143: "* OK ", 993: "* OK ",
+                    **dict.fromkeys((80, 443, 8000, 8008, 8080, 8443, 8888), "HTTP/1.0 200 OK\r\nServer: ")}
+# nmap's probes whose replies are HTTP responses (ours is "GET / HTTP/1.0").
+_NMAP_HTTP_PROBES = frozenset({"GetRequest", "HTTPOptions", "FourOhFourRequest"})
 _HAS_STATUS = re.compile(r"^(?:[1-5]\d\d[ -]|\+OK|-ERR|\* ?(?:OK|BYE|PREAUTH)|SSH-|HTTP/|\xff)", re.ASCII)
 
 
@@ -150,20 +154,25 @@ class RuleSet:
             return ours                      # nothing can be more specific than a rule's product + version
         theirs = self._nmap(text, port)
         if ours is not None and ours.product:
-            if theirs is not None and theirs.version and theirs.product and _same_product(ours.product, theirs.product):
+            if (theirs is not None and theirs.version and theirs.version[0].isdigit() and theirs.product
+                    and _same_product(ours.product, theirs.product)):
                 ours.version = theirs.version    # nmap knew the version of the product our rule named
             return ours
         candidates = [c for c in (ours, theirs, generic(text, port)) if c is not None]
         if not candidates:
             return None
         # Most specific first, then most confident; on a tie the earlier source (ours, nmap, generic).
-        best = max(enumerate(candidates), key=lambda ic: (_specificity(ic[1]), ic[1].confidence or 0, -ic[0]))[1]
+        ranked = enumerate(candidates)
+        best = max(ranked, key=lambda ic: (_specificity(ic[1]), ic[1].confidence or 0, -ic[0]))[1]
         if not best.service:
             best.service = next((c.service for c in candidates if c.service), None)
         return best
 
     def _nmap(self, text: str, port: int) -> Identity | None:
+        http = text.startswith("HTTP/")
         for compiled in self.extra:
+            if (compiled.probe in _NMAP_HTTP_PROBES) != http:
+                continue                     # a line written for another kind of request's reply
             m = compiled.regex.search(text)
             if m:
                 return apply(compiled.rule, m, compiled.source)

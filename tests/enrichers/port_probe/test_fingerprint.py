@@ -48,7 +48,8 @@ BANNERS: list[tuple[int, bytes | str, str | None, str | None, str | None, str | 
     (21, "220-FileZilla Server 1.7.3\r\n", "ftp", "FileZilla ftpd", "1.7.3", "Windows"),
     (21, "220 Microsoft FTP Service\r\n", "ftp", "Microsoft ftpd", None, "Windows"),
     (21, "220 JD FTP Server Ready\r\n", "ftp", "HP JetDirect ftpd", None, None),
-    (21, "220 DiskStation FTP server ready.\r\n", "ftp", "Synology DiskStation NAS ftpd", None, "Synology DSM"),
+    (21, "220 DiskStation FTP server ready.\r\n", "ftp", "Synology DiskStation NAS ftpd", None,
+     "Synology DSM"),
     (21, "220 MikroTik FTP server (MikroTik 6.49.10) ready\r\n", "ftp", "MikroTik router ftpd", "6.49.10",
      "MikroTik RouterOS"),
     # Mail
