@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import os
 import ssl
+from pathlib import Path
 
 import pytest
 
 from enrichers.port_probe import _banner
 from enrichers.port_probe.fingerprint import default_rules
+from tests.fakes.tls import self_signed
 
 from .test_hostile import server
 
@@ -80,30 +80,14 @@ async def test_a_wants_tls_page_is_kept_when_tls_fails() -> None:
     assert default_rules().identify(grab.data, port).product == "nginx"
 
 
-def _tls_server_context(tmp_path: os.PathLike[str]) -> ssl.SSLContext:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.lan")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(2).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = f"{tmp_path}/c.pem", f"{tmp_path}/k.pem"
-    with open(cert_file, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_file, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+def _tls_server_context(directory: Path) -> ssl.SSLContext:
+    cert = self_signed(directory, "mail.lan", hosts=("mail.lan",))
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_cert_chain(cert.cert_file, cert.key_file)
     return ctx
 
 
-async def test_one_tls_session_reads_the_greeting_inside(tmp_path: os.PathLike[str]) -> None:
+async def test_one_tls_session_reads_the_greeting_inside(tmp_path: Path) -> None:
     handshakes = 0
 
     async def imaps(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
