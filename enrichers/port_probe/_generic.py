@@ -22,6 +22,11 @@ _SSH_SOFTWARE = re.compile(r"^([A-Za-z][\w.]*?(?:-[A-Za-z][\w.]*?)*)[_-]v?(\d[\w
 _HTTP = re.compile(r"^HTTP/\d(?:\.\d)? \d{3}", re.ASCII)
 _SERVER = re.compile(r"(?mi)^Server:[ \t]*([^\r\n]{1,200})", re.ASCII)
 _SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| v| )v?(\d[\w.-]{0,30})", re.ASCII)
+_PRODUCT_TOKEN = re.compile(r"(?:^|\s)([A-Za-z][\w.+-]{0,40})/v?(\d[\w.-]{0,30})", re.ASCII)
+# The operating system and protocol tokens of a UPnP-style header ("Linux/3.14 UPnP/1.0 MiniUPnPd/2.1").
+_NOISE = frozenset({"linux", "unix", "windows", "win32", "win64", "upnp", "dlnadoc", "unknown", "ubuntu",
+                    "debian", "centos", "freebsd", "posix", "isos", "nucleus", "os", "darwin", "macos",
+                    "http", "ipv6"})
 _SERVER_NAME = re.compile(r"^([A-Za-z][\w.+-]{1,40})(?:[\s(;,]|$)", re.ASCII)
 _LINE = re.compile(r"^(?:([1-5]\d\d)[ -]|(\+OK) ?|(\* ?OK) ?(?:\[[^\]\r\n]*\] ?)?)([^\r\n]*)", re.ASCII)
 _VERSIONED = re.compile(
@@ -74,6 +79,12 @@ def _http(text: str) -> Identity:
     if not server:
         return Identity(service="http", confidence=6, method=_GUESS)
     value = server.group(1).strip()
+    for token in _PRODUCT_TOKEN.finditer(value):
+        if token.group(1).lower() not in _NOISE:
+            if token.start(1) == 0:
+                break                        # the first token is the product: read it below
+            return Identity(service="http", product=clean(token.group(1)), version=clean(token.group(2)),
+                            confidence=GENERIC_CONFIDENCE, method=_GUESS)
     m = _SERVER_TOKEN.match(value)
     if m and m.group(1).strip().lower() not in _STOP:
         return Identity(service="http", product=clean(m.group(1)), version=clean(m.group(2)),

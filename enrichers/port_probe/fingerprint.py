@@ -59,9 +59,11 @@ NAME_HINT_CONFIDENCE = 2
 # The status code a server-first protocol puts before its greeting, by port: banners
 # collected without it ("ESMTP Postfix", "Dovecot ready.") are read again with it, and a
 # bare Server header value on a web port ("nginx/1.24.0") as the header of a response.
+_WEB_PORTS = (80, 81, 443, 591, 3000, 4443, 5000, 7001, 7080, 8000, 8008, 8080, 8081, 8088, 8443, 8888, 9000,
+              9080, 9090, 9443, 10000)
 _GREETING_PREFIX = {21: "220 ", 990: "220 ", 2121: "220 ", 25: "220 ", 465: "220 ", 587: "220 ", 2525: "220 ",
-                    110: "+OK ", 995: "+OK ", 143: "* OK ", 993: "* OK ",
-                    **dict.fromkeys((80, 443, 8000, 8008, 8080, 8443, 8888), "HTTP/1.0 200 OK\r\nServer: ")}
+                    110: "+OK ", 995: "+OK ", 143: "* OK ", 993: "* OK ", 22: "SSH-2.0-", 2222: "SSH-2.0-",
+                    **dict.fromkeys(_WEB_PORTS, "HTTP/1.0 200 OK\r\nServer: ")}
 # nmap's probes whose replies are HTTP responses (ours is "GET / HTTP/1.0").
 _NMAP_HTTP_PROBES = frozenset({"GetRequest", "HTTPOptions", "FourOhFourRequest"})
 _HAS_STATUS = re.compile(r"^(?:[1-5]\d\d[ -]|\+OK|-ERR|\* ?(?:OK|BYE|PREAUTH)|SSH-|HTTP/|\xff)", re.ASCII)
@@ -164,7 +166,9 @@ class RuleSet:
         # Most specific first, then most confident; on a tie the earlier source (ours, nmap, generic).
         ranked = enumerate(candidates)
         best = max(ranked, key=lambda ic: (_specificity(ic[1]), ic[1].confidence or 0, -ic[0]))[1]
-        if not best.service:
+        if ours is not None and ours.service:
+            best.service = ours.service          # a rule named the protocol; the guess only the software
+        elif not best.service:
             best.service = next((c.service for c in candidates if c.service), None)
         return best
 
