@@ -35,6 +35,8 @@ _VERSIONED = re.compile(
 _NAMED_READY = re.compile(
     r"(?:^|\s)([A-Z][\w+-]{2,40}) (?:E?SMTP |FTP |POP3? |IMAP4?(?:rev1)? |[Mm]ail )?"
     r"(?:[Ss]erver |[Ss]ervice )?(?:is )?ready", re.ASCII)
+# "220 mx.example.com ESMTP Mailtrap": one name after the protocol word, then the end of the line.
+_NAMED_AFTER = re.compile(r"(?:E?SMTP|FTP|POP3|IMAP4(?:rev1)?) ([A-Z][\w.-]{2,40})[ .]*$", re.ASCII)
 _HOSTLIKE = re.compile(r"^(?:[\w-]+\.)+[A-Za-z]{2,}$|^\d+\.\d+\.\d+\.\d+$|^\[", re.ASCII)
 _STOP = frozenset({
     "esmtp", "smtp", "ftp", "ftpd", "pop", "pop3", "imap", "imap4", "imap4rev1", "lmtp", "server",
@@ -131,7 +133,7 @@ def _line(m: re.Match[str], text: str, port: int) -> Identity:
                 return Identity(service=service, product=clean(" ".join(words)), version=clean(v.group(2)),
                                 confidence=GENERIC_CONFIDENCE, method=_GUESS)
     for line in lines:
-        n = _NAMED_READY.search(line)
+        n = _NAMED_READY.search(line) or _NAMED_AFTER.search(line)
         if n and _product_ok(n.group(1)):
             return Identity(service=service, product=clean(n.group(1)),
                             confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)

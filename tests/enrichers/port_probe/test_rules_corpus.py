@@ -83,6 +83,7 @@ def test_corpus_lines_name_their_source() -> None:
     (143, "* OK [CAPABILITY IMAP4rev1 IDLE] imap.example.com FooIMAP 4.2 ready\r\n", "imap", "FooIMAP",
      "4.2"),
     (143, "* OK [CAPABILITY IMAP4rev1 IDLE] FooMail ready.\r\n", "imap", "FooMail", None),
+    (25, "220 mx.example.com ESMTP Mailtrap\r\n", "smtp", "Mailtrap", None),
     # Protocol talk and host names are never a product.
     (25, "220 mail.example.com ESMTP ready\r\n", "smtp", None, None),
     (21, "220 ftp.example.com FTP server ready.\r\n", "ftp", None, None),
