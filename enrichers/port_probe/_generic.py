@@ -17,7 +17,9 @@ GENERIC_CONFIDENCE = 5
 GENERIC_NAME_ONLY_CONFIDENCE = 4
 _GUESS = "generic"
 
-_SSH = re.compile(r"^SSH-(\d[\d.]*)-([^\s\r\n]{1,80})", re.ASCII)
+_SSH = re.compile(r"^SSH-(\d[\d.]*)-([^\s\r\n]{1,80})(?:[ \t]+([^\r\n]{0,80}))?", re.ASCII)
+# "SSH-2.0-Mocana SSH 6.3": a name, then the version among the comments.
+_SSH_COMMENT_VERSION = re.compile(r"^(?:SSH |Server |sshd )?v?(\d+\.\d+[\w.]*)", re.ASCII)
 _SSH_SOFTWARE = re.compile(r"^([A-Za-z][\w.]*?(?:-[A-Za-z][\w.]*?)*)[_-]v?(\d[\w.-]*)$", re.ASCII)
 _HTTP = re.compile(r"^HTTP/\d(?:\.\d)? \d{3}", re.ASCII)
 _SERVER = re.compile(r"(?mi)^Server:[ \t]*([^\r\n]{1,200})", re.ASCII)
@@ -70,7 +72,11 @@ def _ssh(text: str) -> Identity:
     if sm:
         return Identity(service="ssh", product=clean(sm.group(1)), version=clean(sm.group(2)),
                         extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
-    if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{2,40}", software):
+    if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{2,40}", software) and software.lower() not in _STOP:
+        cv = _SSH_COMMENT_VERSION.match(m.group(3) or "")
+        if cv:
+            return Identity(service="ssh", product=clean(software), version=clean(cv.group(1)),
+                            extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
         return Identity(service="ssh", product=clean(software), extra_info=extra,
                         confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
     return Identity(service="ssh", extra_info=extra, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)

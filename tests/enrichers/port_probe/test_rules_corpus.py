@@ -73,6 +73,8 @@ def test_corpus_lines_name_their_source() -> None:
 @pytest.mark.parametrize(("port", "banner", "service", "product", "version"), [
     (2200, "SSH-2.0-FooSSH_3.1.2\r\n", "ssh", "FooSSH", "3.1.2"),
     (2200, "SSH-2.0-Bar-Server-7.0\r\n", "ssh", "Bar-Server", "7.0"),
+    (2200, "SSH-2.0-Mocana SSH 6.3\r\n", "ssh", "Mocana", "6.3"),
+    (2200, "SSH-2.0-SSHD\r\n", "ssh", None, None),
     (8000, "HTTP/1.1 200 OK\r\nServer: FooServe/3.2.1 (Linux)\r\n\r\n", "http", "FooServe", "3.2.1"),
     (8000, "HTTP/1.1 200 OK\r\nServer: Foo Appliance Web 2.0\r\n\r\n", "http", "Foo Appliance Web", "2.0"),
     (8000, "HTTP/1.1 200 OK\r\nServer: FooServe\r\n\r\n", "http", "FooServe", None),
