@@ -22,6 +22,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 CAP = 4096
 
@@ -262,8 +263,14 @@ class _HostScan:
     costs ``retries + 1`` timeouts, as before."""
 
     def __init__(self, ip: str, ports: list[int], timeout_s: float, retries: int) -> None:
-        self.ip = ipaddress.ip_address(ip)
+        self.ip = ipaddress.ip_address(ip.partition("%")[0])   # what replies are matched against
         self.family = socket.AF_INET6 if self.ip.version == 6 else socket.AF_INET
+        # The socket address with fe80::1%eth0's scope id (a plain (host, port) tuple loses it).
+        try:
+            self.sockaddr: tuple[Any, ...] = socket.getaddrinfo(ip, 0, self.family, socket.SOCK_DGRAM, 0,
+                                                                socket.AI_NUMERICHOST)[0][4]
+        except socket.gaierror:        # an unknown interface name: the probes go out unscoped
+            self.sockaddr = (str(self.ip), 0)
         self.ports = ports
         self.timeout_s = timeout_s
         self.min_tries = retries + 1
@@ -377,7 +384,7 @@ class _HostScan:
     def _send(self, sock: socket.socket, port: int) -> UdpOutcome | None:
         for _attempt in range(2):
             try:
-                sock.sendto(PAYLOADS.get(port, b""), (str(self.ip), port))
+                sock.sendto(PAYLOADS.get(port, b""), (self.sockaddr[0], port, *self.sockaddr[2:]))
                 return None
             except ConnectionRefusedError:
                 continue               # an earlier probe's error, reported here: send again
