@@ -16,7 +16,7 @@ from lanscope.commands._targets import add_target_arguments, name_resolver, targ
 from lanscope.config import Config
 from lanscope.net.scope import check_size
 from lanscope.net.targets import parse_targets
-from lanscope.output import print_json, print_table
+from lanscope.output import print_json, print_table, printable
 
 MAX_DNS = 4096          # more addresses than this are listed without names unless --dns
 MAX_TABLE = 4096        # more rows than this print as plain lines (a table would only be slow)
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
         for address in targets:
             text = str(address)
             name = names.get(text) or given.get(text)
-            write(f"{text} {name}\n" if name else f"{text}\n")
+            write(f"{text} {printable(name)}\n" if name else f"{text}\n")     # a PTR name is data
     else:
         print_table(["address", "hostname"],
                     [(str(a), names.get(str(a)) or given.get(str(a))) for a in targets],
