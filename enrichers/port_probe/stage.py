@@ -197,6 +197,9 @@ class Prober:
         self._syn_available = syn_available or _syn_available
         self._budget = _connect.SocketBudget(config.sockets)
         self._banner_slots = asyncio.Semaphore(config.banners)
+        # UDP runs per host (one socket each, paced for that host's ICMP rate limit): a slow
+        # host must not hold up the others, so many hosts at once.
+        self._udp_hosts = asyncio.Semaphore(max(1, config.hosts * 4))
 
     @property
     def rules(self) -> RuleSet:
@@ -268,11 +271,11 @@ class Prober:
                 if outcome[0] == "open" or (outcome[2] and len(with_ttl) < _TTL_SAMPLE):
                     with_ttl.append(outcome)
             replies[ip] = with_ttl
-        udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in sorted(set(spec.udp))]
+        udp_ports = sorted(set(spec.udp))
+        udp_tasks = [self._udp(ip, udp_ports, deadline) for ip in ips] if udp_ports else []
         _, udp_results = await asyncio.gather(asyncio.gather(*identify_tasks), asyncio.gather(*udp_tasks))
-        for ip, port_result in udp_results:
-            if port_result is not None:
-                reports[ip]._results.append(port_result)  # after TCP, in port order: as sorted
+        for ip, port_results in udp_results:
+            reports[ip]._results.extend(port_results)  # after TCP, in port order: as sorted
         for report in reports.values():
             # Only made PortResults carry OS hints (the compact ports were never identified).
             report.os = _os_guess(report._results, replies.get(report.ip, []))
@@ -331,19 +334,24 @@ class Prober:
         if identity.method == "banner" and grab.probe not in (None, "greeting", "greet+http"):
             result.method = "probe"
 
-    async def _udp(self, ip: str, port: int, deadline: float) -> tuple[str, PortResult | None]:
+    async def _udp(self, ip: str, ports: list[int], deadline: float) -> tuple[str, list[PortResult]]:
+        """One host's UDP ports, paced for that host (``_udp.udp_scan``)."""
         c = self.config
-        timeout_s = min(c.connect_timeout_ms / 1000, max(0.05, deadline - time.monotonic()))
-        async with self._banner_slots:
+        async with self._udp_hosts:
             from . import _udp as udp_io
 
-            outcome = await udp_io.udp_probe(ip, port, timeout_s=timeout_s, retries=c.retries)
-        result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
-                            reason=outcome.reason)
-        _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
-        if outcome.shown:
-            result.banner = escape_banner(outcome.shown)
-        return ip, result
+            outcomes = await udp_io.udp_scan(ip, ports, timeout_s=c.connect_timeout_ms / 1000,
+                                             retries=c.retries, deadline=deadline)
+        results = []
+        for port in ports:
+            outcome = outcomes[port]
+            result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
+                                reason=outcome.reason)
+            _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
+            if outcome.shown:
+                result.banner = escape_banner(outcome.shown)
+            results.append(result)
+        return ip, results
 
 
 def _syn_available() -> bool:

@@ -18,7 +18,7 @@ from lanscope.commands._discovery import vendors
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError
-from lanscope.output import print_json, print_table, progress, stdout
+from lanscope.output import print_json, print_line, print_table, progress
 from producers import arp_sweep
 from producers import neighbours as neighbour_table
 from schemas import HostSeen
@@ -72,6 +72,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
     rows += [(e.ip, e.mac, makers.get(e.mac or ""), None, e.interface, e.neighbour_state)
              for e in neighbours]
     print_table(["address", "mac", "vendor", "rtt ms", "interface", "state"], rows)
-    stdout.print(f"{len(replies)} hosts answered ARP in {elapsed:.2f} s"
+    print_line(f"{len(replies)} hosts answered ARP in {elapsed:.2f} s"
                  + (f"; {len(neighbours)} more in the neighbour table" if neighbours else ""))
     return 0

@@ -24,9 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(secrets masked)")
     parser.add_argument("file", nargs="?", help="config file (default: -c FILE, else ./config.yaml, "
                                                 "else /etc/lanscope/config.yaml)")
-    # -c after the subcommand too; SUPPRESS keeps a -c given before it.
-    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (same as FILE)")
     parser.add_argument("--json", action="store_true", help="show: JSON instead of YAML")
 
 

@@ -36,7 +36,7 @@ from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.net.targets import Targets
-from lanscope.output import print_json, print_table, progress, stdout, warn
+from lanscope.output import print_json, print_line, print_table, progress, warn
 from lanscope.runtime.local import LocalPipeline
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec
@@ -176,8 +176,10 @@ async def _leases(stage_config: Any, ctx: StageContext) -> tuple[list[Event], in
     finally:
         if stage.gateway is not None:
             await stage.gateway.aclose()   # type: ignore[attr-defined]
-    for error in snapshot.errors:
+    for error in [*snapshot.errors, *snapshot.file_errors]:
         warn(f"{error}; continuing without those leases")
+    for problem in snapshot.file_warnings:
+        warn(problem)
     observed = datetime.now(UTC)
     events: list[Event] = []
     for item in snapshot.leases:
@@ -247,7 +249,7 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
             raise LanscopeError(str(exc)) from None
 
         found = _Found()
-        with progress("discovering hosts", len(targets), enabled=show_progress) as update:
+        with progress("discovering hosts", targets.count, enabled=show_progress) as update:
             found.seen, covered = await discover_sweep(targets, config, progress=update)
         sweep = _sweep_completed(found.seen, targets, covered, started_wall,
                                  (time.monotonic() - started) * 1000)
@@ -311,7 +313,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
                  for h in summary.hosts],
                 title=f"{summary.hosts_found} hosts up in {summary.range} (from {summary.scan_from})")
     changes = ", ".join(f"{n} {kind}" for kind, n in summary.changes.items()) or "no changes"
-    stdout.print(f"ARP: {summary.arp_found} replies; DHCP leases: {summary.dhcp_leases}; "
-                 f"stored in {summary.database} ({changes}) in {summary.elapsed_secs:.2f} s",
-                 markup=False)
+    print_line(f"ARP: {summary.arp_found} replies; DHCP leases: {summary.dhcp_leases}; "
+               f"stored in {summary.database} ({changes}) in {summary.elapsed_secs:.2f} s")
     return 0

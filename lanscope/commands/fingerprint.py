@@ -33,8 +33,9 @@ MAX_BANNER = 65536
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jsonl", action="store_true", required=True,
-                        help="read JSON lines on stdin, write JSON lines on stdout")
+    # Also --json (before or after the command, like every command's): JSON lines are its output.
+    parser.add_argument("--jsonl", "--json", dest="json", action="store_true",
+                        help="read JSON lines on stdin, write JSON lines on stdout (required)")
     parser.add_argument("--nmap-probes", metavar="FILE", nargs="?",
                         const="/usr/share/nmap/nmap-service-probes",
                         help="also use the match lines of nmap's nmap-service-probes (if present)")
@@ -95,8 +96,8 @@ def run(lines: Iterable[str], rules: RuleSet) -> Iterator[dict[str, Any]]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    if not args.jsonl:
-        raise UsageError("only --jsonl input is supported")
+    if not args.json:
+        raise UsageError("--jsonl is required: JSON lines are the only input it reads")
     rules = rule_set(args.nmap_probes or config.enrichers.port_probe.nmap_service_probes)
     encoder = msgspec.json.Encoder()
     out = sys.stdout

@@ -3,14 +3,19 @@
 The seed's ``get_dhcp_leases``, built on the dhcp_leases stage: gateway
 settings default from ``producers.dhcp_leases.gateway`` in the config (host,
 user, pass), lease files from ``producers.dhcp_leases.lease_files``. A gateway
-that cannot be read is a warning, not the end: the lease files are still shown
-(the exit code is 1 only when there was an error and nothing was found).
+that cannot be read is an error but not the end: the lease files are still shown
+(the exit code is 1 when there was an error and nothing was found). A ``--file``
+that is missing, unreadable or not a lease file is an error and exit code 1
+whatever else was found; rows skipped inside a lease file (a row cut mid-write)
+are warnings. With ``--json`` both are in the document ("errors", "warnings"),
+and on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +25,7 @@ import msgspec
 from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_args
 from lanscope.config import Config
 from lanscope.errors import UsageError
-from lanscope.output import print_json, print_table, warn
+from lanscope.output import error, print_json, print_line, print_table, warn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,9 +85,14 @@ async def _collect(stage_config: Any, config: Config) -> Any:
         stage = dhcp_leases.build(stage_config, config.stage_context())
     except ValueError as exc:        # a malformed --fingerprint
         raise UsageError(str(exc)) from None
+    # The reader logs missing files once, for the pipeline; here each is an error below.
+    reader_log = logging.getLogger("producers.dhcp_leases._files")
+    level = reader_log.level
+    reader_log.setLevel(logging.ERROR)
     try:
         return await stage.collect(ignore_backoff=True)
     finally:
+        reader_log.setLevel(level)
         if stage.gateway is not None:
             await stage.gateway.aclose()   # type: ignore[attr-defined]
 
@@ -127,8 +137,13 @@ def main(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("no gateway and no lease files: give --gateway HOST or --file PATH, or set "
                          "producers.dhcp_leases.gateway.host / .lease_files in the config")
     snapshot = asyncio.run(_collect(stage_config, config))
-    for error in snapshot.errors:
-        warn(error)
+    named = list(args.file)           # files the user named: each must be there and readable
+    errors = [*snapshot.errors, *snapshot.file_errors,
+              *(f"--file {p}: no such file" for p in snapshot.unmatched if p in named)]
+    for problem in errors:
+        error(problem)
+    for problem in snapshot.file_warnings:
+        warn(problem)
     leases = [item.lease for item in snapshot.leases]
     if args.json:
         print_json({
@@ -137,21 +152,26 @@ def main(args: argparse.Namespace, config: Config) -> int:
             "arp": [{"address": row.address, "mac": row.mac, "status": row.status,
                      "interface": row.interface, "alive": row.alive, "dhcp": row.dhcp,
                      "comment": row.comment, "gateway": row.gateway} for row in snapshot.arp],
-            "errors": snapshot.errors,
+            "errors": errors,
+            "warnings": snapshot.file_warnings,
         })
     else:
         now = datetime.now(UTC)
-        print_table(
-            ["address", "mac", "hostname", "type", "status", "expires", "last seen", "server",
-             "comment", "source"],
-            [(lease.active_address or lease.address, lease.active_mac or lease.mac, lease.hostname,
-              lease_type(lease), lease.status, _expires(lease, now), _ago(lease.last_seen_secs),
-              lease.server, lease.comment, _source(lease))
-             for lease in leases],
-            title=f"{len(leases)} DHCP leases")
+        if leases:
+            print_table(
+                ["address", "mac", "hostname", "type", "status", "expires", "last seen", "server",
+                 "comment", "source"],
+                [(lease.active_address or lease.address, lease.active_mac or lease.mac, lease.hostname,
+                  lease_type(lease), lease.status, _expires(lease, now), _ago(lease.last_seen_secs),
+                  lease.server, lease.comment, _source(lease))
+                 for lease in leases],
+                title=f"{len(leases)} DHCP leases")
+        else:
+            print_line("no DHCP leases found")
         if snapshot.arp:
             print_table(["address", "mac", "status", "interface", "dhcp", "comment"],
                         [(row.address, row.mac, row.status, row.interface, row.dhcp, row.comment)
                          for row in snapshot.arp],
                         title=f"router ARP table ({stage_config.gateway.host})")
-    return 1 if snapshot.errors and not leases and not snapshot.arp else 0
+    file_failed = bool(named) and len(errors) > len(snapshot.errors)
+    return 1 if file_failed or (errors and not leases and not snapshot.arp) else 0

@@ -21,7 +21,7 @@ import msgspec
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_json, print_table, warn
-from lanscope.runtime.embedded import configured_url
+from lanscope.runtime.embedded import pipeline_url
 from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, run_query, unapplied_batches
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", help='one read-only statement, e.g. "SELECT ip, hostname FROM hosts"')
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
                         help="output format (default: table)")
+    parser.add_argument("--json", action="store_true", help="same as --format json")
     parser.add_argument("--file", action="store_true",
                         help="skip the running pipeline and open the DuckDB file read-only")
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    if args.json and args.format not in ("table", "json"):
+        raise UsageError(f"--json contradicts --format {args.format}")
     result = ask(config, args.sql, pipeline=not args.file)
-    show(result, args.format)
+    show(result, "json" if args.json else args.format)
     return 0
 
 
@@ -67,7 +70,7 @@ def _csv_cell(value: Any) -> Any:
 def ask(config: Config, sql: str, *, pipeline: bool = True) -> QueryResult:
     """Answer one read-only query: from the running pipeline if it answers, else from the file."""
     if pipeline:
-        url = configured_url(config.nats, config.data_dir)
+        url, _namespace = pipeline_url(config.nats, config.data_dir)
         if url:
             reply = asyncio.run(_request(config, url, sql))
             if reply is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_table, stdout
+from lanscope.output import print_line, print_table
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
@@ -60,9 +60,9 @@ def main(args: argparse.Namespace, config: Config) -> int:
         url = embedded.start()
         where = f"embedded, store {embedded.store_dir}"
     try:
-        stdout.print(f"NATS:   {url} ({where})")
-        stdout.print(f"DuckDB: {config.duckdb_path}")
-        stdout.print(f"Targets: {_describe_targets(config)}")
+        print_line(f"NATS:   {url} ({where})")
+        print_line(f"DuckDB: {config.duckdb_path}")
+        print_line(f"Targets: {_describe_targets(config)}")
         return asyncio.run(_run(config, url, specs, once=args.once))
     finally:
         if embedded is not None:

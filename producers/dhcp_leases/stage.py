@@ -99,6 +99,9 @@ class RouterOsApi(Protocol):
 
 
 class LeaseFileSource(Protocol):
+    unmatched: list[str]            # of the last read: patterns that named no file
+    unreadable: list[str]           # "path: why" of the files that could not be read
+
     async def read(self) -> list[FileText]: ...
 
 
@@ -142,6 +145,11 @@ class Snapshot:
     leases: list[Lease] = field(default_factory=list)
     arp: list[RouterArp] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Lease files: a file that is not a lease file, or could not be read, is an error; lines
+    # or blocks skipped inside one (a row cut mid-write) are warnings, the rest is kept.
+    file_errors: list[str] = field(default_factory=list)
+    file_warnings: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)   # patterns that named no file (often normal)
     gateway_read: bool = False        # the lease table was read in full
     arp_read: bool = False
     files: list[str] = field(default_factory=list)
@@ -176,10 +184,11 @@ class DhcpLeases:
             for file in await self.files.read():
                 parsed = parse_file(file.path, file.text, now=now, mtime=file.mtime)
                 snapshot.files.append(file.path)
-                for problem in parsed.problems[:5]:
-                    log.warning("lease file %s (%s): %s", file.path, parsed.format, problem,
-                                extra={"stage": STAGE})
+                found = (snapshot.file_errors if parsed.format == "unknown" else snapshot.file_warnings)
+                found += [f"lease file {file.path} ({parsed.format}): {p}" for p in parsed.problems]
                 snapshot.leases.extend(_from_file(item) for item in parsed.leases)
+            snapshot.unmatched = list(self.files.unmatched)
+            snapshot.file_errors += [f"lease file {why}" for why in self.files.unreadable]
         return snapshot
 
     async def _read_gateway(self, gateway: RouterOsApi, snapshot: Snapshot) -> None:
@@ -238,6 +247,8 @@ class DhcpLeases:
         for error in snapshot.errors:
             if "skipped" in error:
                 log.warning("%s", error, extra={"stage": STAGE})
+        for problem in [*snapshot.file_errors, *snapshot.file_warnings[:5]]:
+            log.warning("%s", problem, extra={"stage": STAGE})
         events: list[Event] = []
         for item in snapshot.leases:
             event = lease_event(item, observed, sweep_id)

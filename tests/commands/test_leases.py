@@ -81,3 +81,35 @@ def test_missing_password_env(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["-c", write_config(tmp_path), "leases", "--gateway", "10.0.0.1",
                  "--password-env", "X5_SURELY_UNSET"]) == 2
     assert "X5_SURELY_UNSET is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["absent.leases", "absent-*.leases"])
+def test_a_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    assert main(["leases", "--no-gateway", "--file", str(tmp_path / name), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["leases"] == [] and out["errors"] == [f"--file {tmp_path / name}: no such file"]
+
+
+def test_garbage_is_an_error_and_the_good_file_still_shows(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("this is not a lease file\n")
+    code = main(["leases", "--no-gateway", "--file", str(garbage), "--file", str(DATA / "dnsmasq.leases"),
+                 "--json"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 1
+    assert out["errors"] == [f"lease file {garbage} (unknown): not a lease file format lanscope knows"]
+    assert {lease["origin"] for lease in out["leases"]} == {"dnsmasq"}
+    assert "error: lease file" in captured.err
+
+
+def test_a_cut_kea_row_is_a_warning_and_the_rest_is_kept(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    kea = tmp_path / "kea-leases4.csv"
+    kea.write_text((DATA / "kea" / "kea-leases4.csv").read_text() + "10.0.10.99,aa:bb:cc:dd:ee:99,,6912")
+    assert main(["leases", "--no-gateway", "--file", str(kea), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["errors"] == [] and len(out["warnings"]) == 1 and "cut mid-write" in out["warnings"][0]
+    assert "10.0.10.99" not in {lease["address"] for lease in out["leases"]}
+    assert "10.0.10.50" in {lease["address"] for lease in out["leases"]}
