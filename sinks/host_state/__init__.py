@@ -2,6 +2,7 @@
 
 from ._store import (
     HostStore,
+    QueryParam,
     QueryRejected,
     QueryResult,
     StoreError,
@@ -14,5 +15,5 @@ from .fold import TRACKED, HostBook, HostEntry, PresencePolicy
 from .stage import Config, HostState
 
 __all__ = ["TRACKED", "Config", "HostBook", "HostEntry", "HostState", "HostStore", "PresencePolicy",
-           "QueryRejected", "QueryResult", "StoreError", "check_read_only", "connect", "run_query",
-           "unapplied_batches"]
+           "QueryParam", "QueryRejected", "QueryResult", "StoreError", "check_read_only", "connect",
+           "run_query", "unapplied_batches"]

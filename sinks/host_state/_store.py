@@ -289,8 +289,14 @@ class QueryResult(msgspec.Struct, kw_only=True):
     truncated: bool = False
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryResult:
-    """Run one checked statement in a read-only transaction on its own cursor (blocking)."""
+# A query parameter: what JSON carries. User input reaches SQL only this way (``?``).
+QueryParam = str | int | float | bool | None
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int,
+              params: Sequence[QueryParam] = ()) -> QueryResult:
+    """Run one checked statement in a read-only transaction on its own cursor (blocking);
+    ``params`` fill its ``?`` placeholders (never interpolate user text into ``sql``)."""
     # Everything on the query's own cursor: the writer thread may be using the main
     # connection (an appender), and DuckDB refuses a second call on a busy connection.
     cur = con.cursor()
@@ -298,7 +304,7 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryR
         check_read_only(cur, sql)
         cur.execute("BEGIN TRANSACTION READ ONLY")
         try:
-            cur.execute(sql)
+            cur.execute(sql, list(params) if params else None)
             columns = [d[0] for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)
         finally:
@@ -735,8 +741,8 @@ class HostStore:
 
     # --------------------------------------------------------------- querying
 
-    async def query(self, sql: str, max_rows: int) -> QueryResult:
-        return await asyncio.to_thread(run_query, self.con, sql, max_rows)
+    async def query(self, sql: str, max_rows: int, params: Sequence[QueryParam] = ()) -> QueryResult:
+        return await asyncio.to_thread(run_query, self.con, sql, max_rows, params)
 
 
 def _id_text(event_id: str) -> str:

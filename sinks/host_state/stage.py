@@ -24,7 +24,7 @@ import msgspec
 
 from schemas import Event, Finding, HostChanged, RegistryEntry
 
-from ._store import COMPACT_SECS, Batch, HostStore, Loaded, QueryRejected, StoreError
+from ._store import COMPACT_SECS, Batch, HostStore, Loaded, QueryParam, QueryRejected, StoreError
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def _utcnow() -> datetime:
 
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
     sql: str
+    params: list[QueryParam] = []          # values for the statement's ``?`` placeholders
 
 
 class HostState:
@@ -138,18 +139,19 @@ class HostState:
     # ------------------------------------------------------------------ queries
 
     async def query(self, request: bytes) -> bytes:
-        """JSON ``{"sql": ...}`` -> ``{"columns": [...], "rows": [...]}`` or ``{"error": ...}``.
+        """JSON ``{"sql": ..., "params": [...]}`` -> ``{"columns": [...], "rows": [...]}`` or
+        ``{"error": ...}``; ``params`` (optional) fill the statement's ``?`` placeholders.
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
         its own cursor, with file access disabled for the whole database."""
         try:
-            sql = msgspec.json.decode(request, type=QueryRequest).sql
+            asked = msgspec.json.decode(request, type=QueryRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _error(f"bad query request: {exc}; send {{\"sql\": \"SELECT ...\"}}")
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(sql, self.config.max_query_rows)
+            result = await self.store.query(asked.sql, self.config.max_query_rows, asked.params)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:
