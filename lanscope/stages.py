@@ -188,8 +188,10 @@ def port_probe_config(config: Config) -> Any:
 
 def build_port_probe(ctx: StageContext) -> Any:
     from enrichers.port_probe.stage import PortProbe
+    from lanscope.net.scope import scope_check
 
-    return PortProbe(port_probe_config(ctx.config), claims=ctx.claims)
+    # scope: "probe now" requests (lanscope.web) are refused outside config.scope.
+    return PortProbe(port_probe_config(ctx.config), claims=ctx.claims, scope=scope_check(ctx.config.scope))
 
 
 def build_dns_names(ctx: StageContext) -> Any:

@@ -17,6 +17,7 @@ from .events import (
     HostChanged,
     HostSeen,
     PortsProbed,
+    ProbeRequested,
     RegistryEntry,
     SweepCompleted,
 )
@@ -31,6 +32,7 @@ HOST_CHANGED = "lanscope.host.changed.>"      # .new .changed .gone .back
 FINDING = "lanscope.finding.>"                # .opened .resolved
 REGISTRY = "lanscope.registry.>"              # .created .updated
 DLQ = "lanscope.dlq.>"                        # .<stage>
+PROBE_REQUESTED = "lanscope.host.probe.requested"  # "probe now" (the dashboard) -> port_probe
 QUERY = "lanscope.query"                      # request/reply to the DuckDB owner (core NATS)
 
 
@@ -55,7 +57,12 @@ DEAD_LETTERS = StreamSpec(
     subjects=(DLQ,),
     description="Messages a stage could not handle, with the reason in headers",
 )
-STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS)
+REQUESTS = StreamSpec(
+    name="LANSCOPE_REQUESTS",
+    subjects=(PROBE_REQUESTED,),
+    description="What people ask of the pipeline (probe a host now); port_probe drops stale ones",
+)
+STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS, REQUESTS)
 
 _TOKEN = re.compile(r"[^a-z0-9_-]+")
 
@@ -81,6 +88,8 @@ def subject_for(event: Event) -> str:
         return f"{PREFIX}.finding.{event.state.value}"
     if isinstance(event, RegistryEntry):
         return f"{PREFIX}.registry.{_token(event.action)}"
+    if isinstance(event, ProbeRequested):
+        return PROBE_REQUESTED
     raise TypeError(f"no subject for event type {type(event).__name__}")
 
 

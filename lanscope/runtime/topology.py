@@ -104,7 +104,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_guests", Kind.PRODUCER, "build_proxmox_guests", emits=(HostSeen,),
                   description="Proxmox VMs and containers as sightings"),
         StageSpec("port_probe", Kind.ENRICHER, "build_port_probe",
-                  consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
+                  consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
                   raw_sockets=True, batch_size=16, concurrency=8, ack_wait_secs=60),
         StageSpec("dns_names", Kind.ENRICHER, "build_dns_names",
@@ -145,9 +145,16 @@ def resolve(name: str) -> StageSpec:
     return spec
 
 
+# Events people publish, not stages: subject -> who.
+PUBLISHED_BY_PEOPLE: dict[str, str] = {
+    subj.PROBE_REQUESTED: "the dashboard's \"probe now\" (lanscope.web)",
+}
+
+
 def emitted_subject_patterns() -> set[str]:
-    """Subject patterns that some stage publishes on (for the graph test)."""
-    patterns: set[str] = set()
+    """Subject patterns that some stage, or a person through the dashboard, publishes on
+    (for the graph test)."""
+    patterns: set[str] = set(PUBLISHED_BY_PEOPLE)
     by_type = {
         HostSeen: subj.HOST_SEEN, SweepCompleted: subj.SWEEP_COMPLETED,
         HostAnnotated: subj.HOST_ANNOTATED, PortsProbed: subj.HOST_PORTS,

@@ -53,7 +53,7 @@ def test_decode_error_names_the_field() -> None:
 def test_new_fields_have_defaults() -> None:
     # Additive-only evolution: only the base fields may be required.
     required_base = {"host_key", "observed_at", "source"}
-    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"},
+    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"}, "ProbeRequested": {"ip"},
                "Finding": {"finding_id", "state", "rule", "severity", "category", "title",
                            "first_seen", "last_seen"},
                "RegistryEntry": {"entry_id", "action"}}
