@@ -19,6 +19,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+import lanscope.web.config as _web  # the `web:` section lives with the dashboard
+
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
 SECRET_KEYS = frozenset({"pass", "password", "token", "token_value"})
 
@@ -229,6 +231,7 @@ class Config(_Section):
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     findings: FindingsConfig = msgspec.field(default_factory=FindingsConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    web: _web.WebConfig = msgspec.field(default_factory=lambda: _web.WebConfig())
 
     @property
     def duckdb_path(self) -> Path:
