@@ -91,6 +91,7 @@ class WebServer:
         uv_config.load()
         self.server = _Server(uv_config)
         self._stopped = asyncio.Event()
+        self.ready = asyncio.Event()       # serving, and joined the bus if one was there at start
 
     @property
     def url(self) -> str:
@@ -102,6 +103,9 @@ class WebServer:
         serving = asyncio.create_task(self.server.serve(sockets=[self.sock]), name="web:serve")
         stopped = asyncio.create_task(self._stopped.wait())
         try:
+            while not (self.server.started or serving.done() or self._stopped.is_set()):
+                await asyncio.sleep(0.01)   # uvicorn has no startup event; this takes a few ms
+            self.ready.set()
             await asyncio.wait([serving, stopped], return_when=asyncio.FIRST_COMPLETED)
             self.live.close()               # end the server-sent-event streams first
             self.server.should_exit = True
