@@ -50,11 +50,13 @@ SERVICES = [(22, "ssh", "OpenSSH", "9.2p1", "cpe:/a:openbsd:openssh:9.2p1"),
 
 def address(i: int) -> str:
     """198.18.0.0/15 (the benchmarking range): data only, nothing is ever sent to these."""
-    return f"198.{18 + (i >> 16)}.{(i >> 8) & 255}.{(i & 255) or 1}" if i < 1 << 17 else f"198.19.255.{i % 250}"
+    if i >= 1 << 17:
+        return f"198.19.255.{i % 250}"
+    return f"198.{18 + (i >> 16)}.{(i >> 8) & 255}.{(i & 255) or 1}"
 
 
 def mac_of(i: int) -> str:
-    return "02:5e:%02x:%02x:%02x:%02x" % ((i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255)
+    return "02:5e:" + ":".join(f"{(i >> shift) & 255:02x}" for shift in (24, 16, 8, 0))
 
 
 def host_events(i: int, now: datetime, days: int, rng: random.Random) -> list[object]:
@@ -77,7 +79,8 @@ def host_events(i: int, now: datetime, days: int, rng: random.Random) -> list[ob
                                 service=service, product=product, version=version, cpe=[cpe] if cpe else [],
                                 tls=tls, banner=f"{product or service} {version or ''}".strip()))
     events.append(PortsProbed(host_key=key, observed_at=first + timedelta(seconds=2), source="port_probe",
-                              ip=ip, mac=mac, ports=sorted(ports, key=lambda p: p.port), scanned=["tcp:1-1024"]))
+                              ip=ip, mac=mac, ports=sorted(ports, key=lambda p: p.port),
+                              scanned=["tcp:1-1024"]))
     # Seen recently (online) for ~85% of the hosts.
     if rng.random() < 0.85:
         events.append(HostSeen(host_key=key, observed_at=now - timedelta(seconds=rng.uniform(0, 600)),
@@ -115,7 +118,8 @@ async def build(path: Path, hosts: int, days: int, changes_per_day: float, seed:
             FROM range({rows}) g(i)
             CROSS JOIN LATERAL (SELECT (hash(g.i) % {hosts})::BIGINT AS n) pick
             JOIN (SELECT row_number() OVER (ORDER BY host_key) - 1 AS n, host_key FROM hosts) h USING (n)
-            CROSS JOIN LATERAL (SELECT ?::TIMESTAMPTZ - to_microseconds((hash(g.i * 7 + 1) % {days * 86400_000_000})::BIGINT) AS at) t
+            CROSS JOIN LATERAL (SELECT ?::TIMESTAMPTZ
+                - to_microseconds((hash(g.i * 7 + 1) % {days * 86400_000_000})::BIGINT) AS at) t
             CROSS JOIN LATERAL (SELECT CASE WHEN hash(g.i * 3) % 10 < 6 THEN 'active'
                                             WHEN hash(g.i * 3) % 10 < 7 THEN 'ip'
                                             WHEN hash(g.i * 3) % 10 < 8 THEN 'hostname'
@@ -129,7 +133,8 @@ async def build(path: Path, hosts: int, days: int, changes_per_day: float, seed:
                               WHEN 'ip' THEN '"198.18.8.' || (g.i % 250)::VARCHAR || '"'
                               WHEN 'hostname' THEN '"name-' || (g.i % 89)::VARCHAR || '.lan.example"'
                               ELSE '["tcp/22","tcp/80"]' END::JSON AS new,
-                CASE fk.field WHEN 'active' THEN 'arp' WHEN 'open_ports' THEN 'port_probe' ELSE 'dns' END AS source) f
+                CASE fk.field WHEN 'active' THEN 'arp' WHEN 'open_ports' THEN 'port_probe'
+                              ELSE 'dns' END AS source) f
             ORDER BY t.at""", [now.isoformat()])
         con.execute("CHECKPOINT")
         [(count,)] = con.execute("SELECT count(*) FROM history").fetchall()
@@ -141,8 +146,9 @@ async def build(path: Path, hosts: int, days: int, changes_per_day: float, seed:
 
 def _finding(i: int, now: datetime, rng: random.Random) -> Finding:
     ip, mac = address(i + 1), mac_of(i + 1)
-    rule, severity, port = rng.choice([("telnet-open", Severity.HIGH, 23), ("redis-no-auth", Severity.HIGH, 6379),
-                                       ("old-openssh", Severity.MEDIUM, 22), ("self-signed-cert", Severity.LOW, 443)])
+    rule, severity, port = rng.choice([
+        ("telnet-open", Severity.HIGH, 23), ("redis-no-auth", Severity.HIGH, 6379),
+        ("old-openssh", Severity.MEDIUM, 22), ("self-signed-cert", Severity.LOW, 443)])
     seen = now - timedelta(days=rng.uniform(0, 30))
     return Finding(host_key=mac, observed_at=seen, source="findings", finding_id=f"{rule}:{mac}:{port}",
                    state=FindingState.OPENED if rng.random() < 0.8 else FindingState.RESOLVED, rule=rule,
@@ -159,7 +165,8 @@ def _ids(events: list[object]) -> list[object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path)
     parser.add_argument("--hosts", type=int, default=10000)
     parser.add_argument("--days", type=int, default=365)

@@ -8,6 +8,7 @@ names and lease comments (attacker-controlled text) are data, never markup.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,8 +57,9 @@ class Dashboard:
             request=request, path=request.url.path, csrf=self.guard.csrf_token(session),
             csrf_field=CSRF_FIELD, signed_in=self.guard.required and self.guard.session_ok(session),
             mode=self.source.mode, connected=self.source.bus is not None, **context)
+        # X-Lanscope-Data: what answered this page's queries (the pipeline, or the file read-only).
         return Response(page, status_code=status, media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-store"})
+                        headers={"Cache-Control": "no-store", "X-Lanscope-Data": self.source.mode})
 
 
 def templates() -> Environment:
@@ -91,9 +93,14 @@ class Protect:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                # Server-Timing: the server's time to the response's start (the whole page,
+                # which is rendered before it is sent); bench.web reads it.
+                timing = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()
+                message["headers"] = [*message.get("headers", []), *_HEADERS, (b"server-timing", timing)]
             await send(message)
 
         request = Request(scope)

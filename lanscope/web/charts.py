@@ -44,7 +44,8 @@ def _frame(ticks: list[int], x_labels: list[tuple[float, str]], title: str) -> l
                    f'<text class="axis" x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{tick}</text>')
     for i, (x, text) in enumerate(x_labels):
         anchor = "start" if i == 0 else "end" if i == len(x_labels) - 1 else "middle"
-        out.append(f'<text class="axis" x="{x:.1f}" y="{_H - 6}" text-anchor="{anchor}">{escape(text)}</text>')
+        out.append(f'<text class="axis" x="{x:.1f}" y="{_H - 6}" text-anchor="{anchor}">'
+                   f'{escape(text)}</text>')
     return out
 
 
@@ -106,24 +107,31 @@ def bar_chart(bars: Sequence[tuple[datetime, float]], start: datetime, end: date
         height = inner_h * value / top
         label = f"{_label(at, end - start)}: {value:g}"
         out.append(f'<rect class="bar" x="{_LEFT + i * width + 1:.1f}" y="{_TOP + inner_h - height:.1f}" '
-                   f'width="{max(width - 2, 1):.1f}" height="{height:.1f}"><title>{escape(label)}</title></rect>')
+                   f'width="{max(width - 2, 1):.1f}" height="{height:.1f}">'
+                   f'<title>{escape(label)}</title></rect>')
     out.append("</svg>")
     return Markup("".join(out))
 
 
 def presence(changes: Sequence[tuple[datetime, bool | None, bool]], start: datetime, end: datetime,
-             now_active: bool | None) -> Markup:
+             now_active: bool | None, first_seen: datetime | None = None) -> Markup:
     """A band over [start, end]: online green, offline grey, unknown (before first sight) blank.
 
     ``changes`` are (time, old, new) of ``active`` in order; the first may lie before
-    ``start`` (then its new value is the state the window opens with), else its old one is."""
+    ``start`` (then its new value is the state the window opens with), else its old one is.
+    Nothing is drawn before ``first_seen``."""
     width, height, band = 1200, 40, 20
     left, right = 10, 10
     inner_w = width - left - right
+    if first_seen is not None and first_seen > start:
+        changes = [c for c in changes if c[0] >= first_seen]
+        cursor_start = first_seen
+    else:
+        cursor_start = start
     span = max((end - start).total_seconds(), 1.0)
-    state: bool | None = changes[0][1] if changes and changes[0][0] > start else None
+    state: bool | None = changes[0][1] if changes and changes[0][0] > cursor_start else None
     segments: list[tuple[datetime, datetime, bool]] = []
-    cursor = start
+    cursor = cursor_start
     for at, _old, active in changes:
         if at <= start:
             state = active
@@ -142,13 +150,14 @@ def presence(changes: Sequence[tuple[datetime, bool | None, bool]], start: datet
         x = left + inner_w * (seg_start - start).total_seconds() / span
         w = max(inner_w * (seg_end - seg_start).total_seconds() / span, 0.5)
         what = "online" if active else "offline"
-        label = f"{what} {seg_start.astimezone():%d %b %H:%M} – {seg_end.astimezone():%d %b %H:%M}"
+        label = f"{what} {seg_start.astimezone():%d %b %H:%M} to {seg_end.astimezone():%d %b %H:%M}"
         out.append(f'<rect class="{what}" x="{x:.1f}" y="2" width="{w:.1f}" height="{band}">'
                    f'<title>{escape(label)}</title></rect>')
     for i in range(8):
         x = left + inner_w * i / 7
         anchor = "start" if i == 0 else "end" if i == 7 else "middle"
         text = _label(start + (end - start) * i / 7, end - start)
-        out.append(f'<text class="axis" x="{x:.1f}" y="{height - 3}" text-anchor="{anchor}">{escape(text)}</text>')
+        out.append(f'<text class="axis" x="{x:.1f}" y="{height - 3}" text-anchor="{anchor}">'
+                   f'{escape(text)}</text>')
     out.append("</svg>")
     return Markup("".join(out))

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+NONE = "\u2013"          # an en dash: the value is not known
 _SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
@@ -27,7 +28,7 @@ def as_time(value: Any) -> datetime | None:
 def when(value: Any, seconds: bool = False) -> str:
     at = as_time(value)
     if at is None:
-        return "–"
+        return NONE
     local = at.astimezone()
     return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
@@ -47,13 +48,13 @@ def ago(value: Any) -> str:
 
 def value(raw: Any, limit: int = 200) -> str:
     """A history value or any cell as short text (JSON columns decoded; lists joined)."""
-    if isinstance(raw, str) and raw[:1] in '[{"' or raw in ("true", "false", "null"):
+    if (isinstance(raw, str) and raw[:1] in '[{"') or raw in ("true", "false", "null"):
         try:
             raw = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             pass
     if raw is None or raw == [] or raw == "":
-        return "–"
+        return NONE
     if isinstance(raw, bool):
         return "yes" if raw else "no"
     if isinstance(raw, list):

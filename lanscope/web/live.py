@@ -108,11 +108,11 @@ class Broadcaster:
     def streams(self) -> int:
         return len(self._streams)
 
-    async def publish(self, event: AnyEvent, subject: str = "") -> FeedItem | None:
+    async def publish(self, event: AnyEvent, subject: str = "") -> None:
         """One event from the bus: keep it, and hand it to every matching stream."""
         item = FeedItem.of(self._seq + 1, event)
         if item is None:
-            return None
+            return
         self._seq = item.seq
         item.html = self.render(item)
         self.recent.append(item)
@@ -124,7 +124,6 @@ class Broadcaster:
             except asyncio.QueueFull:
                 stream.cut = True            # it reconnects and catches up from the ring
                 log.info("a live stream fell %d events behind; cut off", _QUEUE)
-        return item
 
     def matching(self, flt: Filter, limit: int) -> list[FeedItem]:
         """The newest ``limit`` kept items that match, newest first."""
@@ -157,15 +156,15 @@ class Broadcaster:
                         yield _frame(item)
             while not stream.cut:
                 try:
-                    item = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECS)
+                    queued = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECS)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                if item is None:
+                if queued is None:
                     return
-                if item.seq > sent:
-                    sent = item.seq
-                    yield _frame(item)
+                if queued.seq > sent:
+                    sent = queued.seq
+                    yield _frame(queued)
         finally:
             self._streams.discard(stream)
 

@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import msgspec
-
 from lanscope.commands.query import ask_file, ask_pipeline
 from lanscope.config import Config
 from lanscope.errors import LanscopeError
@@ -124,13 +122,3 @@ class Source:
 def rows(result: QueryResult) -> list[dict[str, Any]]:
     """A result's rows as dicts by column name."""
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-
-
-def json_value(text: Any) -> Any:
-    """A JSON column's value (history old/new, tls, last_seen_by), decoded; text stays text."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return text

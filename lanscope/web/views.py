@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 _MAX_FORM = 64 * 1024
 CHART_WINDOWS = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30}
 PRESENCE_DAYS = 7
+HISTORY_DAYS = 90              # the host page's history window, unless ?history=all
 PROBE_WAIT_SECS = 180
 # Host columns the host page shows in their own places; any other column (a newer schema's)
 # is listed at the end of the identity card as it is.
@@ -94,7 +95,7 @@ async def _overview_context(request: Request) -> dict[str, Any]:
     totals = rows(counts)[0]
     context.update(totals=totals, presence=rows(presence)[0], recent=rows(recent),
                    findings={r["severity"]: r["n"] for r in rows(findings)})
-    context["online_chart"] = charts.line_chart(_online_series(totals["online"] or 0, rows(moves), now),
+    context["online_chart"] = charts.line_chart(_online_series(totals["online"] or 0, rows(moves), start),
                                                 start, now, "hosts online")
     day = now - timedelta(hours=24)
     first_bucket = day.replace(minute=0, second=0, microsecond=0)
@@ -104,14 +105,17 @@ async def _overview_context(request: Request) -> dict[str, Any]:
     bus = dash.source.bus
     if bus is not None:
         try:
-            context["health"], context["sweeps"] = await asyncio.gather(pipeline_health(bus), last_sweeps(bus))
+            context["health"], context["sweeps"] = await asyncio.gather(pipeline_health(bus),
+                                                                        last_sweeps(bus))
         except Exception as exc:
             log.debug("pipeline health: %s", exc)
     return context
 
 
-def _online_series(online_now: int, moves: list[dict[str, Any]], now: datetime) -> list[tuple[datetime, float]]:
-    """Hosts online per bucket, walked back from now: the value before each bucket's moves."""
+def _online_series(online_now: int, moves: list[dict[str, Any]],
+                   start: datetime) -> list[tuple[datetime, float]]:
+    """Hosts online from ``start`` on, walked back from the hosts online now through each
+    bucket's comings (+1) and goings (-1)."""
     series: list[tuple[datetime, float]] = []
     level = float(online_now)
     for move in reversed(moves):
@@ -121,7 +125,7 @@ def _online_series(online_now: int, moves: list[dict[str, Any]], now: datetime) 
         series.append((at, level))
         level -= float(move["delta"] or 0)
     series.reverse()
-    return [(series[0][0] if series else now, level), *series] if series else [(now, level)]
+    return [(start, level), *series]
 
 
 # ---------------------------------------------------------------------- hosts
@@ -152,8 +156,11 @@ async def host(request: Request) -> Response:
     key = request.path_params["key"]
     now = datetime.now(UTC)
     since = now - timedelta(days=PRESENCE_DAYS)
+    all_history = request.query_params.get("history") == "all"
+    history_since = None if all_history else now - timedelta(days=HISTORY_DAYS)
     try:
-        record, ports, findings, history, moves = await dash.source.queries(queries.host_queries(key, since))
+        record, ports, findings, history, moves = await dash.source.queries(
+            queries.host_queries(key, since, history_since))
     except DataError as exc:
         return dash.render(request, "error.html", status=503, message=str(exc))
     if not record.rows:
@@ -170,9 +177,11 @@ async def host(request: Request) -> Response:
         port["tls"] = decoded(port["tls"]) if port["tls"] else None
     context = {
         "key": key, "host": host_row, "ports": port_rows, "findings": rows(findings),
-        "history": by_field, "history_rows": len(history.rows),
+        "history": by_field, "history_rows": len(history.rows), "all_history": all_history,
+        "history_days": HISTORY_DAYS,
         "seen_by": decoded(host_row.get("last_seen_by")) or {},
-        "timeline": charts.presence(timeline, since, now, host_row.get("active")),
+        "timeline": charts.presence(timeline, since, now, host_row.get("active"),
+                                    as_time(host_row.get("first_seen"))),
         "device_type": next((p["device_type"] for p in port_rows if p["device_type"]), None),
         "events": dash.live.matching(Filter(host=key), 20),
         "shown_fields": SHOWN_FIELDS,
@@ -218,7 +227,8 @@ async def probe(request: Request) -> Response:
 
 
 def _probe_answer(dash: Dashboard, request: Request, *, error: str | None = None,
-                  since: datetime | None = None, ip: str | None = None, result: str | None = None) -> Response:
+                  since: datetime | None = None, ip: str | None = None,
+                  result: str | None = None) -> Response:
     key = request.path_params["key"]
     return dash.render(request, "_probe.html", status=200, key=key, error=error, ip=ip, result=result,
                        since=since.isoformat() if since else None, waiting=since is not None and not result)

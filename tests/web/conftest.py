@@ -106,3 +106,26 @@ def decode_frames(text: str) -> list[dict[str, Any]]:
         if lines.get("event") == "lanscope":
             frames.append(msgspec.json.decode(lines["data"]))
     return frames
+
+
+_SHOTS = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session")
+def web_screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests leave their screenshots (printed at the end of the run);
+    LANSCOPE_ARTIFACTS=DIR puts them in DIR/web-screenshots instead."""
+    import os
+
+    root = os.environ.get("LANSCOPE_ARTIFACTS")
+    path = Path(root) / "web-screenshots" if root else tmp_path_factory.getbasetemp() / "web-screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    request.config.stash[_SHOTS] = path
+    return path
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    path = config.stash.get(_SHOTS, None)
+    if path is not None:
+        shots = sorted(p.name for p in path.glob("*.png"))
+        terminalreporter.write_line(f"web screenshots: {path} ({', '.join(shots) or 'none'})")

@@ -57,7 +57,7 @@ async def test_changes_reach_an_open_page_filtered_and_escaped(
         assert [(f["kind"], f["host_key"]) for f in got] == [("changed", WEB[1])]
         html = str(got[0]["html"])
         assert "&lt;script&gt;" in html and HOSTILE not in html
-        assert "<b>open_ports</b> tcp/22 → –" in html
+        assert "<b>open_ports</b> tcp/22 → \u2013" in html
         # The feed page lists what came, newest first; a reconnect replays what it missed.
         live = await client.get("/live")
         assert live.text.index(WEB[0]) < live.text.index(SSH[0])

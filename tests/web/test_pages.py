@@ -82,9 +82,11 @@ async def test_the_host_page_shows_services_certificate_history_and_findings(sit
     for expected in ("www.lab.example", "tcp/80", "tcp/443", "nginx 1.22.1", "CN=www.lab.example",
                      "issuer CN=lab CA", "Raspberry Pi Trading Ltd", "Presence", "<svg class=\"timeline\""):
         assert expected in text, expected
-    ssh = (await client.get(f"/hosts/{SSH[1]}")).text
+    ssh = (await client.get(f"/hosts/{SSH[1]}", params={"history": "all"})).text
     assert "cpe:/a:openbsd:openssh:9.2p1" in ssh and "Dropbear" in ssh
     assert re.search(r"<b>open_ports</b>", ssh)                 # each field's history
+    recent = (await client.get(f"/hosts/{SSH[1]}")).text       # the store's facts are from T0
+    assert "<b>open_ports</b>" not in recent and "last 90 days" in recent and "?history=all" in recent
     evil = (await client.get(f"/hosts/{EVIL[1]}")).text
     assert "ftp-open" in evil                                   # the host's finding
 
@@ -135,8 +137,8 @@ async def test_the_query_page_runs_read_only_sql_and_refuses_the_rest(site: Site
     token = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
     assert token
     origin = {"Origin": str(client.base_url).rstrip("/")}
-    result = await client.post("/query", data={"csrf": token.group(1), "sql": "SELECT count(*) AS n FROM hosts"},
-                               headers=origin)
+    result = await client.post("/query", headers=origin,
+                               data={"csrf": token.group(1), "sql": "SELECT count(*) AS n FROM hosts"})
     assert result.status_code == 200 and "<th>n</th>" in result.text and "<td>5</td>" in result.text
     refused = await client.post("/query", data={"csrf": token.group(1), "sql": "DELETE FROM hosts"},
                                 headers=origin)

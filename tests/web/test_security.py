@@ -51,7 +51,8 @@ def test_uvicorn_still_lets_lanscope_own_the_signals() -> None:
 
 async def test_loopback_without_a_secret_answers_only_loopback_host_names(tmp_path: Path,
                                                                           store_file: Path) -> None:
-    async with serving(web_config(tmp_path, store_file)) as (_, url), httpx.AsyncClient(base_url=url) as client:
+    async with serving(web_config(tmp_path, store_file)) as (_, url), \
+            httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/hosts")).status_code == 200
         rebound = await client.get("/hosts", headers={"Host": "attacker.example:8080"})
         assert rebound.status_code == 421
@@ -67,11 +68,12 @@ async def test_with_a_password_every_page_needs_a_sign_in(tmp_path: Path, store_
         assert (await client.get("/static/app.css")).status_code == 200      # assets are not secret
         form = await client.get("/login")
         origin = {"Origin": url}
-        wrong = await client.post("/login", data={"csrf": csrf_of(form.text), "secret": "guess"}, headers=origin)
+        wrong = await client.post("/login", headers=origin,
+                                  data={"csrf": csrf_of(form.text), "secret": "guess"})
         assert wrong.status_code == 401 and "Wrong token or password" in wrong.text
         assert "lanscope_session" not in wrong.cookies
-        right = await client.post("/login?next=/findings", data={"csrf": csrf_of(form.text), "secret": PASSWORD},
-                                  headers=origin)
+        right = await client.post("/login?next=/findings", headers=origin,
+                                  data={"csrf": csrf_of(form.text), "secret": PASSWORD})
         assert right.status_code == 303 and right.headers["location"] == "/findings"
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -84,15 +86,14 @@ async def test_with_a_password_every_page_needs_a_sign_in(tmp_path: Path, store_
 
 async def test_a_bearer_token_needs_no_cookie_and_no_csrf(tmp_path: Path, store_file: Path) -> None:
     config = web_config(tmp_path, store_file, token=TOKEN)
-    async with serving(config) as (_, url):
-        async with httpx.AsyncClient(base_url=url) as client:
-            assert (await client.get("/hosts")).status_code == 401
-            bad = await client.get("/hosts", headers={"Authorization": "Bearer nope"})
-            assert bad.status_code == 401
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            assert (await client.get("/hosts", headers=auth)).status_code == 200
-            result = await client.post("/query", data={"sql": "SELECT 42 AS answer"}, headers=auth)
-            assert result.status_code == 200 and "<td>42</td>" in result.text
+    async with serving(config) as (_, url), httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/hosts")).status_code == 401
+        bad = await client.get("/hosts", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.get("/hosts", headers=auth)).status_code == 200
+        result = await client.post("/query", data={"sql": "SELECT 42 AS answer"}, headers=auth)
+        assert result.status_code == 200 and "<td>42</td>" in result.text
 
 
 async def test_failed_sign_ins_are_limited(tmp_path: Path, store_file: Path) -> None:
@@ -102,7 +103,8 @@ async def test_failed_sign_ins_are_limited(tmp_path: Path, store_file: Path) -> 
         codes = [(await client.post("/login", data={"csrf": token, "secret": f"guess {i}"},
                                     headers={"Origin": url})).status_code for i in range(11)]
         assert codes[:10] == [401] * 10 and codes[10] == 429
-        blocked = await client.post("/login", data={"csrf": token, "secret": PASSWORD}, headers={"Origin": url})
+        blocked = await client.post("/login", headers={"Origin": url},
+                                    data={"csrf": token, "secret": PASSWORD})
         assert blocked.status_code == 429                      # even the right one, for a while
 
 
@@ -114,7 +116,8 @@ async def test_failed_sign_ins_are_limited(tmp_path: Path, store_file: Path) -> 
 ])
 async def test_posts_must_be_same_origin_with_the_csrf_token(
         tmp_path: Path, store_file: Path, origin: str | None, with_token: bool, expected: int) -> None:
-    async with serving(web_config(tmp_path, store_file)) as (_, url), httpx.AsyncClient(base_url=url) as client:
+    async with serving(web_config(tmp_path, store_file)) as (_, url), \
+            httpx.AsyncClient(base_url=url) as client:
         token = csrf_of((await client.get("/query")).text)
         headers = {} if origin is None else {"Origin": url if origin == "same" else origin}
         data = {"sql": "SELECT 1"} | ({"csrf": token} if with_token else {})
@@ -123,7 +126,9 @@ async def test_posts_must_be_same_origin_with_the_csrf_token(
 
 
 async def test_a_referer_stands_in_for_a_missing_origin(tmp_path: Path, store_file: Path) -> None:
-    async with serving(web_config(tmp_path, store_file)) as (_, url), httpx.AsyncClient(base_url=url) as client:
+    async with serving(web_config(tmp_path, store_file)) as (_, url), \
+            httpx.AsyncClient(base_url=url) as client:
         token = csrf_of((await client.get("/query")).text)
-        ok = await client.post("/query", data={"sql": "SELECT 1", "csrf": token}, headers={"Referer": f"{url}/query"})
+        ok = await client.post("/query", data={"sql": "SELECT 1", "csrf": token},
+                               headers={"Referer": f"{url}/query"})
         assert ok.status_code == 200
