@@ -9,8 +9,9 @@ Everything runs on this machine's loopback (no lab needed, nothing is scanned):
    sinks.host_state``: the DuckDB owner, answering ``lanscope.query``), and the dashboard
    (``lanscope web``) as separate processes, as a user runs them;
 3. the hosts page (default, deep pages, sorts, search and each filter) and the host page
-   (random hosts) asked ``--requests`` times each, one at a time: the server's time to the
-   response (its ``Server-Timing`` header) and the client's, p50/p95/max;
+   (random hosts; its history covers 90 days, and a quarter as many with ``?history=all``,
+   the whole year) asked ``--requests`` times each, one at a time: the server's time to
+   the response (its ``Server-Timing`` header) and the client's, p50/p95/max;
 4. the same with the pipeline stopped: the dashboard reads the file read-only;
 5. ``--clients`` SSE streams open on /events, ``--events`` host changes published on NATS
    one by one: for each, the time from the publish to the last of the streams receiving it.
@@ -94,6 +95,12 @@ async def pages(url: str, hosts: int, requests: int, mode: str, seed: int = 3) -
             server.append(s)
             client_ms.append(c)
         results.append(summary(f"host page ({mode})", server, client_ms))
+        server, client_ms = [], []
+        for _ in range(max(requests // 4, 1)):      # the whole year of history, on request
+            s, c = await timed(client, f"/hosts/{mac_of(rng.randint(1, hosts))}", {"history": "all"})
+            server.append(s)
+            client_ms.append(c)
+        results.append(summary(f"host page, ?history=all ({mode})", server, client_ms))
         return results
 
 

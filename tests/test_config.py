@@ -18,6 +18,7 @@ def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     ({"natz": {}}, r"natz: unknown key"),
+    ({"web": {"prot": 8080}}, r"web\.prot: unknown key"),
     ({"nats": {"urll": "x"}}, r"nats\.urll: unknown key"),
     ({"gateway": {"tls": {"verfy": True}}}, r"gateway\.tls\.verfy: unknown key"),
     ({"ports": {"tcp": 22}}, r"ports\.tcp: Expected `str`, got `int`"),

@@ -163,33 +163,46 @@ def test_probe_now_gets_port_probes_answer(dashboard: Dashboard, driver: Any) ->
     assert "open port" in driver.find_element("id", "probe-box").text
 
 
+def _port_row(d: Any, name: str) -> str:
+    """The text of the ports table's row for ``name`` ("tcp/80"), or ""."""
+    for row in d.find_elements("css selector", "table.ports tr"):
+        cells = row.find_elements("css selector", "td")
+        if cells and cells[0].text.strip() == name:
+            return str(row.text)
+    return ""
+
+
 def test_a_stopped_service_shows_on_an_open_page_without_reload(dashboard: Dashboard, driver: Any) -> None:
     lab = dashboard.lab
     nginx = lab.host("nginx")
     driver.get(f"{dashboard.url}/hosts/{nginx.mac}")
-    until(driver, lambda d: d.find_element("id", "live-state").text == "live", 15,
+    until(driver, lambda d: "live" == d.find_element("id", "live-state").text, 15,
           "the page's live stream", dashboard)
+    assert " open" in _port_row(driver, "tcp/80")
     driver.execute_script("window.lanscopeMarker = 42;")      # gone if the page reloads
     lab.stop_service("nginx")
     try:
-        def change(d: Any) -> Any:
-            return next((li for li in d.find_elements("css selector", "#feed li.ev-changed")
-                         if "open_ports" in li.text and "tcp/80" in li.text), None)
+        def closed(d: Any) -> Any:
+            # Inserted by the page's live stream ("fresh"), not rendered with the page: the
+            # port going away ("open_ports tcp/80 → –"), not its discovery ("– → tcp/80").
+            return next((li for li in d.find_elements("css selector", "#feed li.ev-changed.fresh")
+                         if "open_ports tcp/80 →" in li.text), None)
 
-        item = until(driver, change, 60, "the open_ports change in the page's live feed", dashboard)
-        until(driver, lambda d: "tcp/80" not in d.find_element("css selector", "#host-body").text
-              or "closed" in d.find_element("css selector", "table.ports").text, 15,
+        item = until(driver, closed, 60, "nginx's port 80 closing in the page's live feed", dashboard)
+        until(driver, lambda d: "closed" in _port_row(d, "tcp/80") or not _port_row(d, "tcp/80"), 15,
               "the ports table updated in place", dashboard)
         assert driver.execute_script("return window.lanscopeMarker;") == 42, "the page was reloaded"
-        assert "tcp/80" in item.text
+        assert nginx.ip in item.text
         dashboard.shot(driver, "host-live-change")
         driver.get(dashboard.url + "/")
-        until(driver, lambda d: d.find_elements("css selector", "#feed li"), 15, "events on the overview",
-              dashboard)
+        until(driver, lambda d: "open_ports tcp/80 →" in d.find_element("id", "feed").text, 15,
+              "the change among the overview's latest events", dashboard)
         until(driver, lambda d: "lag" in d.find_element("css selector", ".panels").text, 15,
               "pipeline health on the overview", dashboard)
+        driver.set_window_size(1440, 1480)                     # the whole overview (README picture)
         dashboard.shot(driver, "overview")
-        driver.get(dashboard.url + "/live")
+        driver.set_window_size(1440, 1000)
+        driver.get(dashboard.url + "/live?kind=changed&field=open_ports")
         dashboard.shot(driver, "live")
     finally:
         lab.start_service("nginx")
