@@ -176,7 +176,7 @@ def test_a_stopped_service_shows_on_an_open_page_without_reload(dashboard: Dashb
     lab = dashboard.lab
     nginx = lab.host("nginx")
     driver.get(f"{dashboard.url}/hosts/{nginx.mac}")
-    until(driver, lambda d: "live" == d.find_element("id", "live-state").text, 15,
+    until(driver, lambda d: d.find_element("id", "live-state").text == "live", 15,
           "the page's live stream", dashboard)
     assert " open" in _port_row(driver, "tcp/80")
     driver.execute_script("window.lanscopeMarker = 42;")      # gone if the page reloads
@@ -184,7 +184,7 @@ def test_a_stopped_service_shows_on_an_open_page_without_reload(dashboard: Dashb
     try:
         def closed(d: Any) -> Any:
             # Inserted by the page's live stream ("fresh"), not rendered with the page: the
-            # port going away ("open_ports tcp/80 → –"), not its discovery ("– → tcp/80").
+            # port going away ("open_ports tcp/80 -> none"), not its discovery ("none -> tcp/80").
             return next((li for li in d.find_elements("css selector", "#feed li.ev-changed.fresh")
                          if "open_ports tcp/80 →" in li.text), None)
 

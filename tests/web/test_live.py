@@ -66,6 +66,15 @@ async def test_changes_reach_an_open_page_filtered_and_escaped(
         assert [f["host_key"] for f in replayed] == [SSH[1], WEB[1]]
 
 
+async def probe_now(client: httpx.AsyncClient, url: str, key: str) -> httpx.Response:
+    """Press "probe now" on a host's page, as htmx does (the page's CSRF token, same origin)."""
+    page = await client.get(f"/hosts/{key}")
+    token = re.search(r'"X-CSRF-Token": "([0-9a-f]+)"', page.text)
+    assert token
+    return await client.post(f"/hosts/{key}/probe", headers={
+        "HX-Request": "true", "X-CSRF-Token": token.group(1), "Origin": url})
+
+
 async def _within(items: AsyncIterator[dict[str, object]], secs: float) -> AsyncIterator[dict[str, object]]:
     async with asyncio.timeout(secs):
         async for item in items:
@@ -84,11 +93,7 @@ async def test_probe_now_publishes_a_request_for_port_probe(
     await bus.nc.subscribe(subj.PROBE_REQUESTED, cb=take)
     config = web_config(tmp_path, store_file, nats_url=nats_config.url)
     async with serving(config) as (_, url), httpx.AsyncClient(base_url=url, timeout=10) as client:
-        page = await client.get(f"/hosts/{SSH[1]}")
-        token = re.search(r'"X-CSRF-Token": "([0-9a-f]+)"', page.text)
-        assert token
-        answer = await client.post(f"/hosts/{SSH[1]}/probe", headers={
-            "HX-Request": "true", "X-CSRF-Token": token.group(1), "Origin": url})
+        answer = await probe_now(client, url, SSH[1])
         assert answer.status_code == 200 and "waiting for port_probe" in answer.text
         request = await asyncio.wait_for(requests.get(), 5)
         assert (request.ip, request.mac, request.host_key) == (SSH[0], SSH[1], SSH[1])
@@ -108,11 +113,7 @@ async def test_probe_now_refuses_an_address_out_of_scope(
     config = msgspec.structs.replace(config, scope=msgspec.structs.replace(config.scope, allow=[],
                                                                          exclude=[SSH[0]]))
     async with serving(config) as (_, url), httpx.AsyncClient(base_url=url, timeout=10) as client:
-        page = await client.get(f"/hosts/{SSH[1]}")
-        token = re.search(r'"X-CSRF-Token": "([0-9a-f]+)"', page.text)
-        assert token
-        answer = await client.post(f"/hosts/{SSH[1]}/probe", headers={
-            "HX-Request": "true", "X-CSRF-Token": token.group(1), "Origin": url})
+        answer = await probe_now(client, url, SSH[1])
         assert f"not probed: {SSH[0]} is excluded by scope.exclude" in answer.text
     assert (await bus.js.stream_info(subj.REQUESTS.name)).state.messages == 0
 
@@ -120,9 +121,5 @@ async def test_probe_now_refuses_an_address_out_of_scope(
 async def test_probe_now_without_a_pipeline_says_so(tmp_path: Path, store_file: Path) -> None:
     async with serving(web_config(tmp_path, store_file)) as (_, url), \
             httpx.AsyncClient(base_url=url, timeout=10) as client:
-        page = await client.get(f"/hosts/{SSH[1]}")
-        token = re.search(r'"X-CSRF-Token": "([0-9a-f]+)"', page.text)
-        assert token
-        answer = await client.post(f"/hosts/{SSH[1]}/probe", headers={
-            "HX-Request": "true", "X-CSRF-Token": token.group(1), "Origin": url})
+        answer = await probe_now(client, url, SSH[1])
         assert "no pipeline is running" in answer.text
