@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
-        cfg.write("scope:\n  allow: [198.18.0.0/15]\nconcurrency:\n  per_host: 512\n  sockets: 4096\n")
+        cfg.write("scope:\n  allow: [198.18.0.0/15]\n"
+                  "enrichers:\n  port_probe:\n    per_host: 512\n    sockets: 4096\n")
     print(f"port scans (median of {args.runs} runs):", flush=True)
     port_scans(lab, args.runs, cfg.name, masscan=not args.skip_masscan)
     if not args.skip_sv:

@@ -196,7 +196,7 @@ async def main_async(args: argparse.Namespace) -> None:
     nats_url = nats.start()
     config = work / "config.yaml"
     config.write_text(json.dumps({"data_dir": str(work / "var"), "nats": {"url": nats_url},
-                                  "duckdb": {"path": str(db), "query_timeout_ms": 10000},
+                                  "sinks": {"host_state": {"path": str(db), "query": {"timeout_ms": 10000}}},
                                   "web": {"port": args.port, "max_streams": args.clients + 20}}))
     url = f"http://127.0.0.1:{args.port}"
     sink = start(["-c", str(config), "run", "--stage", "sinks.host_state"], work / "host_state.log")

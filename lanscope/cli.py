@@ -14,11 +14,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from lanscope import __version__
-from lanscope.config import Config, ConfigError, load
 from lanscope.errors import LanscopeError
-from lanscope.log import setup_logging
+
+if TYPE_CHECKING:
+    from lanscope.config import Config
 
 # name -> (module, one-line help). Explicit, in the order `lanscope --help` shows them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _tune_gc()
+    # Imported after parsing: the config brings every stage's Config, which --help does not need.
+    from lanscope.config import ConfigError
+    from lanscope.log import setup_logging
+
     try:
         config = _config_for(args)
         setup_logging(config.logging, verbose=args.verbose)
@@ -101,6 +107,8 @@ def _tune_gc() -> None:
 
 
 def _config_for(args: argparse.Namespace) -> Config:
+    from lanscope.config import Config, load
+
     # `config check FILE` validates its own argument and must not fail on another file.
     if args.command == "config":
         return Config()

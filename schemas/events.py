@@ -21,6 +21,7 @@ import msgspec
 
 from .types import (
     ChangeKind,
+    Cidr,
     Confidence,
     FindingState,
     Ip,
@@ -189,12 +190,24 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
 
 
 class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
-    """A producer finished one sweep; host_state counts missed sweeps with it."""
+    """A producer finished one sweep; host_state counts missed sweeps with it.
 
-    targets: list[ShortText] = []         # CIDRs / specs that were swept
+    ``covered`` (since v2) is what the sweep covered: exactly the addresses it sent
+    a probe to, as CIDRs ("198.18.0.0/25"), each ``address/prefix`` with no host
+    bits set, IPv4 before IPv6, ascending, disjoint, as few as hold the set. What the
+    producer skipped (excludes, its own addresses, network and broadcast addresses)
+    is not in it; a sweep that sent nothing (DHCP leases read from a router) covers
+    nothing. Readers must reject (not skip) an entry that is not a CIDR.
+    ``targets`` is what was asked for, as written (nmap syntax, lease sources):
+    for people, not for presence.
+    """
+
+    v: int = 2
+    targets: list[ShortText] = []         # what was asked for (informational)
     sweep_id: ShortText = ""
     hosts_found: int = 0
     duration_ms: float = 0.0
+    covered: list[Cidr] = []              # the addresses probed, as CIDRs (see above)
 
 
 class HostAnnotated(Event, tag="host_annotated", kw_only=True):

@@ -20,6 +20,9 @@ Mac = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")]
 # Canonical IPv4 or IPv6 text; the pattern only rejects obvious garbage, the
 # producers use ipaddress to canonicalise.
 Ip = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}$", max_length=45)]
+# A network as "address/prefix" (e.g. "198.18.0.0/24", "fd00:1a5::/120"); like Ip, the
+# pattern only rejects obvious garbage: lanscope.net.coverage reads and writes them.
+Cidr = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$", max_length=49)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Ttl = Annotated[int, msgspec.Meta(ge=0, le=255)]
 # 0..10 like nmap's service "conf".

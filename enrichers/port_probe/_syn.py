@@ -44,9 +44,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from lanscope.net.bpf import Instruction, attach_filter
 from lanscope.net.rawsweep import word_sum
 
 from ._connect import Outcome
+from ._mmsg import Sender, Vector, libc, raw_send_socket
 
 _ICMP_REASONS = {0: "net-unreach", 1: "host-unreach", 2: "proto-unreach", 3: "port-unreach",
                  9: "net-prohibited", 10: "host-prohibited", 13: "admin-prohibited"}
@@ -63,52 +65,12 @@ _MSS_OPTION = 0x020405B4                # MSS 1460: a SYN without options looks 
 # already checked IPv4 without options, length >= 40 and our destination port).
 _REPLY = struct.Struct("!8xB3x4s4xH6xIxBH28x")
 _POINTER = struct.Struct("P")
-_SO_ATTACH_FILTER = 26
 _SO_RCVBUFFORCE = 33
-_SO_SNDBUFFORCE = 32
 _MSG_DONTWAIT = 0x40
 _UNREACHABLE = {errno.EHOSTUNREACH: "host-unreach", errno.ENETUNREACH: "net-unreach",
                 errno.EACCES: "host-unreach", errno.EPERM: "host-unreach"}
 _RETRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR)
 _UNANSWERED, _ANSWERED = 1, 2       # per (host, port) state; 0: not asked
-
-
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p),
-                ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _load_libc() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-        libc.sendmmsg.restype = ctypes.c_int
-        libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-        libc.recvmmsg.restype = ctypes.c_int
-        _libc = libc
-    return _libc
 
 
 def available() -> bool:
@@ -135,7 +97,7 @@ def _valid_ports(ports: list[int]) -> list[int]:
     return unique[bisect.bisect_left(unique, 1):bisect.bisect_right(unique, 65535)]
 
 
-def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
+def _reply_filter(sport: int) -> list[Instruction]:
     """Classic BPF, run by the kernel on the raw socket (packet starts at the IP header):
     accept IPv4 without options, at least 40 bytes, to TCP port ``sport``; keep 64 bytes."""
     return [
@@ -148,60 +110,6 @@ def _reply_filter(sport: int) -> list[tuple[int, int, int, int]]:
         (0x06, 0, 0, _REPLY_SLOT),    # ret #64            accept (truncated)
         (0x06, 0, 0, 0),              # ret #0             drop
     ]
-
-
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    code = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
-    fprog = _SockFprog(len(program), ctypes.cast(code, ctypes.POINTER(_SockFilter)))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(memoryview(fprog).cast("B")))
-
-
-class _Vector:
-    """``size`` mmsghdr slots, each with one iovec over ``slot`` bytes of one shared buffer."""
-
-    def __init__(self, size: int, slot: int) -> None:
-        self.size = size
-        self.slot = slot
-        self.data = bytearray(size * slot)
-        self.stride = ctypes.sizeof(_MMsgHdr)
-        self.headers = bytearray(size * self.stride)
-        self._iov = (_IoVec * size)()
-        self._data_c = (ctypes.c_char * len(self.data)).from_buffer(self.data)
-        self._headers_c = (_MMsgHdr * size).from_buffer(self.headers)
-        base = ctypes.addressof(self._data_c)
-        for i in range(size):
-            self._iov[i].base = base + i * slot
-            self._iov[i].len = slot
-            self._headers_c[i].hdr.iov = ctypes.addressof(self._iov[i])
-            self._headers_c[i].hdr.iovlen = 1
-        self.address = ctypes.addressof(self._headers_c)
-
-    def set_names(self, namelen: int) -> None:
-        for i in range(self.size):
-            self._headers_c[i].hdr.namelen = namelen
-
-
-class _Sender:
-    """A socket to send on and its own vector (threads must not share a buffer)."""
-
-    def __init__(self, fd: int | socket.socket, vec: _Vector) -> None:
-        self.sock = fd if isinstance(fd, socket.socket) else None     # keeps an extra socket open
-        self.fd = fd.fileno() if isinstance(fd, socket.socket) else fd
-        self.vec = vec
-        vec.set_names(16)
-        self.slot_host = [-1] * vec.size
-
-
-def _send_socket() -> socket.socket:
-    """A send-only raw socket (IPPROTO_RAW: we write the IP header, and the kernel never
-    queues a copy of incoming segments on it, unlike a raw TCP socket). One per sender
-    thread: the threads then share no socket lock."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, 8 << 20)
-    except OSError:
-        pass
-    return sock
 
 
 class _Scan:
@@ -219,7 +127,7 @@ class _Scan:
         self.min_wait_s = min_wait_s
         self.pps = pps
         self.stop = stop
-        self.libc = _load_libc()
+        self.libc = libc()
         self.ips = list(targets)
         self.host_of: dict[bytes, int] = {}
         self.seq_base: list[int] = []
@@ -260,9 +168,9 @@ class _Scan:
         self.srtt = 0.0
         self.unreachable: list[tuple[int, str]] = []      # filled by sender threads, folded by drain
         self._lock = threading.Lock()
-        self.main = _Sender(_send_socket(), _Vector(_BATCH, _SYN_SLOT))
-        self.extra: list[_Sender] = []
-        self.recv_vec = _Vector(_RECV_SLOTS, _REPLY_SLOT)
+        self.main = Sender(raw_send_socket(), Vector(_BATCH, _SYN_SLOT))
+        self.extra: list[Sender] = []
+        self.recv_vec = Vector(_RECV_SLOTS, _REPLY_SLOT)
 
     def close(self) -> None:
         for sender in [self.main, *self.extra]:
@@ -412,14 +320,14 @@ class _Scan:
         parts = [pending[i::senders] for i in range(senders)]
         errors: list[BaseException] = []
 
-        def work(sender: _Sender, part: list[int]) -> None:
+        def work(sender: Sender, part: list[int]) -> None:
             try:
                 self._send_part(sender, part, 0, None)
             except BaseException as exc:        # re-raised in the scanning thread
                 errors.append(exc)
 
         while len(self.extra) < senders:
-            self.extra.append(_Sender(_send_socket(), _Vector(_BATCH, _SYN_SLOT)))
+            self.extra.append(Sender(raw_send_socket(), Vector(_BATCH, _SYN_SLOT)))
         threads = [threading.Thread(target=work, args=(self.extra[i], parts[i]), daemon=True)
                    for i in range(senders)]
         for thread in threads:
@@ -434,7 +342,7 @@ class _Scan:
         if errors:
             raise errors[0]
 
-    def _send_part(self, sender: _Sender, pending: list[int], attempt: int,
+    def _send_part(self, sender: Sender, pending: list[int], attempt: int,
                    progress: Callable[[], None] | None) -> None:
         """Send ``pending`` in batches on ``sender``. With ``progress`` (the scanning thread,
         first attempt) replies are read and timeouts handled between batches."""
@@ -482,7 +390,7 @@ class _Scan:
                 if delay > 0:
                     time.sleep(delay)
 
-    def _send_vector(self, sender: _Sender, chunk: list[int], *, drain: bool) -> None:
+    def _send_vector(self, sender: Sender, chunk: list[int], *, drain: bool) -> None:
         sendmmsg = self.libc.sendmmsg
         vec = sender.vec
         done = 0
@@ -504,7 +412,6 @@ class _Scan:
             done += 1
 
 
-
 def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: int = 1,
              min_wait_s: float = 0.05, packets_per_sec: int = 0, stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None, senders: int | None = None,
@@ -523,7 +430,7 @@ def syn_scan(targets: dict[str, list[int]], *, timeout_s: float = 1.0, retries: 
     try:
         reserve.bind(("0.0.0.0", 0))
         sport = reserve.getsockname()[1]
-        _attach_filter(sock, _reply_filter(sport))
+        attach_filter(sock, _reply_filter(sport))
         for s in (sock, icmp):
             s.setblocking(False)
             try:

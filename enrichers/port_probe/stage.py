@@ -5,7 +5,7 @@
 the port set is large, else connect), banner grabs and fingerprints of the
 open ports, UDP probes, and an OS guess. ``PortProbe`` is the stage: it
 probes a host when it is new or its last probe is older than
-``interval_secs``, holding a claim so two replicas never probe one host at
+``reprobe_secs``, holding a claim so two replicas never probe one host at
 once. Timeouts give a partial snapshot, never an exception.
 """
 
@@ -19,12 +19,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from lanscope.net.ports import PortSpec, resolve
 from lanscope.runtime.claims import Claims, MemoryClaims
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
 from schemas import (
     Event,
     HostSeen,
@@ -49,24 +51,41 @@ SHOWN_STATE_LIMIT = 25        # like nmap: a non-open state with more ports than
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """enrichers.port_probe in config.yaml (documented in config.sample.yaml); also what
+    `lanscope probe` and `lanscope scan` start from."""
+
+    enabled: bool = True
     tcp: str = "20-1024"                   # nmap -p syntax; "" disables TCP
-    top_ports: int = 0                     # >0: the N most common TCP ports instead of `tcp`
+    # >0: the N most common TCP ports instead of `tcp`
+    top_ports: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     udp: str = "53,123,137,161,1900,5353"  # "" disables UDP
     scan_type: Literal["auto", "connect", "syn"] = "auto"
-    syn_min_ports: int = 64                # auto: SYN (when root) from this many ports per scan
-    connect_timeout_ms: int = 1000
-    banner_timeout_ms: int = 3000
-    host_timeout_secs: float = 300.0
-    hosts: int = 16
-    sockets: int = 512
-    per_host: int = 128
-    banners: int = 32
-    retries: int = 1
-    packets_per_sec: int = 0
+    syn_min_ports: NonNegativeInt = 64     # auto: SYN (when root) from this many ports per scan
     fingerprint: bool = True               # grab banners and identify services
     nmap_service_probes: str = ""          # path: also use nmap's match lines (if the file exists)
-    interval_secs: float = 3600.0          # re-probe a host when its last probe is older
-    request_max_age_secs: float = 300.0    # a "probe now" request older than this is dropped
+    connect_timeout_ms: PositiveInt = 1000
+    banner_timeout_ms: PositiveInt = 3000
+    host_timeout_secs: PositiveFloat = 300.0
+    hosts: PositiveInt = 16                # a many-host probe gets host_timeout_secs per this many
+    sockets: PositiveInt = 512             # connect-scan sockets in flight (per process)
+    per_host: PositiveInt = 128            # connect-scan sockets per host
+    banners: PositiveInt = 32              # banner grabs and UDP probes in flight
+    retries: NonNegativeInt = 1            # retransmissions (connect, SYN, UDP)
+    packets_per_sec: NonNegativeInt = 0    # SYN pacing; 0: unpaced
+    reprobe_secs: PositiveFloat = 3600.0   # re-probe a host when its last probe is older
+    request_max_age_secs: PositiveFloat = 300.0   # a "probe now" request older than this is dropped
+    concurrency: PositiveInt = 8           # hosts the pipeline probes at once per process
+
+    def check(self) -> Problems:
+        from lanscope.errors import UsageError
+        from lanscope.net.ports import parse_ports
+
+        for key, text, udp in (("tcp", self.tcp, False), ("udp", self.udp, True)):
+            try:
+                if text:
+                    parse_ports(text, udp=udp, tcp=not udp)
+            except UsageError as exc:
+                yield key, str(exc)
 
 
 class HostReport:
@@ -415,7 +434,7 @@ class PortProbe:
             return []
         key = _claim_key(event.ip)
         last = await self.claims.last_done(key)
-        if last is not None and (self.clock() - last).total_seconds() < self.config.interval_secs:
+        if last is not None and (self.clock() - last).total_seconds() < self.config.reprobe_secs:
             return []
         return await self._probe(event.ip, event.host_key, event.mac)
 
@@ -455,3 +474,10 @@ class PortProbe:
 
 def _claim_key(ip: str) -> str:
     return "port_probe." + ip.replace(":", "_")
+
+
+def build(config: Config, ctx: StageContext) -> PortProbe:
+    from lanscope.net.scope import scope_check
+
+    # scope: "probe now" requests (lanscope.web) are refused outside the shared scope section.
+    return PortProbe(config, claims=ctx.claims, scope=scope_check(ctx.scope))

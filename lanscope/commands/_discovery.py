@@ -14,11 +14,12 @@ import ipaddress
 from collections.abc import Callable
 
 from lanscope.config import Config
+from lanscope.net.coverage import covered_cidrs, read_coverage
 from lanscope.net.interfaces import Interface, interfaces_async
 from lanscope.net.targets import IPAddress, Targets, parse_targets
 from lanscope.output import warn
-from lanscope.stages import StageContext, build_arp_sweep, build_ping_sweep
-from schemas import HostSeen, host_key
+from producers import arp_sweep, ping_sweep
+from schemas import HostSeen, SweepCompleted, host_key
 
 Progress = Callable[[int, int], None]
 
@@ -43,16 +44,27 @@ def _merge(arp: HostSeen | None, ping: HostSeen | None) -> HostSeen:
 async def discover_hosts(targets: Targets, config: Config, *, progress: Progress | None = None,
                          arp: bool = True) -> list[HostSeen]:
     """The live hosts among ``targets`` (already scope-checked), one HostSeen each, by address."""
+    hosts, _ = await discover_sweep(targets, config, progress=progress, arp=arp)
+    return hosts
+
+
+async def discover_sweep(targets: Targets, config: Config, *, progress: Progress | None = None,
+                         arp: bool = True) -> tuple[list[HostSeen], list[str]]:
+    """discover_hosts, and what it covered: the addresses it sent a probe to, as
+    SweepCompleted.covered (ARP's, and every address pinged)."""
     found = await interfaces_async()
-    ctx = StageContext(config=config, progress=progress)
+    ctx = config.stage_context(progress=progress, sweep=targets)
     on_link = parse_targets(_arp_networks(found)) if arp else parse_targets([])
     arp_seen: dict[str, HostSeen] = {}
+    arp_covered: list[str] = []
     if arp and targets.intersect(on_link):
         try:
-            arp_stage = build_arp_sweep(ctx, targets=targets)
+            arp_stage = arp_sweep.build(config.producers.arp_sweep, ctx)
             for event in await arp_stage.sweep():
                 if isinstance(event, HostSeen) and event.ip:
                     arp_seen[event.ip] = event
+                elif isinstance(event, SweepCompleted):
+                    arp_covered = event.covered
         except PermissionError:
             warn("ARP needs root or CAP_NET_RAW; falling back to ICMP and TCP ping on the LAN")
             on_link = parse_targets([])
@@ -60,7 +72,7 @@ async def discover_hosts(targets: Targets, config: Config, *, progress: Progress
     rest = targets.minus(on_link)
     addresses: list[IPAddress] = list(rest.sendable(attached))
     responders = [ipaddress.ip_address(ip) for ip in arp_seen]
-    ping_stage = build_ping_sweep(ctx, targets=targets)
+    ping_stage = ping_sweep.build(config.producers.ping_sweep, ctx)
     sweep_id = next(iter(arp_seen.values())).sweep_id if arp_seen else None
     # One ICMP round for both: TTLs of the ARP responders, and the off-link/IPv6 targets.
     pinged = await ping_stage.probe(responders + addresses, sweep_id=sweep_id, tcp=False)
@@ -71,7 +83,8 @@ async def discover_hosts(targets: Targets, config: Config, *, progress: Progress
             if event.ip:
                 ping_seen[event.ip] = event
     hosts = [_merge(arp_seen.get(ip), ping_seen.get(ip)) for ip in {*arp_seen, *ping_seen}]
-    return sorted(hosts, key=lambda h: _sort_key(h.ip))
+    covered = read_coverage([*arp_covered, *covered_cidrs(addresses)]).cidrs()
+    return sorted(hosts, key=lambda h: _sort_key(h.ip)), covered
 
 
 def _sort_key(ip: str | None) -> tuple[int, int]:
@@ -80,13 +93,15 @@ def _sort_key(ip: str | None) -> tuple[int, int]:
 
 
 async def reverse_names(ips: list[str], config: Config, *, concurrency: int = 64) -> dict[str, str]:
-    """PTR names for ``ips`` through the dns_names stage (config.dns), bounded concurrency."""
+    """PTR names for ``ips`` through the dns_names stage (off when it is disabled), bounded
+    concurrency."""
     import asyncio
 
-    from lanscope.stages import StageDisabled, build_dns_names
+    from lanscope.runtime.stage import StageDisabled
+    from lanscope.runtime.topology import STAGES
 
     try:
-        stage = build_dns_names(StageContext(config=config))
+        stage = STAGES["dns_names"].instantiate(config.enrichers.dns_names, config.stage_context())
     except StageDisabled:
         return {}
     limit = asyncio.Semaphore(concurrency)
@@ -101,9 +116,10 @@ async def reverse_names(ips: list[str], config: Config, *, concurrency: int = 64
 
 async def vendors(macs: list[str]) -> dict[str, str]:
     """Vendor (or "(randomised)") per MAC through the mac_vendor stage's lookup."""
-    from lanscope.stages import build_mac_vendor
+    from enrichers import mac_vendor
 
-    stage = build_mac_vendor(StageContext(config=Config()))
+    defaults = Config()
+    stage = mac_vendor.build(defaults.enrichers.mac_vendor, defaults.stage_context())
     out: dict[str, str] = {}
     for mac in set(macs):
         vendor, randomized = await stage.vendor_of(mac)

@@ -5,7 +5,11 @@ Input, one object per line: ``{"port": 22, "protocol": "tcp", "banner": "SSH-2.0
 input line, in order: ``{"service", "product", "version", "os_hint", "cpe",
 "confidence"}`` (null where unknown). A malformed line yields
 ``{"line": N, "error": "..."}`` and processing continues. For testing rules
-and for other tools.
+and for other tools. A banner is what the server sent (a greeting, an HTTP
+response); a greeting without its status code ("host ESMTP Postfix" on port
+25) and a bare Server header value ("nginx/1.24.0" on a web port) are read
+as the port's protocol would have sent them. ``bench/fingerprints.py`` scores
+this command on the banner corpus in ``tests/data/banners``.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def run(lines: Iterable[str], rules: RuleSet) -> Iterator[dict[str, Any]]:
 def main(args: argparse.Namespace, config: Config) -> int:
     if not args.jsonl:
         raise UsageError("only --jsonl input is supported")
-    rules = rule_set(args.nmap_probes or config.ports.nmap_service_probes)
+    rules = rule_set(args.nmap_probes or config.enrichers.port_probe.nmap_service_probes)
     encoder = msgspec.json.Encoder()
     out = sys.stdout
     for result in run(sys.stdin, rules):

@@ -1,10 +1,10 @@
 """``lanscope leases``: DHCP leases from a MikroTik gateway first, then local lease files.
 
 The seed's ``get_dhcp_leases``, built on the dhcp_leases stage: gateway
-settings default from ``gateway:`` in the config (host, user, pass), lease
-files from ``lease_files:``. A gateway that cannot be read is a warning, not
-the end: the lease files are still shown (the exit code is 1 only when there
-was an error and nothing was found).
+settings default from ``producers.dhcp_leases.gateway`` in the config (host,
+user, pass), lease files from ``producers.dhcp_leases.lease_files``. A gateway
+that cannot be read is a warning, not the end: the lease files are still shown
+(the exit code is 1 only when there was an error and nothing was found).
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_ar
 from lanscope.config import Config
 from lanscope.errors import UsageError
 from lanscope.output import print_json, print_table, warn
-from lanscope.stages import dhcp_leases_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", metavar="HOST", help="MikroTik RouterOS 7 gateway (default: "
-                        "gateway.host)")
-    parser.add_argument("--user", metavar="USER", help="RouterOS user (default: gateway.user)")
+                        "producers.dhcp_leases.gateway.host)")
+    parser.add_argument("--user", metavar="USER", help="RouterOS user (default: the configured one)")
     parser.add_argument("--password-env", metavar="VAR",
                         help="read the RouterOS password from environment variable VAR "
-                             "(default: gateway.pass)")
+                             "(default: the configured one)")
     parser.add_argument("--scheme", choices=["auto", "http", "https"],
                         help="auto: http for 10/8, 172.16/12, 192.168/16, https otherwise")
     parser.add_argument("--port", type=int, help="REST port (default: 80/443)")
@@ -38,25 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-arp", action="store_true", help="do not read the router's ARP table")
     parser.add_argument("--file", action="append", default=[], metavar="PATH",
                         help="read this lease file (glob allowed, repeatable) instead of "
-                             "lease_files.paths")
+                             "producers.dhcp_leases.lease_files")
     parser.add_argument("--no-gateway", action="store_true", help="only read lease files")
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
 def _stage_config(args: argparse.Namespace, config: Config) -> Any:
-    from producers.dhcp_leases import GatewaySettings, TlsSettings
+    """producers.dhcp_leases with the command line on top."""
+    from producers.dhcp_leases import GatewayConfig
 
-    stage = dhcp_leases_config(config)
+    stage = config.producers.dhcp_leases
     gateway = stage.gateway
-    if args.gateway:
-        if gateway is not None and gateway.host == args.gateway:
-            pass   # the configured router: keep all of its settings (scheme, port, TLS, password)
-        else:      # another router: none of the configured one's credentials or pins apply
-            gateway = GatewaySettings(host=args.gateway, user=config.gateway.user, tls=TlsSettings(),
-                                      timeout_secs=config.gateway.timeout_secs)
+    if args.gateway and gateway.host != args.gateway:
+        # Another router than the configured one: none of its credentials or pins apply.
+        gateway = GatewayConfig(host=args.gateway, user=gateway.user, timeout_secs=gateway.timeout_secs)
     if args.no_gateway:
-        gateway = None
-    if gateway is not None:
+        gateway = GatewayConfig()
+    if gateway.host:
         changes: dict[str, Any] = {}
         if args.user:
             changes["user"] = args.user
@@ -76,11 +73,11 @@ def _stage_config(args: argparse.Namespace, config: Config) -> Any:
     return msgspec.structs.replace(stage, gateway=gateway, lease_files=files)
 
 
-async def _collect(stage_config: Any) -> Any:
+async def _collect(stage_config: Any, config: Config) -> Any:
     from producers import dhcp_leases
 
     try:
-        stage = dhcp_leases.create(stage_config)
+        stage = dhcp_leases.build(stage_config, config.stage_context())
     except ValueError as exc:        # a malformed --fingerprint
         raise UsageError(str(exc)) from None
     try:
@@ -126,10 +123,10 @@ def main(args: argparse.Namespace, config: Config) -> int:
     from producers.dhcp_leases import lease_type
 
     stage_config = _stage_config(args, config)
-    if stage_config.gateway is None and not stage_config.lease_files:
+    if not stage_config.gateway.host and not stage_config.lease_files:
         raise UsageError("no gateway and no lease files: give --gateway HOST or --file PATH, or set "
-                         "gateway.host / lease_files.paths in the config")
-    snapshot = asyncio.run(_collect(stage_config))
+                         "producers.dhcp_leases.gateway.host / .lease_files in the config")
+    snapshot = asyncio.run(_collect(stage_config, config))
     for error in snapshot.errors:
         warn(error)
     leases = [item.lease for item in snapshot.leases]

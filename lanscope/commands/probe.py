@@ -19,7 +19,6 @@ from lanscope.config import Config
 from lanscope.errors import UsageError
 from lanscope.net.ports import PortSpec, resolve
 from lanscope.output import print_json, print_table, progress, stdout
-from lanscope.stages import port_probe_config
 
 HELP = "probe one host's ports, banners and OS"
 
@@ -47,7 +46,7 @@ def add_port_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prober_config(args: argparse.Namespace, config: Config) -> ProbeConfig:
-    probe_config: ProbeConfig = port_probe_config(config)
+    probe_config: ProbeConfig = config.enrichers.port_probe
     if getattr(args, "nmap_probes", None):
         probe_config = msgspec.structs.replace(probe_config, nmap_service_probes=args.nmap_probes)
     return probe_config
@@ -60,13 +59,14 @@ def port_spec(args: argparse.Namespace, config: Config, *, udp_default: bool) ->
         raise UsageError("-sU and --no-udp contradict each other")
     if args.ports and args.top_ports:
         raise UsageError("use either -p or --top-ports, not both")
-    top = args.top_ports or (0 if args.ports else config.ports.top_ports)
-    spec = resolve(args.ports, top=top, default=config.ports.tcp, tcp=True, udp=bool(args.udp),
-                   udp_default=config.ports.udp)
+    ports = config.enrichers.port_probe
+    top = args.top_ports or (0 if args.ports else ports.top_ports)
+    spec = resolve(args.ports, top=top, default=ports.tcp, tcp=True, udp=bool(args.udp),
+                   udp_default=ports.udp)
     wants_udp = bool(args.udp) or (udp_default and not args.no_udp)
-    if wants_udp and not spec.udp and config.ports.udp:
+    if wants_udp and not spec.udp and ports.udp:
         spec = PortSpec(tcp=spec.tcp, text=spec.text,
-                        udp=resolve(None, tcp=False, udp=True, udp_default=config.ports.udp).udp)
+                        udp=resolve(None, tcp=False, udp=True, udp_default=ports.udp).udp)
     if args.no_udp:
         spec = PortSpec(tcp=spec.tcp, text=spec.text)
     if not spec:

@@ -100,7 +100,7 @@ async def _request(config: Config, url: str, sql: str) -> QueryResult | None:
         log.debug("no NATS at %s (%s); reading the file", url, exc)
         return None
     try:
-        return await ask_pipeline(bus, sql, timeout_secs=config.duckdb.query_timeout_ms / 1000)
+        return await ask_pipeline(bus, sql, timeout_secs=config.sinks.host_state.query.timeout_ms / 1000)
     finally:
         await bus.close()
 
@@ -120,7 +120,7 @@ async def ask_pipeline(bus: Bus, sql: str, params: Sequence[QueryParam] = (), *,
     except Exception as exc:  # no responders / timeout: no pipeline owns the file right now
         log.debug("no answer on the query subject (%s); reading the file", type(exc).__name__)
         return None
-    from lanscope.runtime.runner import H_QUERY_ERROR
+    from lanscope.runtime.stagerun import H_QUERY_ERROR
 
     if msg.headers and msg.headers.get(H_QUERY_ERROR):
         raise QueryError(f"the pipeline failed the query: {msg.headers[H_QUERY_ERROR]}")
@@ -162,7 +162,8 @@ def ask_file(config: Config, queries: Sequence[tuple[str, Sequence[QueryParam]]]
         if lagging:
             warn(f"{lagging} batches in the host journal are not in hosts/host_ports yet (host_state "
                  "did not stop cleanly); they are applied when it runs again")
-        return [run_query(con, sql, config.duckdb.max_query_rows, params) for sql, params in queries]
+        max_rows = config.sinks.host_state.query.max_rows
+        return [run_query(con, sql, max_rows, params) for sql, params in queries]
     except QueryRejected as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -18,11 +18,11 @@ from typing import Any
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
-from lanscope.runtime.bus import Bus, sink_feeds
+from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
-from lanscope.runtime.topology import STAGES, StageSpec, resolve
-from lanscope.stages import StageContext, StageDisabled, build, configured_specs
+from lanscope.runtime.stage import StageContext, StageDisabled
+from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    configured = configured_specs(config)
+    configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
     # The dashboard's port first: a taken port is one clear error, before NATS starts.
     web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
@@ -99,14 +99,14 @@ def _describe_targets(config: Config) -> str:
     return " ".join(str(n) for n in networks) + " (attached private subnets)"
 
 
-def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]],
-                                                                     dict[str, str]]:
-    """Build each stage; a disabled one is reported and skipped."""
+def build_stages(specs: list[StageSpec], config: Config,
+                 ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]], dict[str, str]]:
+    """Build each stage from its section; a disabled one is reported and skipped."""
     built: list[tuple[StageSpec, Any]] = []
     skipped: dict[str, str] = {}
     for spec in specs:
         try:
-            built.append((spec, build(spec.builder, ctx)))
+            built.append((spec, spec.instantiate(config.stage_config(spec.name), ctx)))
         except StageDisabled as exc:
             skipped[spec.name] = f"disabled: {exc}"
     return built, skipped
@@ -134,11 +134,11 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
                web: socket.socket | None = None) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
-        ctx = StageContext(config=config, claims=await bus.claims())
-        built, skipped = build_stages(specs, ctx)
-        # Sinks run here together share their streams' deliveries (bus.Feed): no consumer
+        ctx = config.stage_context(claims=await bus.claims())
+        built, skipped = build_stages(specs, config, ctx)
+        # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.
-        await bus.provision(configured_specs(config).values(), feeds=sink_feeds(s for s, _ in built))
+        await bus.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
         rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
         print_table(["stage", "status", "detail"], rows)
@@ -146,8 +146,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
             raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
         for spec, stage in built:
-            flush_ms = config.duckdb.flush_ms if spec.name == "host_state" else None
-            runner.add(spec, stage, flush_ms=flush_ms)
+            runner.add(spec, stage, flush_ms=spec.flush_ms)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
@@ -106,17 +108,23 @@ def _dump(msg_type: int, body: bytes) -> list[tuple[int, bytes, int]]:
                 offset += (length + 3) & ~3
 
 
+def _records(request: int, header: struct.Struct,
+             reply: int) -> Iterator[tuple[tuple[Any, ...], dict[int, bytes]]]:
+    """Dump every object of a kind (the request's header all zero: every family and
+    interface); yield each ``reply`` message's header fields and attributes."""
+    for kind, message, offset in _dump(request, bytes(header.size)):
+        if kind == reply:
+            yield header.unpack_from(message, offset), _attrs(message, offset + header.size, len(message))
+
+
 def links() -> list[LinkRecord]:
     """Every interface of this network namespace (RTM_GETLINK dump).
 
     /sys/class/net cannot be used for this: it shows the namespace /sys was
     mounted in, not the one the calling thread is in (setns without a remount)."""
     out = []
-    for kind, message, offset in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-        if kind != RTM_NEWLINK:
-            continue
-        _family, link_type, index, _flags, _change = _IFINFOMSG.unpack_from(message, offset)
-        attrs = _attrs(message, offset + _IFINFOMSG.size, len(message))
+    for fields, attrs in _records(RTM_GETLINK, _IFINFOMSG, RTM_NEWLINK):
+        _family, link_type, index, _flags, _change = fields
         name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
         mtu = struct.unpack("=I", attrs[IFLA_MTU][:4])[0] if len(attrs.get(IFLA_MTU, b"")) >= 4 else None
         operstate = attrs.get(IFLA_OPERSTATE, b"\0")[0]
@@ -131,11 +139,8 @@ def links() -> list[LinkRecord]:
 def addresses() -> list[AddressRecord]:
     """Every IPv4/IPv6 address of every interface (RTM_GETADDR dump)."""
     out = []
-    for kind, message, offset in _dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-        if kind != RTM_NEWADDR:
-            continue
-        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(message, offset)
-        attrs = _attrs(message, offset + _IFADDRMSG.size, len(message))
+    for fields, attrs in _records(RTM_GETADDR, _IFADDRMSG, RTM_NEWADDR):
+        family, prefixlen, _flags, scope, index = fields
         # IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS elsewhere.
         address = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if address is None:
@@ -149,14 +154,9 @@ def addresses() -> list[AddressRecord]:
 def neighbours() -> list[NeighbourRecord]:
     """The kernel's IPv4 and IPv6 neighbour tables (RTM_GETNEIGH dump)."""
     out = []
-    for kind, message, offset in _dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0)):
-        if kind != RTM_NEWNEIGH:
-            continue
-        family, _p1, _p2, index, state, _flags, _type = _NDMSG.unpack_from(message, offset)
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        attrs = _attrs(message, offset + _NDMSG.size, len(message))
-        if NDA_DST not in attrs:
+    for fields, attrs in _records(RTM_GETNEIGH, _NDMSG, RTM_NEWNEIGH):
+        family, _p1, _p2, index, state, _flags, _type = fields
+        if family not in (socket.AF_INET, socket.AF_INET6) or NDA_DST not in attrs:
             continue
         names = [name for bit, name in NUD_STATES.items() if state & bit]
         out.append(NeighbourRecord(index, family, attrs[NDA_DST], attrs.get(NDA_LLADDR),

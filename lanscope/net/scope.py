@@ -21,9 +21,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
-from lanscope.config import ScopeConfig
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
+from lanscope.settings import ScopeConfig
 
 # Ranges that are "private" for scope purposes: nobody else's network.
 PRIVATE_RANGES: tuple[str, ...] = (

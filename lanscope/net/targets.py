@@ -111,7 +111,7 @@ def _box_of_network(net: ipaddress.IPv4Network) -> _Box:
     return _Box(tuple(octets))  # type: ignore[arg-type]
 
 
-def _merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(intervals):
         if merged and lo <= merged[-1][1] + 1:
@@ -440,10 +440,10 @@ def parse_targets(specs: Iterable[str], *, exclude: Iterable[str] = (),
             if not fragments:
                 break
         pieces.extend(fragments)
-    targets = Targets(tokens, pieces, _merge_intervals(include.intervals), include.cidrs,
+    targets = Targets(tokens, pieces, merge_intervals(include.intervals), include.cidrs,
                       include.names, exclude_tokens)
     if exclude_tokens:
-        drop = Targets((), dropped.boxes, _merge_intervals(dropped.intervals), [], {})
+        drop = Targets((), dropped.boxes, merge_intervals(dropped.intervals), [], {})
         targets = targets.minus(drop)
     return targets
 

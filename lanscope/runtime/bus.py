@@ -1,6 +1,7 @@
-"""The connection to NATS: connect, provision, publish with de-duplication, KV claims.
+"""The connection to NATS: connect, provision streams and consumers, publish with de-duplication.
 
-Every NATS call of lanscope goes through here or the runner. Secrets (password,
+Every NATS call of lanscope goes through here, the puller or the runner (the
+client itself, with its fast receive path, is lanscope.runtime.fastpath). Secrets (password,
 token, creds) are handed to nats-py and never logged: the log names the
 servers and the kind of authentication only.
 """
@@ -8,30 +9,22 @@ servers and the kind of authentication only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import itertools
-import json
 import logging
 import ssl
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import msgspec
-import nats
 import nats.errors
 import nats.js.errors
-import nats.protocol.parser
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
+    DEFAULT_PREFIX,
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
@@ -41,22 +34,21 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.kv import KeyValue
-from nats.protocol.parser import Parser
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
 from lanscope.net.tls import ssl_context
+from lanscope.runtime import fastpath
+from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
+from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
-from lanscope.runtime.topology import Kind, StageSpec
-from schemas import STREAMS, Event, StreamSpec, encode, stream_for, subject_for
+from lanscope.runtime.puller import SUB_PENDING_BYTES
+from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
+from schemas import STREAMS, Event, StreamSpec, encode, subject_for
 
 log = logging.getLogger(__name__)
 
-MSG_ID = "Nats-Msg-Id"
-CLAIMS_BUCKET = "lanscope_claims"
 PUBLISH_WINDOW = 512      # pipelined publishes: PubAcks outstanding per publish_many() call
-_SUB_PENDING_BYTES = 256 * 1024 * 1024
 
 # Errors after which the same publish (same Nats-Msg-Id) is safe and useful to retry.
 _TRANSIENT = (
@@ -68,199 +60,6 @@ _TRANSIENT = (
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.NoStreamResponseError,
 )
-
-
-# nats-py's receive path for one message: parse the headers (a Python loop per line),
-# build the Msg, queue it, and a task hands it to the subscription's callback; ~10 us,
-# a quarter of what the host_state sink spends per event. The data messages of a
-# pull consumer's inbox need none of it but the Msg.
-_DIRECT_SIGNATURE = ["self", "sid", "subject", "reply", "data", "headers"]
-_DIRECT = list(inspect.signature(NatsClient._process_msg).parameters) == _DIRECT_SIGNATURE
-# An ack is an empty publish to the message's reply subject; Msg.ack() costs ~4 us (checks,
-# a flush future per call). A batch's acks go out as one write instead.
-_RAW_ACKS = all(hasattr(NatsClient, name) for name in ("_send_command", "_flush_pending"))
-_STATUS_AT = len(b"NATS/1.0")    # a status reply's header line: "NATS/1.0 408 Request Timeout"
-# The read loop's parser is replaced (see _Parser) only where it is built as this expects.
-_FAST_PARSE = _DIRECT and hasattr(nats.protocol.parser, "AWAITING_CONTROL_LINE") and all(
-    hasattr(Parser(None), name) for name in ("buf", "state", "nc"))
-
-
-class _Client(NatsClient):
-    """nats-py's client, plus direct delivery: the data messages (no status; with a reply
-    subject, unless registered otherwise) of a subscription registered with
-    deliver_directly() go straight to a plain function, in the read loop, which parses
-    with _Parser. Status messages and every other subscription take the usual way.
-    Falls back to the usual way entirely if nats-py's internals differ."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._direct: dict[int, tuple[Callable[[Msg], None], bool]] = {}
-        if _FAST_PARSE and type(getattr(self, "_ps", None)) is Parser:
-            self._ps = _Parser(self)
-
-    def deliver_directly(self, sub: Subscription, handler: Callable[[Msg], None], *,
-                         replies_only: bool = True) -> None:
-        """Hand ``sub``'s data messages to ``handler`` (where this nats-py allows it; else
-        they keep going to the subscription's callback). ``replies_only``: only messages
-        with a reply subject (a pull consumer's), not the status replies of its requests."""
-        sid = getattr(sub, "_id", None)
-        if _DIRECT and isinstance(sid, int):
-            self._direct[sid] = (handler, replies_only)
-
-    async def ack_all(self, msgs: Sequence[Msg]) -> None:
-        """Ack every message (each its own ack, as Msg.ack() sends it), in one write."""
-        if not _RAW_ACKS or not self.is_connected:
-            for msg in msgs:              # buffering while reconnecting: nats-py's rules
-                await msg.ack()
-            return
-        await self._send_command(b"".join(b"PUB %b 0\r\n\r\n" % m.reply.encode() for m in msgs if m.reply))
-        flushing = getattr(self, "_flush_queue", None)
-        if flushing is not None and flushing.empty():   # as nats-py's publish() kicks its flusher
-            await self._flush_pending()
-        for msg in msgs:
-            msg._ackd = True
-
-    def stop_delivering(self, sub: Subscription) -> None:
-        self._direct.pop(getattr(sub, "_id", None), None)   # type: ignore[arg-type]
-
-    def _deliver(self, sid: int, subject: bytes, reply: bytes, data: bytes,
-                 headers: bytes | None) -> bool:
-        """Hand a data message to its direct handler; False: it takes the usual way."""
-        direct = self._direct.get(sid)
-        if direct is None or (direct[1] and not reply) \
-                or (headers and headers[_STATUS_AT:_STATUS_AT + 1] == b" "):
-            return False
-        handler = direct[0]
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        handler(_Delivered(self, subject.decode(), reply.decode(), data, headers, sid))
-        return True
-
-    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
-                           headers: bytes) -> None:
-        if not self._deliver(sid, subject, reply, data, headers):
-            await super()._process_msg(sid, subject, reply, data, headers)
-
-
-class _Delivered(Msg):
-    """A message for a direct handler: a Msg built without the dataclass's keyword
-    __init__, its header block parsed on first use (most handlers never look at it):
-    ~0.2 us per message instead of ~1.3 for a Msg with its headers parsed."""
-
-    def __init__(self, client: NatsClient, subject: str, reply: str, data: bytes,
-                 block: bytes | None, sid: int) -> None:
-        self._client = client
-        self.subject = subject
-        self.reply = reply
-        self.data = data
-        self._block = block
-        self._parsed: dict[str, str] | None = None
-        self._metadata = None
-        self._ackd = False
-        self._sid = sid
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        if self._block is not None:
-            self._parsed, self._block = _headers(self._block), None
-        return self._parsed
-
-    @headers.setter
-    def headers(self, value: dict[str, str] | None) -> None:
-        self._parsed, self._block = value, None
-
-
-class _Parser(Parser):
-    """nats-py's protocol parser with a fast path for messages (MSG, HMSG).
-
-    nats-py tries up to two regular expressions per message and cuts the buffer
-    after each (~2.5 us); this splits the control line and slices one immutable
-    copy of what was read (~1.2 us), and hands a message straight to the
-    client's direct delivery where that takes it. Any other line (INFO, PING,
-    -ERR ...) goes to nats-py's parser on its own, so nats-py's handling of
-    those is unchanged; a reset (reconnect) while a message is handled ends
-    the pass."""
-
-    def reset(self) -> None:
-        super().reset()
-        self._awaiting = 0             # bytes the message at the front needs in all
-
-    async def parse(self, data: bytes = b"") -> None:
-        buf = self.buf
-        buf.extend(data)
-        if self.state != nats.protocol.parser.AWAITING_CONTROL_LINE:
-            await super().parse()      # not left so by this class; nats-py's way
-            return
-        if len(buf) < self._awaiting:  # a large message still arriving: no copy per read
-            return
-        self._awaiting = 0
-        nc = self.nc
-        view = bytes(buf)
-        pos = 0
-        try:
-            while (eol := view.find(b"\r\n", pos)) >= 0:
-                if view.startswith(b"HMSG ", pos):
-                    args = view[pos + 5:eol].split()
-                    headed = True
-                elif view.startswith(b"MSG ", pos):
-                    args = view[pos + 4:eol].split()
-                    headed = False
-                else:
-                    await self._one_line(view[pos:eol + 2])
-                    if self.buf is not buf:
-                        return
-                    pos = eol + 2
-                    continue
-                # subject sid [reply] [header size] total size
-                named = len(args) - headed
-                try:
-                    if named not in (3, 4):
-                        raise ValueError
-                    sid, header_size = int(args[1]), int(args[-2]) if headed else 0
-                    start = eol + 2
-                    end = start + int(args[-1])
-                except ValueError:
-                    raise nats.errors.ProtocolError("nats: malformed MSG") from None
-                if end + 2 > len(view):
-                    self._awaiting = end + 2 - pos   # the rest of it is still on its way
-                    break
-                subject, reply = args[0], args[2] if named == 4 else b""
-                headers = view[start:start + header_size] if header_size else None
-                payload = view[start + header_size:end]
-                pos = end + 2
-                if not nc._deliver(sid, subject, reply, payload, headers):
-                    await nc._process_msg(sid, subject, reply, payload, headers)
-                    if self.buf is not buf:
-                        return
-        finally:
-            if pos and self.buf is buf:
-                del buf[:pos]
-
-    async def _one_line(self, line: bytes) -> None:
-        """nats-py's parser on this one control line (no payload follows any of them)."""
-        own, self.buf = self.buf, bytearray(line)
-        alone = self.buf
-        try:
-            await super().parse()
-        finally:                       # also when nats-py rejects the line (ProtocolError)
-            if self.buf is alone:      # else a reset replaced the buffer: keep the new one
-                self.buf = own
-
-
-_ID_BLOCK = b"NATS/1.0\r\n" + MSG_ID.encode() + b":"
-
-
-def _headers(block: bytes) -> dict[str, str]:
-    """A message's header block ("NATS/1.0\r\nName: value\r\n...\r\n\r\n") as a dict."""
-    if block.startswith(_ID_BLOCK) and block.count(b"\r\n") == 3 and block.endswith(b"\r\n\r\n"):
-        # What every lanscope message carries, alone: a third of the general loop's cost.
-        return {MSG_ID: block[len(_ID_BLOCK):-4].strip().decode("utf-8", "replace")}
-    found: dict[str, str] = {}
-    for line in block.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon:
-            found[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
-    return found
 
 
 class BusError(LanscopeError):
@@ -317,11 +116,12 @@ def _auth_kind(config: NatsConfig) -> str:
 class Bus:
     """A connected NATS client with JetStream, for one process."""
 
-    def __init__(self, nc: _Client, config: NatsConfig, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, nc: FastClient, config: NatsConfig, state: dict[str, Any] | None = None) -> None:
         self.nc = nc
         self._state = state if state is not None else {}
         self.config = config
-        self.js: JetStreamContext = nc.jetstream(timeout=10.0)
+        self.api_prefix = DEFAULT_PREFIX          # JetStream's API subjects (no domain)
+        self.js: JetStreamContext = nc.jetstream(prefix=self.api_prefix, timeout=10.0)
         self._publish_timeout = 5.0
         # Pipelined publishes: one wildcard reply subscription, PubAcks routed by token.
         self._ack_prefix = ""
@@ -333,7 +133,8 @@ class Bus:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, url: str | None = None,
-                      name: str | None = None) -> Bus:
+                      name: str | None = None, fast: bool = True) -> Bus:
+        """Connect (``fast``: with lanscope.runtime.fastpath where this nats-py allows it)."""
         urls = servers(config, url)
         if not urls:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
@@ -381,13 +182,15 @@ class Bus:
         # nats-py retries some first-connect failures (TLS) without end: bound it here.
         budget = max(config.connect_timeout_secs * 3 * len(urls), 5.0)
         try:
-            nc = _Client()
+            nc = FastClient(fast=fast)
             await asyncio.wait_for(nc.connect(**options), budget)
         except (OSError, nats.errors.Error, ssl.SSLError, TimeoutError) as exc:
             cause = last_error[0] if isinstance(exc, TimeoutError) and last_error else exc
             raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
                            f"{type(cause).__name__}: {cause}") from None
         nc.options["max_reconnect_attempts"] = -1
+        if fast:
+            fastpath.warn_if_unfit()
         state["down"] = False
         log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
                  _auth_kind(config))
@@ -631,7 +434,7 @@ class Bus:
         if self._ack_sub is None:
             self._ack_prefix = self.nc.new_inbox() + "."
             self._ack_sub = await self.nc.subscribe(self._ack_prefix + "*", cb=self._on_puback,
-                                                    pending_bytes_limit=_SUB_PENDING_BYTES)
+                                                    pending_bytes_limit=SUB_PENDING_BYTES)
             # A PubAck settles its waiter right in the read loop; statuses (503) take the callback.
             self.nc.deliver_directly(self._ack_sub, self._take_puback, replies_only=False)
 
@@ -662,6 +465,7 @@ class Bus:
     # ------------------------------------------------------------------ KV
 
     async def claims(self, bucket: str = CLAIMS_BUCKET) -> KvClaims:
+        """The port_probe claims in their KV bucket (created on first use)."""
         try:
             kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -678,210 +482,6 @@ def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | No
     return sent.exception() or sent.result()
 
 
-class Puller:
-    """A durable pull consumer kept fed, so a batch arrives while the previous one is written.
-
-    nats-py's ``fetch()`` costs an asyncio timeout per message and leaves no
-    request outstanding between calls; this keeps pull requests for up to
-    ``prefetch`` messages open on the server (each expiring after
-    ``expires_secs``), and the subscription's callback only appends to a buffer.
-    The server's status replies say how much of a request went unfilled (408 on
-    expiry), which keeps the count of requested messages exact; a reconnect (the
-    server forgets a connection's requests) or a silent request resets it.
-
-    Nothing here acks: the caller settles every message it takes. ``close()``
-    stops requesting, waits for the open requests to end, and returns what
-    arrived but was never taken, for the caller to hand back (nak).
-    """
-
-    def __init__(self, bus: Bus, stream: str, durable: str, *, prefetch: int,
-                 expires_secs: float) -> None:
-        self.bus = bus
-        self.stream = stream
-        self.durable = durable
-        self.prefetch = max(prefetch, 1)
-        self.expires_secs = max(expires_secs, 0.05)
-        self._next_subject = f"{bus.js._prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._inbox = ""
-        self._sub: Subscription | None = None
-        self._buffer: deque[Msg] = deque()
-        self._arrivals: deque[float] = deque()  # when each buffered message came (monotonic)
-        self._wanted = 1                      # wake the taker once this many are buffered
-        self._arrived = asyncio.Event()
-        self._requested = 0                   # asked for, not yet delivered or expired
-        self._active_at = 0.0                 # last request or reply
-        self._reconnects = bus.reconnects
-        self._closing = False
-
-    async def start(self) -> None:
-        self._inbox = self.bus.nc.new_inbox()
-        self._sub = await self.bus.nc.subscribe(self._inbox, cb=self._on_msg,
-                                                pending_bytes_limit=_SUB_PENDING_BYTES)
-        self.bus.nc.deliver_directly(self._sub, self._take)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def _take(self, msg: Msg) -> None:
-        """A message of the stream (directly from the read loop, or via _on_msg)."""
-        self._active_at = time.monotonic()
-        self._requested = max(self._requested - 1, 0)
-        self._buffer.append(msg)
-        self._arrivals.append(self._active_at)
-        if len(self._buffer) >= self._wanted:
-            self._arrived.set()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        status = msg.headers.get("Status") if msg.headers else None
-        if status is None and msg.reply:
-            self._take(msg)
-            return
-        self._active_at = time.monotonic()
-        if status == "100":                    # idle heartbeat
-            return
-        # 408 request expired, 409 request ended (leadership change, limits, consumer
-        # deleted), 404 no messages: the header says how much went unfilled.
-        unfilled = (msg.headers or {}).get("Nats-Pending-Messages")
-        if unfilled is not None and unfilled.isdigit():
-            self._requested = max(self._requested - int(unfilled), 0)
-        else:
-            self._requested = 0
-        if status not in ("404", "408"):
-            log.debug("pull %s/%s ended: %s %s", self.stream, self.durable, status,
-                      (msg.headers or {}).get("Description", ""))
-        self._arrived.set()                    # the taker may want to ask again
-
-    async def _refill(self) -> None:
-        if self._closing or self._sub is None:
-            return
-        now = time.monotonic()
-        if self.bus.reconnects != self._reconnects:
-            self._reconnects, self._requested = self.bus.reconnects, 0
-        elif self._requested and now - self._active_at > self.expires_secs + 2.0:
-            self._requested = 0                # expired without a word (lost on the way)
-        want = self.prefetch - len(self._buffer) - self._requested
-        # Ask again when half the window is free, not for every message taken.
-        if want <= 0 or (self._requested and want < self.prefetch // 2):
-            return
-        request = {"batch": want, "expires": int(self.expires_secs * 1e9)}
-        try:
-            await self.bus.nc.publish(self._next_subject, json.dumps(request).encode(),
-                                      reply=self._inbox)
-        except (nats.errors.Error, OSError) as exc:
-            log.debug("pull request for %s/%s failed: %s", self.stream, self.durable,
-                      type(exc).__name__)
-            return
-        self._requested += want
-        self._active_at = now
-
-    async def fetch(self, limit: int, timeout: float, *, fill_secs: float = 0.0) -> list[Msg]:
-        """Up to ``limit`` messages: waits ``timeout`` for the first, then for the batch to
-        fill until the oldest has waited ``fill_secs`` since it arrived (a message that
-        waited while the previous batch was written is not held back again); [] when
-        nothing came."""
-        deadline = time.monotonic() + max(timeout, 0.0)
-        await self._wait(1, deadline)
-        if not self._buffer:
-            return []
-        if fill_secs > 0 and len(self._buffer) < limit:
-            await self._wait(limit, self._arrivals[0] + fill_secs)
-        count = min(limit, len(self._buffer))
-        taken = [self._buffer.popleft() for _ in range(count)]
-        for _ in range(count):
-            self._arrivals.popleft()
-        await self._refill()
-        return taken
-
-    async def _wait(self, count: int, deadline: float) -> None:
-        while len(self._buffer) < count:
-            await self._refill()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            # Wake on `count` buffered or on a status reply (time to ask again).
-            self._wanted = min(count, self.prefetch)
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), min(remaining, self.expires_secs))
-            except TimeoutError:
-                pass
-            finally:
-                self._wanted = 1
-            if count > self.prefetch and len(self._buffer) >= self.prefetch:
-                return
-
-    async def close(self) -> list[Msg]:
-        """Stop asking; wait for the open requests to end; unsubscribe; return untaken messages."""
-        self._closing = True
-        if self._sub is None:
-            return list(self._buffer)
-        deadline = time.monotonic() + self.expires_secs + 1.0
-        while self._requested and time.monotonic() < deadline and not self.bus.nc.is_closed \
-                and self.bus.reconnects == self._reconnects:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), max(deadline - time.monotonic(), 0.01))
-        # Let the subscription's callback pass on anything already read from the socket.
-        while self._sub.pending_msgs and time.monotonic() < deadline:
-            await asyncio.sleep(0)
-        sub, self._sub = self._sub, None
-        self.bus.nc.stop_delivering(sub)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        left, self._buffer, self._arrivals = list(self._buffer), deque(), deque()
-        return left
-
-
-def consumer_bindings(spec: StageSpec) -> dict[str, list[str]]:
-    """Stream name -> the stage's filter subjects in it (a sink may read from two streams)."""
-    bindings: dict[str, list[str]] = {}
-    for pattern in spec.consumes:
-        bindings.setdefault(stream_for(pattern).name, []).append(pattern)
-    return bindings
-
-
-@dataclass(frozen=True)
-class Feed:
-    """One durable consumer on one stream that feeds sinks of one process.
-
-    Sinks of one process that read the same stream share one: each message is
-    delivered, received and decoded once, however many of them want it. Its name
-    joins theirs (``findings+host_state``); a sink alone on a stream reads through
-    its own durable, named after the stage."""
-
-    stream: str
-    spec: StageSpec                 # the consumer: the sink's own spec, or one made for the group
-    members: tuple[str, ...]        # the sinks it feeds, by name
-
-    @property
-    def shared(self) -> bool:
-        return len(self.members) > 1
-
-
-def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
-    """How the sinks among ``specs``, run in one process, read their streams."""
-    readers: dict[str, list[StageSpec]] = {}
-    for spec in specs:
-        if spec.kind is Kind.SINK:
-            for stream in consumer_bindings(spec):
-                readers.setdefault(stream, []).append(spec)
-    feeds: list[Feed] = []
-    for stream, sinks in readers.items():
-        if len(sinks) == 1:
-            feeds.append(Feed(stream, sinks[0], (sinks[0].name,)))
-            continue
-        sinks = sorted(sinks, key=lambda s: s.name)
-        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
-        waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
-        names = tuple(s.name for s in sinks)
-        spec = StageSpec("+".join(names), Kind.SINK, builder="", consumes=tuple(filters),
-                         description=f"one delivery for the sinks {', '.join(names)} in one process",
-                         max_replicas=1, batch_size=max(s.batch_size for s in sinks),
-                         ack_wait_secs=max(waits) if waits else None)
-        feeds.append(Feed(stream, spec, names))
-    return feeds
-
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
@@ -894,95 +494,3 @@ def _same(a: Any, b: Any) -> bool:
 def _diff(have: Any, wanted: Any, fields: tuple[str, ...]) -> list[str]:
     return [f for f in fields if getattr(wanted, f) is not None
             and not _same(getattr(have, f), getattr(wanted, f))]
-
-
-# ---------------------------------------------------------------------- claims
-
-
-def kv_key(key: str) -> str:
-    """A KV-safe, injective, readable key: ``[A-Za-z0-9_-]`` kept, anything else ``=XX``.
-
-    MACs and IPv6 addresses contain ':' and IPv4 addresses '.', which KV keys
-    reserve as the token separator."""
-    out: list[str] = []
-    for char in key:
-        if char.isascii() and (char.isalnum() or char in "_-"):
-            out.append(char)
-        else:
-            out.extend(f"={byte:02X}" for byte in char.encode())
-    return "".join(out) or "=00"
-
-
-class KvClaims:
-    """lanscope.runtime.claims.Claims on a NATS KV bucket, shared by every replica.
-
-    ``claim.<key>`` holds ``{"owner", "until"}``; it is created only if absent, and
-    an expired claim is taken over with a compare-and-set on its revision, so two
-    replicas never both win. ``done.<key>`` holds the last completion time.
-    """
-
-    def __init__(self, kv: KeyValue, owner: str | None = None) -> None:
-        self.kv = kv
-        self.owner = owner or uuid.uuid4().hex
-
-    async def claim(self, key: str, ttl_secs: float) -> bool:
-        name = f"claim.{kv_key(key)}"
-        value = json.dumps({"owner": self.owner, "until": time.time() + ttl_secs}).encode()
-        try:
-            await self.kv.create(name, value)
-            return True
-        except nats.js.errors.KeyWrongLastSequenceError:
-            pass
-        except nats.js.errors.APIError as exc:
-            if exc.err_code not in (10071, 10164):
-                raise
-        try:
-            entry = await self.kv.get(name)
-        except nats.js.errors.KeyNotFoundError:
-            return await self._create_quietly(name, value)
-        if entry.value and _claim_until(entry.value) > time.time():
-            return False
-        try:
-            assert entry.revision is not None
-            await self.kv.update(name, value, last=entry.revision)
-            return True
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            return False
-
-    async def _create_quietly(self, name: str, value: bytes) -> bool:
-        try:
-            await self.kv.create(name, value)
-            return True
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-            return False
-
-    async def release(self, key: str) -> None:
-        name = f"claim.{kv_key(key)}"
-        try:
-            entry = await self.kv.get(name)
-        except nats.js.errors.KeyNotFoundError:
-            return
-        if entry.value and json.loads(entry.value).get("owner") == self.owner:
-            try:
-                await self.kv.delete(name, last=entry.revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
-                pass  # someone took it over after it expired: theirs now
-
-    async def last_done(self, key: str) -> datetime | None:
-        try:
-            entry = await self.kv.get(f"done.{kv_key(key)}")
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return datetime.fromisoformat(entry.value.decode())
-
-    async def mark_done(self, key: str, when: datetime) -> None:
-        await self.kv.put(f"done.{kv_key(key)}", when.isoformat().encode())
-
-
-def _claim_until(value: bytes) -> float:
-    try:
-        return float(json.loads(value)["until"])
-    except (ValueError, KeyError, TypeError):
-        return 0.0   # unreadable claim: treat as expired so it cannot block a host forever

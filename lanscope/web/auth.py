@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections import deque
 from urllib.parse import urlsplit
 
 from lanscope.errors import UsageError
-from lanscope.web.config import WebConfig
+from lanscope.web.config import WebConfig, is_loopback
 
 SESSION_COOKIE = "lanscope_session"
 CSRF_FIELD = "csrf"
@@ -36,27 +35,11 @@ _FAILURE_WINDOW_SECS = 300.0
 _MAX_SESSIONS = 10_000
 
 
-def is_loopback(address: str) -> bool:
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def check_settings(web: WebConfig) -> None:
-    """Refuse settings the dashboard must not start with; the message says what to set."""
-    if not 0 <= web.port <= 65535:
-        raise UsageError(f"web.port: {web.port} is not a TCP port (0-65535)")
-    if not 1 <= web.page_size <= 500:
-        raise UsageError(f"web.page_size: must be 1-500, got {web.page_size}")
-    if web.session_hours <= 0:
-        raise UsageError("web.session_hours: must be more than 0")
-    if not is_loopback(web.address) and not (web.token or web.password):
-        raise UsageError(f"web.address {web.address} is not a loopback address: the dashboard shows your "
-                         "network's hosts and services, so set web.token or web.password (or "
-                         "web.password_file) and every request will need it")
+    """Refuse settings the dashboard must not start with (also those a command line changed
+    after the file was checked); the message says what to set."""
+    for key, problem in web.check():
+        raise UsageError(f"web.{key}: {problem}")
 
 
 class Guard:

@@ -101,7 +101,7 @@ class Source:
 
     async def queries(self, items: Sequence[Query]) -> list[QueryResult]:
         """Answer every query of one page, from one place (the pipeline, else the file)."""
-        timeout = self.config.duckdb.query_timeout_ms / 1000
+        timeout = self.config.sinks.host_state.query.timeout_ms / 1000
         try:
             if self.bus is not None:
                 answers = await asyncio.gather(*(ask_pipeline(self.bus, sql, params, timeout_secs=timeout)

@@ -10,7 +10,6 @@ Needs CAP_NET_RAW. Blocking: the stage calls ``arp_sweep`` through
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import functools
 import socket
@@ -20,11 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lanscope.net.bpf import Instruction, attach_filter
 from lanscope.net.rawsweep import SO_TIMESTAMPNS, Reply, ReplyBook, kernel_timestamp, run_rounds
 
 ETH_P_ARP = 0x0806
 SOL_PACKET = 263
-SO_ATTACH_FILTER = 26            # not exported by the socket module
 PACKET_STATISTICS = 6
 _BROADCAST = b"\xff" * 6
 
@@ -33,9 +32,9 @@ def _arp_reply(rtt_ms: float, *, mac: str, interface: str) -> Reply:
     return Reply(rtt_ms=rtt_ms, mac=mac, interface=interface)
 
 
-def _bpf_arp_replies_to(ip: int) -> bytes:
-    """A sock_fprog for: ethertype ARP, opcode 2 (reply), target protocol address == ip."""
-    program = [
+def _bpf_arp_replies_to(ip: int) -> list[Instruction]:
+    """Classic BPF for: ethertype ARP, opcode 2 (reply), target protocol address == ip."""
+    return [
         (0x28, 0, 0, 12),          # ldh [12]         ethertype
         (0x15, 0, 5, ETH_P_ARP),   # jne ARP -> drop
         (0x28, 0, 0, 20),          # ldh [20]         ARP opcode
@@ -45,14 +44,6 @@ def _bpf_arp_replies_to(ip: int) -> bytes:
         (0x06, 0, 0, 0xFFFF),      # accept
         (0x06, 0, 0, 0),           # drop
     ]
-    return b"".join(struct.pack("HBBI", *insn) for insn in program)
-
-
-def _attach_filter(sock: socket.socket, program: bytes) -> ctypes.Array[ctypes.c_char]:
-    buffer = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    return buffer  # keep alive while the socket lives
 
 
 _send_trouble = [0]     # sends that hit a full queue in this sweep (a loss signal)
@@ -91,7 +82,7 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
     sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     stop = threading.Event()
     try:
-        filt = _attach_filter(receiver, _bpf_arp_replies_to(src_ip))
+        attach_filter(receiver, _bpf_arp_replies_to(src_ip))
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         receiver.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         receiver.bind((interface, ETH_P_ARP))
@@ -126,7 +117,6 @@ def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int],
                    packets_per_sec=packets_per_sec, progress=progress, should_retry=should_retry)
         stop.set()
         thread.join()
-        del filt
     finally:
         stop.set()
         receiver.close()

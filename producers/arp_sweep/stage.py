@@ -1,9 +1,10 @@
 """ARP sweep: who answers ARP on each attached IPv4 subnet.
 
 Every target address that is on-link for an up Ethernet-like interface gets a
-broadcast ARP request (network and broadcast addresses skipped); each reply
-becomes a HostSeen(source="arp", evidence="arp-reply") with the MAC and the
-round-trip time. One SweepCompleted per sweep names what was swept, so the
+broadcast ARP request (network and broadcast addresses, and the interface's
+own address, skipped); each reply becomes a HostSeen(source="arp",
+evidence="arp-reply") with the MAC and the round-trip time. One SweepCompleted
+per sweep says which addresses were asked (``covered``: exactly those), so the
 host_state sink can count missed sweeps.
 """
 
@@ -14,12 +15,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
+from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import Targets, parse_targets
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, HostSeen, SweepCompleted, host_key
 
 SOURCE = "arp"
@@ -30,15 +35,18 @@ InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    interval_secs: float = 60.0
-    exclude: list[str] = []
+    """producers.arp_sweep in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 60.0
     interfaces: list[str] = []           # empty: every up interface with an IPv4 address
-    timeout_ms: int = 800                # the longest wait for replies after the last request
-    quiet_ms: int = 50                   # stop earlier once replies have paused this long
-    retries: int = 1                     # re-sends to the targets that stayed silent ...
-    retry_max_silent: int = 4096         # ... when at most this many, or the first round lost frames
-    packets_per_sec: int = 0             # 0: as fast as the interface takes them
-    max_prefix_bits: int = 16            # never sweep an attached network wider than this by default
+    timeout_ms: PositiveInt = 800        # the longest wait for replies after the last request
+    quiet_ms: NonNegativeInt = 50        # stop earlier once replies have paused this long
+    retries: NonNegativeInt = 1          # re-sends to the targets that stayed silent ...
+    retry_max_silent: NonNegativeInt = 4096  # ... when at most this many, or the first round lost frames
+    packets_per_sec: NonNegativeInt = 0  # 0: as fast as the interface takes them
+    # With no targets, attached networks wider than this are not swept.
+    max_prefix_bits: Annotated[int, msgspec.Meta(ge=0, le=32)] = 16
 
 
 def new_sweep_id(source: str, now: datetime) -> str:
@@ -50,10 +58,11 @@ class ArpSweep:
 
     def __init__(self, config: Config, *, scan: ArpScan, interfaces: InterfaceList,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 targets: Targets | None = None,
+                 targets: Targets | None = None, exclude: Sequence[str] = (),
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.config = config
         self.interval_secs = config.interval_secs
+        self._exclude = list(exclude)    # scope.exclude: never swept
         self._scan = scan
         self._interfaces = interfaces
         self._clock = clock
@@ -76,7 +85,7 @@ class ArpSweep:
                     if network.prefixlen < self.config.max_prefix_bits or network.is_global \
                             or network.is_link_local:
                         continue
-                    on_link = parse_targets([str(network)], exclude=self.config.exclude)
+                    on_link = parse_targets([str(network)], exclude=self._exclude)
                 else:
                     on_link = self._targets.intersect(parse_targets([str(network)]))
                 if on_link:
@@ -89,11 +98,15 @@ class ArpSweep:
         sweep_id = new_sweep_id(SOURCE, started)
         events: list[Event] = []
         swept: list[str] = []
+        sent: list[int] = []
         plan = self._plan(await self._interfaces())
         total = sum(len(t) for _, _, t in plan)
         done = 0
         for interface, own, on_link in plan:
-            addresses: Sequence[int] = list(on_link.sendable_ints4([own.network]))
+            # Our own address never answers our request: asking it would count it missed.
+            addresses: Sequence[int] = [ip for ip in on_link.sendable_ints4([own.network])
+                                        if ip != int(own.ip)]
+            sent += addresses
             offset = done
 
             def progress(n: int, of: int, offset: int = offset, count: int = len(addresses)) -> None:
@@ -119,6 +132,16 @@ class ArpSweep:
         hosts = len(events)
         events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source=SOURCE,
                                      targets=sorted(set(swept))[:1000], sweep_id=sweep_id,
-                                     hosts_found=hosts,
+                                     hosts_found=hosts, covered=covered_cidrs(sent),
                                      duration_ms=round((time.monotonic() - start) * 1000, 1)))
         return events
+
+
+def build(config: Config, ctx: StageContext) -> ArpSweep:
+    """The sweep of the command's targets, else `targets:`, else the attached private subnets."""
+    from lanscope.net.interfaces import interfaces_async
+
+    from ._io import arp_sweep_async
+
+    return ArpSweep(config, scan=arp_sweep_async, interfaces=interfaces_async,
+                    targets=ctx.sweep_targets(), exclude=ctx.scope.exclude, progress=ctx.progress)

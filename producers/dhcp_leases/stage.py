@@ -16,7 +16,9 @@ never the password) is logged, the gateway is skipped until an exponential
 backoff expires (so a wrong password does not flood the router's log with
 login failures), and the lease-file results are still returned.
 SweepCompleted is emitted per source only when that source was fully read, so
-a gateway outage never counts as "every DHCP host missed a sweep".
+a gateway outage never counts as "every DHCP host missed a sweep". It covers
+no address (``covered`` empty): reading a lease table sends nothing to the
+hosts it names, so a missing lease is no evidence that a host is gone.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from lanscope.net.tls import TlsSettings
+from lanscope.runtime.stage import StageContext, StageDisabled
+from lanscope.settings import Port, PositiveFloat, Secret, TlsConfig
 from schemas import DhcpLease, Event, HostSeen, SweepCompleted
 from schemas.types import host_key
 
-from ._files import FileText
-from ._http import GatewayError
+from ._files import FileText, LeaseFileReader
 from .leasefiles import FileLease, parse_file
 from .routeros import RouterArp, arp_from_record, lease_from_record
 
@@ -45,23 +47,49 @@ LEASE_PATH = "ip/dhcp-server/lease"
 ARP_PATH = "ip/arp"
 
 
-class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    host: str
+class GatewayError(Exception):
+    """The gateway could not be read. ``str()`` names the gateway; never the password."""
+
+    def __init__(self, gateway: str, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(f"gateway {gateway}: {reason}")
+        self.gateway = gateway
+        self.reason = reason
+        self.retryable = retryable
+
+
+class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A MikroTik RouterOS gateway (REST API, RouterOS 7.1+). The seed's keys: host, user, pass."""
+
+    host: str | None = None                # empty: no gateway
     user: str = "admin"
-    password: str | None = None
-    scheme: Literal["auto", "http", "https"] = "auto"
-    port: int | None = None
-    tls: TlsSettings = msgspec.field(default_factory=TlsSettings)
-    timeout_secs: float = 10.0
-    arp_table: bool = True
+    password: Secret | None = msgspec.field(default=None, name="pass")
+    scheme: Literal["auto", "http", "https"] = "auto"  # auto: http for private addresses
+    port: Port | None = None               # empty: 80 or 443
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    timeout_secs: PositiveFloat = 10.0
+    arp_table: bool = True                 # also read /rest/ip/arp
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    interval_secs: float = 120.0
-    gateway: GatewaySettings | None = None
-    lease_files: list[str] = []
-    backoff_initial_secs: float = 30.0     # first wait after a gateway failure
-    backoff_max_secs: float = 1800.0       # doubling stops here
+    """producers.dhcp_leases in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 120.0
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    lease_files: list[str] = msgspec.field(default_factory=lambda: [   # globs; []: none
+        "/var/lib/dhcp/dhclient.leases",
+        "/var/lib/dhcp/dhclient.*.leases",
+        "/var/lib/dhclient/*.leases",
+        "/var/lib/NetworkManager/*.lease",
+        "/run/systemd/netif/leases/*",
+        "/var/lib/misc/dnsmasq.leases",
+        "/var/lib/dnsmasq/dnsmasq.leases",
+        "/var/lib/dhcp/dhcpd.leases",
+        "/var/lib/dhcpd/dhcpd.leases",
+        "/var/lib/kea/kea-leases4.csv",
+    ])
+    backoff_initial_secs: PositiveFloat = 30.0   # first wait after a gateway failure
+    backoff_max_secs: PositiveFloat = 1800.0     # doubling stops here
 
 
 class RouterOsApi(Protocol):
@@ -132,7 +160,7 @@ class DhcpLeases:
         self.files = files
         self.now = now
         self.backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs, clock)
-        self.arp_table = config.gateway.arp_table if config.gateway else False
+        self.arp_table = config.gateway.arp_table
 
     async def collect(self, *, ignore_backoff: bool = False) -> Snapshot:
         """Read the gateway (unless backing off), then the lease files."""
@@ -257,3 +285,20 @@ def arp_event(row: RouterArp, observed: datetime, sweep_id: str | None = None) -
         ip=row.address, mac=row.mac, alive=row.alive, evidence=f"router_arp:{row.status}",
         # `interface` is the scanner's own interface in HostSeen; the router's is not ours.
         neighbour_state=row.status, sweep_id=sweep_id)
+
+
+def build(config: Config, ctx: StageContext) -> DhcpLeases:
+    """The stage with its real I/O: a pooled RouterOS client and a lease file reader.
+
+    A malformed TLS fingerprint raises ValueError."""
+    g = config.gateway
+    if not g.host and not config.lease_files:
+        raise StageDisabled("no gateway.host and no lease_files")
+    gateway = None
+    if g.host:
+        from ._http import RouterOsClient  # httpx: only when there is a gateway
+
+        gateway = RouterOsClient(g.host, user=g.user, password=g.password, scheme=g.scheme,
+                                 port=g.port, tls=g.tls, timeout_secs=g.timeout_secs)
+    files = LeaseFileReader(config.lease_files) if config.lease_files else None
+    return DhcpLeases(config, gateway=gateway, files=files)

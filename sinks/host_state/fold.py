@@ -17,8 +17,9 @@ Rules:
   fact never overwrites a newer one, whatever order the bus delivers them in.
 - Presence: alive evidence (``HostSeen.alive``) makes a host active; a stale
   neighbour entry alone never does. A host is gone after ``missed_sweeps``
-  sweeps that covered its IP without seeing it *and* ``grace_secs`` since its
-  last evidence, both measured in event time (so a replay decides the same).
+  sweeps that covered its IP (``SweepCompleted.covered``: the addresses the
+  sweep sent to) without seeing it *and* ``grace_secs`` since its last
+  evidence, both measured in event time (so a replay decides the same).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from lanscope.net.coverage import read_coverage
 from schemas import (
     ChangeKind,
     Event,
@@ -165,35 +166,6 @@ def _text_of(protocol: Protocol, port: int, service: str | None, product: str | 
              version: str | None) -> str:
     parts = [port_name(protocol, port), service or "", product or "", version or ""]
     return " ".join(x for x in parts if x)[:255]
-
-
-def parse_targets(targets: Iterable[str]) -> list[tuple[int, int, int]]:
-    """Sweep targets as (family, first, last) integer ranges; specs we cannot read are skipped."""
-    ranges: list[tuple[int, int, int]] = []
-    for spec in targets:
-        text = spec.strip()
-        try:
-            if "-" in text and "/" not in text:
-                lo_text, hi_text = text.split("-", 1)
-                lo = ipaddress.ip_address(lo_text)
-                hi = ipaddress.ip_address(hi_text) if ("." in hi_text or ":" in hi_text) else None
-                if hi is None:   # 10.0.0.1-254: the last octet's range
-                    hi = ipaddress.ip_address(lo_text.rsplit(".", 1)[0] + "." + hi_text)
-                ranges.append((lo.version, int(lo), int(hi)))
-            else:
-                net = ipaddress.ip_network(text, strict=False)
-                ranges.append((net.version, int(net.network_address), int(net.broadcast_address)))
-        except ValueError:
-            continue
-    return ranges
-
-
-def _covered(ip: str | None, ranges: list[tuple[int, int, int]]) -> bool:
-    if not ip:
-        return False
-    addr = ipaddress.ip_address(ip)
-    value = int(addr)
-    return any(v == addr.version and lo <= value <= hi for v, lo, hi in ranges)
 
 
 def _entry_for_new(host_key: str, mac: str | None, ip: str | None) -> HostEntry:
@@ -561,14 +533,14 @@ class HostBook:
         self._change(entry, pending, "active", old, True, event)
 
     def _sweep(self, event: SweepCompleted) -> None:
-        ranges = parse_targets(event.targets)
-        if not ranges:
+        coverage = read_coverage(event.covered)    # the stage turned it away if unreadable
+        if not coverage:
             return
         start = event.observed_at - timedelta(milliseconds=event.duration_ms)
         grace = timedelta(seconds=self.policy.grace_secs)
         for entry in list(self.hosts.values()):
             rec = entry.record
-            if not rec.active or not _covered(rec.ip, ranges):
+            if not rec.active or not rec.ip or rec.ip not in coverage:
                 continue
             if entry.last_evidence_at is not None and entry.last_evidence_at >= start:
                 continue

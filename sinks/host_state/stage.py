@@ -18,29 +18,58 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from schemas import Event, Finding, HostChanged, RegistryEntry
+from lanscope.errors import UnusableEvent
+from lanscope.net.coverage import read_coverage
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
 
-from ._store import COMPACT_SECS, Batch, HostStore, Loaded, QueryParam, QueryRejected, StoreError
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
+
+if TYPE_CHECKING:   # the store imports DuckDB: only when the sink runs (not with the config)
+    from ._store import HostStore, Loaded
 
 log = logging.getLogger(__name__)
 
 
+class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_rows: PositiveInt = 10000           # a query returns at most this many rows
+    timeout_ms: PositiveInt = 3000          # `lanscope query` waits this long for the pipeline
+
+
+class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    missed_sweeps: PositiveInt = 3          # gone after this many sweeps covering the host missed it
+    grace_secs: NonNegativeFloat = 900.0    # ... and this long since its last evidence
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    path: str                               # the DuckDB file
-    missed_sweeps: int = 3                  # gone after this many sweeps covering the host missed it
-    grace_secs: float = 900.0               # ... and this long since its last evidence
-    keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
-    max_query_rows: int = 10000             # query() returns at most this many rows
-    compact_secs: float = COMPACT_SECS      # host tables catch up with the journal within this
+    """sinks.host_state in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    path: str = ""                          # the DuckDB file; empty: <data_dir>/lanscope.duckdb
+    batch_size: PositiveInt = 4000          # facts per commit when behind
+    flush_ms: NonNegativeInt = 200          # a batch waits this long to fill up
+    keep_event_ids_days: PositiveFloat = 7.0  # processed ids and the outbox are kept this long
+    compact_secs: NonNegativeFloat = 30.0   # host tables catch up with the journal within this
+    query: QueryConfig = msgspec.field(default_factory=QueryConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
+
+
+def database_path(config: Config, data_dir: Path) -> Path:
+    """The DuckDB file: ``path``, else ``<data_dir>/lanscope.duckdb``."""
+    return Path(config.path) if config.path else data_dir / "lanscope.duckdb"
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# A query parameter: what JSON carries. User input reaches SQL only this way (``?``).
+QueryParam = str | int | float | bool | None
 
 
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,11 +82,14 @@ class HostState:
 
     def __init__(self, config: Config, store: HostStore | None = None,
                  clock: Callable[[], datetime] = _utcnow) -> None:
+        if store is None:
+            from ._store import HostStore
+
+            store = HostStore(Path(config.path), compact_secs=config.compact_secs)
         self.config = config
-        self.store = store if store is not None else HostStore(Path(config.path),
-                                                               compact_secs=config.compact_secs)
+        self.store = store
         self.clock = clock
-        self.book = HostBook(PresencePolicy(config.missed_sweeps, config.grace_secs))
+        self.book = HostBook(PresencePolicy(config.presence.missed_sweeps, config.presence.grace_secs))
         self._last_prune: datetime | None = None
         # Held while memory may run ahead of the file (fold .. commit): a query's
         # compaction writes the book's entries, which must all be committed ones.
@@ -105,7 +137,10 @@ class HostState:
         if not fresh:
             return list(replayed.values())
 
+        from ._store import Batch
+
         host_facts = [e for e in fresh if not isinstance(e, (Finding, RegistryEntry))]
+        _check_coverage(host_facts)
         try:
             folded = self.book.fold(host_facts)
             rows = Batch(
@@ -134,7 +169,7 @@ class HostState:
         if self._last_prune is not None and now - self._last_prune < timedelta(hours=1):
             return
         self._last_prune = now
-        await self.store.prune(now - timedelta(seconds=self.config.keep_event_ids_secs))
+        await self.store.prune(now - timedelta(days=self.config.keep_event_ids_days))
 
     # ------------------------------------------------------------------ queries
 
@@ -144,6 +179,9 @@ class HostState:
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
         its own cursor, with file access disabled for the whole database."""
+        from ._query import QueryRejected
+        from ._schema import StoreError
+
         try:
             asked = msgspec.json.decode(request, type=QueryRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -151,7 +189,7 @@ class HostState:
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(asked.sql, self.config.max_query_rows, asked.params)
+            result = await self.store.query(asked.sql, self.config.query.max_rows, asked.params)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:
@@ -163,6 +201,20 @@ class HostState:
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
+
+
+def _check_coverage(events: list[Event]) -> None:
+    """Raise UnusableEvent for the sweeps whose coverage cannot be read, before anything is
+    folded: the runtime dead-letters them and writes the rest of the batch again."""
+    bad: dict[str, str] = {}
+    for event in events:
+        if isinstance(event, SweepCompleted):
+            try:
+                read_coverage(event.covered)
+            except ValueError as exc:
+                bad[event.id] = f"SweepCompleted {event.sweep_id or event.id} from {event.source}: {exc}"
+    if bad:
+        raise UnusableEvent("; ".join(bad.values()), bad)
 
 
 def _ports_of(folded: Folded) -> list[HostEntry]:
@@ -181,4 +233,9 @@ def _newest(events: Any) -> list[Any]:
     return list(best.values())
 
 
-__all__ = ["STAGE", "Config", "HostChanged", "HostState"]
+def build(config: Config, ctx: StageContext) -> HostState:
+    return HostState(msgspec.structs.replace(config, path=str(database_path(config, ctx.data_dir))))
+
+
+__all__ = ["STAGE", "Config", "HostChanged", "HostState", "PresenceConfig", "QueryConfig", "build",
+           "database_path"]

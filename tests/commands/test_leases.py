@@ -22,10 +22,11 @@ def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_config(tmp_path: Path, gateway_at: FakeRouterOS | None = None) -> str:
-    gateway = (f"gateway: {{host: 127.0.0.1, port: {gateway_at.port}, scheme: http, "
+    gateway = (f"    gateway: {{host: 127.0.0.1, port: {gateway_at.port}, scheme: http, "
                f"pass: '${{X5_ROUTER_PASS}}'}}\n") if gateway_at else ""
     path = tmp_path / "config.yaml"
-    path.write_text(gateway + f"lease_files: {{paths: ['{DATA}/dnsmasq.leases']}}\n")
+    path.write_text("producers:\n  dhcp_leases:\n" + gateway
+                    + f"    lease_files: ['{DATA}/dnsmasq.leases']\n")
     return str(path)
 
 
@@ -54,7 +55,7 @@ def test_flags_override_config_and_password_comes_from_env(
     out = capsys.readouterr().out
     assert code == 0
     assert "10.70.0.2" in out and "192.168.2.102" in out and "router ARP" not in out
-    assert "192.168.10.2" not in out                # --file replaced lease_files.paths
+    assert "192.168.10.2" not in out                # --file replaced the configured lease files
 
 
 def test_gateway_failure_is_a_warning_and_files_still_show(
@@ -71,7 +72,7 @@ def test_gateway_failure_is_a_warning_and_files_still_show(
 def test_nothing_configured_is_a_usage_error(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("lease_files: {enabled: false}\n")
+    config.write_text("producers: {dhcp_leases: {lease_files: []}}\n")
     assert main(["-c", str(config), "leases"]) == 2
     assert "give --gateway HOST or --file PATH" in capsys.readouterr().err
 

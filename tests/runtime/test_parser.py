@@ -1,4 +1,4 @@
-"""The bus's protocol parser against nats-py's own, on the same bytes cut every way."""
+"""The fast path's protocol parser against nats-py's own, on the same bytes cut every way."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import nats.errors
 import pytest
 from nats.protocol.parser import Parser
 
-from lanscope.runtime.bus import _FAST_PARSE, _Parser
-
-pytestmark = pytest.mark.skipif(not _FAST_PARSE, reason="this nats-py keeps its own parser")
+from lanscope.runtime.fastpath import FastParser
 
 HEADER = b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n"
 STATUS = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 3\r\n\r\n"
@@ -89,38 +87,38 @@ async def test_every_message_and_line_comes_out_as_nats_py_parses_it() -> None:
     assert [c[0] for c in expected] == [
         "info", "msg", "msg", "ping", "msg", "msg", "pong", "msg", "err", "msg"]
     assert expected[2] == ("msg", 2, b"greet", b"", b"hi\r\n", None)
-    assert (await feed(_Parser, [STREAM])).calls == expected
-    assert (await feed(_Parser, [STREAM], direct=True)).calls == expected
+    assert (await feed(FastParser, [STREAM])).calls == expected
+    assert (await feed(FastParser, [STREAM], direct=True)).calls == expected
 
 
 async def test_reads_cut_anywhere_change_nothing() -> None:
     expected = (await feed(Parser, [STREAM])).calls
     head = len(STREAM) - 40_100
     for at in range(1, head):              # every cut in the small messages, one byte at a time
-        assert (await feed(_Parser, [STREAM[:at], STREAM[at:]], direct=True)).calls == expected, at
-    assert (await feed(_Parser, [bytes([b]) for b in STREAM])).calls == expected
+        assert (await feed(FastParser, [STREAM[:at], STREAM[at:]], direct=True)).calls == expected, at
+    assert (await feed(FastParser, [bytes([b]) for b in STREAM])).calls == expected
     rng = random.Random(7)
     for _ in range(200):
         sizes = [rng.randrange(1, 5000) for _ in range(rng.randrange(1, 30))]
-        assert (await feed(_Parser, cut(STREAM, sizes), direct=True)).calls == expected
+        assert (await feed(FastParser, cut(STREAM, sizes), direct=True)).calls == expected
 
 
 async def test_a_reset_while_a_message_is_handled_drops_the_rest_as_nats_py_does() -> None:
     for after in (2, 3, 5, 6):            # calls: the INFO, then messages (and lines)
         expected = (await feed(Parser, [STREAM], reset_after=after)).calls
         assert len(expected) == after
-        assert (await feed(_Parser, [STREAM], reset_after=after)).calls == expected
+        assert (await feed(FastParser, [STREAM], reset_after=after)).calls == expected
 
 
 @pytest.mark.parametrize("line", [b"MSG a\r\n", b"HMSG a 1 x 5\r\n", b"MSG a b 3\r\n",
                                   b"MSG a 1 r s t 3\r\n"])
 async def test_a_malformed_message_line_is_a_protocol_error(line: bytes) -> None:
     with pytest.raises(nats.errors.ProtocolError):
-        await feed(_Parser, [line + b"abc\r\n"])
+        await feed(FastParser, [line + b"abc\r\n"])
 
 
 async def test_a_line_nats_py_rejects_leaves_the_buffer_as_nats_py_does() -> None:
-    for kind in (Parser, _Parser):
+    for kind in (Parser, FastParser):
         parser = kind(Recorder())
         with pytest.raises(nats.errors.ProtocolError):
             await parser.parse(b"MSG a 1 2\r\nhi\r\nBOGUS\r\nPING\r\n")

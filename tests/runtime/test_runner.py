@@ -14,22 +14,23 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.bus import Bus, sink_feeds
-from lanscope.runtime.runner import (
-    H_DELIVERIES,
-    H_QUERY_ERROR,
-    H_REASON,
-    H_SEQ,
-    H_SUBJECT,
-    Runner,
-    RunnerOptions,
-    _deliveries,
-    _first_delivery,
-)
-from lanscope.runtime.topology import Kind, StageSpec
+from lanscope.errors import UnusableEvent
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import H_DELIVERIES, H_REASON, H_SEQ, H_SUBJECT, deliveries, first_delivery
+from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.stagerun import H_QUERY_ERROR
+from lanscope.runtime.topology import Kind, StageSpec, sink_feeds
 from schemas import dlq_subject
 from schemas import subjects as subj
-from tests.runtime.stages import EchoEnricher, MemorySink, eventually, seen, spec, subject_count
+from tests.runtime.stages import (
+    EchoEnricher,
+    MemorySink,
+    annotation_for,
+    eventually,
+    seen,
+    spec,
+    subject_count,
+)
 
 pytestmark = pytest.mark.nats
 
@@ -268,7 +269,7 @@ class Sweeper:
 
 async def test_producer_sweeps_on_schedule_and_survives_a_failed_sweep(bus: Bus) -> None:
     producer = Sweeper()
-    stage = StageSpec("sweeper", Kind.PRODUCER, builder="")
+    stage = StageSpec("sweeper", Kind.PRODUCER)
     async with running(bus, (stage, producer)) as runner:
         await eventually(lambda: producer.sweeps >= 4, what="four sweeps")
     counters = runner.counters()["sweeper"]
@@ -315,23 +316,34 @@ async def test_once_stops_when_everything_is_consumed(bus: Bus) -> None:
 
 
 class PoisonSink(MemorySink):
-    """Refuses any batch that holds the poison host; writes everything else."""
+    """Refuses any batch that holds the poison host; writes everything else. ``unusable``:
+    names the poison's events unusable (as host_state does an unreadable coverage)."""
 
-    def __init__(self, poison: str) -> None:
+    def __init__(self, poison: str, *, unusable: bool = False) -> None:
         super().__init__()
         self.poison = poison
+        self.unusable = unusable
         self.attempts = 0
 
     async def write(self, batch: list[Any], redelivered: Any = None) -> list[Any]:
         self.attempts += 1
-        if any(event.host_key == self.poison for event in batch):
+        bad = [event.id for event in batch if event.host_key == self.poison]
+        if bad and self.unusable:
+            raise UnusableEvent(f"{self.poison}: cannot read it", bad)
+        if bad:
             raise RuntimeError("constraint violated")
         return await super().write(batch, redelivered)
 
 
-async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
+@pytest.mark.parametrize(("unusable", "reason", "deliveries"), [
+    (False, "failed 3 times, last: RuntimeError: constraint violated", "3"),
+    # The sink says no retry can help: dead-lettered at once, the rest written again.
+    (True, "unusable: {poison}: cannot read it", "1"),
+])
+async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus, unusable: bool, reason: str,
+                                                           deliveries: str) -> None:
     events = [seen(i) for i in range(6)]
-    sink = PoisonSink(poison=events[3].host_key)
+    sink = PoisonSink(poison=events[3].host_key, unusable=unusable)
     stage = spec("sink_poison", Kind.SINK, batch_size=10)
     for event in events:
         await bus.publish(event)
@@ -343,7 +355,16 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
             return await subject_count(bus, DLQ, dlq_subject("sink_poison"))
         await eventually(dead, what="the poison in the DLQ")
         copy = await bus.js.get_last_msg(DLQ, dlq_subject("sink_poison"))
-        assert (copy.headers or {})[H_REASON] == "failed 3 times, last: RuntimeError: constraint violated"
+        headers = copy.headers or {}
+        assert headers[H_REASON] == reason.format(poison=events[3].host_key)
+        assert headers[H_DELIVERIES] == deliveries
+        if unusable:
+            assert sink.attempts == 2                    # the batch, then the rest of it
+
+        async def settled() -> bool:
+            info = await consumer(bus, "sink_poison")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+        await eventually(settled, what="everything settled")
     assert events[3].id not in sink.rows
 
 
@@ -354,9 +375,9 @@ async def test_a_poison_message_cannot_hold_back_its_batch(bus: Bus) -> None:
 ])
 def test_deliveries_come_from_the_ack_subject_alone(reply: str, count: int) -> None:
     msg = Msg(_client=None, subject="lanscope.facts.host.seen", reply=reply)  # type: ignore[arg-type]
-    assert _deliveries(msg) == count
-    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host_state")) == count
-    assert _deliveries(msg, _first_delivery("LANSCOPE_FACTS", "host")) == count   # not its consumer
+    assert deliveries(msg) == count
+    assert deliveries(msg, first_delivery("LANSCOPE_FACTS", "host_state")) == count
+    assert deliveries(msg, first_delivery("LANSCOPE_FACTS", "host")) == count   # not its consumer
     assert msg.metadata.num_delivered == count      # what nats-py reads from the whole subject
 
 
@@ -418,3 +439,27 @@ async def test_a_message_failing_in_one_shared_sink_goes_to_that_sinks_dlq(bus: 
     assert set(fine.rows) == {e.id for e in events}
     assert set(picky.rows) == {e.id for e in events} - {events[2].id}
     assert events[2].id in fine.redelivered
+
+
+async def test_an_enricher_rejecting_an_event_as_unusable_dead_letters_it_at_once(bus: Bus) -> None:
+    class Picky(EchoEnricher):
+        async def handle(self, event: Any) -> list[Any]:
+            self.seen.append(event.id)
+            if event.host_key.endswith("01"):
+                raise UnusableEvent("no use", [event.id])
+            return [annotation_for(event)]
+
+    enricher = Picky()
+    stage = spec("echo_unusable", Kind.ENRICHER)
+    poison, fine = seen(1), seen(2)
+    async with running(bus, (stage, enricher)):
+        await bus.publish(poison)
+        await bus.publish(fine)
+
+        async def dead() -> int:
+            return await subject_count(bus, DLQ, dlq_subject("echo_unusable"))
+        await eventually(dead, what="the DLQ copy")
+        await eventually(lambda: fine.id in enricher.seen, what="the fine event")
+        copy = await bus.js.get_last_msg(DLQ, dlq_subject("echo_unusable"))
+        assert (copy.headers or {})[H_REASON] == "unusable: no use"
+        assert enricher.seen.count(poison.id) == 1

@@ -72,7 +72,7 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def web_config(tmp_path: Path, store: Path, nats_url: str = "", **web: Any) -> Config:
-    raw: dict[str, Any] = {"data_dir": str(tmp_path / "var"), "duckdb": {"path": str(store)},
+    raw: dict[str, Any] = {"data_dir": str(tmp_path / "var"), "sinks": {"host_state": {"path": str(store)}},
                            "nats": {"url": nats_url}, "scope": {"allow": ["198.18.0.0/15"]},
                            "web": {"port": 0, **web}}
     return parse(raw, env={})

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _config(tmp_path: Path, store: Path, port: int) -> Path:
     config = tmp_path / "config.yaml"
-    config.write_text(json.dumps({"data_dir": str(tmp_path / "var"), "duckdb": {"path": str(store)},
+    config.write_text(json.dumps({"data_dir": str(tmp_path / "var"),
+                                  "sinks": {"host_state": {"path": str(store)}},
                                   "web": {"port": port}}))
     return config
 

@@ -9,10 +9,10 @@ import pytest
 
 from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
-from lanscope.config import Config as GlobalConfig
+from lanscope.config import parse
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
-from lanscope.stages import StageContext, build_port_probe
+from lanscope.runtime.topology import STAGES
 from schemas import OsGuess, PortsProbed, PortState, ProbeRequested
 from tests.factories import T0, at, host_seen, port
 
@@ -43,7 +43,7 @@ class Clock:
 
 def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
          delay: float = 0.0) -> tuple[PortProbe, FakeProber, Clock]:
-    config = config or Config(interval_secs=3600)
+    config = config or Config(reprobe_secs=3600)
     prober = FakeProber(config, delay)
     clock = Clock()
     return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
@@ -91,13 +91,12 @@ async def test_two_replicas_never_probe_one_host_at_once() -> None:
     assert len(p1.calls) + len(p2.calls) == 1
 
 
-def test_builder_maps_the_global_config() -> None:
-    config = GlobalConfig()
-    stage = build_port_probe(StageContext(config=config))
+def test_builder_takes_the_stage_section() -> None:
+    config = parse({"enrichers": {"port_probe": {"connect_timeout_ms": 700, "reprobe_secs": 60}}}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
     assert isinstance(stage, PortProbe)
     assert stage.config.tcp == "20-1024"
-    assert stage.config.connect_timeout_ms == config.timeouts.connect_ms
-    assert stage.config.interval_secs == config.schedules.port_probe_secs
+    assert (stage.config.connect_timeout_ms, stage.config.reprobe_secs) == (700, 60)
 
 
 def test_shown_ports_summarises_large_states() -> None:
@@ -154,7 +153,7 @@ async def test_a_probe_request_probes_now_whatever_the_interval() -> None:
 
 
 async def test_a_probe_request_out_of_scope_sends_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    config = Config(interval_secs=3600)
+    config = Config(reprobe_secs=3600)
     prober = FakeProber(config)
     refusals = {"8.8.8.8": "8.8.8.8 is not a private address attached to this machine"}
     stage = PortProbe(config, prober=prober, clock=Clock(), scope=refusals.get)
@@ -164,13 +163,14 @@ async def test_a_probe_request_out_of_scope_sends_nothing(caplog: pytest.LogCapt
 
 
 async def test_a_stale_probe_request_is_dropped() -> None:
-    stage, prober, clock = make(Config(interval_secs=3600, request_max_age_secs=300))
+    stage, prober, clock = make(Config(reprobe_secs=3600, request_max_age_secs=300))
     clock.now = at(301)
     assert await stage.handle(probe_request(t=0)) == []
     assert prober.calls == []
 
 
 def test_the_pipeline_builds_port_probe_with_the_config_scope() -> None:
-    stage = build_port_probe(StageContext(config=GlobalConfig()))
+    config = parse({}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
     assert stage.scope is not None
     assert "not a private address" in (stage.scope("203.0.113.5") or "")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
 
+from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import interfaces_async
 from lanscope.net.targets import parse_targets
 from producers.ping_sweep import Config, PingSweep, is_alive, ping
@@ -31,6 +33,16 @@ async def test_echo_replies_carry_rtt_and_ttl(lab: Any) -> None:
         assert event.source == "icmp" and event.evidence == "echo-reply"
         assert event.ttl == 64 and event.rtt_ms is not None and event.rtt_ms >= 0
     assert isinstance(events[-1], SweepCompleted) and events[-1].targets == [lab.LIVE_24]
+    # Covered: every address an echo request went to (the silent ones too), not .0/.255.
+    assert events[-1].covered == covered_cidrs(ip_address(f"198.18.0.{i}") for i in range(1, 255))
+
+
+async def test_excluded_addresses_are_not_covered(lab: Any) -> None:
+    events = await PingSweep(Config(tcp_ports=[]), icmp=icmp_sweep_async, tcp_connect=tcp_connect,
+                             interfaces=interfaces_async,
+                             targets=parse_targets(["198.18.0.96-99"], exclude=["198.18.0.98"])).sweep()
+    assert isinstance(events[-1], SweepCompleted)
+    assert events[-1].covered == ["198.18.0.96/31", "198.18.0.99/32"]
 
 
 async def test_off_link_icmp_dropper_found_by_tcp_ping(lab: Any) -> None:

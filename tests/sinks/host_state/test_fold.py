@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
+import msgspec
+import pytest
+
+from lanscope.net.coverage import covered_cidrs
 from schemas import ChangeKind, DhcpLease, HostChanged, SweepCompleted
 from sinks.host_state import HostBook, PresencePolicy
 from tests.factories import at, host_annotated, host_seen, port, ports_probed
@@ -14,9 +20,10 @@ def book(missed: int = 2, grace: float = 60) -> HostBook:
     return HostBook(PresencePolicy(missed_sweeps=missed, grace_secs=grace))
 
 
-def sweep(t: float, targets: list[str] | None = None, source: str = "arp") -> SweepCompleted:
-    return SweepCompleted(host_key="sweep", observed_at=at(t), source=source,
-                          targets=targets or ["198.18.0.0/24"], sweep_id=f"s{t}", duration_ms=1000)
+def sweep(t: float, covered: list[str] | None = None, source: str = "arp") -> SweepCompleted:
+    return SweepCompleted(host_key="sweep", observed_at=at(t), source=source, targets=["198.18.0.0/24"],
+                          covered=["198.18.0.0/24"] if covered is None else covered,
+                          sweep_id=f"s{t}", duration_ms=1000)
 
 
 def only(changed: list[HostChanged]) -> HostChanged:
@@ -219,8 +226,26 @@ def test_a_sweep_that_saw_the_host_or_did_not_cover_it_is_not_a_miss() -> None:
     b = book(missed=1, grace=0)
     b.fold([host_seen(mac=MAC_A, t=0)])
     assert b.fold([host_seen(mac=MAC_A, t=99.5), sweep(100)]).changed == []
-    assert b.fold([sweep(200, targets=["198.18.1.0/24"])]).changed == []
-    assert b.fold([sweep(300, targets=["198.18.0.5-20"])])  .changed[0].kind is ChangeKind.GONE
+    assert b.fold([sweep(200, covered=["198.18.1.0/24"])]).changed == []
+    # What the sweep skipped (here .10 itself) is not covered, whatever was asked for.
+    skipped = covered_cidrs(ip_address(f"198.18.0.{i}") for i in range(1, 255) if i != 10)
+    assert b.fold([sweep(250, covered=skipped)]).changed == []
+    assert b.fold([sweep(300, covered=["198.18.0.8/29"])]).changed[0].kind is ChangeKind.GONE
+
+
+def test_a_sweep_of_an_older_writer_covers_nothing() -> None:
+    b = book(missed=1, grace=0)
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    old = msgspec.structs.replace(sweep(100, covered=[]), v=1)   # targets only: not read
+    assert old.targets and b.fold([old]).changed == []
+    assert b.hosts[MAC_A].missed_sweeps == 0
+
+
+def test_an_unreadable_coverage_is_an_error_not_a_skip() -> None:
+    b = book(missed=1, grace=0)
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    with pytest.raises(ValueError, match=r"covered\[1\] '198.18.0.1/24' is not a CIDR"):
+        b.fold([sweep(100, covered=["198.19.0.0/16", "198.18.0.1/24"])])
 
 
 def test_a_late_sighting_older_than_the_gone_decision_does_not_bring_it_back() -> None:

@@ -1,0 +1,473 @@
+"""Enrichers and sinks on their durable consumers: one consumption path for both.
+
+Every consuming stage receives through a ``FeedRunner``: a Puller on one
+durable consumer (the stage's own, or one shared by the sinks of a process,
+topology.sink_feeds), each message decoded once (an undecodable one
+dead-lettered for every stage that reads its subject), then handed to the
+feed's dispatcher; settling (acks in one write, nak with backoff, the DLQ) is
+lanscope.runtime.delivery's for both. The dispatchers differ because the
+stage contracts do:
+
+- an enricher's ``handle(event)`` runs per message, at most ``concurrency`` at
+  once: the feed fetches only what can start now and requests nothing ahead,
+  so a fetched message never waits for a slot, aging towards ack_wait without
+  a heartbeat (EnricherRunner);
+- a sink's ``write(batch)`` takes up to ``batch_size`` messages, filled for
+  ``flush_ms``, and the next batch is requested, fetched and decoded while
+  this one is written (SinkBatches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+
+from lanscope.errors import UnusableEvent
+from lanscope.runtime.bus import Bus, BusError
+from lanscope.runtime.delivery import (
+    Reader,
+    RunnerOptions,
+    copy_to_dlq,
+    decode_event,
+    deliveries,
+    failed,
+    first_delivery,
+    hand_back,
+    heartbeat,
+    one_line,
+)
+from lanscope.runtime.ids import fill_enricher_ids, fill_sink_ids
+from lanscope.runtime.puller import Puller
+from lanscope.runtime.stagerun import StageRunner
+from lanscope.runtime.topology import Feed, consumer_bindings
+from schemas import Event
+from schemas import subjects as subj
+
+# A message, its event, and how often it was delivered (delivery.deliveries).
+Item = tuple[Msg, Event, int]
+
+
+class Dispatch(Protocol):
+    """What a feed hands its messages to."""
+
+    ahead: bool                        # Puller(ahead=...)
+    fill_secs: float                   # how long a fetch waits for a batch to fill
+
+    async def room(self) -> int:
+        """How many messages to fetch now (waits for room); 0: stop fetching."""
+        ...
+
+    def unused(self, count: int) -> None: ...
+
+    def readers(self, subject: str) -> list[ConsumerRunner]: ...
+
+    async def take(self, items: list[Item]) -> None: ...
+
+    def busy(self) -> bool: ...
+
+    async def drain(self) -> None:
+        """After the last fetch: let the work taken finish (a stop's grace period)."""
+        ...
+
+    async def abandon(self) -> None:
+        """Cancel the work taken (its messages are handed back)."""
+        ...
+
+
+class FeedRunner:
+    """Pulls one durable consumer and hands its decoded messages to a dispatcher."""
+
+    def __init__(self, feed: Feed, dispatch: Dispatch, bus: Bus, options: RunnerOptions,
+                 stopping: asyncio.Event) -> None:
+        self.feed = feed
+        self.dispatch = dispatch
+        self.bus = bus
+        self.options = options
+        self.stopping = stopping
+        self.task: asyncio.Task[None] | None = None
+        self._first = first_delivery(feed.stream, feed.spec.durable)
+
+    async def run(self) -> None:
+        spec = self.feed.spec
+        puller = Puller(self.bus, self.feed.stream, spec.durable, prefetch=spec.batch_size,
+                        expires_secs=self.options.fetch_timeout_secs, ahead=self.dispatch.ahead)
+        await puller.start()
+        try:
+            await self._consume(puller)
+        except BaseException:
+            await self.dispatch.abandon()
+            raise
+        finally:
+            # End the open pull requests first, so nothing handed back is captured by this
+            # stopping process instead of another copy; nak what arrived untaken.
+            with contextlib.suppress(Exception):
+                await hand_back(await puller.close())
+        await self.dispatch.drain()
+
+    async def _consume(self, puller: Puller) -> None:
+        dispatch = self.dispatch
+        while not self.stopping.is_set():
+            room = await dispatch.room()
+            if room <= 0:
+                break
+            msgs: list[Msg] = []
+            items: list[Item] = []
+            try:
+                if not self.stopping.is_set():
+                    msgs = await puller.fetch(room, self.options.fetch_timeout_secs,
+                                              fill_secs=dispatch.fill_secs)
+                    items = await self._decode(msgs)
+            finally:
+                dispatch.unused(room - len(items))
+            if items:
+                await dispatch.take(items)
+            elif not msgs and self.bus.nc.is_closed:
+                raise BusError(f"feed {self.feed.stream}/{self.feed.spec.durable}: NATS connection closed")
+
+    async def _decode(self, msgs: list[Msg]) -> list[Item]:
+        items: list[Item] = []
+        first, max_deliver = self._first, self.options.max_deliver
+        for msg in msgs:
+            delivered = deliveries(msg, first)
+            event = decode_event(msg, delivered, max_deliver)
+            if isinstance(event, str):
+                for reader in self.dispatch.readers(msg.subject):
+                    await reader.to_dlq(msg, event)
+                await msg.term()
+            else:
+                items.append((msg, event, delivered))
+        return items
+
+    async def idle(self) -> bool:
+        if self.dispatch.busy():
+            return False
+        info = await self.bus.js.consumer_info(self.feed.stream, self.feed.spec.durable)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0) == 0
+
+
+class ConsumerRunner(StageRunner):
+    """An enricher or a sink: its messages come from feeds (FeedRunner), one per stream it
+    reads; a feed that fails (the bus is gone) stops the whole process, to be restarted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feeds: list[FeedRunner] = []
+
+    async def to_dlq(self, msg: Msg, reason: str) -> None:
+        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it)."""
+        self.counters.events_failed_total += 1
+        self.log.warning("dead-lettering %s seq %d: %s", msg.subject, msg.metadata.sequence.stream,
+                         one_line(reason))
+        await copy_to_dlq(self.bus, self.spec.name, msg, reason)
+
+    async def run(self) -> None:
+        tasks = [feed.task for feed in self.feeds if feed.task is not None]
+        try:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks))
+        finally:
+            if not self.stopping.is_set() and any(t.done() and not t.cancelled() and t.exception()
+                                                  for t in tasks):
+                self.log.error("a feed of this stage failed; stopping")
+                self.stopping.set()
+            if tasks:   # the feeds end once stopping (or cancelled by the runner's grace period)
+                await asyncio.wait(tasks)
+            await self.stop_serving()
+            await self.finish()
+            self.done = True
+
+    async def finish(self) -> None:
+        """After the feeds ended."""
+
+    async def idle(self) -> bool:
+        return all([await feed.idle() for feed in self.feeds])
+
+
+class EnricherRunner(ConsumerRunner):
+    """An enricher and its feeds' dispatcher: ``handle()`` per message, ``concurrency`` at
+    once (slots shared by its feeds), acked once its outputs are published."""
+
+    ahead = False
+    fill_secs = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(self.spec.concurrency, 1))
+
+    async def room(self) -> int:
+        # Fetch only what can start now: a slot for each, up to a batch.
+        if not await self._acquire_or_stop():
+            return 0
+        free = 1
+        while free < self.spec.batch_size and not self._slots.locked():
+            await self._slots.acquire()
+            free += 1
+        return free
+
+    async def _acquire_or_stop(self) -> bool:
+        """A handler slot, or False once a stop is requested (no fetch without a slot)."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not self.stopping.is_set():
+            return True
+        if acquire.done() and not acquire.cancelled():
+            self._slots.release()
+        acquire.cancel()
+        return False
+
+    def unused(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def readers(self, subject: str) -> list[ConsumerRunner]:
+        return [self]
+
+    async def take(self, items: list[Item]) -> None:
+        for msg, event, _ in items:
+            task = asyncio.create_task(self._handle(msg, event))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def busy(self) -> bool:
+        return bool(self._inflight)
+
+    async def _handle(self, msg: Msg, event: Event) -> None:
+        """One message, holding one slot."""
+        try:
+            self.counters.events_received_total += 1
+            try:
+                async with heartbeat([msg], self.ack_wait):
+                    outputs: list[Event] = await self.stage.handle(event)
+                fill_enricher_ids(outputs, event.id, self.spec.name)
+                await self.bus.publish_events(outputs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await failed(msg, [(self, exc)], self.options)
+                return
+            await self.bus.nc.ack_all([msg])
+            self.counters.events_emitted_total += len(outputs)
+        except asyncio.CancelledError:
+            await hand_back([msg])
+            raise
+        except Exception as exc:  # the bus itself failed (closed): the server redelivers later
+            self.log.error("cannot settle %s: %s: %s", msg.subject, type(exc).__name__, exc)
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        if not self._inflight:
+            return
+        self.log.info("waiting up to %gs for %d in-flight events", self.options.grace_secs,
+                      len(self._inflight))
+        _, pending = await asyncio.wait(set(self._inflight), timeout=self.options.grace_secs)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.log.warning("handed back %d unfinished events", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def abandon(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+
+class SinkRunner(ConsumerRunner):
+    """One sink: its batches go through stage.write() one at a time, and its outputs go out
+    in batch order (a batch publishes once the previous batch's publish is over, however
+    it ended; later batches write meanwhile). Its feeds are its own or shared with the
+    other sinks of this process (SinkBatches)."""
+
+    def __init__(self, *args: Any, flush_ms: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flush_secs = (flush_ms if flush_ms is not None else self.options.sink_flush_ms) / 1000.0
+        self._write_lock = asyncio.Lock()  # a sink with two feeds still writes one batch at a time
+        self._published: asyncio.Future[None] | None = None   # the last batch's publish turn
+
+    async def start(self) -> None:
+        await self.stage.open()
+        await super().start()
+
+    async def finish(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stage.close()
+
+    async def commit(self, items: list[Item], locked: Callable[[], None] | None = None) -> None:
+        """Write ``items``, then publish the outputs in batch order; raises what either raised.
+        ``locked`` is called once this batch has the write lock."""
+        # Only a message delivered before can have been committed before.
+        redelivered = {event.id for _, event, delivered in items if delivered > 1}
+        async with self._write_lock:
+            if locked is not None:
+                locked()
+            started = time.perf_counter()
+            outputs: list[Event] = await self.stage.write([event for _, event, _ in items], redelivered)
+            done_at = time.perf_counter()
+            fill_sink_ids(outputs, self.spec.name)
+            # Outputs go out in batch order: after the previous batch's, however that
+            # ended; the next batch may write meanwhile.
+            before = self._published
+            turn = self._published = asyncio.get_running_loop().create_future()
+        try:
+            if before is not None:
+                await asyncio.shield(before)
+            await self.bus.publish_events(outputs)
+        finally:
+            turn.set_result(None)
+        self.counters.events_emitted_total += len(outputs)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("batch of %d: write %.1f ms, %d outputs published in %.1f ms",
+                           len(items), (done_at - started) * 1e3, len(outputs),
+                           (time.perf_counter() - done_at) * 1e3)
+
+
+class SinkBatches:
+    """A sink feed's dispatcher: batches for the sinks it feeds (one, or several sharing it).
+
+    Each message is given to the sinks whose filters match its subject; they write
+    at the same time (one sink's commit overlaps another's Python work) and the
+    message is acked once every one of them committed it. The next batch is
+    fetched once every sink holds its write lock for this one. A message that
+    failed in a sink is nak'd, so every sink sees it again (a redelivery, harmless
+    to the ones that committed it) or, after its last delivery, dead-lettered for
+    each sink it failed in."""
+
+    ahead = True
+
+    def __init__(self, feed: Feed, members: list[SinkRunner], bus: Bus, options: RunnerOptions) -> None:
+        self.feed = feed
+        self.members = members
+        self.bus = bus
+        self.options = options
+        self.fill_secs = min(m.flush_secs for m in members)
+        self.ack_wait = feed.spec.ack_wait_secs or options.ack_wait_secs
+        self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
+        self._routes: dict[str, list[SinkRunner]] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+
+    def _route(self, subject: str) -> list[SinkRunner]:
+        """The sinks that read ``subject`` (few distinct subjects: remembered)."""
+        route = self._routes.get(subject)
+        if route is None:
+            route = self._routes[subject] = [m for m, filters in self._filters
+                                             if any(subj.matches(f, subject) for f in filters)]
+        return route
+
+    async def room(self) -> int:
+        for task in [t for t in self._batches if t.done()]:
+            self._batches.discard(task)
+            task.result()            # a bus failure stops the feed
+        return self.feed.spec.batch_size
+
+    def unused(self, count: int) -> None:
+        pass
+
+    def readers(self, subject: str) -> list[ConsumerRunner]:
+        return list(self._route(subject) or self.members)
+
+    async def take(self, items: list[Item]) -> None:
+        # A stop lets started batches finish; the runner cancels them (and so naks them)
+        # only when the grace period is over. The next batch is fetched (and decoded) once
+        # this one is being written: decoding overlaps the commit, which runs in the
+        # sink's thread.
+        writing = asyncio.Event()
+        self._batches.add(asyncio.create_task(self._write(items, writing)))
+        await writing.wait()
+
+    def busy(self) -> bool:
+        return any(not t.done() for t in self._batches)
+
+    async def drain(self) -> None:
+        if self._batches:
+            await asyncio.gather(*self._batches)
+
+    async def abandon(self) -> None:
+        for task in self._batches:
+            task.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
+
+    async def _write(self, items: list[Item], writing: asyncio.Event) -> None:
+        try:
+            await self._commit(items, writing)
+        finally:
+            writing.set()
+
+    async def _commit(self, items: list[Item], writing: asyncio.Event) -> None:
+        msgs = [msg for msg, _, _ in items]
+        if len(self.members) == 1:
+            shares = [(self.members[0], items)]
+        else:
+            by_member: dict[SinkRunner, list[Item]] = {member: [] for member in self.members}
+            for item in items:
+                for member in self._route(item[0].subject):
+                    by_member[member].append(item)
+            shares = [(member, share) for member, share in by_member.items() if share]
+        for member, share in shares:
+            member.counters.events_received_total += len(share)
+        waiting = len(shares)
+
+        def locked() -> None:   # the next batch is fetched once every sink writes this one
+            nonlocal waiting
+            waiting -= 1
+            if waiting <= 0:
+                writing.set()
+
+        failures: dict[int, list[tuple[Reader, BaseException]]] = {}
+        try:
+            async with heartbeat(msgs, self.ack_wait):
+                results = await asyncio.gather(*(member.commit(share, locked) for member, share in shares),
+                                               return_exceptions=True)
+                for (member, share), result in zip(shares, results, strict=True):
+                    if result is None:
+                        continue
+                    if not isinstance(result, Exception):
+                        raise result
+                    for item, exc in await _retry(member, share, result):
+                        failures.setdefault(id(item[0]), []).append((member, exc))
+        except asyncio.CancelledError:
+            await hand_back(msgs)
+            raise
+        done = [msg for msg in msgs if id(msg) not in failures]
+        if done:
+            await self.bus.nc.ack_all(done)
+        for msg in msgs:
+            if id(msg) in failures:
+                await failed(msg, failures[id(msg)], self.options)
+
+
+async def _retry(member: SinkRunner, share: list[Item], error: Exception) -> list[tuple[Item, Exception]]:
+    """``share`` failed in ``member`` with ``error``: write again what may succeed now; the
+    items that failed in the end, each with its error."""
+    if isinstance(error, UnusableEvent) and error.event_ids:
+        bad = [item for item in share if item[1].id in error.event_ids]
+        if bad:
+            # The sink named the events it cannot use: those go to the DLQ, the rest again.
+            rest = [item for item in share if item[1].id not in error.event_ids]
+            failures: list[tuple[Item, Exception]] = [(item, error) for item in bad]
+            try:
+                if rest:
+                    await member.commit(rest)
+            except Exception as exc:
+                failures += [(item, exc) for item in rest]
+            return failures
+    if len(share) > 1 and any(delivered > 1 for _, _, delivered in share):
+        # The batch failed before: write one by one so a poison message cannot hold back
+        # (or drag into the DLQ) the good ones that share its batch.
+        member.log.warning("batch of %d failed again (%s); isolating", len(share), type(error).__name__)
+        failures = []
+        for item in share:
+            try:
+                await member.commit([item])
+            except Exception as exc:
+                failures.append((item, exc))
+        return failures
+    return [(item, error) for item in share]

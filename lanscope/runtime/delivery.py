@@ -1,0 +1,199 @@
+"""The delivery contract for one message, in one place.
+
+- a message is acked only after its handler (or the sink's write) returned and
+  every output got its PubAck; outputs carry deterministic ids, so a
+  redelivered input re-publishes the same ids and the stream drops them;
+- an undecodable message, one a stage rejects as unusable (``UnusableEvent``:
+  no retry can help), or one that failed on its last allowed delivery, is
+  copied to ``lanscope.dlq.<stage>`` with the reason in headers and terminated;
+- a failing handler is nak'd with exponential backoff; slow work sends
+  ``in_progress()`` so the server does not hand it to another copy;
+- on SIGTERM/SIGINT fetching stops, in-flight work gets a grace period, and
+  whatever is unfinished is nak'd so another copy takes it;
+- while NATS is unreachable, fetches and publishes are retried; nothing that
+  was not processed and published is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+from nats.aio.msg import Msg
+
+from lanscope.config import NatsConfig
+from lanscope.errors import UnusableEvent
+from lanscope.runtime.bus import MSG_ID, Bus
+from lanscope.runtime.ids import payload_id
+from schemas import Event, decode, dlq_subject
+
+H_REASON = "Lanscope-Dlq-Reason"
+H_SUBJECT = "Lanscope-Original-Subject"
+H_STREAM = "Lanscope-Original-Stream"
+H_SEQ = "Lanscope-Stream-Seq"
+H_DELIVERIES = "Lanscope-Deliveries"
+H_STAGE = "Lanscope-Stage"
+_MAX_REASON = 512
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    max_deliver: int = 5                 # handler attempts before the DLQ
+    ack_wait_secs: float = 30.0          # when the spec has none
+    backoff_secs: float = 1.0            # first nak delay; doubles per delivery
+    backoff_max_secs: float = 60.0
+    grace_secs: float = 10.0             # in-flight work may finish this long after SIGTERM
+    fetch_timeout_secs: float = 1.0      # bounds how fast fetch loops notice a stop
+    stats_every_secs: float = 60.0
+    sink_flush_ms: int = 200
+    once: bool = False                   # producers sweep once; stop when every consumer is idle
+
+    @classmethod
+    def from_config(cls, n: NatsConfig, *, once: bool = False) -> RunnerOptions:
+        return cls(max_deliver=n.max_deliver, ack_wait_secs=n.ack_wait_secs,
+                   backoff_secs=n.nak_backoff_ms / 1000.0, backoff_max_secs=n.nak_backoff_max_secs,
+                   grace_secs=n.shutdown_grace_secs, once=once)
+
+
+@dataclass
+class Counters:
+    events_received_total: int = 0
+    events_emitted_total: int = 0
+    events_failed_total: int = 0
+
+    def line(self) -> str:
+        return (f"events_received_total={self.events_received_total} "
+                f"events_emitted_total={self.events_emitted_total} "
+                f"events_failed_total={self.events_failed_total}")
+
+
+class StageLog(logging.LoggerAdapter[logging.Logger]):
+    """Every line names its stage (``stage=``)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "stage": self.extra["stage"]}  # type: ignore[index]
+        return msg, kwargs
+
+
+class Reader(Protocol):
+    """A stage that consumes: what settling a message needs of it."""
+
+    counters: Counters
+    log: StageLog
+
+    async def to_dlq(self, msg: Msg, reason: str) -> None: ...
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:_MAX_REASON]
+
+
+def deliveries(msg: Msg, first: str = "") -> int:
+    """How often this message was delivered, read from its ack subject alone.
+
+    ``msg.metadata`` parses every field (timestamps included) for each message;
+    the count is token 4 of ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...``
+    (token 6 in the form with domain and account hash). ``first``: the ack subject's
+    start for a first delivery from a known consumer (first_delivery), the usual
+    case, told in ~0.1 us instead of ~0.4 for the split."""
+    reply = msg.reply or ""
+    if first and reply.startswith(first):
+        return 1
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[4].isdigit():
+        return int(tokens[4])
+    if len(tokens) >= 12 and tokens[6].isdigit():
+        return int(tokens[6])
+    return msg.metadata.num_delivered
+
+
+def first_delivery(stream: str, durable: str) -> str:
+    """How the ack subject of a message delivered the first time by this consumer starts."""
+    return f"$JS.ACK.{stream}.{durable}.1."
+
+
+def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
+    """The event, or the reason it cannot be handled (``delivered``: deliveries(msg))."""
+    try:
+        event: Event = decode(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return f"undecodable: {exc}"
+    if delivered > max_deliver:
+        return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
+    if not event.id:
+        # Published by another tool without an id: derive one, so our outputs stay stable.
+        event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
+    return event
+
+
+async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
+    """Copy ``msg`` to ``stage``'s dead-letter subject (the caller terminates it); the reason
+    as it went out."""
+    md = msg.metadata
+    headers = {
+        H_REASON: one_line(reason),
+        H_SUBJECT: msg.subject,
+        H_STREAM: md.stream,
+        H_SEQ: str(md.sequence.stream),
+        H_DELIVERIES: str(md.num_delivered),
+        H_STAGE: stage,
+    }
+    await bus.publish_bytes(dlq_subject(stage), msg.data, headers=headers,
+                            msg_id=f"dlq-{stage}-{md.stream}-{md.sequence.stream}")
+    return headers[H_REASON]
+
+
+async def failed(msg: Msg, failures: Sequence[tuple[Reader, BaseException]],
+                 options: RunnerOptions) -> None:
+    """``msg`` failed in the stages named (a feed shared by sinks: in one or more of them):
+    nak it with a backoff, or after the last allowed delivery (or when every stage said
+    it is unusable) dead-letter it for each."""
+    delivered = msg.metadata.num_delivered
+    for stage, _ in failures:
+        stage.counters.events_failed_total += 1
+    if delivered >= options.max_deliver or all(isinstance(exc, UnusableEvent) for _, exc in failures):
+        for stage, exc in failures:
+            if isinstance(exc, UnusableEvent):
+                await stage.to_dlq(msg, f"unusable: {exc}")
+            else:
+                await stage.to_dlq(msg, f"failed {delivered} times, last: {type(exc).__name__}: {exc}")
+        await msg.term()
+        return
+    delay = float(min(options.backoff_secs * 2 ** max(delivered - 1, 0), options.backoff_max_secs))
+    for stage, exc in failures:
+        stage.log.warning("%s seq %d failed (delivery %d/%d), retry in %.1fs: %s", msg.subject,
+                          msg.metadata.sequence.stream, delivered, options.max_deliver, delay,
+                          one_line(f"{type(exc).__name__}: {exc}"))
+    await msg.nak(delay=delay)
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(msgs: Sequence[Msg], ack_wait: float) -> AsyncIterator[None]:
+    """Tell the server every ack_wait/3 that slow work on ``msgs`` is still going."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(ack_wait / 3)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def hand_back(msgs: Sequence[Msg]) -> None:
+    """Nak without delay: another copy (or this one) takes them at once."""
+    for msg in msgs:
+        with contextlib.suppress(Exception):
+            await msg.nak()

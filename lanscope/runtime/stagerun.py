@@ -1,0 +1,115 @@
+"""What every stage bound to the bus shares, and the producer's schedule.
+
+A ``StageRunner`` holds one stage with its spec, counters, ``stage=`` log and
+the process's stop signal, and answers the query subject for a stage that
+has ``query()``. ``ProducerRunner`` calls ``sweep()`` every ``interval_secs``
+and publishes what it returns; the consuming kinds are in
+lanscope.runtime.consume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import Counters, RunnerOptions, StageLog, one_line
+from lanscope.runtime.ids import fill_producer_ids
+from lanscope.runtime.topology import StageSpec
+from schemas import Event
+from schemas import subjects as subj
+
+log = logging.getLogger(__name__)
+
+QUERY_QUEUE = "lanscope-query"
+H_QUERY_ERROR = "Lanscope-Error"
+
+
+class StageRunner:
+    """What every kind of stage shares: counters, logging, the stop signal, queries."""
+
+    def __init__(self, spec: StageSpec, stage: Any, bus: Bus, options: RunnerOptions,
+                 stopping: asyncio.Event) -> None:
+        self.spec = spec
+        self.stage = stage
+        self.bus = bus
+        self.options = options
+        self.stopping = stopping
+        self.counters = Counters()
+        self.log = StageLog(log, {"stage": spec.name})
+        self.done = False             # finished its work (--once) or stopped
+        self._query_sub: Subscription | None = None
+
+    @property
+    def ack_wait(self) -> float:
+        return self.spec.ack_wait_secs or self.options.ack_wait_secs
+
+    async def start(self) -> None:
+        query = getattr(self.stage, "query", None)
+        if callable(query):
+            self._query_sub = await self.bus.nc.subscribe(subj.QUERY, queue=QUERY_QUEUE,
+                                                          cb=self._serve_query)
+            self.log.info("answering queries on %s", subj.QUERY)
+
+    async def _serve_query(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            reply: bytes = await self.stage.query(msg.data)
+            await self.bus.nc.publish(msg.reply, reply)
+        except Exception as exc:
+            await self.bus.nc.publish(msg.reply, b"",
+                                      headers={H_QUERY_ERROR: one_line(f"{type(exc).__name__}: {exc}")})
+
+    async def stop_serving(self) -> None:
+        if self._query_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._query_sub.unsubscribe()
+            self._query_sub = None
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def idle(self) -> bool:
+        """True when this stage has nothing left to do (for --once)."""
+        return self.done
+
+
+class ProducerRunner(StageRunner):
+    async def run(self) -> None:
+        interval = float(getattr(self.stage, "interval_secs", 0) or 0)
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            await self._sweep_once()
+            if self.options.once or interval <= 0:
+                break
+            remaining = interval - (time.monotonic() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), max(remaining, 0.0))
+        self.done = True
+
+    async def _sweep_once(self) -> None:
+        started = time.monotonic()
+        try:
+            events: list[Event] = await self.stage.sweep()
+        except Exception as exc:
+            self.counters.events_failed_total += 1
+            self.log.error("sweep failed: %s: %s", type(exc).__name__, exc,
+                           exc_info=self.log.isEnabledFor(logging.DEBUG))
+            return
+        fill_producer_ids(events)
+        acks = await self.bus.publish_events(events)
+        duplicates = sum(bool(ack.duplicate) for ack in acks)
+        self.counters.events_emitted_total += len(events)
+        kinds: dict[str, int] = {}
+        for event in events:
+            kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing"
+        self.log.info("sweep published %s in %.2fs%s", summary, time.monotonic() - started,
+                      f" ({duplicates} duplicates dropped)" if duplicates else "")
