@@ -118,7 +118,7 @@ def _start_dashboard(config: Config, url: str, sock: socket.socket | None) -> tu
         return None
     from lanscope.web.server import WebServer
 
-    server = WebServer(config, sock, url=url, in_process=True)
+    server = WebServer(config, sock, url=url)
     return server, asyncio.create_task(server.run(), name="web")
 
 

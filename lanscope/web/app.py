@@ -48,8 +48,6 @@ class Dashboard:
     live: Broadcaster
     guard: Guard
     templates: Environment
-    started_at: datetime
-    in_process: bool              # served by `lanscope run` (the pipeline is here) or `lanscope web`
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         session = request.cookies.get(SESSION_COOKIE)
@@ -65,8 +63,7 @@ class Dashboard:
 def templates() -> Environment:
     env = Environment(loader=PackageLoader("lanscope.web", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ago=fmt.ago, when=fmt.when, value=fmt.value, urlkey=lambda k: quote(str(k), safe=""),
-                       severity_rank=fmt.severity_rank)
+    env.filters.update(ago=fmt.ago, when=fmt.when, value=fmt.value, urlkey=lambda k: quote(str(k), safe=""))
     env.globals.update(now=lambda: datetime.now(UTC))
     return env
 

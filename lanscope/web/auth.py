@@ -49,7 +49,6 @@ class Guard:
         self._secrets = [str(s).encode() for s in (web.token, web.password) if s]
         self._token = str(web.token).encode() if web.token else None
         self.required = bool(self._secrets)
-        self.loopback = is_loopback(web.address)
         self.session_secs = web.session_hours * 3600
         self._key = secrets.token_bytes(32)          # per process: a restart ends every session
         self._sessions: dict[str, float] = {}        # session id -> expiry (time.time)

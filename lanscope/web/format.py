@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 
 NONE = "\u2013"          # an en dash: the value is not known
-_SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
 def as_time(value: Any) -> datetime | None:
@@ -64,10 +63,6 @@ def value(raw: Any, limit: int = 200) -> str:
     else:
         text = str(raw)
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def severity_rank(severity: Any) -> int:
-    return _SEVERITY.get(str(severity), 9)
 
 
 def decoded(raw: Any) -> Any:

@@ -16,7 +16,6 @@ import errno
 import logging
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import uvicorn
 
@@ -76,15 +75,13 @@ class _Server(uvicorn.Server):
 class WebServer:
     """The dashboard on a bound socket, until stop()."""
 
-    def __init__(self, config: Config, sock: socket.socket, *, url: str | None = None,
-                 in_process: bool = False) -> None:
+    def __init__(self, config: Config, sock: socket.socket, *, url: str | None = None) -> None:
         self.config = config
         self.sock = sock
         env = templates()
         self.live = Broadcaster(config.web.feed_events, config.web.max_streams, render_item(env))
         self.source = Source(config, url=url, on_event=self.live.publish, backlog=config.web.feed_events)
-        self.dashboard = Dashboard(config, self.source, self.live, Guard(config.web), env,
-                                   datetime.now(UTC), in_process)
+        self.dashboard = Dashboard(config, self.source, self.live, Guard(config.web), env)
         uv_config = uvicorn.Config(create_app(self.dashboard), lifespan="off", log_level="warning",
                                    access_log=False, server_header=False, ws="none", http="h11",
                                    timeout_graceful_shutdown=int(SHUTDOWN_SECS), log_config=None)
