@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lanscope.commands.run", "run the pipeline: every stage, or one with --stage"),
     "provision": ("lanscope.commands.provision", "create the NATS streams and consumers"),
     "watch": ("lanscope.commands.watch", "print host-change events live"),
+    "web": ("lanscope.commands.web", "the live web dashboard (on its own; `run` serves it too)"),
     "discover": ("lanscope.commands.discover", "one-shot full discovery, persisted, with a summary"),
     "scan": ("lanscope.commands.scan", "discover hosts, probe ports, fingerprint (like nmap)"),
     "probe": ("lanscope.commands.probe", "probe one host's ports, banners and OS"),

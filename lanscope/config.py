@@ -50,6 +50,7 @@ from lanscope.settings import (
     target_count,
     target_problems,
 )
+from lanscope.web.config import WebConfig
 from producers.arp_sweep.stage import Config as ArpSweepConfig
 from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
 from producers.neighbours.stage import Config as NeighboursConfig
@@ -143,6 +144,7 @@ class Config(Section):
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
     proxmox: ProxmoxConfig = msgspec.field(default_factory=ProxmoxConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)   # the dashboard (lanscope.web)
     producers: Producers = msgspec.field(default_factory=Producers)
     enrichers: Enrichers = msgspec.field(default_factory=Enrichers)
     sinks: Sinks = msgspec.field(default_factory=Sinks)

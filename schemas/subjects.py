@@ -19,6 +19,7 @@ from .events import (
     HostChanged,
     HostSeen,
     PortsProbed,
+    ProbeRequested,
     RegistryEntry,
     SweepCompleted,
 )
@@ -33,6 +34,7 @@ HOST_CHANGED = "lanscope.host.changed.>"      # .new .changed .gone .back
 FINDING = "lanscope.finding.>"                # .opened .resolved
 REGISTRY = "lanscope.registry.>"              # .created .updated
 DLQ = "lanscope.dlq.>"                        # .<stage>
+PROBE_REQUESTED = "lanscope.host.probe.requested"  # "probe now" (the dashboard) -> port_probe
 QUERY = "lanscope.query"                      # request/reply to the DuckDB owner (core NATS)
 
 
@@ -57,7 +59,12 @@ DEAD_LETTERS = StreamSpec(
     subjects=(DLQ,),
     description="Messages a stage could not handle, with the reason in headers",
 )
-STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS)
+REQUESTS = StreamSpec(
+    name="LANSCOPE_REQUESTS",
+    subjects=(PROBE_REQUESTED,),
+    description="What people ask of the pipeline (probe a host now); port_probe drops stale ones",
+)
+STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS, REQUESTS)
 
 _TOKEN = re.compile(r"[^a-z0-9_-]+")
 
@@ -77,6 +84,7 @@ SUBJECTS: dict[type[Event], tuple[str, Callable[[Any], str] | None]] = {
     HostChanged: (HOST_CHANGED, lambda e: e.kind.value),
     Finding: (FINDING, lambda e: e.state.value),
     RegistryEntry: (REGISTRY, lambda e: _token(e.action)),
+    ProbeRequested: (PROBE_REQUESTED, None),
 }
 
 

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "status": (["198.18.0.10"], True),
     "schema": (["--subjects"], True),
     "config": (["show"], True),
+    "web": ([], False),
 }
 
 

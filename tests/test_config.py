@@ -39,6 +39,8 @@ def test_topology_and_config_sections_name_the_same_stages() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     ({"natz": {}}, r"natz: unknown key; did you mean nats\?"),
+    ({"web": {"prot": 8080}}, r"web\.prot: unknown key; did you mean port\?"),
+    ({"web": {"address": "0.0.0.0"}}, r"web\.address: 0\.0\.0\.0 is not a loopback address.*web\.token"),
     ({"nats": {"urll": "x"}}, r"nats\.urll: unknown key; did you mean url\?"),
     ({"proxmox": {"tls": {"verfy": True}}}, r"proxmox\.tls\.verfy: unknown key; did you mean verify\?"),
     ({"enrichers": {"port_probe": {"tcp": 22}}}, r"enrichers\.port_probe\.tcp: Expected `str`, got `int`"),

@@ -27,7 +27,17 @@ from lanscope.net.ports import PortSpec, resolve
 from lanscope.runtime.claims import Claims, MemoryClaims
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
-from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol, port_name
+from schemas import (
+    Event,
+    HostSeen,
+    OsGuess,
+    PortResult,
+    PortsProbed,
+    PortState,
+    ProbeRequested,
+    Protocol,
+    port_name,
+)
 
 from . import _connect
 from .fingerprint import Identity, RuleSet, escape_banner, port_hint_rules, rule_set
@@ -63,6 +73,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retries: NonNegativeInt = 1            # retransmissions (connect, SYN, UDP)
     packets_per_sec: NonNegativeInt = 0    # SYN pacing; 0: unpaced
     reprobe_secs: PositiveFloat = 3600.0   # re-probe a host when its last probe is older
+    request_max_age_secs: PositiveFloat = 300.0   # a "probe now" request older than this is dropped
     concurrency: PositiveInt = 8           # hosts the pipeline probes at once per process
 
     def check(self) -> Problems:
@@ -408,27 +419,50 @@ def _utcnow() -> datetime:
 
 
 ProbeFn = Callable[[list[str]], Awaitable[dict[str, HostReport]]]
+# Why an address may not be probed (None: it may); the runtime builds it from the scope config.
+ScopeCheck = Callable[[str], str | None]
 
 
 class PortProbe:
-    """Enricher: probes a host seen alive when it is new or its last probe is stale."""
+    """Enricher: probes a host seen alive when it is new or its last probe is stale, and a host
+    someone asked to probe now (``ProbeRequested``) at once, if its address is in scope."""
 
     def __init__(self, config: Config, *, claims: Claims | None = None, prober: Prober | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, scope: ScopeCheck | None = None) -> None:
         self.config = config
         self.claims: Claims = claims or MemoryClaims()
         self.prober = prober or Prober(config)
         self.clock = clock
+        self.scope = scope
 
     async def handle(self, event: Event) -> list[Event]:
+        if isinstance(event, ProbeRequested):
+            return await self._requested(event)
         if not isinstance(event, HostSeen) or not event.alive or not event.ip:
             return []
-        ip = event.ip
-        key = "port_probe." + ip.replace(":", "_")
-        now = self.clock()
+        key = _claim_key(event.ip)
         last = await self.claims.last_done(key)
-        if last is not None and (now - last).total_seconds() < self.config.reprobe_secs:
+        if last is not None and (self.clock() - last).total_seconds() < self.config.reprobe_secs:
             return []
+        return await self._probe(event.ip, event.host_key, event.mac)
+
+    async def _requested(self, event: ProbeRequested) -> list[Event]:
+        """Probe now, whatever the re-probe interval; never out of scope, never a stale wish."""
+        age = (self.clock() - event.observed_at).total_seconds()
+        who = event.requested_by or event.source
+        if age > self.config.request_max_age_secs:
+            log.info("port_probe: dropping a probe request for %s by %s: %.0f s old (more than "
+                     "request_max_age_secs)", event.ip, who, age)
+            return []
+        refusal = self.scope(event.ip) if self.scope is not None else None
+        if refusal is not None:
+            log.warning("port_probe: refusing a probe request for %s by %s: %s", event.ip, who, refusal)
+            return []
+        log.info("port_probe: probing %s now, as %s asked", event.ip, who)
+        return await self._probe(event.ip, event.host_key, event.mac)
+
+    async def _probe(self, ip: str, host_key: str, mac: str | None) -> list[Event]:
+        key = _claim_key(ip)
         if not await self.claims.claim(key, self.config.host_timeout_secs + 60):
             return []                      # another replica is probing it right now
         try:
@@ -441,10 +475,17 @@ class PortProbe:
             await self.claims.release(key)
         if not report.complete:
             log.warning("port_probe: %s: host timeout, publishing a partial result", ip)
-        return [PortsProbed(host_key=event.host_key, observed_at=observed, source="port_probe", ip=ip,
-                            mac=event.mac, ports=report.shown(), scanned=spec.describe(),
+        return [PortsProbed(host_key=host_key, observed_at=observed, source="port_probe", ip=ip,
+                            mac=mac, ports=report.shown(), scanned=spec.describe(),
                             scan_type=report.scan_type, os=report.os, duration_ms=report.duration_ms)]
 
 
+def _claim_key(ip: str) -> str:
+    return "port_probe." + ip.replace(":", "_")
+
+
 def build(config: Config, ctx: StageContext) -> PortProbe:
-    return PortProbe(config, claims=ctx.claims)
+    from lanscope.net.scope import scope_check
+
+    # scope: "probe now" requests (lanscope.web) are refused outside the shared scope section.
+    return PortProbe(config, claims=ctx.claims, scope=scope_check(ctx.scope))

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any
 
 from lanscope.config import Config
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only this stage (port_probe or enrichers.port_probe); repeatable")
     parser.add_argument("--once", action="store_true",
                         help="run each producer once, exit when every consumer has caught up")
+    parser.add_argument("--no-web", action="store_true",
+                        help="do not serve the dashboard (served when every stage runs and web.enabled)")
 
 
 def selected_stages(names: list[str]) -> list[StageSpec]:
@@ -50,6 +53,9 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 def main(args: argparse.Namespace, config: Config) -> int:
     configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    # The dashboard's port first: a taken port is one clear error, before NATS starts.
+    web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
+        and not args.once else None
     embedded: EmbeddedNats | None = None
     # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
     url = configured_url(config.nats, config.data_dir)
@@ -63,10 +69,20 @@ def main(args: argparse.Namespace, config: Config) -> int:
         print_line(f"NATS:   {url} ({where})")
         print_line(f"DuckDB: {config.duckdb_path}")
         print_line(f"Targets: {_describe_targets(config)}")
-        return asyncio.run(_run(config, url, specs, once=args.once))
+        return asyncio.run(_run(config, url, specs, once=args.once, web=web))
     finally:
+        if web is not None:
+            web.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _web_socket(config: Config) -> socket.socket:
+    from lanscope.web.server import bind, url_of
+
+    sock = bind(config)
+    print_line(f"Web:    {url_of(sock)} (dashboard)")
+    return sock
 
 
 def _describe_targets(config: Config) -> str:
@@ -96,7 +112,26 @@ def build_stages(specs: list[StageSpec], config: Config,
     return built, skipped
 
 
-async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
+def _start_dashboard(config: Config, url: str, sock: socket.socket | None) -> tuple[Any, asyncio.Task[None]] \
+        | None:
+    if sock is None:
+        return None
+    from lanscope.web.server import WebServer
+
+    server = WebServer(config, sock, url=url)
+    return server, asyncio.create_task(server.run(), name="web")
+
+
+async def _stop_dashboard(server: Any, task: asyncio.Task[None]) -> None:
+    server.stop()
+    try:
+        await task
+    except Exception as exc:   # the pipeline's shutdown goes on
+        log.error("web: the dashboard stopped with %s: %s", type(exc).__name__, exc)
+
+
+async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
+               web: socket.socket | None = None) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
         ctx = config.stage_context(claims=await bus.claims())
@@ -115,11 +150,14 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        dashboard = _start_dashboard(config, url, web)
         try:
             await runner.run()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if dashboard is not None:
+                await _stop_dashboard(*dashboard)
         return 0
     finally:
         await bus.close()

@@ -22,7 +22,7 @@ flag or config key that would allow the refused targets.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
@@ -96,3 +96,32 @@ def check_size(targets: Targets) -> None:
 def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Private in the scope sense (RFC 1918, CGNAT, ULA, link-local, loopback)."""
     return address in _PRIVATE
+
+
+def scope_refusal(ip: str, scope: ScopeConfig, *, attached: Iterable[IPNetwork]) -> str | None:
+    """Why one address may not be probed under ``scope`` with no flag given, or None if it may.
+
+    What a stage asked by an event (not a person at a command line) checks: no --force,
+    no --allow-public beyond ``scope.allow_public``."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"{ip!r} is not an IP address"
+    try:
+        if scope.exclude and address in parse_targets(scope.exclude, resolve=_no_resolve):
+            return f"{address} is excluded by scope.exclude"
+        check_scope(parse_targets([str(address)]), scope, attached=attached)
+    except (ScopeError, UsageError) as exc:
+        # The flags the message suggests are the command line's; here only the config helps.
+        return str(exc).split("; ", 1)[0] + " (scope.allow would allow it)"
+    return None
+
+
+def scope_check(scope: ScopeConfig) -> Callable[[str], str | None]:
+    """scope_refusal against the networks attached right now (stages that probe on request)."""
+    from lanscope.net.interfaces import attached_private_networks
+
+    def refusal(ip: str) -> str | None:
+        return scope_refusal(ip, scope, attached=attached_private_networks())
+
+    return refusal

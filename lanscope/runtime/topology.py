@@ -113,7 +113,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
                   emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
-                  consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
+                  consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
                   raw_sockets=True, batch_size=16, ack_wait_secs=60),
         StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
@@ -149,6 +149,12 @@ def resolve(name: str) -> StageSpec:
         known = ", ".join(s.qualified for s in STAGES.values())
         raise KeyError(f"unknown stage {name!r}; known stages: {known}")
     return spec
+
+
+# Events people publish, not stages: subject -> who (the graph test counts them as produced).
+PUBLISHED_BY_PEOPLE: dict[str, str] = {
+    subj.PROBE_REQUESTED: "the dashboard's \"probe now\" (lanscope.web)",
+}
 
 
 # ---------------------------------------------------------------------- feeds
@@ -211,5 +217,5 @@ def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
     return feeds
 
 
-__all__ = ["STAGES", "Enricher", "Feed", "Kind", "Producer", "Sink", "StageSpec", "consumer_bindings",
-           "own_feeds", "resolve", "sink_feeds"]
+__all__ = ["PUBLISHED_BY_PEOPLE", "STAGES", "Enricher", "Feed", "Kind", "Producer", "Sink", "StageSpec",
+           "consumer_bindings", "own_feeds", "resolve", "sink_feeds"]

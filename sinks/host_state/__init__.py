@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .fold import TRACKED, HostBook, HostEntry, PresencePolicy
-from .stage import Config, HostState, build, database_path
+from .stage import Config, HostState, QueryParam, build, database_path
 
 if TYPE_CHECKING:
     from ._query import QueryRejected, QueryResult, check_read_only, run_query, unapplied_batches
@@ -32,5 +32,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["TRACKED", "Config", "HostBook", "HostEntry", "HostState", "HostStore", "PresencePolicy",
-           "QueryRejected", "QueryResult", "StoreError", "build", "check_read_only", "connect",
-           "database_path", "run_query", "unapplied_batches"]
+           "QueryParam", "QueryRejected", "QueryResult", "StoreError", "build", "check_read_only",
+           "connect", "database_path", "run_query", "unapplied_batches"]

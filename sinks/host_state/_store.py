@@ -41,7 +41,7 @@ import msgspec
 
 from schemas import AnyEvent, Finding, HostChanged, PortResult, RegistryEntry
 
-from ._query import QueryResult, run_query
+from ._query import QueryParam, QueryResult, run_query
 from ._rows import (
     finding_row,
     host_head,
@@ -412,8 +412,8 @@ class HostStore:
 
     # --------------------------------------------------------------- querying
 
-    async def query(self, sql: str, max_rows: int) -> QueryResult:
-        return await asyncio.to_thread(run_query, self.con, sql, max_rows)
+    async def query(self, sql: str, max_rows: int, params: Sequence[QueryParam] = ()) -> QueryResult:
+        return await asyncio.to_thread(run_query, self.con, sql, max_rows, params)
 
 
 def _id_text(event_id: str) -> str:

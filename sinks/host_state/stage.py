@@ -68,8 +68,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A query parameter: what JSON carries. User input reaches SQL only this way (``?``).
+QueryParam = str | int | float | bool | None
+
+
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
     sql: str
+    params: list[QueryParam] = []          # values for the statement's ``?`` placeholders
 
 
 class HostState:
@@ -169,7 +174,8 @@ class HostState:
     # ------------------------------------------------------------------ queries
 
     async def query(self, request: bytes) -> bytes:
-        """JSON ``{"sql": ...}`` -> ``{"columns": [...], "rows": [...]}`` or ``{"error": ...}``.
+        """JSON ``{"sql": ..., "params": [...]}`` -> ``{"columns": [...], "rows": [...]}`` or
+        ``{"error": ...}``; ``params`` (optional) fill the statement's ``?`` placeholders.
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
         its own cursor, with file access disabled for the whole database."""
@@ -177,13 +183,13 @@ class HostState:
         from ._schema import StoreError
 
         try:
-            sql = msgspec.json.decode(request, type=QueryRequest).sql
+            asked = msgspec.json.decode(request, type=QueryRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _error(f"bad query request: {exc}; send {{\"sql\": \"SELECT ...\"}}")
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(sql, self.config.query.max_rows)
+            result = await self.store.query(asked.sql, self.config.query.max_rows, asked.params)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:

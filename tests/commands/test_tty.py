@@ -72,7 +72,8 @@ def tty_cfg(tmp_path_factory: pytest.TempPathFactory) -> str:
     d = tmp_path_factory.mktemp("tty")
     path = d / "config.yaml"
     path.write_text(f"data_dir: {d / 'var'}\nscope:\n  allow: [198.18.0.0/15]\n"
-                    "dns:\n  servers: [198.18.0.53]\nenrichers:\n  port_probe:\n    tcp: '22,80'\n    udp: ''\n")
+                    "dns:\n  servers: [198.18.0.53]\n"
+                    "enrichers:\n  port_probe:\n    tcp: '22,80'\n    udp: ''\n")
     return str(path)
 
 

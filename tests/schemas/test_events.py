@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from lanscope.runtime.topology import STAGES
+from lanscope.runtime.topology import PUBLISHED_BY_PEOPLE, STAGES
 from schemas import (
     EVENT_TYPES,
     PortState,
@@ -54,7 +54,7 @@ def test_decode_error_names_the_field() -> None:
 def test_new_fields_have_defaults() -> None:
     # Additive-only evolution: only the base fields may be required.
     required_base = {"host_key", "observed_at", "source"}
-    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"},
+    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"}, "ProbeRequested": {"ip"},
                "Finding": {"finding_id", "state", "rule", "severity", "category", "title",
                            "first_seen", "last_seen"},
                "RegistryEntry": {"entry_id", "action"}}
@@ -81,6 +81,7 @@ def test_every_event_has_a_subject_in_a_stream() -> None:
 
 def test_every_consumed_subject_is_produced_by_someone() -> None:
     produced = {subj.SUBJECTS[t][0] for spec in STAGES.values() for t in spec.emits}
+    produced |= set(PUBLISHED_BY_PEOPLE)       # probe now, from the dashboard
     for spec in STAGES.values():
         for pattern in spec.consumes:
             assert pattern in produced, f"{spec.qualified} consumes {pattern} that nobody emits"

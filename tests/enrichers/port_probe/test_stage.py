@@ -13,7 +13,7 @@ from lanscope.config import parse
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
 from lanscope.runtime.topology import STAGES
-from schemas import OsGuess, PortsProbed, PortState
+from schemas import OsGuess, PortsProbed, PortState, ProbeRequested
 from tests.factories import T0, at, host_seen, port
 
 
@@ -134,3 +134,43 @@ def test_compact_report_summaries_match_the_full_port_list() -> None:
     assert (full.not_shown(), full.hidden_reasons(), full.state_counts()) == summaries
     assert summaries[0] == {"filtered": 29, "closed": 40}
     assert summaries[1]["filtered"] == {"admin-prohibited": 14, "no-response": 15}
+
+
+def probe_request(ip: str = "198.18.0.10", *, t: float = 0) -> ProbeRequested:
+    return ProbeRequested(host_key="02:00:00:00:00:10", observed_at=at(t), source="web", ip=ip,
+                          mac="02:00:00:00:00:10", requested_by="web 127.0.0.1")
+
+
+async def test_a_probe_request_probes_now_whatever_the_interval() -> None:
+    stage, prober, clock = make()
+    await stage.handle(host_seen("198.18.0.10"))
+    clock.now = at(60)                                      # the interval (3600 s) is far off
+    assert await stage.handle(host_seen("198.18.0.10", t=60)) == []
+    [event] = await stage.handle(probe_request(t=59))
+    assert isinstance(event, PortsProbed) and event.ip == "198.18.0.10"
+    assert event.host_key == "02:00:00:00:00:10" and event.observed_at == at(60)
+    assert prober.calls == [["198.18.0.10"], ["198.18.0.10"]]
+
+
+async def test_a_probe_request_out_of_scope_sends_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    config = Config(reprobe_secs=3600)
+    prober = FakeProber(config)
+    refusals = {"8.8.8.8": "8.8.8.8 is not a private address attached to this machine"}
+    stage = PortProbe(config, prober=prober, clock=Clock(), scope=refusals.get)
+    assert await stage.handle(probe_request("8.8.8.8")) == []
+    assert prober.calls == []
+    assert "refusing a probe request for 8.8.8.8 by web 127.0.0.1: 8.8.8.8 is not a private" in caplog.text
+
+
+async def test_a_stale_probe_request_is_dropped() -> None:
+    stage, prober, clock = make(Config(reprobe_secs=3600, request_max_age_secs=300))
+    clock.now = at(301)
+    assert await stage.handle(probe_request(t=0)) == []
+    assert prober.calls == []
+
+
+def test_the_pipeline_builds_port_probe_with_the_config_scope() -> None:
+    config = parse({}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
+    assert stage.scope is not None
+    assert "not a private address" in (stage.scope("203.0.113.5") or "")
