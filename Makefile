@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LAB_PACKAGES := tests/lab/packages.txt
 PYTEST_ARGS ?=
 
-.PHONY: run test lab-up lab-down lab-status lab-run lab-shell bench lint typecheck clean install
+.PHONY: run test lab-up lab-down lab-status lab-run lab-watch lab-shell bench lint typecheck clean install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ lab-status: $(STAMP)
 ## `lanscope run` inside the lab's scanner namespace (state in var/lab).
 lab-run: lab-up
 	ip netns exec $${LANSCOPE_LAB_PREFIX:-ls}-scan $(BIN)/lanscope -c tests/lab/lanscope.yaml run
+
+## `lanscope watch` on the pipeline of `make lab-run` (run it from another shell).
+lab-watch: $(STAMP)
+	$(BIN)/lanscope -c tests/lab/lanscope.yaml watch
 
 lab-shell: lab-up
 	$(BIN)/python -m tests.lab shell

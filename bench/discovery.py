@@ -37,8 +37,8 @@ from pathlib import Path
 from lanscope.net.interfaces import interfaces_async
 from lanscope.net.targets import parse_targets
 from lanscope.output import print_table
-from producers.arp_sweep import ArpSweep, Config
-from producers.arp_sweep._io import arp_sweep_async
+from lanscope.runtime.stage import StageContext
+from producers.arp_sweep import Config, build
 from schemas import HostSeen
 from tests.lab import Lab
 
@@ -67,8 +67,8 @@ def lanscope_arp(target: str) -> tuple[float, set[str]]:
 
 
 def lanscope_stage(target: str) -> tuple[float, set[str]]:
-    stage = ArpSweep(Config(), scan=arp_sweep_async, interfaces=interfaces_async,
-                     targets=parse_targets([target]))
+    # Built as `lanscope arp` builds it: the stage's defaults, the command's targets.
+    stage = build(Config(), StageContext(data_dir=Path("."), sweep=parse_targets([target])))
     start = time.perf_counter()
     events = asyncio.run(stage.sweep())
     return time.perf_counter() - start, {e.ip for e in events if isinstance(e, HostSeen) and e.ip}

@@ -259,7 +259,7 @@ class Sinks:
         self.profile = args.profile
         self.dir = Path(tempfile.mkdtemp(dir=work, prefix="sinks-"))
         config = {"data_dir": str(self.dir), "nats": {"url": url},
-                  "duckdb": {"flush_ms": flush_ms, "compact_secs": args.compact_secs}}
+                  "sinks": {"host_state": {"flush_ms": flush_ms, "compact_secs": args.compact_secs}}}
         self.config = self.dir / "config.yaml"
         self.config.write_text(json.dumps(config))   # JSON is YAML
         self.groups = [list(sinks)] if layout == "one" else [[s] for s in sinks]
@@ -530,10 +530,10 @@ def main() -> int:
                         help="sink stages to run (default: all three)")
     parser.add_argument("--layout", choices=("one", "each"), default="one",
                         help="all sinks in one `lanscope run` process, or one process per sink")
-    parser.add_argument("--flush-ms", type=int, default=200,
-                        help="host_state's duckdb.flush_ms (the shipped default: 200)")
-    parser.add_argument("--compact-secs", type=float, default=Config().duckdb.compact_secs,
-                        help="host_state's duckdb.compact_secs (default: the shipped one)")
+    parser.add_argument("--flush-ms", type=int, default=Config().sinks.host_state.flush_ms,
+                        help="sinks.host_state.flush_ms (default: the shipped one)")
+    parser.add_argument("--compact-secs", type=float, default=Config().sinks.host_state.compact_secs,
+                        help="sinks.host_state.compact_secs (default: the shipped one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, DuckDB)")
     parser.add_argument("--profile", action="store_true",
                         help="run the sinks under py-spy, sampling the thread that holds the GIL; "

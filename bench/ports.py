@@ -4,14 +4,21 @@
     ip netns exec p4-scan .venv/bin/python -m bench.ports [--runs 3] [--sv-runs 1]
     LANSCOPE_LAB_PREFIX=p4 python -m tests.lab down
 
-Three scenarios, every tool on the same lab in one run:
+Four scenarios, every tool on the same lab in one run:
 
 1. full 65,535-port TCP scan of one host (the ssh host);
 2. the top 1000 TCP ports of the ~40 live hosts of 198.18.0.0/24 (every tool
    is given the list of live hosts, -Pn: this compares port scanning, not
    discovery);
 3. service identification of the lab's servers: lanscope's banners and rules
-   vs ``nmap -sV`` on the same host/port pairs.
+   vs ``nmap -sV`` on the same host/port pairs;
+4. UDP: 15 ports on three hosts (``lanscope scan -sU`` vs ``nmap -sU``, and
+   ``nmap -sU --scan-delay 1s``), the state of every port compared with the
+   other tools and with the lab's truth (open, closed, open|filtered): Linux
+   hosts answer closed UDP ports with a burst of 6 ICMP port-unreachables, then
+   one per second, so a scanner that does not pace per host reads closed ports
+   as open|filtered. Each tool waits ``UDP_REST_SECS`` before its run, so every
+   one starts with the targets' rate-limit buckets full; the order alternates.
 
 Wall time is the median of ``--runs`` runs (``--sv-runs`` for nmap -sV, which
 is slow). lanscope is timed twice: the engine in process (as the pipeline runs
@@ -252,6 +259,80 @@ def service_id(lab: Lab, runs: int, sv_runs: int) -> list[tuple[str, float, int,
     return rows
 
 
+UDP_PORTS = (53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 520, 1900, 4500, 5353)
+UDP_HOSTS = ("ssh", "snmp", "dns")
+UDP_REST_SECS = 8.0     # Linux refills its ICMP bucket (6 messages) at one per second
+
+
+def udp_xml_states(xml_text: str) -> dict[tuple[str, int], str]:
+    """(ip, port) -> state of every UDP port in nmap-style XML (summarised ports included)."""
+    root = ET.fromstring(xml_text)
+    states: dict[tuple[str, int], str] = {}
+    for host in root.iter("host"):
+        address = host.find("address")
+        ip = address.get("addr", "") if address is not None else ""
+        listed = set()
+        for port in host.iter("port"):
+            state = port.find("state")
+            if port.get("protocol") == "udp" and state is not None:
+                states[(ip, int(port.get("portid", "0")))] = state.get("state", "")
+                listed.add(int(port.get("portid", "0")))
+        extra = [e.get("state", "") for e in host.iter("extraports")]
+        if len(extra) == 1:          # one summarised state: every port not listed has it
+            for number in UDP_PORTS:
+                states.setdefault((ip, number), extra[0])
+    return states
+
+
+def udp_compare(lab: Lab, runs: int, config: str) -> dict[str, tuple[int, int, int]]:
+    """Per-port UDP states of lanscope and nmap, ``runs`` rounds (the tools' order alternates).
+    Returns, per nmap variant: (ports where lanscope = that nmap, ports compared, ports where
+    that nmap = the lab's truth); lanscope's own score against the truth is under "lanscope"."""
+    hosts = [lab.host(name) for name in UDP_HOSTS]
+    ips = [h.ip for h in hosts]
+    truth = {(h.ip, p): "open" if p in h.udp_open else "closed" for h in hosts for p in UDP_PORTS}
+    ports = ",".join(map(str, UDP_PORTS))
+    ours = "lanscope scan -sU"
+    tools: dict[str, Callable[[], str]] = {
+        ours: lambda: run([*LANSCOPE, "-c", config, "scan", *ips, "-Pn", "-n", "-sU", "--no-fingerprint",
+                           "-p", f"U:{ports}", "-oX", "-"], env=CLI_ENV),
+        "nmap -sU": lambda: run(["nmap", "-sU", "-n", "-Pn", "-p", ports, "-oX", "-", *ips]),
+        # nmap's own advice for hosts that rate-limit ICMP: one probe per second per host.
+        "nmap -sU --scan-delay 1s": lambda: run(["nmap", "-sU", "-n", "-Pn", "--scan-delay", "1s",
+                                                 "-p", ports, "-oX", "-", *ips]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    right = dict.fromkeys(tools, 0)
+    same = {name: 0 for name in tools if name != ours}
+    order = list(tools)
+    for round_ in range(runs):
+        found: dict[str, dict[tuple[str, int], str]] = {}
+        for name in order if round_ % 2 == 0 else reversed(order):
+            time.sleep(UDP_REST_SECS)
+            start = time.perf_counter()
+            found[name] = udp_xml_states(tools[name]())
+            times[name].append(time.perf_counter() - start)
+        line = []
+        for name, states in found.items():
+            right[name] += sum(states.get(key) == state for key, state in truth.items())
+            wrong = sorted(k for k, state in truth.items() if states.get(k) != state)
+            line.append(f"{name} {times[name][-1]:5.2f}s {len(truth) - len(wrong)}/{len(truth)} right"
+                        + (f" (e.g. {wrong[0][0]}:{wrong[0][1]} {states.get(wrong[0])})" if wrong else ""))
+            if name != ours:
+                same[name] += sum(found[ours].get(key) == states.get(key) for key in truth)
+        print(f"  UDP round {round_ + 1}: " + "; ".join(line), flush=True)
+    compared = runs * len(truth)
+    print(f"  UDP {len(UDP_PORTS)} ports x {len(hosts)} hosts, {runs} rounds, {compared} port states each:",
+          flush=True)
+    print(f"    {ours}: {right[ours]}/{compared} as the lab's truth, median "
+          f"{statistics.median(times[ours]):.2f}s", flush=True)
+    for name in same:
+        print(f"    {name}: {right[name]}/{compared} as the truth, median "
+              f"{statistics.median(times[name]):.2f}s; lanscope agrees on {same[name]}/{compared} "
+              f"({100 * same[name] / compared:.1f}%)", flush=True)
+    return {name: (same[name], compared, right[name]) for name in same} | {ours: (0, compared, right[ours])}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sv-runs", type=int, default=1)
     parser.add_argument("--skip-sv", action="store_true", help="no service identification (nmap -sV)")
     parser.add_argument("--skip-masscan", action="store_true")
+    parser.add_argument("--skip-tcp", action="store_true", help="no TCP port scans")
+    parser.add_argument("--skip-udp", action="store_true", help="no UDP comparison with nmap -sU")
+    parser.add_argument("--udp-runs", type=int, default=3)
     args = parser.parse_args(argv)
     lab = Lab.from_env()
     if not lab.is_up():
@@ -266,12 +350,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
-        cfg.write("scope:\n  allow: [198.18.0.0/15]\nconcurrency:\n  per_host: 512\n  sockets: 4096\n")
-    print(f"port scans (median of {args.runs} runs):", flush=True)
-    port_scans(lab, args.runs, cfg.name, masscan=not args.skip_masscan)
+        cfg.write("scope:\n  allow: [198.18.0.0/15]\n"
+                  "enrichers:\n  port_probe:\n    per_host: 512\n    sockets: 4096\n")
+    if not args.skip_tcp:
+        print(f"port scans (median of {args.runs} runs):", flush=True)
+        port_scans(lab, args.runs, cfg.name, masscan=not args.skip_masscan)
     if not args.skip_sv:
         print(f"service identification ({len(SERVICES)} servers):", flush=True)
         service_id(lab, args.runs, args.sv_runs)
+    if not args.skip_udp:
+        print(f"UDP states vs nmap -sU ({args.udp_runs} rounds):", flush=True)
+        udp_compare(lab, args.udp_runs, cfg.name)
     Path(cfg.name).unlink()
     return 0
 

@@ -1,55 +1,86 @@
 """Loading, expanding and validating ``config.yaml``.
 
+The top level holds the shared settings (``data_dir``, ``targets``, ``scope``,
+``nats``, ``dns``, ``proxmox``, ``logging``) and one section per stage,
+mirroring the folders: ``producers.arp_sweep``, ``enrichers.port_probe``,
+``sinks.host_state`` ... Each stage section is decoded into that stage's own
+``Config`` (beside the stage), whose field defaults are the only defaults.
+
 The one place that reads the environment: ``${VAR}``, ``${VAR:-default}`` and
 ``${VAR:?message}`` are expanded once, in string values only (so a variable
 can never inject YAML structure). ``<secret>_file`` keys (``pass_file``,
 ``password_file``, ``token_file``, ``token_value_file``) read the secret from a
-file. Validation is strict: an unknown key or a wrong type is an error that
-names the key path.
+file. Validation is strict and complete: every unknown key (with a "did you
+mean"), every key of the old layout (with its new place), every wrong type
+and every rule a section's ``check()`` states is reported, each as
+``FILE: key.path: problem``, in one ConfigError.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import yaml
+
+from enrichers.dns_names.stage import Config as DnsNamesConfig
+from enrichers.mac_vendor.stage import Config as MacVendorConfig
+from enrichers.port_probe.stage import Config as PortProbeConfig
+from enrichers.presence_check.stage import Config as PresenceCheckConfig
+from enrichers.proxmox_names.stage import Config as ProxmoxNamesConfig
+from lanscope.config_moved import MOVED, OLD_SECTIONS
+from lanscope.settings import (
+    DnsConfig,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Problems,
+    ProxmoxConfig,
+    ScopeConfig,
+    Secret,
+    Section,
+    TlsConfig,
+    target_count,
+    target_problems,
+)
+from lanscope.web.config import WebConfig
+from producers.arp_sweep.stage import Config as ArpSweepConfig
+from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
+from producers.neighbours.stage import Config as NeighboursConfig
+from producers.ping_sweep.stage import Config as PingSweepConfig
+from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
+from sinks.findings.stage import Config as FindingsConfig
+from sinks.host_state.stage import Config as HostStateConfig
+from sinks.host_state.stage import database_path
+from sinks.registry.stage import Config as RegistryConfig
+
+if TYPE_CHECKING:
+    from lanscope.net.targets import Targets
+    from lanscope.runtime.claims import Claims
+    from lanscope.runtime.stage import Progress, StageContext
+    from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
 SECRET_KEYS = frozenset({"pass", "password", "token", "token_value"})
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with the key path and what is wrong."""
+    """Configuration problems, each ``source: key.path: what is wrong``."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
-class Secret(str):
-    """A string that never shows itself in repr(), logs or error messages."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class TlsConfig(_Section):
-    """Also the settings lanscope's TLS clients take (lanscope.net.tls.TlsSettings)."""
-
-    verify: bool = True
-    ca_file: str | None = None
-    cert_file: str | None = None          # client certificate (NATS mTLS)
-    key_file: str | None = None
-    fingerprint_sha256: str | None = None  # pin a self-signed certificate instead of a CA (hex,
-                                           # colons allowed)
-
-
-class NatsConfig(_Section):
+class NatsConfig(Section):
     url: str = ""                          # empty: start the bundled nats-server
     user: str | None = None
     password: Secret | None = None
@@ -57,189 +88,112 @@ class NatsConfig(_Section):
     creds_file: str | None = None
     tls: TlsConfig | None = None
     name: str = "lanscope"
-    connect_timeout_secs: float = 5.0
+    connect_timeout_secs: PositiveFloat = 5.0
     # Streams and consumers
     replicas: int = 1
-    max_age_days: float = 7.0
-    max_bytes: int = 1 << 30
-    duplicate_window_secs: float = 120.0
-    ack_wait_secs: float = 30.0
-    max_deliver: int = 5
-    max_ack_pending: int = 1000            # a sink's consumer gets at least 3 x its batch size
-    nak_backoff_ms: int = 1000             # first retry delay after a failure; doubles per delivery
-    nak_backoff_max_secs: float = 60.0
-    shutdown_grace_secs: float = 10.0      # in-flight work may finish this long after SIGTERM
+    max_age_days: PositiveFloat = 7.0
+    max_bytes: PositiveInt = 1 << 30
+    duplicate_window_secs: NonNegativeFloat = 120.0
+    ack_wait_secs: PositiveFloat = 30.0
+    max_deliver: PositiveInt = 5
+    max_ack_pending: PositiveInt = 1000    # a sink's consumer gets at least 3 x its batch size
+    nak_backoff_ms: NonNegativeInt = 1000  # first retry delay after a failure; doubles per delivery
+    nak_backoff_max_secs: NonNegativeFloat = 60.0
+    shutdown_grace_secs: NonNegativeFloat = 10.0  # in-flight work may finish this long after SIGTERM
     # Embedded server
     embedded_host: str = "127.0.0.1"
-    embedded_port: int = 0                 # 0: a free port
+    embedded_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0   # 0: a free port
     sync_always: bool = False              # fsync every write (slower, survives power loss)
 
-
-class ScopeConfig(_Section):
-    attached: bool = True                  # private subnets of the machine's own interfaces
-    allow: list[str] = []                  # extra CIDRs/ranges that may be scanned
-    exclude: list[str] = []                # never scanned
-    allow_public: bool = False
-    max_addresses: int = 65536             # larger targets need --force
+    def check(self) -> Problems:
+        if self.replicas not in (1, 3, 5):
+            yield "replicas", "must be 1, 3 or 5"
 
 
-class SchedulesConfig(_Section):
-    """Seconds between runs of each producer; 0 disables it."""
-
-    arp_sweep_secs: float = 60.0
-    ping_sweep_secs: float = 300.0
-    neighbours_secs: float = 30.0
-    dhcp_leases_secs: float = 120.0
-    proxmox_guests_secs: float = 600.0
-    port_probe_secs: float = 3600.0        # re-probe a host when its last probe is older
-
-
-class PortsConfig(_Section):
-    tcp: str = "20-1024"                   # nmap -p syntax; "" disables TCP probing
-    top_ports: int = 0                     # >0: use the N most common ports instead of `tcp`
-    udp: str = "53,123,137,161,1900,5353"  # "" disables UDP probes
-    tcp_ping: list[int] = msgspec.field(default_factory=lambda: [22, 80, 443, 445, 3389])
-    scan_type: Literal["auto", "connect", "syn"] = "auto"
-    syn_min_ports: int = 64                # auto: SYN scan (when root) from this many ports per scan
-    fingerprint: bool = True               # grab banners and identify services on open ports
-    nmap_service_probes: str = ""          # path of nmap-service-probes: extra rules (never shipped)
-
-
-class TimeoutsConfig(_Section):
-    connect_ms: int = 1000
-    banner_ms: int = 3000
-    arp_ms: int = 800                      # wait for late ARP replies after the last request
-    icmp_ms: int = 1000
-    dns_ms: int = 1000
-    http_secs: float = 10.0
-    host_secs: float = 300.0               # give up on one host's probe after this
-
-
-class ConcurrencyConfig(_Section):
-    hosts: int = 16                        # hosts probed at once (per process)
-    sockets: int = 512                     # connect-scan sockets in flight (global)
-    per_host: int = 128                    # connect-scan sockets per host
-    banners: int = 32                      # banner grabs in flight
-    retries: int = 1                       # retransmissions for ARP/ICMP/SYN/UDP
-    packets_per_sec: int = 0               # 0: unpaced (the lab); set e.g. 5000 on real LANs
-
-
-class GatewayConfig(_Section):
-    """A MikroTik RouterOS gateway (REST API). The seed's keys: host, user, pass."""
-
-    host: str | None = None
-    user: str = "admin"
-    password: Secret | None = msgspec.field(default=None, name="pass")
-    scheme: Literal["auto", "http", "https"] = "auto"  # auto: http for private addresses
-    port: int | None = None
-    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
-    timeout_secs: float = 10.0
-    arp_table: bool = True                 # also read /rest/ip/arp
-
-
-class LeaseFilesConfig(_Section):
-    enabled: bool = True
-    paths: list[str] = msgspec.field(default_factory=lambda: [
-        "/var/lib/dhcp/dhclient.leases",
-        "/var/lib/dhcp/dhclient.*.leases",
-        "/var/lib/dhclient/*.leases",
-        "/var/lib/NetworkManager/*.lease",
-        "/run/systemd/netif/leases/*",
-        "/var/lib/misc/dnsmasq.leases",
-        "/var/lib/dnsmasq/dnsmasq.leases",
-        "/var/lib/dhcp/dhcpd.leases",
-        "/var/lib/dhcpd/dhcpd.leases",
-        "/var/lib/kea/kea-leases4.csv",
-    ])
-
-
-class ProxmoxConfig(_Section):
-    host: str | None = None
-    port: int = 8006
-    user: str | None = None                # root@pam, inventory@pve ...
-    password: Secret | None = None
-    token_name: str | None = None
-    token_value: Secret | None = None
-    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
-    timeout_secs: float = 10.0
-    refresh_secs: float = 300.0
-    report_guests: bool = True             # publish known guests as sightings
-
-
-class DnsConfig(_Section):
-    enabled: bool = True
-    servers: list[str] = []                # empty: the system resolver
-    timeout_ms: int = 1000
-    cache_secs: float = 3600.0
-
-
-class DuckDBConfig(_Section):
-    path: str = ""                         # empty: <data_dir>/lanscope.duckdb
-    batch_size: int = 4000                 # host_state's batch when behind (commits per batch)
-    flush_ms: int = 200
-    keep_event_ids_days: float = 7.0       # processed ids + outbox kept this long (redelivery, replay)
-    max_query_rows: int = 10000            # a query returns at most this many rows
-    compact_secs: float = 30.0             # host tables catch up with the sink's journal within this
-    query_timeout_ms: int = 3000           # `lanscope query` waits this long for the running pipeline
-
-
-class PresenceConfig(_Section):
-    """host_state's presence settings (sinks.host_state.stage.Presence has the same defaults)."""
-
-    missed_sweeps: int = 2                 # a direct check after this many sweeps without evidence
-    grace_secs: float = 120.0              # ... and at least this long since the last evidence
-    confirm: bool = True                   # gone only when that check failed (presence_check)
-    recheck_secs: float = 60.0             # an unanswered check is asked again after this
-    flap_transitions: int = 4              # more gone/back transitions than this within ...
-    flap_window_secs: float = 3600.0       # ... this window: flapping, reported once per window
-
-
-class RegistryConfig(_Section):
-    mode: Literal["off", "register", "sync"] = "register"
-    inventory: str = ""                    # YAML/CSV inventory to seed sync mode; empty: none
-    state_file: str = ""                   # empty: <data_dir>/registry.json
-
-
-class FindingsConfig(_Section):
-    enabled: bool = True
-    min_openssh: str = "8.8"               # older OpenSSH versions are a finding
-    static_ranges: list[str] = []          # a new host inside one of these is a finding
-    gateways: dict[str, str] = {}          # gateway IP -> its MAC (ARP spoofing)
-    dhcp_servers: list[str] = []           # known DHCP servers; another one is a finding
-    cert_expiry_days: int = 0              # warn this many days before expiry (0: only expired)
-    rules_file: str = ""                   # empty: the shipped sinks/findings/rules.yaml
-    duplicate_ip_window_secs: float = 300.0  # two MACs for one IP within this window: a finding
-    state_file: str = ""                   # empty: <data_dir>/findings.json
-
-
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
 
 
-class Config(_Section):
+# One section per stage, named and ordered as the topology (a test checks both agree).
+class Producers(Section):
+    arp_sweep: ArpSweepConfig = msgspec.field(default_factory=ArpSweepConfig)
+    ping_sweep: PingSweepConfig = msgspec.field(default_factory=PingSweepConfig)
+    neighbours: NeighboursConfig = msgspec.field(default_factory=NeighboursConfig)
+    dhcp_leases: DhcpLeasesConfig = msgspec.field(default_factory=DhcpLeasesConfig)
+    proxmox_guests: ProxmoxGuestsConfig = msgspec.field(default_factory=ProxmoxGuestsConfig)
+
+
+class Enrichers(Section):
+    port_probe: PortProbeConfig = msgspec.field(default_factory=PortProbeConfig)
+    dns_names: DnsNamesConfig = msgspec.field(default_factory=DnsNamesConfig)
+    mac_vendor: MacVendorConfig = msgspec.field(default_factory=MacVendorConfig)
+    proxmox_names: ProxmoxNamesConfig = msgspec.field(default_factory=ProxmoxNamesConfig)
+    presence_check: PresenceCheckConfig = msgspec.field(default_factory=PresenceCheckConfig)
+
+
+class Sinks(Section):
+    host_state: HostStateConfig = msgspec.field(default_factory=HostStateConfig)
+    findings: FindingsConfig = msgspec.field(default_factory=FindingsConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+
+
+class Config(Section):
     data_dir: str = "./var"
     targets: list[str] = []                # empty: the attached private subnets
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     scope: ScopeConfig = msgspec.field(default_factory=ScopeConfig)
-    schedules: SchedulesConfig = msgspec.field(default_factory=SchedulesConfig)
-    ports: PortsConfig = msgspec.field(default_factory=PortsConfig)
-    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
-    concurrency: ConcurrencyConfig = msgspec.field(default_factory=ConcurrencyConfig)
-    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
-    lease_files: LeaseFilesConfig = msgspec.field(default_factory=LeaseFilesConfig)
-    proxmox: ProxmoxConfig = msgspec.field(default_factory=ProxmoxConfig)
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
-    duckdb: DuckDBConfig = msgspec.field(default_factory=DuckDBConfig)
-    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
-    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
-    findings: FindingsConfig = msgspec.field(default_factory=FindingsConfig)
+    proxmox: ProxmoxConfig = msgspec.field(default_factory=ProxmoxConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)   # the dashboard (lanscope.web)
+    producers: Producers = msgspec.field(default_factory=Producers)
+    enrichers: Enrichers = msgspec.field(default_factory=Enrichers)
+    sinks: Sinks = msgspec.field(default_factory=Sinks)
+
+    def check(self) -> Problems:
+        problems = list(target_problems("targets", self.targets))
+        yield from problems
+        if self.targets and not problems and not list(target_problems("exclude", self.scope.exclude)):
+            count = target_count(self.targets, self.scope.exclude)
+            if count > self.scope.max_addresses:
+                yield "targets", (f"{count} addresses is more than scope.max_addresses "
+                                  f"({self.scope.max_addresses})")
+        host_state = self.sinks.host_state
+        if host_state.enabled and host_state.presence.confirm and not self.enrichers.presence_check.enabled:
+            yield "sinks.host_state.presence.confirm", (
+                "true needs enrichers.presence_check, which is disabled: no host would ever be gone; "
+                "set confirm: false to say gone on missed sweeps alone")
 
     @property
     def duckdb_path(self) -> Path:
-        return Path(self.duckdb.path) if self.duckdb.path else Path(self.data_dir) / "lanscope.duckdb"
+        return database_path(self.sinks.host_state, Path(self.data_dir))
 
+    def stage_config(self, name: str) -> Any:
+        """The named stage's own section (``producers.arp_sweep`` for ``arp_sweep``)."""
+        from lanscope.runtime.topology import STAGES
+
+        spec = STAGES[name]
+        return getattr(getattr(self, spec.kind.value), spec.name)
+
+    def stage_specs(self) -> dict[str, StageSpec]:
+        """The topology's stages with the runtime tuning their sections set."""
+        from lanscope.runtime.topology import STAGES
+
+        return {name: spec.tuned(self.stage_config(name)) for name, spec in STAGES.items()}
+
+    def stage_context(self, *, claims: Claims | None = None, progress: Progress | None = None,
+                      sweep: Targets | None = None) -> StageContext:
+        """What the stage builders get besides their own section: the shared settings."""
+        from lanscope.runtime.claims import MemoryClaims
+        from lanscope.runtime.stage import StageContext
+
+        return StageContext(data_dir=Path(self.data_dir), targets=tuple(self.targets), scope=self.scope,
+                            dns=self.dns, proxmox=self.proxmox, claims=claims or MemoryClaims(),
+                            progress=progress, sweep=sweep)
+
+
+# --------------------------------------------------------------------------- expansion
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 
@@ -247,8 +201,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 def expand(value: str, where: str, env: Mapping[str, str]) -> str:
     """Expand ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` in one string.
 
-    ``$${`` escapes a literal ``${``.
-    """
+    ``$${`` escapes a literal ``${``. A missing required variable raises ConfigError."""
 
     def replace(match: re.Match[str]) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3)
@@ -268,36 +221,10 @@ def expand(value: str, where: str, env: Mapping[str, str]) -> str:
     return "${".join(_VAR.sub(replace, part) for part in parts)
 
 
-def _walk(node: Any, where: str, env: Mapping[str, str], base: Path) -> Any:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, item in node.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"{where or '<top>'}: key {key!r} is not a string")
-            out[key] = _walk(item, f"{where}.{key}" if where else key, env, base)
-        for key in [k for k in out if k.endswith("_file") and k[: -len("_file")] in SECRET_KEYS]:
-            secret_key = key[: -len("_file")]
-            path_where = f"{where}.{key}" if where else key
-            if out.get(secret_key) not in (None, ""):
-                raise ConfigError(f"{path_where}: set either {secret_key} or {key}, not both")
-            path = out.pop(key)
-            if path in (None, ""):
-                continue
-            out[secret_key] = _read_secret(Path(path) if Path(path).is_absolute() else base / path,
-                                           path_where)
-        return out
-    if isinstance(node, list):
-        return [_walk(item, f"{where}[{i}]", env, base) for i, item in enumerate(node)]
-    if isinstance(node, str):
-        return expand(node, where, env)
-    return node
+# --------------------------------------------------------------------------- decoding
 
-
-def _read_secret(path: Path, where: str) -> str:
-    try:
-        return path.read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read secret file {str(path)!r}: {exc.strerror}") from None
+_DROP = object()
+_PATH_IN_MSG = re.compile(r" - at `\$([^`]*)`$")
 
 
 def _dec_hook(typ: type, obj: Any) -> Any:
@@ -308,74 +235,159 @@ def _dec_hook(typ: type, obj: Any) -> Any:
     raise NotImplementedError
 
 
-_PATH_IN_MSG = re.compile(r" - at `\$\.?([^`]*)`$")
+def _struct_of(annotation: Any) -> type[msgspec.Struct] | None:
+    """The Struct a field holds (``TlsConfig`` for ``TlsConfig | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(annotation)
+                 if isinstance(a, type) and issubclass(a, msgspec.Struct)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+class _Decoder:
+    """Walks the YAML tree along the Config types; every problem is recorded, none stops it."""
+
+    def __init__(self, env: Mapping[str, str], base: Path) -> None:
+        self.env = env
+        self.base = base
+        self.problems: list[tuple[str, str]] = []
+
+    def section(self, node: Any, cls: type[msgspec.Struct], where: str) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problems.append((where or "<top>", f"expected a section (key: value lines), "
+                                                    f"got {type(node).__name__}"))
+            return {}
+        fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+        out: dict[str, Any] = {}
+        for key, value in self._secret_files(node, fields, where).items():
+            here = _join(where, key)
+            info = fields.get(key)
+            if info is None:
+                self._unknown(here, key, value, fields, where)
+                continue
+            struct = _struct_of(info.type)
+            empty = value is None and info.default is not None    # `section:` with nothing under it
+            if struct is not None and (isinstance(value, dict) or empty):
+                out[key] = self.section(value, struct, here)
+                continue
+            value = self._expand(value, here)
+            if value is _DROP:
+                continue
+            if value == "" and info.default is None:
+                value = None               # ${VAR:-} where the key's default is "unset"
+            try:
+                msgspec.convert(value, info.type, dec_hook=_dec_hook)
+            except msgspec.ValidationError as exc:
+                message = str(exc)
+                match = _PATH_IN_MSG.search(message)
+                self.problems.append((here + (match.group(1) if match else ""),
+                                      _PATH_IN_MSG.sub("", message)))
+                continue
+            out[key] = value
+        return out
+
+    def _secret_files(self, node: dict[Any, Any], fields: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """``pass_file: PATH`` -> ``pass: <the file's text>`` (a Secret)."""
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if not isinstance(key, str):
+                self.problems.append((where or "<top>", f"key {key!r} is not a string"))
+                continue
+            secret = key.removesuffix("_file")
+            if key == secret or secret not in SECRET_KEYS or secret not in fields:
+                out.setdefault(key, value)
+                continue
+            here = _join(where, key)
+            if node.get(secret) not in (None, ""):
+                self.problems.append((here, f"set either {secret} or {key}, not both"))
+                continue
+            path = self._expand(value, here)
+            if path is _DROP or path in (None, ""):
+                continue
+            file = Path(path) if Path(path).is_absolute() else self.base / path
+            try:
+                out[secret] = Secret(file.read_text().rstrip("\r\n"))
+            except OSError as exc:
+                self.problems.append((here, f"cannot read secret file {str(file)!r}: {exc.strerror}"))
+        return out
+
+    def _expand(self, node: Any, where: str) -> Any:
+        if isinstance(node, str):
+            try:
+                return expand(node, where, self.env)
+            except ConfigError as exc:
+                self.problems.append((where, str(exc).removeprefix(f"{where}: ")))
+                return _DROP
+        if isinstance(node, list):
+            items = [self._expand(item, f"{where}[{i}]") for i, item in enumerate(node)]
+            return _DROP if any(item is _DROP for item in items) else items
+        if isinstance(node, dict):
+            pairs = {k: self._expand(v, _join(where, str(k))) for k, v in node.items()}
+            return _DROP if any(v is _DROP for v in pairs.values()) else pairs
+        return node
+
+    def _unknown(self, here: str, key: str, value: Any, fields: Mapping[str, Any], where: str) -> None:
+        from lanscope.runtime.topology import STAGES
+
+        plain = re.sub(r"\[\d+\]", "", here)
+        if plain in MOVED:
+            self.problems.append((here, MOVED[plain]))
+            return
+        if not where and key in OLD_SECTIONS:
+            gone = f"the {key} section is gone: {OLD_SECTIONS[key]}"
+            if isinstance(value, dict) and value:
+                for sub in value:
+                    path = f"{key}.{sub}"
+                    self.problems.append((path, MOVED.get(path, f"unknown key; {gone}")))
+            else:
+                self.problems.append((key, gone))
+            return
+        spec = STAGES.get(key)
+        if spec is not None:
+            self.problems.append((here, f"unknown key; the {key} stage's section is {spec.qualified}"))
+            return
+        names = [*fields, *(f"{k}_file" for k in fields if k in SECRET_KEYS)]
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        self.problems.append((here, "unknown key" + (f"; did you mean {close[0]}?" if close else "")))
+
+
+def _checks(section: msgspec.Struct, where: str) -> Iterator[tuple[str, str]]:
+    """What every section's check() finds, with the section's key path in front."""
+    check = getattr(section, "check", None)
+    if callable(check):
+        for key, message in check():
+            yield _join(where, key), message
+    for info in msgspec.structs.fields(section):
+        value = getattr(section, info.name)
+        if isinstance(value, msgspec.Struct):
+            yield from _checks(value, _join(where, info.encode_name))
 
 
 def parse(raw: Any, *, source: str = "config", env: Mapping[str, str] | None = None,
           base: Path | None = None) -> Config:
-    """Validate an already-loaded YAML tree (a dict) into a Config."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
+    """Validate an already-loaded YAML tree (a dict) into a Config; ConfigError lists every problem."""
+    if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, "
                           f"not {type(raw).__name__}")
-    try:
-        tree = _walk(raw, "", os.environ if env is None else env, base or Path.cwd())
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    decoder = _Decoder(os.environ if env is None else env, base or Path.cwd())
+    tree = decoder.section(raw, Config, "")
     try:
         config = msgspec.convert(tree, Config, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        match = _PATH_IN_MSG.search(message)
-        where = match.group(1) if match else ""
-        message = _PATH_IN_MSG.sub("", message)
-        unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
-        if unknown:
-            key = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
-            raise ConfigError(f"{source}: {key}: unknown key") from None
-        raise ConfigError(f"{source}: {where or '<top>'}: {message}") from None
-    config = _blank_to_none(config)
-    _check(config, source)
-    return config
-
-
-def _blank_to_none(section: Any) -> Any:
-    """``${VAR:-}`` yields "" where the key's default is None (unset): make it None."""
-    changes: dict[str, Any] = {}
-    for info in msgspec.structs.fields(section):
-        value = getattr(section, info.name)
-        if value == "" and info.default is None:
-            changes[info.name] = None
-        elif isinstance(value, msgspec.Struct):
-            fixed = _blank_to_none(value)
-            if fixed is not value:
-                changes[info.name] = fixed
-    return msgspec.structs.replace(section, **changes) if changes else section
-
-
-def _check(config: Config, source: str) -> None:
-    """Rules a type cannot express."""
-    problems: list[str] = []
-    if config.nats.replicas not in (1, 3, 5):
-        problems.append("nats.replicas: must be 1, 3 or 5")
-    for key, value in (("duckdb.batch_size", config.duckdb.batch_size),
-                       ("concurrency.hosts", config.concurrency.hosts),
-                       ("concurrency.sockets", config.concurrency.sockets),
-                       ("concurrency.per_host", config.concurrency.per_host),
-                       ("nats.max_deliver", config.nats.max_deliver)):
-        if value < 1:
-            problems.append(f"{key}: must be at least 1, got {value}")
-    for name in SchedulesConfig.__struct_fields__:
-        if getattr(config.schedules, name) < 0:
-            problems.append(f"schedules.{name}: must not be negative")
-    if config.proxmox.host and not (config.proxmox.token_name or config.proxmox.password):
-        problems.append("proxmox: set token_name/token_value or password for "
-                        f"{config.proxmox.host}")
-    if config.proxmox.token_name and not config.proxmox.token_value:
-        problems.append("proxmox.token_value: required with token_name")
+    except msgspec.ValidationError as exc:     # every leaf was checked: not expected
+        raise ConfigError([f"{source}: {k}: {m}" for k, m in decoder.problems]
+                          + [f"{source}: <top>: {exc}"]) from None
+    problems = decoder.problems + list(_checks(config, ""))
     if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
+        raise ConfigError([f"{source}: {key}: {message}" for key, message in problems])
+    return config
 
 
 def load(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:

@@ -329,9 +329,22 @@ class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     last_seen: datetime | None = None
 
 
+class ProbeRequested(Event, tag="probe_requested", kw_only=True):
+    """A person asked for a host to be probed now (the dashboard's "probe now").
+
+    port_probe probes ``ip`` whatever its re-probe interval, if the address is in
+    its scope (else it refuses and says why), and drops a request older than its
+    ``request_max_age_secs``: a request replayed from the stream much later is no
+    longer anyone's wish. ``requested_by`` says who asked (for the log)."""
+
+    ip: Ip
+    mac: Mac | None = None
+    requested_by: ShortText = ""
+
+
 AnyEvent = (
     HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | HostCheckRequested
-    | HostUnreachable | Finding | RegistryEntry
+    | HostUnreachable | Finding | RegistryEntry | ProbeRequested
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     HostSeen,
@@ -343,6 +356,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HostUnreachable,
     Finding,
     RegistryEntry,
+    ProbeRequested,
 )
 
 _encoder = msgspec.json.Encoder()

@@ -7,6 +7,8 @@ full subjects; wildcards are for consumers only.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from msgspec import Struct
 
@@ -19,6 +21,7 @@ from .events import (
     HostSeen,
     HostUnreachable,
     PortsProbed,
+    ProbeRequested,
     RegistryEntry,
     SweepCompleted,
 )
@@ -35,6 +38,7 @@ HOST_UNREACHABLE = "lanscope.host.unreachable"  # ... which did not answer
 FINDING = "lanscope.finding.>"                # .opened .resolved
 REGISTRY = "lanscope.registry.>"              # .created .updated
 DLQ = "lanscope.dlq.>"                        # .<stage>
+PROBE_REQUESTED = "lanscope.host.probe.requested"  # "probe now" (the dashboard) -> port_probe
 QUERY = "lanscope.query"                      # request/reply to the DuckDB owner (core NATS)
 
 
@@ -59,7 +63,12 @@ DEAD_LETTERS = StreamSpec(
     subjects=(DLQ,),
     description="Messages a stage could not handle, with the reason in headers",
 )
-STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS)
+REQUESTS = StreamSpec(
+    name="LANSCOPE_REQUESTS",
+    subjects=(PROBE_REQUESTED,),
+    description="What people ask of the pipeline (probe a host now); port_probe drops stale ones",
+)
+STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS, REQUESTS)
 
 _TOKEN = re.compile(r"[^a-z0-9_-]+")
 
@@ -69,27 +78,33 @@ def _token(value: str) -> str:
     return _TOKEN.sub("_", value.lower()) or "unknown"
 
 
+# Event type -> (the subject pattern it is published under, the token that completes it).
+# The one table of what goes where: subject_for() publishes by it, the graph test reads it.
+SUBJECTS: dict[type[Event], tuple[str, Callable[[Any], str] | None]] = {
+    HostSeen: (HOST_SEEN, lambda e: _token(e.source)),
+    HostAnnotated: (HOST_ANNOTATED, lambda e: _token(e.source)),
+    PortsProbed: (HOST_PORTS, None),
+    SweepCompleted: (SWEEP_COMPLETED, lambda e: _token(e.source)),
+    HostChanged: (HOST_CHANGED, lambda e: e.kind.value),
+    Finding: (FINDING, lambda e: e.state.value),
+    RegistryEntry: (REGISTRY, lambda e: _token(e.action)),
+    ProbeRequested: (PROBE_REQUESTED, None),
+    HostCheckRequested: (HOST_CHECK, None),
+    HostUnreachable: (HOST_UNREACHABLE, None),
+}
+
+
+# subject_for's view of it: the subject up to the last token, made once.
+_PREFIXES = {t: (pattern if last is None else pattern[:-1], last) for t, (pattern, last) in SUBJECTS.items()}
+
+
 def subject_for(event: Event) -> str:
     """The full subject an event is published on."""
-    if isinstance(event, HostSeen):
-        return f"{PREFIX}.host.seen.{_token(event.source)}"
-    if isinstance(event, HostAnnotated):
-        return f"{PREFIX}.host.annotated.{_token(event.source)}"
-    if isinstance(event, PortsProbed):
-        return HOST_PORTS
-    if isinstance(event, SweepCompleted):
-        return f"{PREFIX}.sweep.completed.{_token(event.source)}"
-    if isinstance(event, HostChanged):
-        return f"{PREFIX}.host.changed.{event.kind.value}"
-    if isinstance(event, HostCheckRequested):
-        return HOST_CHECK
-    if isinstance(event, HostUnreachable):
-        return HOST_UNREACHABLE
-    if isinstance(event, Finding):
-        return f"{PREFIX}.finding.{event.state.value}"
-    if isinstance(event, RegistryEntry):
-        return f"{PREFIX}.registry.{_token(event.action)}"
-    raise TypeError(f"no subject for event type {type(event).__name__}")
+    route = _PREFIXES.get(type(event))
+    if route is None:
+        raise TypeError(f"no subject for event type {type(event).__name__}")
+    prefix, last_token = route
+    return prefix if last_token is None else prefix + last_token(event)
 
 
 def dlq_subject(stage: str) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from lanscope.runtime.topology import STAGES, resolve
+from lanscope.settings import Secret
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +59,22 @@ def test_duckdb_owner_stays_single_and_raw_socket_stages_get_capabilities() -> N
             assert replicas <= spec.max_replicas, stage
         caps = set(service.get("cap_add", []))
         assert ("NET_RAW" in caps) == spec.raw_sockets, stage
+
+
+def test_every_variable_compose_sets_is_read_by_config_yaml_where_the_comment_says() -> None:
+    from lanscope.config import parse
+
+    text = (ROOT / "compose.yaml").read_text()
+    env = yaml.safe_load(text)["x-lanscope"]["environment"]
+    values = {name: f"value-of-{name.lower()}" for name in env}
+    values["LANSCOPE_NATS_URL"] = "nats://127.0.0.1:4222"
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["proxmox"] |= {"token_name": "t", "token_value": "v"}     # a host needs credentials
+    config = msgspec.to_builtins(parse(raw, env=values), builtin_types=(Secret,))
+    for name in env:
+        key = re.search(rf"^\s+{name}: .*# (\S+)$", text, re.MULTILINE)
+        assert key is not None, f"compose.yaml: say which key {name} sets"
+        node = config
+        for part in key.group(1).split("."):
+            node = node[part]
+        assert node == values[name], (name, key.group(1))

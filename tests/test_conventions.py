@@ -1,21 +1,25 @@
 """Architecture rules a reviewer would otherwise check by hand.
 
 Stages know nothing of NATS, the config file or the environment: the runtime
-binds them (style guide, "A stage is plain async code").
+binds them (style guide, "A stage is plain async code"). Every stage is a
+folder with its Config and builder in stage.py, a README, a documented config
+sample and tests.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_PACKAGES = ("producers", "enrichers", "sinks", "schemas")
 FORBIDDEN_IMPORTS = ("nats", "lanscope.runtime.bus", "lanscope.runtime.runner", "lanscope.runtime.consume",
                      "lanscope.runtime.delivery", "lanscope.runtime.fastpath", "lanscope.runtime.puller",
-                     "lanscope.runtime.stagerun", "lanscope.config",
+                     "lanscope.runtime.stagerun", "lanscope.runtime.topology", "lanscope.config",
                      "lanscope.cli", "lanscope.commands")
 
 
@@ -60,3 +64,51 @@ def test_only_the_runtime_imports_nats() -> None:
         if "runtime" in path.parts or path.parent.name == "commands":
             continue
         assert not any(n == "nats" or n.startswith("nats.") for n in _imports(path)), path
+
+
+# ------------------------------------------------------------------ one stage, one folder
+
+
+def _stage_ids() -> list[str]:
+    from lanscope.runtime.topology import STAGES
+
+    return [spec.qualified for spec in STAGES.values()]
+
+
+@pytest.mark.parametrize("qualified", _stage_ids())
+def test_every_stage_is_a_folder_with_its_config_sample_readme_and_tests(qualified: str) -> None:
+    kind, name = qualified.split(".")
+    folder = ROOT / kind / name
+    for needed in ("stage.py", "README.md", "config.sample.yaml", "__init__.py"):
+        assert (folder / needed).is_file(), f"{qualified}: no {needed}"
+    tests = ROOT / "tests" / kind / name
+    assert (tests / "test_config.py").is_file(), f"{qualified}: no tests/{kind}/{name}/test_config.py"
+    assert len(list(tests.glob("test_*.py"))) >= 2, f"{qualified}: only config tests"
+
+
+_TIME_WORDS = re.compile(r"timeout|interval|backoff|window|grace|refresh|reannounce|compact|flush|keep")
+
+
+def _sections(struct: type[msgspec.Struct]) -> list[type[msgspec.Struct]]:
+    found = [struct]
+    for info in msgspec.structs.fields(struct):
+        if isinstance(info.type, type) and issubclass(info.type, msgspec.Struct):
+            found += _sections(info.type)
+    return found
+
+
+@pytest.mark.parametrize("qualified", _stage_ids())
+def test_every_stage_config_and_builder_live_in_its_stage_module(qualified: str) -> None:
+    from lanscope.runtime.topology import resolve
+
+    spec = resolve(qualified)
+    assert spec.config is not None and spec.build is not None
+    assert spec.config.__module__ == f"{qualified}.stage" and spec.config.__name__ == "Config"
+    assert spec.build.__module__ == f"{qualified}.stage" and spec.build.__name__ == "build"
+    first = msgspec.structs.fields(spec.config)[0]
+    assert (first.name, first.default) == ("enabled", True), f"{qualified}: `enabled: bool = True` first"
+    for section in _sections(spec.config):
+        assert section.__struct_config__.forbid_unknown_fields, f"{qualified}: {section.__name__}"
+        for info in msgspec.structs.fields(section):
+            if _TIME_WORDS.search(info.name):
+                assert info.name.endswith(("_ms", "_secs", "_days")), f"{qualified}.{info.name}: unit suffix"

@@ -1,5 +1,5 @@
-"""Reverse DNS enricher (dnspython's async resolver, TTL cache)."""
+"""Reverse DNS enricher (dnspython's async resolver, TTL cache; see README.md)."""
 
-from .stage import Config, DnsNames
+from .stage import Config, DnsNames, build
 
-__all__ = ["Config", "DnsNames"]
+__all__ = ["Config", "DnsNames", "build"]

@@ -16,17 +16,22 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeFloat, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen, host_key
 
 ReverseLookup = Callable[[str], Awaitable[tuple[str | None, int | None]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    servers: list[str] = []              # empty: the system resolver
-    timeout_ms: int = 1000
-    cache_secs: float = 3600.0
-    negative_cache_secs: float = 300.0
-    max_cached: int = 100_000
+    """enrichers.dns_names in config.yaml (documented in config.sample.yaml); the servers
+    and timeout are the shared `dns:` section."""
+
+    enabled: bool = True
+    cache_secs: NonNegativeFloat = 3600.0        # a name is kept at most this long (or its TTL)
+    negative_cache_secs: NonNegativeFloat = 300.0  # an address without a name: asked again after
+    max_cached: PositiveInt = 100_000            # the cache starts over beyond this many addresses
+    concurrency: PositiveInt = 64                # lookups in flight per process
 
 
 class DnsNames:
@@ -72,3 +77,10 @@ class DnsNames:
             return []
         return [HostAnnotated(host_key=host_key(event.mac, ip), observed_at=self._clock(), source="dns",
                               ip=ip, mac=event.mac, hostname=name)]
+
+
+def build(config: Config, ctx: StageContext) -> DnsNames:
+    """Reverse lookups through the shared `dns:` resolver settings."""
+    from ._io import make_reverse_lookup  # dnspython: only when the stage is built
+
+    return DnsNames(config, lookup=make_reverse_lookup(ctx.dns.servers, ctx.dns.timeout_ms))

@@ -1,5 +1,5 @@
-"""MAC vendor enricher (netaddr's bundled IEEE OUI data, no download)."""
+"""MAC vendor enricher (netaddr's bundled IEEE OUI data, no download; see README.md)."""
 
-from .stage import Config, MacVendor, is_locally_administered
+from .stage import Config, MacVendor, build, is_locally_administered
 
-__all__ = ["Config", "MacVendor", "is_locally_administered"]
+__all__ = ["Config", "MacVendor", "build", "is_locally_administered"]

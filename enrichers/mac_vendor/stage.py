@@ -15,14 +15,20 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeFloat, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen, host_key, normalize_mac
 
 VendorLookup = Callable[[str], Awaitable[str | None]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    reannounce_secs: float = 3600.0
-    max_remembered: int = 100_000        # MACs whose last announcement is remembered
+    """enrichers.mac_vendor in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    reannounce_secs: NonNegativeFloat = 3600.0  # a MAC's vendor is announced again after this long
+    max_remembered: PositiveInt = 100_000  # MACs whose last announcement is remembered
+    concurrency: PositiveInt = 64        # sightings handled at once per process
 
 
 def is_locally_administered(mac: str) -> bool:
@@ -71,3 +77,9 @@ class MacVendor:
         self._announced[mac] = (now, vendor)
         return [HostAnnotated(host_key=host_key(mac, event.ip), observed_at=now, source="oui",
                               ip=event.ip, mac=mac, vendor=vendor, mac_randomized=randomized)]
+
+
+def build(config: Config, ctx: StageContext) -> MacVendor:
+    from ._io import oui_vendor_async  # netaddr's OUI data: only when the stage is built
+
+    return MacVendor(config, lookup=oui_vendor_async)

@@ -1,11 +1,19 @@
 """Banner grabbing: read what a TCP service says, or ask it in its own protocol.
 
-One ``grab()`` per open port. The plan is chosen by port number: servers
-that speak first (SSH, FTP, SMTP, MySQL ...) are read; client-first services
-get their protocol's probe (HTTP, Redis, MQTT, AMQP, PostgreSQL, MongoDB,
-MSSQL, InfluxDB, memcached); HTTPS-ish ports get a TLS handshake (certificate
-recorded) then HTTP over it; an unknown port is read, then asked HTTP, then
-TLS. Raw printer ports (9100-9107) are only read, never written to.
+One ``grab()`` per open port, the way modern fingerprinters work: a short
+passive read first (servers that speak first - SSH, FTP, SMTP, POP3, IMAP,
+MySQL - are identified by what they say), then the fewest probes. The plan is
+chosen by port number: client-first services get their protocol's probe
+(HTTP, Redis, MQTT, AMQP, PostgreSQL, MongoDB, MSSQL, InfluxDB, memcached);
+HTTPS-ish ports get a TLS handshake (certificate recorded) then HTTP over it;
+TLS greeting ports (IMAPS, POP3S, SMTPS ...) one handshake whose session is
+then read, like an unknown port's TLS step. An unknown port gets one plain
+connection (read, then HTTP) and, if that says nothing useful, one TLS
+handshake reused for the protocol inside (read, then HTTP). The first bytes
+of each reply are classified: TLS records or a "plain HTTP sent to an HTTPS
+port" page go to TLS; another protocol's error to our HTTP request (Redis,
+AMQP, MongoDB, memcached) gets that protocol's probe, once. Raw
+printer ports (9100-9107) are only read, never written to.
 
 Every read has a size cap and the whole grab a deadline: a server that
 streams forever, drips a byte at a time, sends a megabyte line or never
@@ -16,19 +24,18 @@ the fingerprint rules read them as latin-1 and the banner is shown escaped.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import ssl
 import struct
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from schemas import TlsCert
+
+from ._tls import TLS, parse_certificate
 
 CAP = 16384                      # bytes read from one reply
 IDLE_S = 0.25                    # a reply that pauses this long is complete (unless a probe says more)
@@ -97,29 +104,11 @@ class _Conn:
             pass
 
 
-def _tls_context() -> ssl.SSLContext:
-    # Inventory, not trust: no verification, and old devices' ciphers and versions allowed.
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
-    except (ssl.SSLError, ValueError):
-        pass
-    return ctx
-
-
-_TLS = _tls_context()
-
-
 async def _open(ip: str, port: int, deadline: float, *, tls: bool) -> tuple[_Conn, TlsCert | None]:
     budget = max(0.05, deadline - time.monotonic())
     async with asyncio.timeout(budget):
         reader, writer = await asyncio.open_connection(
-            ip, port, ssl=_TLS if tls else None, server_hostname="" if tls else None,
+            ip, port, ssl=TLS if tls else None, server_hostname="" if tls else None,
             ssl_handshake_timeout=budget if tls else None, limit=CAP * 2)
     cert = None
     if tls:
@@ -127,36 +116,6 @@ async def _open(ip: str, port: int, deadline: float, *, tls: bool) -> tuple[_Con
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         cert = parse_certificate(der) if der else TlsCert()
     return _Conn(reader, writer, deadline), cert
-
-
-def parse_certificate(der: bytes) -> TlsCert:
-    """Subject, issuer, SANs, validity, self-signed, SHA-256 of a DER certificate.
-
-    ``cryptography`` parses it: the stdlib only decodes certificates it verified.
-    """
-    sha = hashlib.sha256(der).hexdigest()
-    try:
-        from cryptography import x509
-        from cryptography.x509.oid import ExtensionOID
-
-        cert = x509.load_der_x509_certificate(der)
-        sans: list[str] = []
-        try:
-            ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-            san_value: Any = ext.value
-            sans = [str(v) for v in san_value.get_values_for_type(x509.DNSName)]
-            sans += [str(v) for v in san_value.get_values_for_type(x509.IPAddress)]
-        except x509.ExtensionNotFound:
-            pass
-        subject = cert.subject.rfc4514_string()
-        issuer = cert.issuer.rfc4514_string()
-        not_before: datetime = cert.not_valid_before_utc
-        not_after: datetime = cert.not_valid_after_utc
-        return TlsCert(subject=subject[:4000], issuer=issuer[:4000], sans=[s[:255] for s in sans[:50]],
-                       not_before=not_before, not_after=not_after,
-                       self_signed=cert.subject == cert.issuer, sha256=sha)
-    except Exception:  # a certificate is attacker-controlled: a bad one is recorded by hash only
-        return TlsCert(sha256=sha)
 
 
 # --------------------------------------------------------------------------
@@ -362,10 +321,12 @@ PORT_PROBES = {6379: "redis", 1883: "mqtt", 5672: "amqp", 5432: "postgres", 2701
                1433: "mssql", 11211: "memcached", 8086: "influx", 53: "dns"}
 TLS_PORT_PROBES = {8883: "mqtt", 5671: "amqp", 6380: "redis"}
 NEVER_WRITE = set(range(9100, 9108))     # raw printing: anything sent gets printed
+TLS_GREET_S = 0.5                        # inside TLS a server-first protocol greets right after the handshake
 
 
 def plan(port: int) -> list[tuple[bool, str]]:
-    """The (tls, probe) steps for a port; "greeting" = read only, "greet+http" = read, then ask HTTP."""
+    """The (tls, probe) steps for a port; "greeting" = read only, "greet+http" = a short passive
+    read, then HTTP on the same connection when the server said nothing."""
     if port in NEVER_WRITE:
         return [(False, "greeting")]
     if port == 5432:
@@ -375,14 +336,43 @@ def plan(port: int) -> list[tuple[bool, str]]:
     if port in TLS_PORT_PROBES:
         return [(True, TLS_PORT_PROBES[port]), (False, TLS_PORT_PROBES[port])]
     if port in TLS_GREETING_PORTS:
-        return [(True, "greeting")]
+        return [(True, "greet+http")]
     if port in HTTPS_PORTS:
         return [(True, "http"), (False, "http")]
     if port in HTTP_PORTS:
         return [(False, "http"), (True, "http")]
     if port in SERVER_FIRST:
         return [(False, "greet+http")]
-    return [(False, "greet+http"), (True, "http")]
+    # Unknown: one plain connection (read, then HTTP), then one TLS handshake whose session is
+    # reused for the protocol inside (read, then HTTP).
+    return [(False, "greet+http"), (True, "greet+http")]
+
+
+# What a reply's first bytes say about the port, when it is not the answer yet:
+# the port wants TLS (a TLS record, or a web server's "you spoke HTTP to my HTTPS port" page) ...
+_WANTS_TLS = re.compile(
+    rb"^HTTP/1\.[01] 400 [^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n.{0,600}?"
+    rb"(?:plain HTTP request was sent to HTTPS port|speaking plain HTTP to an SSL-enabled server"
+    rb"|Client sent an HTTP request to an HTTPS server|host and port requires TLS)",
+    re.S | re.I)
+# ... or the reply to our HTTP request is another protocol's error, whose own probe asks for more.
+_FOLLOW_UP: list[tuple[re.Pattern[bytes], str]] = [
+    (re.compile(rb"^-ERR (?:unknown command|wrong number of arguments)"), "redis"),
+    (re.compile(rb"^AMQP\x00"), "amqp"),
+    (re.compile(rb"trying to access MongoDB over HTTP"), "mongodb"),
+    (re.compile(rb"^ERROR\r\n"), "memcached"),
+]
+
+
+def classify(data: bytes) -> str | None:
+    """"tls" when the reply says the port speaks TLS, a probe name when another protocol answered
+    our HTTP request and its own probe will say more, else None (the reply is the answer)."""
+    if _looks_like_tls(data) or _WANTS_TLS.match(data[:2048]):
+        return "tls"
+    for pattern, probe in _FOLLOW_UP:
+        if pattern.search(data[:2048]):
+            return probe
+    return None
 
 
 _TITLE = re.compile(rb"(?is)<title[^>]*>(.{0,300}?)</title>")
@@ -407,11 +397,22 @@ def _looks_like_tls(data: bytes) -> bool:
 
 
 async def grab(ip: str, port: int, *, timeout_s: float = 3.0, greet_s: float = 1.0) -> Grab:
-    """Grab one port's banner; never raises (errors are recorded in ``Grab.errors``)."""
+    """Grab one port's banner; never raises (errors are recorded in ``Grab.errors``).
+
+    The first bytes of every reply are classified (``classify``): a port that
+    answers in TLS, or says it wants TLS, gets the plan's TLS step; another
+    protocol answering our HTTP request gets that protocol's own probe, once.
+    A reply that only says "TLS wanted" is kept as the answer if TLS fails.
+    """
     result = Grab()
     deadline = time.monotonic() + timeout_s
-    steps = plan(port)
-    for tls, probe in steps:
+    steps = list(plan(port))
+    fallback: tuple[bool, str, bytes] | None = None
+    followed = False
+    i = 0
+    while i < len(steps):
+        tls, probe = steps[i]
+        i += 1
         if time.monotonic() >= deadline:
             result.errors.append("deadline")
             break
@@ -422,20 +423,34 @@ async def grab(ip: str, port: int, *, timeout_s: float = 3.0, greet_s: float = 1
             continue
         if not data:
             continue
-        if not tls and _looks_like_tls(data) and any(t for t, _ in steps):
+        kind = classify(data)
+        if kind == "tls" and not tls and any(t for t, _ in steps[i:]):
             result.errors.append("plain probe answered with TLS")
+            if not _looks_like_tls(data):
+                fallback = (tls, probe, data)
             continue
-        result.data = data
-        result.probe = probe
-        if not result.shown:
-            result.shown = data[:1024]
-        if tls:
-            result.tunnel = "ssl"
-        _http_facts(result, data)
+        if kind not in (None, "tls") and not followed and port not in PORT_PROBES:
+            followed = True                  # one follow-up at most: the fewest probes
+            steps.insert(i, (tls, kind))
+            fallback = (tls, probe, data)
+            continue
+        _keep(result, tls, probe, data)
         break
+    if not result.data and fallback is not None:
+        _keep(result, *fallback)
     if not result.data and result.tls is not None:
         result.tunnel = "ssl"
     return result
+
+
+def _keep(result: Grab, tls: bool, probe: str, data: bytes) -> None:
+    result.data = data
+    result.probe = probe
+    if not result.shown:
+        result.shown = data[:1024]
+    if tls:
+        result.tunnel = "ssl"
+    _http_facts(result, data)
 
 
 async def _step(ip: str, port: int, tls: bool, probe: str, deadline: float, greet_s: float,
@@ -445,7 +460,8 @@ async def _step(ip: str, port: int, tls: bool, probe: str, deadline: float, gree
         result.tls = cert
     try:
         if probe in ("greeting", "greet+http"):
-            data = await conn.read(first_wait=greet_s if not tls else min(greet_s, conn.remaining()))
+            wait = min(greet_s, TLS_GREET_S) if tls else greet_s
+            data = await conn.read(first_wait=min(wait, conn.remaining()))
             if data or probe == "greeting":
                 if data:
                     result.shown = data[:1024]

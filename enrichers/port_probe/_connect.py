@@ -75,7 +75,7 @@ _SILENT = Outcome("filtered", "no-response")
 
 
 class SocketBudget:
-    """Process-wide cap on sockets in flight (config concurrency.sockets)."""
+    """Process-wide cap on sockets in flight (enrichers.port_probe.sockets)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

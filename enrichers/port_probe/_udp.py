@@ -1,8 +1,9 @@
 """UDP probes with real protocol payloads, nmap's semantics.
 
-open on any reply, closed on ICMP port-unreachable (a connected UDP socket
-reports it as ECONNREFUSED, so no raw socket is needed), open|filtered when
-nothing came back after the retries. Payloads: DNS (version.bind CHAOS TXT),
+open on any reply, closed on ICMP port-unreachable (read from the socket's
+error queue with IP_RECVERR, so no raw socket is needed), filtered on the other
+ICMP unreachables, open|filtered when nothing came back after the retries;
+paced per host as nmap paces (see ``_HostScan``). Payloads: DNS (version.bind CHAOS TXT),
 NTP (a v4 client request), SNMP (v1 GetRequest sysDescr.0 + sysObjectID.0,
 community "public"), NetBIOS (NBSTAT), mDNS (unicast _services._dns-sd query)
 and SSDP (M-SEARCH); other ports get an empty datagram. Replies are rendered
@@ -13,12 +14,15 @@ fingerprint rules read, followed by the raw reply.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import errno
 import ipaddress
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 CAP = 4096
 
@@ -215,41 +219,192 @@ def render(port: int, reply: bytes) -> bytes:
     return line.encode("utf-8", "replace") + b"\n" + reply
 
 
-# ----------------------------------------------------------------- the probe
+# ----------------------------------------------------------------- the scan
+
+# Linux (python 3.11's socket module lacks the first two).
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+_EXTENDED_ERR = struct.Struct("=IBBBBII")       # struct sock_extended_err
+
+MAX_TRIES = 10                 # like nmap's max_retries: the ceiling when a host drops answers
+MIN_DELAY_S = 0.05             # the first step of the per-host send delay once drops are seen
+MAX_DELAY_S = 1.0              # nmap's --max-scan-delay for UDP; Linux answers 1 ICMP/s after a burst
+WINDOW = 256                   # probes in flight per host
+
+
+def _icmp_state(family: int, origin: int, icmp_type: int, code: int) -> tuple[str, str] | None:
+    """nmap's reading of an ICMP error to a UDP probe: port unreachable is closed, the other
+    unreachables (host, protocol, administratively prohibited ...) are filtered."""
+    if family == socket.AF_INET and origin == SO_EE_ORIGIN_ICMP and icmp_type == 3:
+        if code == 3:
+            return "closed", "port-unreach"
+        return "filtered", {1: "host-unreach", 2: "proto-unreach", 9: "net-prohibited",
+                            10: "host-prohibited", 13: "admin-prohibited"}.get(code, "unreach")
+    if family == socket.AF_INET6 and origin == SO_EE_ORIGIN_ICMP6 and icmp_type == 1:
+        if code == 4:
+            return "closed", "port-unreach"
+        return "filtered", {1: "admin-prohibited", 3: "addr-unreach"}.get(code, "unreach")
+    return None
+
+
+class _HostScan:
+    """One host's UDP ports through one unconnected socket with IP_RECVERR.
+
+    Replies are matched by source port; ICMP errors arrive on the socket's error queue with
+    the destination of the probe that caused them, so no raw socket is needed. Pacing
+    follows nmap: everything is sent at once, then a port answered only on a retransmission
+    means the host drops answers (Linux sends a burst of 6 port-unreachables, then one per
+    ``net.ipv4.icmp_ratelimit``, 1 s): the send delay for this host doubles (50 ms up to
+    1 s), only unanswered ports are sent again, and the number of tries a silent port gets
+    grows to one more than the latest try that was answered (at most ``MAX_TRIES``) — so the
+    rate limit is waited out instead of read as open|filtered. A host that answers nothing
+    costs ``retries + 1`` timeouts, as before."""
+
+    def __init__(self, ip: str, ports: list[int], timeout_s: float, retries: int) -> None:
+        self.ip = ipaddress.ip_address(ip.partition("%")[0])   # what replies are matched against
+        self.family = socket.AF_INET6 if self.ip.version == 6 else socket.AF_INET
+        # The socket address with fe80::1%eth0's scope id (a plain (host, port) tuple loses it).
+        try:
+            self.sockaddr: tuple[Any, ...] = socket.getaddrinfo(ip, 0, self.family, socket.SOCK_DGRAM, 0,
+                                                                socket.AI_NUMERICHOST)[0][4]
+        except socket.gaierror:        # an unknown interface name: the probes go out unscoped
+            self.sockaddr = (str(self.ip), 0)
+        self.ports = ports
+        self.timeout_s = timeout_s
+        self.min_tries = retries + 1
+        self.tries: dict[int, int] = dict.fromkeys(ports, 0)
+        self.results: dict[int, UdpOutcome] = {}
+        self.delay = 0.0
+        self.answered_try = 0          # the highest try number that got an answer
+        self.woken = asyncio.Event()
+
+    def allowed_tries(self) -> int:
+        return min(MAX_TRIES, max(self.min_tries, self.answered_try + 1))
+
+    def _answer(self, port: int, outcome: UdpOutcome) -> None:
+        if port not in self.tries or port in self.results:
+            return
+        self.results[port] = outcome
+        tries = self.tries[port]
+        if tries > 1:                  # answered only on a retransmission: the host drops answers
+            self.delay = min(MAX_DELAY_S, max(MIN_DELAY_S, self.delay * 2))
+        self.answered_try = max(self.answered_try, tries)
+        self.woken.set()
+
+    def _readable(self, sock: socket.socket) -> None:
+        while True:                    # ICMP errors first: a pending error also fails recvfrom
+            try:
+                _data, ancillary, _flags, address = sock.recvmsg(64, 512, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            for _level, _type, raw in ancillary:
+                if len(raw) < _EXTENDED_ERR.size:
+                    continue
+                _errno, origin, icmp_type, code, _pad, _info, _data32 = _EXTENDED_ERR.unpack_from(raw)
+                state = _icmp_state(self.family, origin, icmp_type, code)
+                if state is not None and ipaddress.ip_address(address[0].partition("%")[0]) == self.ip:
+                    self._answer(address[1], UdpOutcome(address[1], *state))
+        while True:
+            try:
+                reply, address = sock.recvfrom(CAP)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:            # the error the queue above already explained
+                continue
+            if ipaddress.ip_address(address[0].partition("%")[0]) == self.ip:
+                port = address[1]
+                self._answer(port, UdpOutcome(port, "open", "udp-response", render(port, reply),
+                                              reply[:1024]))
+
+    async def run(self, deadline: float) -> dict[int, UdpOutcome]:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            if self.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            loop.add_reader(sock.fileno(), self._readable, sock)
+            try:
+                await self._rounds(sock, deadline)
+            finally:
+                loop.remove_reader(sock.fileno())
+        finally:
+            sock.close()
+        return self.results
+
+    async def _rounds(self, sock: socket.socket, deadline: float) -> None:
+        queue = collections.deque(self.ports)
+        in_flight: dict[int, float] = {}
+        last_send = -1e9
+        while True:
+            now = time.monotonic()
+            for port, sent in list(in_flight.items()):
+                if port in self.results:
+                    del in_flight[port]
+                elif now - sent >= self.timeout_s:
+                    del in_flight[port]
+                    if self.tries[port] < self.allowed_tries():
+                        queue.append(port)
+                    else:
+                        self.results[port] = UdpOutcome(port, "open|filtered", "no-response")
+            while queue and queue[0] in self.results:
+                queue.popleft()
+            if not queue and not in_flight:
+                return
+            if now >= deadline:        # out of time: what did not answer stays open|filtered
+                for port in self.ports:
+                    self.results.setdefault(port, UdpOutcome(port, "open|filtered", "no-response"))
+                return
+            while queue and len(in_flight) < WINDOW and now - last_send >= self.delay:
+                port = queue.popleft()
+                if port in self.results:
+                    continue
+                outcome = self._send(sock, port)
+                if outcome is not None:
+                    self.results[port] = outcome
+                    continue
+                self.tries[port] += 1
+                in_flight[port] = last_send = now
+                if self.delay:
+                    break
+            waits = [sent + self.timeout_s - now for sent in in_flight.values()]
+            if queue:
+                waits.append(last_send + self.delay - now)
+            self.woken.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.001, min(waits, default=0.001))):
+                    await self.woken.wait()
+
+    def _send(self, sock: socket.socket, port: int) -> UdpOutcome | None:
+        for _attempt in range(2):
+            try:
+                sock.sendto(PAYLOADS.get(port, b""), (self.sockaddr[0], port, *self.sockaddr[2:]))
+                return None
+            except ConnectionRefusedError:
+                continue               # an earlier probe's error, reported here: send again
+            except BlockingIOError:
+                return None            # the send buffer is full: counts as a lost probe
+            except OSError as exc:
+                return UdpOutcome(port, "filtered", _reason(exc))
+        return None
+
+
+async def udp_scan(ip: str, ports: list[int], *, timeout_s: float = 1.0, retries: int = 1,
+                   deadline: float | None = None) -> dict[int, UdpOutcome]:
+    """Probe ``ports`` of one host; never raises for network errors (see ``_HostScan``)."""
+    scan = _HostScan(ip, sorted(set(ports)), timeout_s, retries)
+    return await scan.run(deadline if deadline is not None else time.monotonic() + 3600)
+
 
 async def udp_probe(ip: str, port: int, *, timeout_s: float = 1.0, retries: int = 1) -> UdpOutcome:
-    """Probe one UDP port; never raises for network errors."""
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
-    payload = PAYLOADS.get(port, b"")
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    try:
-        sock.connect((ip, port))
-        for _attempt in range(retries + 1):
-            try:
-                sock.send(payload)
-            except ConnectionRefusedError:
-                return UdpOutcome(port, "closed", "port-unreach")
-            except OSError as exc:
-                return UdpOutcome(port, "filtered", _reason(exc))
-            deadline = time.monotonic() + timeout_s
-            try:
-                async with asyncio.timeout(timeout_s):
-                    while True:
-                        reply = await loop.sock_recv(sock, CAP)
-                        if reply or time.monotonic() >= deadline:
-                            break
-                return UdpOutcome(port, "open", "udp-response", render(port, reply), reply[:1024])
-            except TimeoutError:
-                continue
-            except ConnectionRefusedError:
-                return UdpOutcome(port, "closed", "port-unreach")
-            except OSError as exc:
-                return UdpOutcome(port, "filtered", _reason(exc))
-        return UdpOutcome(port, "open|filtered", "no-response")
-    finally:
-        sock.close()
+    """One UDP port of one host (``udp_scan`` of a single port)."""
+    return (await udp_scan(ip, [port], timeout_s=timeout_s, retries=retries))[port]
 
 
 def _reason(exc: OSError) -> str:

@@ -8,6 +8,7 @@ runstats. Text from banners is attacker-controlled; ElementTree escapes it.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,21 @@ class ScanRun:
     reports: dict[str, HostReport]      # only hosts that are up
     down: int = 0
     macs: dict[str, str] = field(default_factory=dict)
-    hostnames: dict[str, str] = field(default_factory=dict)
+    hostnames: dict[str, str] = field(default_factory=dict)     # reverse DNS (nmap's type "PTR")
+    given_names: dict[str, str] = field(default_factory=dict)   # the name the user typed ("user")
+    vendors: dict[str, str] = field(default_factory=dict)       # MAC vendor, by IP
     up_reasons: dict[str, str] = field(default_factory=dict)
+
+    def names(self, ip: str) -> list[tuple[str, str]]:
+        """(name, type) pairs as nmap lists them: the name given, then the PTR name."""
+        out = [(self.given_names[ip], "user")] if ip in self.given_names else []
+        if ip in self.hostnames:
+            out.append((self.hostnames[ip], "PTR"))
+        return out
+
+    def name(self, ip: str) -> str:
+        """The one name nmap shows for a host (PTR, else the name given), or ""."""
+        return self.hostnames.get(ip) or self.given_names.get(ip, "")
 
 
 def _service_text(p: PortResult) -> str:
@@ -41,6 +55,12 @@ def _service_text(p: PortResult) -> str:
 
 def _method(p: PortResult) -> str:
     return "table" if p.method in (None, "port") else "probed"
+
+
+def _vendor(run: ScanRun, ip: str) -> str:
+    """The MAC vendor as nmap writes it: a maker's name ("(randomised)" is none)."""
+    vendor = run.vendors.get(ip, "")
+    return "" if vendor.startswith("(") else vendor
 
 
 def _addrtype(ip: str) -> str:
@@ -59,15 +79,18 @@ def to_xml(run: ScanRun) -> str:
                           services=run.spec.describe()[0 if proto == "tcp" else -1].split(":", 1)[1])
     ET.SubElement(root, "verbose", level="0")
     ET.SubElement(root, "debugging", level="0")
-    for ip, report in sorted(run.reports.items(), key=lambda kv: _ip_key(kv[0])):
+    for ip, report in sorted(run.reports.items(), key=lambda kv: ip_key(kv[0])):
         host = ET.SubElement(root, "host", starttime=str(int(run.started)), endtime=str(int(run.finished)))
         ET.SubElement(host, "status", state="up", reason=run.up_reasons.get(ip, "user-set"), reason_ttl="0")
         ET.SubElement(host, "address", addr=ip, addrtype=_addrtype(ip))
         if ip in run.macs:
-            ET.SubElement(host, "address", addr=run.macs[ip].upper(), addrtype="mac")
+            mac_attrs = {"addr": run.macs[ip].upper(), "addrtype": "mac"}
+            if _vendor(run, ip):
+                mac_attrs["vendor"] = _vendor(run, ip)
+            ET.SubElement(host, "address", mac_attrs)
         names = ET.SubElement(host, "hostnames")
-        if ip in run.hostnames:
-            ET.SubElement(names, "hostname", name=run.hostnames[ip], type="PTR")
+        for name, kind in run.names(ip):
+            ET.SubElement(names, "hostname", name=name, type=kind)
         ports_el = ET.SubElement(host, "ports")
         for state, reasons in report.hidden_reasons().items():
             extra = ET.SubElement(ports_el, "extraports", state=state, count=str(sum(reasons.values())))
@@ -124,13 +147,17 @@ def to_python_nmap(run: ScanRun) -> dict[str, Any]:
                                "downhosts": str(run.down), "totalhosts": str(up + run.down)}},
         "scan": {},
     }
-    for ip, report in sorted(run.reports.items(), key=lambda kv: _ip_key(kv[0])):
+    for ip, report in sorted(run.reports.items(), key=lambda kv: ip_key(kv[0])):
         addresses = {_addrtype(ip): ip}
+        vendor: dict[str, str] = {}
         if ip in run.macs:
             addresses["mac"] = run.macs[ip].upper()
+            if _vendor(run, ip):
+                vendor[addresses["mac"]] = _vendor(run, ip)
         host: dict[str, Any] = {
-            "hostnames": [{"name": run.hostnames.get(ip, ""), "type": "PTR" if ip in run.hostnames else ""}],
-            "addresses": addresses, "vendor": {},
+            "hostnames": [{"name": name, "type": kind} for name, kind in run.names(ip)]
+            or [{"name": "", "type": ""}],
+            "addresses": addresses, "vendor": vendor,
             "status": {"state": "up", "reason": run.up_reasons.get(ip, "user-set")},
         }
         for p in report.shown():
@@ -148,8 +175,8 @@ def to_python_nmap(run: ScanRun) -> dict[str, Any]:
 
 def to_grepable(run: ScanRun) -> str:
     lines = [f"# lanscope {__version__} scan initiated {time.ctime(run.started)} as: {run.args}"]
-    for ip, report in sorted(run.reports.items(), key=lambda kv: _ip_key(kv[0])):
-        name = run.hostnames.get(ip, "")
+    for ip, report in sorted(run.reports.items(), key=lambda kv: ip_key(kv[0])):
+        name = run.name(ip)
         lines.append(f"Host: {ip} ({name})\tStatus: Up")
         fields = []
         for p in report.shown():
@@ -170,19 +197,56 @@ def to_grepable(run: ScanRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ip_key(ip: str) -> tuple[int, int]:
+def ip_key(ip: str) -> tuple[int, int]:
     import ipaddress
 
     address = ipaddress.ip_address(ip)
     return (address.version, int(address))
 
 
+# A stored banner is escaped text (``fingerprint.escape_banner``): printable ASCII, ``\\\\``,
+# ``\\r``, ``\\n`` and ``\\xNN``, read here token by token.
+_MIN_GREETING = 4
+_BANNER_TOKEN = re.compile(r"\\x[0-9a-f]{2}|\\[\\rn]|[^\\]+|\\")
+
+
+def banner_text(banner: str | None) -> str:
+    """What a table shows of a banner: the text before the first binary byte (the Dropbear
+    greeting, not the SSH KEXINIT packet after it), line ends and tabs as spaces; nothing for
+    a binary reply."""
+    parts: list[str] = []
+    binary = False
+    for token in _BANNER_TOKEN.findall(banner or ""):
+        if token in ("\\r", "\\n", "\\x09"):
+            parts.append(" ")
+        elif token.startswith("\\x"):
+            binary = True
+            break
+        else:
+            parts.append("\\" if token == "\\\\" else token)
+    text = " ".join("".join(parts).split())
+    # A binary reply (SNMP's "0m\x02...") may start with a byte or two that happen to print.
+    return "" if binary and len(text) < _MIN_GREETING else text
+
+
 def port_row(p: PortResult) -> list[Any]:
     """A table row: port, state, service, version, OS hint, banner."""
     service = f"ssl/{p.service}" if p.tunnel == "ssl" and p.service else (p.service or "")
-    banner = f"title: {p.http_title}" if p.http_title else (p.banner or "")
+    banner = f"title: {p.http_title}" if p.http_title else banner_text(p.banner)
     return [f"{p.port}/{p.protocol.value}", p.state.value, service, _service_text(p), p.os_hint or "",
             banner[:80]]
+
+
+def all_hidden(report: HostReport) -> str:
+    """nmap's line for a host none of whose ports is shown: "All 1000 scanned ports on
+    198.18.0.2 are closed" (with the count per state when there are several)."""
+    counts = report.not_shown()
+    total = sum(counts.values())
+    if len(counts) == 1:
+        states = next(iter(counts))
+    else:
+        states = " or ".join(f"{state} ({n})" for state, n in counts.items())
+    return f"All {total} scanned ports on {report.ip} are {states}"
 
 
 PORT_COLUMNS = ["PORT", "STATE", "SERVICE", "VERSION", "OS HINT", "BANNER"]

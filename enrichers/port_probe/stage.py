@@ -5,7 +5,7 @@
 the port set is large, else connect), banner grabs and fingerprints of the
 open ports, UDP probes, and an OS guess. ``PortProbe`` is the stage: it
 probes a host when it is new or its last probe is older than
-``interval_secs``, holding a claim so two replicas never probe one host at
+``reprobe_secs``, holding a claim so two replicas never probe one host at
 once. Timeouts give a partial snapshot, never an exception.
 """
 
@@ -19,13 +19,25 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from lanscope.net.ports import PortSpec, resolve
 from lanscope.runtime.claims import Claims, MemoryClaims
-from schemas import Event, HostSeen, OsGuess, PortResult, PortsProbed, PortState, Protocol, port_name
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
+from schemas import (
+    Event,
+    HostSeen,
+    OsGuess,
+    PortResult,
+    PortsProbed,
+    PortState,
+    ProbeRequested,
+    Protocol,
+    port_name,
+)
 
 from . import _connect
 from .fingerprint import Identity, RuleSet, escape_banner, port_hint_rules, rule_set
@@ -39,23 +51,41 @@ SHOWN_STATE_LIMIT = 25        # like nmap: a non-open state with more ports than
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """enrichers.port_probe in config.yaml (documented in config.sample.yaml); also what
+    `lanscope probe` and `lanscope scan` start from."""
+
+    enabled: bool = True
     tcp: str = "20-1024"                   # nmap -p syntax; "" disables TCP
-    top_ports: int = 0                     # >0: the N most common TCP ports instead of `tcp`
+    # >0: the N most common TCP ports instead of `tcp`
+    top_ports: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     udp: str = "53,123,137,161,1900,5353"  # "" disables UDP
     scan_type: Literal["auto", "connect", "syn"] = "auto"
-    syn_min_ports: int = 64                # auto: SYN (when root) from this many ports per scan
-    connect_timeout_ms: int = 1000
-    banner_timeout_ms: int = 3000
-    host_timeout_secs: float = 300.0
-    hosts: int = 16
-    sockets: int = 512
-    per_host: int = 128
-    banners: int = 32
-    retries: int = 1
-    packets_per_sec: int = 0
+    syn_min_ports: NonNegativeInt = 64     # auto: SYN (when root) from this many ports per scan
     fingerprint: bool = True               # grab banners and identify services
     nmap_service_probes: str = ""          # path: also use nmap's match lines (if the file exists)
-    interval_secs: float = 3600.0          # re-probe a host when its last probe is older
+    connect_timeout_ms: PositiveInt = 1000
+    banner_timeout_ms: PositiveInt = 3000
+    host_timeout_secs: PositiveFloat = 300.0
+    hosts: PositiveInt = 16                # a many-host probe gets host_timeout_secs per this many
+    sockets: PositiveInt = 512             # connect-scan sockets in flight (per process)
+    per_host: PositiveInt = 128            # connect-scan sockets per host
+    banners: PositiveInt = 32              # banner grabs and UDP probes in flight
+    retries: NonNegativeInt = 1            # retransmissions (connect, SYN, UDP)
+    packets_per_sec: NonNegativeInt = 0    # SYN pacing; 0: unpaced
+    reprobe_secs: PositiveFloat = 3600.0   # re-probe a host when its last probe is older
+    request_max_age_secs: PositiveFloat = 300.0   # a "probe now" request older than this is dropped
+    concurrency: PositiveInt = 8           # hosts the pipeline probes at once per process
+
+    def check(self) -> Problems:
+        from lanscope.errors import UsageError
+        from lanscope.net.ports import parse_ports
+
+        for key, text, udp in (("tcp", self.tcp, False), ("udp", self.udp, True)):
+            try:
+                if text:
+                    parse_ports(text, udp=udp, tcp=not udp)
+            except UsageError as exc:
+                yield key, str(exc)
 
 
 class HostReport:
@@ -178,6 +208,9 @@ class Prober:
         self._syn_available = syn_available or _syn_available
         self._budget = _connect.SocketBudget(config.sockets)
         self._banner_slots = asyncio.Semaphore(config.banners)
+        # UDP runs per host (one socket each, paced for that host's ICMP rate limit): a slow
+        # host must not hold up the others, so many hosts at once.
+        self._udp_hosts = asyncio.Semaphore(max(1, config.hosts * 4))
 
     @property
     def rules(self) -> RuleSet:
@@ -249,11 +282,11 @@ class Prober:
                 if outcome[0] == "open" or (outcome[2] and len(with_ttl) < _TTL_SAMPLE):
                     with_ttl.append(outcome)
             replies[ip] = with_ttl
-        udp_tasks = [self._udp(ip, port, deadline) for ip in ips for port in sorted(set(spec.udp))]
+        udp_ports = sorted(set(spec.udp))
+        udp_tasks = [self._udp(ip, udp_ports, deadline) for ip in ips] if udp_ports else []
         _, udp_results = await asyncio.gather(asyncio.gather(*identify_tasks), asyncio.gather(*udp_tasks))
-        for ip, port_result in udp_results:
-            if port_result is not None:
-                reports[ip]._results.append(port_result)  # after TCP, in port order: as sorted
+        for ip, port_results in udp_results:
+            reports[ip]._results.extend(port_results)  # after TCP, in port order: as sorted
         for report in reports.values():
             # Only made PortResults carry OS hints (the compact ports were never identified).
             report.os = _os_guess(report._results, replies.get(report.ip, []))
@@ -312,19 +345,24 @@ class Prober:
         if identity.method == "banner" and grab.probe not in (None, "greeting", "greet+http"):
             result.method = "probe"
 
-    async def _udp(self, ip: str, port: int, deadline: float) -> tuple[str, PortResult | None]:
+    async def _udp(self, ip: str, ports: list[int], deadline: float) -> tuple[str, list[PortResult]]:
+        """One host's UDP ports, paced for that host (``_udp.udp_scan``)."""
         c = self.config
-        timeout_s = min(c.connect_timeout_ms / 1000, max(0.05, deadline - time.monotonic()))
-        async with self._banner_slots:
+        async with self._udp_hosts:
             from . import _udp as udp_io
 
-            outcome = await udp_io.udp_probe(ip, port, timeout_s=timeout_s, retries=c.retries)
-        result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
-                            reason=outcome.reason)
-        _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
-        if outcome.shown:
-            result.banner = escape_banner(outcome.shown)
-        return ip, result
+            outcomes = await udp_io.udp_scan(ip, ports, timeout_s=c.connect_timeout_ms / 1000,
+                                             retries=c.retries, deadline=deadline)
+        results = []
+        for port in ports:
+            outcome = outcomes[port]
+            result = PortResult(protocol=Protocol.UDP, port=port, state=PortState(outcome.state),
+                                reason=outcome.reason)
+            _apply_identity(result, self.rules.identify(outcome.data, port, "udp"))
+            if outcome.shown:
+                result.banner = escape_banner(outcome.shown)
+            results.append(result)
+        return ip, results
 
 
 def _syn_available() -> bool:
@@ -381,27 +419,50 @@ def _utcnow() -> datetime:
 
 
 ProbeFn = Callable[[list[str]], Awaitable[dict[str, HostReport]]]
+# Why an address may not be probed (None: it may); the runtime builds it from the scope config.
+ScopeCheck = Callable[[str], str | None]
 
 
 class PortProbe:
-    """Enricher: probes a host seen alive when it is new or its last probe is stale."""
+    """Enricher: probes a host seen alive when it is new or its last probe is stale, and a host
+    someone asked to probe now (``ProbeRequested``) at once, if its address is in scope."""
 
     def __init__(self, config: Config, *, claims: Claims | None = None, prober: Prober | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, scope: ScopeCheck | None = None) -> None:
         self.config = config
         self.claims: Claims = claims or MemoryClaims()
         self.prober = prober or Prober(config)
         self.clock = clock
+        self.scope = scope
 
     async def handle(self, event: Event) -> list[Event]:
+        if isinstance(event, ProbeRequested):
+            return await self._requested(event)
         if not isinstance(event, HostSeen) or not event.alive or not event.ip:
             return []
-        ip = event.ip
-        key = "port_probe." + ip.replace(":", "_")
-        now = self.clock()
+        key = _claim_key(event.ip)
         last = await self.claims.last_done(key)
-        if last is not None and (now - last).total_seconds() < self.config.interval_secs:
+        if last is not None and (self.clock() - last).total_seconds() < self.config.reprobe_secs:
             return []
+        return await self._probe(event.ip, event.host_key, event.mac)
+
+    async def _requested(self, event: ProbeRequested) -> list[Event]:
+        """Probe now, whatever the re-probe interval; never out of scope, never a stale wish."""
+        age = (self.clock() - event.observed_at).total_seconds()
+        who = event.requested_by or event.source
+        if age > self.config.request_max_age_secs:
+            log.info("port_probe: dropping a probe request for %s by %s: %.0f s old (more than "
+                     "request_max_age_secs)", event.ip, who, age)
+            return []
+        refusal = self.scope(event.ip) if self.scope is not None else None
+        if refusal is not None:
+            log.warning("port_probe: refusing a probe request for %s by %s: %s", event.ip, who, refusal)
+            return []
+        log.info("port_probe: probing %s now, as %s asked", event.ip, who)
+        return await self._probe(event.ip, event.host_key, event.mac)
+
+    async def _probe(self, ip: str, host_key: str, mac: str | None) -> list[Event]:
+        key = _claim_key(ip)
         if not await self.claims.claim(key, self.config.host_timeout_secs + 60):
             return []                      # another replica is probing it right now
         try:
@@ -414,6 +475,17 @@ class PortProbe:
             await self.claims.release(key)
         if not report.complete:
             log.warning("port_probe: %s: host timeout, publishing a partial result", ip)
-        return [PortsProbed(host_key=event.host_key, observed_at=observed, source="port_probe", ip=ip,
-                            mac=event.mac, ports=report.shown(), scanned=spec.describe(),
+        return [PortsProbed(host_key=host_key, observed_at=observed, source="port_probe", ip=ip,
+                            mac=mac, ports=report.shown(), scanned=spec.describe(),
                             scan_type=report.scan_type, os=report.os, duration_ms=report.duration_ms)]
+
+
+def _claim_key(ip: str) -> str:
+    return "port_probe." + ip.replace(":", "_")
+
+
+def build(config: Config, ctx: StageContext) -> PortProbe:
+    from lanscope.net.scope import scope_check
+
+    # scope: "probe now" requests (lanscope.web) are refused outside the shared scope section.
+    return PortProbe(config, claims=ctx.claims, scope=scope_check(ctx.scope))

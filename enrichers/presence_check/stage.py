@@ -32,6 +32,8 @@ from lanscope.errors import ScopeError
 from lanscope.net.interfaces import Interface, IPNetwork
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import IPAddress, Targets, parse_targets
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, HostCheckRequested, HostSeen, HostUnreachable, host_key
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,15 @@ ScopeCheck = Callable[[Targets, Sequence[IPNetwork]], None]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    tries: int = 3                       # ARP or echo requests per check, one per timeout
-    timeout_ms: int = 1000               # the wait for an answer to each
-    tcp_ports: int = 4                   # at most this many last-known open ports tried (off-link)
-    tcp_timeout_ms: int = 1000
-    max_age_secs: float = 600.0          # older requests are dropped (a replay of the stream)
+    """enrichers.presence_check in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    tries: PositiveInt = 3               # ARP or echo requests per check, one per timeout
+    timeout_ms: PositiveInt = 1000       # the wait for an answer to each
+    tcp_ports: NonNegativeInt = 4        # at most this many last-known open ports tried (off-link)
+    tcp_timeout_ms: PositiveInt = 1000   # per TCP connect
+    max_age_secs: PositiveFloat = 600.0  # older requests are dropped (a replay of the stream)
+    concurrency: PositiveInt = 16        # checks at once per process
 
 
 class PresenceCheck:
@@ -149,3 +155,17 @@ def _on_link(found: list[Interface], address: IPAddress) -> tuple[Interface, ipa
             if address in own.network and address != own.ip:
                 return interface, own
     return None
+
+
+def build(config: Config, ctx: StageContext) -> PresenceCheck:
+    """Checks through the sweeps' own I/O, within the shared `scope:`."""
+    from lanscope.net.interfaces import interfaces_async
+    from lanscope.net.scope import check_scope
+    from producers.arp_sweep._io import arp_sweep_async
+    from producers.ping_sweep._io import icmp_sweep_async, tcp_connect
+
+    def in_scope(targets: Targets, attached: Sequence[IPNetwork]) -> None:
+        check_scope(targets, ctx.scope, attached=attached)
+
+    return PresenceCheck(config, arp=arp_sweep_async, icmp=icmp_sweep_async, tcp_connect=tcp_connect,
+                         interfaces=interfaces_async, check_scope=in_scope)

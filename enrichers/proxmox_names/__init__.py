@@ -1,8 +1,11 @@
-"""Proxmox guest names: the proxmoxer client, the guest index, and the proxmox_names enricher."""
+"""Proxmox guest names: the guest index and the proxmox_names enricher.
+
+The proxmoxer client is in ``_io`` (``ProxmoxClient``), imported only when a
+Proxmox host is configured (``build``).
+"""
 
 from __future__ import annotations
 
-from ._io import ProxmoxClient, ProxmoxError, ProxmoxSettings
 from .inventory import (
     Guest,
     GuestIndex,
@@ -14,15 +17,7 @@ from .inventory import (
     lxc_addresses,
     parse_net,
 )
-from .stage import Config, FetchGuests, GuestCache, ProxmoxNames, annotation
-
-
-def create(config: Config) -> ProxmoxNames:
-    """The enricher with its real I/O (proxmoxer in a worker thread)."""
-    if config.proxmox is None:
-        raise ValueError("proxmox_names needs proxmox settings (host and credentials)")
-    return ProxmoxNames(config, fetch_guests=ProxmoxClient(config.proxmox).fetch_guests)
-
+from .stage import Config, FetchGuests, GuestCache, ProxmoxError, ProxmoxNames, annotation, build
 
 __all__ = [
     "Config",
@@ -31,15 +26,13 @@ __all__ = [
     "GuestCache",
     "GuestIndex",
     "Nic",
-    "ProxmoxClient",
     "ProxmoxError",
     "ProxmoxNames",
-    "ProxmoxSettings",
     "agent_addresses",
     "agent_enabled",
     "annotation",
+    "build",
     "build_guest",
-    "create",
     "guest_identity",
     "lxc_addresses",
     "parse_net",

@@ -25,37 +25,18 @@ import logging
 import time
 from typing import Any
 
-import msgspec
 import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 from requests.adapters import HTTPAdapter
 
-from lanscope.net.tls import PinnedContext, TlsSettings, describe, tls_error_text
+from lanscope.net.tls import PinnedContext, describe, tls_error_text
+from lanscope.settings import ProxmoxConfig
 
 from .inventory import Guest, agent_addresses, agent_enabled, build_guest, lxc_addresses
+from .stage import ProxmoxError
 
 log = logging.getLogger(__name__)
-
-
-class ProxmoxSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    host: str
-    port: int = 8006
-    user: str | None = None
-    password: str | None = None
-    token_name: str | None = None
-    token_value: str | None = None
-    tls: TlsSettings = msgspec.field(default_factory=TlsSettings)
-    timeout_secs: float = 10.0
-
-
-class ProxmoxError(Exception):
-    """Proxmox could not be read. ``str()`` names the host; never a secret."""
-
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"proxmox {host}: {reason}")
-        self.host = host
-        self.reason = reason
 
 
 class _PinnedAdapter(HTTPAdapter):
@@ -119,9 +100,11 @@ class _PinnedTicketAuth(requests.auth.AuthBase):
 class ProxmoxClient:
     """``await client.fetch_guests()`` -> every VM and container with MACs and IPs."""
 
-    def __init__(self, settings: ProxmoxSettings) -> None:
+    def __init__(self, settings: ProxmoxConfig) -> None:
+        if not settings.host:
+            raise ValueError("proxmox: no host")
         self.settings = settings
-        self.host = settings.host
+        self.host: str = settings.host
         self._api: Any = None
         # Agent errors are expected (no agent installed): log each guest's once, at debug.
         self._quiet: set[tuple[int, str]] = set()

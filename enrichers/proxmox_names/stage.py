@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from lanscope.runtime.stage import StageContext, StageDisabled
+from lanscope.settings import PositiveFloat, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen
 
-from ._io import ProxmoxError, ProxmoxSettings
 from .inventory import Guest, GuestIndex
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,23 @@ FetchGuests = Callable[[], Awaitable[list[Guest]]]
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    proxmox: ProxmoxSettings | None = None
-    refresh_secs: float = 300.0
-    backoff_initial_secs: float = 30.0
-    backoff_max_secs: float = 900.0
+    """enrichers.proxmox_names in config.yaml (documented in config.sample.yaml); the
+    cluster is the shared `proxmox:` section."""
+
+    enabled: bool = True
+    refresh_secs: PositiveFloat = 300.0        # the guest list is read again after this long
+    backoff_initial_secs: PositiveFloat = 30.0  # first wait after Proxmox could not be read
+    backoff_max_secs: PositiveFloat = 900.0
+    concurrency: PositiveInt = 64              # sightings handled at once per process
+
+
+class ProxmoxError(Exception):
+    """Proxmox could not be read. ``str()`` names the host; never a secret."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"proxmox {host}: {reason}")
+        self.host = host
+        self.reason = reason
 
 
 class GuestCache:
@@ -103,10 +117,9 @@ class GuestCache:
 class ProxmoxNames:
     """Enricher: ``await stage.handle(host_seen)`` -> [HostAnnotated] or []."""
 
-    def __init__(self, config: Config, *, fetch_guests: FetchGuests,
+    def __init__(self, config: Config, *, fetch_guests: FetchGuests, host: str = "proxmox",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        host = config.proxmox.host if config.proxmox else "proxmox"
         self.cache = GuestCache(fetch_guests, refresh_secs=config.refresh_secs,
                                 backoff_initial_secs=config.backoff_initial_secs,
                                 backoff_max_secs=config.backoff_max_secs, clock=clock, host=host)
@@ -128,3 +141,13 @@ def annotation(event: HostSeen, found: Guest) -> HostAnnotated:
     return HostAnnotated(
         host_key=event.host_key, observed_at=event.observed_at, source="proxmox", ip=event.ip,
         mac=event.mac, hostname=found.guest.name, guest=found.guest)
+
+
+def build(config: Config, ctx: StageContext) -> ProxmoxNames:
+    """The enricher with its real I/O (proxmoxer in a worker thread)."""
+    if not ctx.proxmox.host:
+        raise StageDisabled("no proxmox.host")
+    from ._io import ProxmoxClient  # proxmoxer and requests: only with a Proxmox host
+
+    return ProxmoxNames(config, fetch_guests=ProxmoxClient(ctx.proxmox).fetch_guests,
+                        host=ctx.proxmox.host)

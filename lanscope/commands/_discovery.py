@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from lanscope.config import Config
 from lanscope.net.coverage import covered_cidrs, read_coverage
 from lanscope.net.interfaces import Interface, interfaces_async
 from lanscope.net.targets import IPAddress, Targets, parse_targets
 from lanscope.output import warn
-from lanscope.stages import StageContext, build_arp_sweep, build_ping_sweep
+from producers import arp_sweep, ping_sweep
+from producers.arp_sweep.stage import new_sweep_id
 from schemas import HostSeen, SweepCompleted, host_key
 
 Progress = Callable[[int, int], None]
@@ -53,13 +55,13 @@ async def discover_sweep(targets: Targets, config: Config, *, progress: Progress
     """discover_hosts, and what it covered: the addresses it sent a probe to, as
     SweepCompleted.covered (ARP's, and every address pinged)."""
     found = await interfaces_async()
-    ctx = StageContext(config=config, progress=progress)
+    ctx = config.stage_context(progress=progress, sweep=targets)
     on_link = parse_targets(_arp_networks(found)) if arp else parse_targets([])
     arp_seen: dict[str, HostSeen] = {}
     arp_covered: list[str] = []
     if arp and targets.intersect(on_link):
         try:
-            arp_stage = build_arp_sweep(ctx, targets=targets)
+            arp_stage = arp_sweep.build(config.producers.arp_sweep, ctx)
             for event in await arp_stage.sweep():
                 if isinstance(event, HostSeen) and event.ip:
                     arp_seen[event.ip] = event
@@ -72,8 +74,11 @@ async def discover_sweep(targets: Targets, config: Config, *, progress: Progress
     rest = targets.minus(on_link)
     addresses: list[IPAddress] = list(rest.sendable(attached))
     responders = [ipaddress.ip_address(ip) for ip in arp_seen]
-    ping_stage = build_ping_sweep(ctx, targets=targets)
-    sweep_id = next(iter(arp_seen.values())).sweep_id if arp_seen else None
+    ping_stage = ping_sweep.build(config.producers.ping_sweep, ctx)
+    # One sweep id for every sighting of this discovery, so host_state knows which hosts
+    # the discovery's SweepCompleted saw (only they count as missed by a later one).
+    sweep_id = (next(iter(arp_seen.values())).sweep_id if arp_seen
+                else new_sweep_id("discover", datetime.now(UTC)))
     # One ICMP round for both: TTLs of the ARP responders, and the off-link/IPv6 targets.
     pinged = await ping_stage.probe(responders + addresses, sweep_id=sweep_id, tcp=False)
     ping_seen = {e.ip: e for e in pinged if e.ip}
@@ -93,13 +98,15 @@ def _sort_key(ip: str | None) -> tuple[int, int]:
 
 
 async def reverse_names(ips: list[str], config: Config, *, concurrency: int = 64) -> dict[str, str]:
-    """PTR names for ``ips`` through the dns_names stage (config.dns), bounded concurrency."""
+    """PTR names for ``ips`` through the dns_names stage (off when it is disabled), bounded
+    concurrency."""
     import asyncio
 
-    from lanscope.stages import StageDisabled, build_dns_names
+    from lanscope.runtime.stage import StageDisabled
+    from lanscope.runtime.topology import STAGES
 
     try:
-        stage = build_dns_names(StageContext(config=config))
+        stage = STAGES["dns_names"].instantiate(config.enrichers.dns_names, config.stage_context())
     except StageDisabled:
         return {}
     limit = asyncio.Semaphore(concurrency)
@@ -114,9 +121,10 @@ async def reverse_names(ips: list[str], config: Config, *, concurrency: int = 64
 
 async def vendors(macs: list[str]) -> dict[str, str]:
     """Vendor (or "(randomised)") per MAC through the mac_vendor stage's lookup."""
-    from lanscope.stages import build_mac_vendor
+    from enrichers import mac_vendor
 
-    stage = build_mac_vendor(StageContext(config=Config()))
+    defaults = Config()
+    stage = mac_vendor.build(defaults.enrichers.mac_vendor, defaults.stage_context())
     out: dict[str, str] = {}
     for mac in set(macs):
         vendor, randomized = await stage.vendor_of(mac)

@@ -57,13 +57,31 @@ def target_specs(args: argparse.Namespace, config: Config) -> tuple[list[str], l
     return specs, excludes
 
 
+def name_resolver(config: Config) -> Resolver | None:
+    """How hostname targets are looked up: at ``dns.servers`` when set (the servers reverse DNS
+    asks too; dnspython is imported only when a name comes up), else the system resolver."""
+    servers, timeout_ms = list(config.dns.servers), config.dns.timeout_ms
+    if not servers:
+        return None
+    lookup: list[Resolver] = []
+
+    def resolve(name: str) -> list[str]:
+        if not lookup:
+            from enrichers.dns_names._io import make_forward_lookup
+
+            lookup.append(make_forward_lookup(servers, timeout_ms))
+        return lookup[0](name)
+
+    return resolve
+
+
 def targets_from_args(args: argparse.Namespace, config: Config, *,
                       attached: list[IPNetwork] | None = None,
                       resolve: Resolver | None = None,
                       check: Callable[..., None] = check_scope) -> Targets:
     """Parse the target arguments and check them against the scope (before any packet)."""
     specs, excludes = target_specs(args, config)
-    targets = parse_targets(specs, exclude=excludes, resolve=resolve)
+    targets = parse_targets(specs, exclude=excludes, resolve=resolve or name_resolver(config))
     if not targets:
         raise UsageError(f"no addresses left in {' '.join(specs)!r} after excludes")
     check(targets, config.scope,

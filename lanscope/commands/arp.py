@@ -12,12 +12,15 @@ import argparse
 import asyncio
 import time
 
+import msgspec
+
 from lanscope.commands._discovery import vendors
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError
-from lanscope.output import print_json, print_table, progress, stdout
-from lanscope.stages import StageContext, build_arp_sweep, build_neighbours
+from lanscope.output import print_json, print_line, print_table, progress
+from producers import arp_sweep
+from producers import neighbours as neighbour_table
 from schemas import HostSeen
 
 
@@ -32,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _run(args: argparse.Namespace, config: Config,
                update: object) -> tuple[list[HostSeen], list[HostSeen]]:
     targets = targets_from_args(args, config)
-    ctx = StageContext(config=config, progress=update)  # type: ignore[arg-type]
-    stage = build_arp_sweep(ctx, targets=targets, interfaces=args.interface)
+    ctx = config.stage_context(progress=update, sweep=targets)  # type: ignore[arg-type]
+    section = config.producers.arp_sweep
+    if args.interface:
+        section = msgspec.structs.replace(section, interfaces=list(args.interface))
+    stage = arp_sweep.build(section, ctx)
     try:
         replies = [e for e in await stage.sweep() if isinstance(e, HostSeen)]
     except PermissionError:
@@ -41,7 +47,7 @@ async def _run(args: argparse.Namespace, config: Config,
     neighbours: list[HostSeen] = []
     if not args.no_neighbours:
         answered = {e.ip for e in replies}
-        neighbours = [e for e in await build_neighbours(ctx).sweep()
+        neighbours = [e for e in await neighbour_table.build(config.producers.neighbours, ctx).sweep()
                       if isinstance(e, HostSeen) and e.ip not in answered
                       and (not args.interface or e.interface in args.interface)]
     return replies, neighbours
@@ -66,6 +72,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
     rows += [(e.ip, e.mac, makers.get(e.mac or ""), None, e.interface, e.neighbour_state)
              for e in neighbours]
     print_table(["address", "mac", "vendor", "rtt ms", "interface", "state"], rows)
-    stdout.print(f"{len(replies)} hosts answered ARP in {elapsed:.2f} s"
+    print_line(f"{len(replies)} hosts answered ARP in {elapsed:.2f} s"
                  + (f"; {len(neighbours)} more in the neighbour table" if neighbours else ""))
     return 0

@@ -7,7 +7,7 @@ The seed's full discovery: ARP + ICMP/TCP ping (``discover_hosts``), the
 kernel neighbour table, DHCP leases (a MikroTik gateway, then lease files),
 then the enrichers (ports, banners and fingerprints; reverse DNS; MAC vendor;
 Proxmox names when configured) and the sinks (``host_state`` writes DuckDB;
-``registry`` with ``--register`` or ``registry.mode``), composed in-process by
+``registry`` with ``--register`` or ``sinks.registry``), composed in-process by
 the runtime's ``LocalPipeline`` — the same stage code, ids and DuckDB rows as
 ``lanscope run``. Only the targets are port-probed; leases outside them are
 stored as facts but get no packets.
@@ -36,16 +36,18 @@ from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.net.targets import Targets
-from lanscope.output import print_json, print_table, progress, stdout, warn
+from lanscope.output import print_json, print_line, print_table, progress, warn
 from lanscope.runtime.local import LocalPipeline
+from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec
-from lanscope.stages import StageContext, StageDisabled, build
 from schemas import ChangeKind, Event, HostChanged, HostSeen, SweepCompleted
 
 HELP = "one-shot full discovery, persisted, with a summary"
 # Enrichers and sinks in topology order; host_state first among the sinks, so a
-# pipeline holding the DuckDB lock is found before anything else is opened.
-_STAGES = ("port_probe", "dns_names", "mac_vendor", "proxmox_names", "host_state", "registry")
+# pipeline holding the DuckDB lock is found before anything else is opened. presence_check
+# answers host_state's checks of hosts this discovery missed (the next round of the pipeline).
+_STAGES = ("port_probe", "dns_names", "mac_vendor", "proxmox_names", "presence_check", "host_state",
+           "registry")
 
 Progress = Callable[[int, int], None]
 
@@ -53,14 +55,15 @@ Progress = Callable[[int, int], None]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--register", action="store_true",
-                        help="create a registry entry for every new host (registry.mode register); "
-                             "default: registry.mode from the config")
-    gateway = parser.add_argument_group("DHCP leases (MikroTik RouterOS 7 REST; then lease_files)")
-    gateway.add_argument("--gateway", metavar="HOST", help="the router (default: gateway.host)")
-    gateway.add_argument("--gateway-user", metavar="USER", help="RouterOS user (default: gateway.user)")
+                        help="create a registry entry for every new host (sinks.registry mode "
+                             "register); default: sinks.registry from the config")
+    gateway = parser.add_argument_group("DHCP leases (MikroTik RouterOS 7 REST; then lease files)")
+    gateway.add_argument("--gateway", metavar="HOST",
+                         help="the router (default: producers.dhcp_leases.gateway.host)")
+    gateway.add_argument("--gateway-user", metavar="USER", help="RouterOS user (default: the configured one)")
     gateway.add_argument("--gateway-pass-env", metavar="VAR",
                          help="read the RouterOS password from environment variable VAR "
-                              "(default: gateway.pass)")
+                              "(default: the configured one)")
     parser.add_argument("--json", action="store_true", help="the summary as JSON")
 
 
@@ -120,7 +123,7 @@ class _ProbeTargetsOnce:
 
 
 def _gateway_settings(args: argparse.Namespace, config: Config) -> Any:
-    """The dhcp_leases stage config: `gateway:`/`lease_files:` with --gateway* on top (as `leases`)."""
+    """producers.dhcp_leases with --gateway* on top (as `leases`)."""
     from lanscope.commands.leases import _stage_config
 
     if args.gateway_pass_env:
@@ -132,12 +135,14 @@ def _gateway_settings(args: argparse.Namespace, config: Config) -> Any:
     return _stage_config(options, config)
 
 
-def _build_stages(ctx: StageContext, probe_gate: Callable[[Any], Any]) -> list[tuple[StageSpec, Any]]:
+def _build_stages(config: Config, ctx: StageContext,
+                  probe_gate: Callable[[Any], Any]) -> list[tuple[StageSpec, Any]]:
     stages: list[tuple[StageSpec, Any]] = []
+    specs = config.stage_specs()
     for name in _STAGES:
-        spec = STAGES[name]
+        spec = specs[name]
         try:
-            stage = build(spec.builder, ctx)
+            stage = spec.instantiate(config.stage_config(name), ctx)
         except StageDisabled:     # no Proxmox, DNS off, registry off: simply not part of this run
             continue
         stages.append((spec, probe_gate(stage) if name == "port_probe" else stage))
@@ -157,15 +162,15 @@ def _pipeline_owns_store(config: Config, reason: str) -> LanscopeError:
 # --------------------------------------------------------------------------- producers
 
 
-async def _leases(stage_config: Any) -> tuple[list[Event], int]:
+async def _leases(stage_config: Any, ctx: StageContext) -> tuple[list[Event], int]:
     """Lease and router-ARP sightings, and the number of leases read; a gateway error is a warning."""
     from producers import dhcp_leases
     from producers.dhcp_leases.stage import arp_event, lease_event
 
-    if stage_config.gateway is None and not stage_config.lease_files:
+    if not stage_config.gateway.host and not stage_config.lease_files:
         return [], 0
     try:
-        stage = dhcp_leases.create(stage_config)
+        stage = dhcp_leases.build(stage_config, ctx)
     except ValueError as exc:           # a malformed TLS fingerprint in the config
         raise UsageError(f"gateway: {exc}") from None
     try:
@@ -173,8 +178,10 @@ async def _leases(stage_config: Any) -> tuple[list[Event], int]:
     finally:
         if stage.gateway is not None:
             await stage.gateway.aclose()   # type: ignore[attr-defined]
-    for error in snapshot.errors:
+    for error in [*snapshot.errors, *snapshot.file_errors]:
         warn(f"{error}; continuing without those leases")
+    for problem in snapshot.file_warnings:
+        warn(problem)
     observed = datetime.now(UTC)
     events: list[Event] = []
     for item in snapshot.leases:
@@ -185,11 +192,9 @@ async def _leases(stage_config: Any) -> tuple[list[Event], int]:
     return events, len(snapshot.leases)
 
 
-async def _neighbours(ctx: StageContext, targets: Targets) -> list[Event]:
-    from lanscope.stages import build_neighbours
-
+async def _neighbours(config: Config, ctx: StageContext, targets: Targets) -> list[Event]:
     try:
-        stage = build_neighbours(ctx)
+        stage = STAGES["neighbours"].instantiate(config.producers.neighbours, ctx)
     except StageDisabled:
         return []
     return [e for e in await stage.sweep() if isinstance(e, HostSeen) and e.ip in targets]
@@ -226,7 +231,7 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
 
     started_wall = datetime.now(UTC)
     started = time.monotonic()
-    ctx = StageContext(config=config)
+    ctx = config.stage_context()
     gate: _ProbeTargetsOnce | None = None
 
     def probe_gate(stage: Any) -> _ProbeTargetsOnce:
@@ -234,7 +239,7 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
         gate = _ProbeTargetsOnce(stage, targets, 0, lambda done, total: None)
         return gate
 
-    stages = _build_stages(ctx, probe_gate)
+    stages = _build_stages(config, ctx, probe_gate)
     host_state = next(stage for spec, stage in stages if spec.name == "host_state")
     assert isinstance(host_state, HostState)
     async with contextlib.AsyncExitStack() as stack:
@@ -246,12 +251,12 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
             raise LanscopeError(str(exc)) from None
 
         found = _Found()
-        with progress("discovering hosts", len(targets), enabled=show_progress) as update:
+        with progress("discovering hosts", targets.count, enabled=show_progress) as update:
             found.seen, covered = await discover_sweep(targets, config, progress=update)
         sweep = _sweep_completed(found.seen, targets, covered, started_wall,
                                  (time.monotonic() - started) * 1000)
-        found.neighbours = await _neighbours(ctx, targets)
-        found.leases, found.lease_count = await _leases(leases_config)
+        found.neighbours = await _neighbours(config, ctx, targets)
+        found.leases, found.lease_count = await _leases(leases_config, ctx)
 
         live = {e.ip for e in found.seen if e.ip}
         live |= {e.ip for e in [*found.neighbours, *found.leases]
@@ -298,8 +303,9 @@ def main(args: argparse.Namespace, config: Config) -> int:
     targets = targets_from_args(args, config)          # bad targets and scope refusals: no packet sent
     leases_config = _gateway_settings(args, config)    # a missing --gateway-pass-env variable too
     if args.register:
+        registry = msgspec.structs.replace(config.sinks.registry, enabled=True, mode="register")
         config = msgspec.structs.replace(
-            config, registry=msgspec.structs.replace(config.registry, mode="register"))
+            config, sinks=msgspec.structs.replace(config.sinks, registry=registry))
     summary = asyncio.run(discover(targets, config, leases_config))
     if args.json:
         print_json(summary)
@@ -309,7 +315,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
                  for h in summary.hosts],
                 title=f"{summary.hosts_found} hosts up in {summary.range} (from {summary.scan_from})")
     changes = ", ".join(f"{n} {kind}" for kind, n in summary.changes.items()) or "no changes"
-    stdout.print(f"ARP: {summary.arp_found} replies; DHCP leases: {summary.dhcp_leases}; "
-                 f"stored in {summary.database} ({changes}) in {summary.elapsed_secs:.2f} s",
-                 markup=False)
+    print_line(f"ARP: {summary.arp_found} replies; DHCP leases: {summary.dhcp_leases}; "
+               f"stored in {summary.database} ({changes}) in {summary.elapsed_secs:.2f} s")
     return 0

@@ -26,7 +26,7 @@ import dns.reversename
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_json, stdout
+from lanscope.output import print_json, print_line
 
 TYPES = ("A", "AAAA", "NS", "MX", "CNAME", "TXT", "PTR", "SOA", "SRV", "ANY")
 
@@ -115,5 +115,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
                 lines += [line for rr in rrsets for line in rr.to_text().splitlines()]
         lines += ["", f";; Query time: {elapsed_ms:.1f} msec",
                   f";; SERVER: {server}#{args.port}({protocol})"]
-        stdout.print("\n".join(lines), markup=False, highlight=False)
+        for line in lines:
+            print_line(line)
     return 0 if status == "NOERROR" else 1

@@ -8,6 +8,7 @@ from typing import Any
 
 from lanscope.config import Config
 from lanscope.errors import UsageError
+from lanscope.net.special import overlaps_special, special
 from lanscope.output import print_json, print_table
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -28,18 +29,17 @@ def _network(text: str, what: str) -> Network:
 
 
 def address_type(net: Network) -> str:
-    """private, public, loopback, link-local, multicast, reserved, unspecified ..."""
-    address = net.network_address
-    for name, test in (("unspecified", address.is_unspecified), ("loopback", net.is_loopback),
-                       ("link-local", net.is_link_local), ("multicast", net.is_multicast),
-                       ("reserved", net.is_reserved)):
-        if test:
-            return name
-    if net.version == 4 and net.subnet_of(ipaddress.IPv4Network("100.64.0.0/10")):
-        return "shared (CGNAT)"
-    if net.is_private:
-        return "private"
-    return "public" if net.is_global else "special"
+    """The IANA special-purpose registry's kind (private, benchmarking, documentation,
+    loopback, multicast ...), else public; "mixed" for a network holding both."""
+    entry = special(net)
+    if entry is not None:
+        return entry.kind
+    return "mixed" if overlaps_special(net) else "public"
+
+
+def _registry(net: Network) -> str | None:
+    entry = special(net)
+    return f"{entry.name} ({entry.rfc}, {entry.network})" if entry is not None else None
 
 
 def facts(text: str) -> dict[str, Any]:
@@ -52,6 +52,7 @@ def facts(text: str) -> dict[str, Any]:
         "input": text, "version": net.version,
         "address": str(ipaddress.ip_address(value)),
         "type": address_type(net),
+        "registry": _registry(net),
         "integer": value, "hex": f"0x{value:0{bits // 4}x}",
         "binary": ".".join(f"{(value >> s) & 255:08b}" for s in range(bits - 8, -1, -8)) if bits == 32
         else f"{value:0128b}",

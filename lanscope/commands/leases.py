@@ -1,16 +1,21 @@
 """``lanscope leases``: DHCP leases from a MikroTik gateway first, then local lease files.
 
 The seed's ``get_dhcp_leases``, built on the dhcp_leases stage: gateway
-settings default from ``gateway:`` in the config (host, user, pass), lease
-files from ``lease_files:``. A gateway that cannot be read is a warning, not
-the end: the lease files are still shown (the exit code is 1 only when there
-was an error and nothing was found).
+settings default from ``producers.dhcp_leases.gateway`` in the config (host,
+user, pass), lease files from ``producers.dhcp_leases.lease_files``. A gateway
+that cannot be read is an error but not the end: the lease files are still shown
+(the exit code is 1 when there was an error and nothing was found). A ``--file``
+that is missing, unreadable or not a lease file is an error and exit code 1
+whatever else was found; rows skipped inside a lease file (a row cut mid-write)
+are warnings. With ``--json`` both are in the document ("errors", "warnings"),
+and on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -20,17 +25,16 @@ import msgspec
 from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_args
 from lanscope.config import Config
 from lanscope.errors import UsageError
-from lanscope.output import print_json, print_table, warn
-from lanscope.stages import dhcp_leases_config
+from lanscope.output import error, print_json, print_line, print_table, warn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", metavar="HOST", help="MikroTik RouterOS 7 gateway (default: "
-                        "gateway.host)")
-    parser.add_argument("--user", metavar="USER", help="RouterOS user (default: gateway.user)")
+                        "producers.dhcp_leases.gateway.host)")
+    parser.add_argument("--user", metavar="USER", help="RouterOS user (default: the configured one)")
     parser.add_argument("--password-env", metavar="VAR",
                         help="read the RouterOS password from environment variable VAR "
-                             "(default: gateway.pass)")
+                             "(default: the configured one)")
     parser.add_argument("--scheme", choices=["auto", "http", "https"],
                         help="auto: http for 10/8, 172.16/12, 192.168/16, https otherwise")
     parser.add_argument("--port", type=int, help="REST port (default: 80/443)")
@@ -38,25 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-arp", action="store_true", help="do not read the router's ARP table")
     parser.add_argument("--file", action="append", default=[], metavar="PATH",
                         help="read this lease file (glob allowed, repeatable) instead of "
-                             "lease_files.paths")
+                             "producers.dhcp_leases.lease_files")
     parser.add_argument("--no-gateway", action="store_true", help="only read lease files")
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
 def _stage_config(args: argparse.Namespace, config: Config) -> Any:
-    from producers.dhcp_leases import GatewaySettings, TlsSettings
+    """producers.dhcp_leases with the command line on top."""
+    from producers.dhcp_leases import GatewayConfig
 
-    stage = dhcp_leases_config(config)
+    stage = config.producers.dhcp_leases
     gateway = stage.gateway
-    if args.gateway:
-        if gateway is not None and gateway.host == args.gateway:
-            pass   # the configured router: keep all of its settings (scheme, port, TLS, password)
-        else:      # another router: none of the configured one's credentials or pins apply
-            gateway = GatewaySettings(host=args.gateway, user=config.gateway.user, tls=TlsSettings(),
-                                      timeout_secs=config.gateway.timeout_secs)
+    if args.gateway and gateway.host != args.gateway:
+        # Another router than the configured one: none of its credentials or pins apply.
+        gateway = GatewayConfig(host=args.gateway, user=gateway.user, timeout_secs=gateway.timeout_secs)
     if args.no_gateway:
-        gateway = None
-    if gateway is not None:
+        gateway = GatewayConfig()
+    if gateway.host:
         changes: dict[str, Any] = {}
         if args.user:
             changes["user"] = args.user
@@ -76,16 +78,21 @@ def _stage_config(args: argparse.Namespace, config: Config) -> Any:
     return msgspec.structs.replace(stage, gateway=gateway, lease_files=files)
 
 
-async def _collect(stage_config: Any) -> Any:
+async def _collect(stage_config: Any, config: Config) -> Any:
     from producers import dhcp_leases
 
     try:
-        stage = dhcp_leases.create(stage_config)
+        stage = dhcp_leases.build(stage_config, config.stage_context())
     except ValueError as exc:        # a malformed --fingerprint
         raise UsageError(str(exc)) from None
+    # The reader logs missing files once, for the pipeline; here each is an error below.
+    reader_log = logging.getLogger("producers.dhcp_leases._files")
+    level = reader_log.level
+    reader_log.setLevel(logging.ERROR)
     try:
         return await stage.collect(ignore_backoff=True)
     finally:
+        reader_log.setLevel(level)
         if stage.gateway is not None:
             await stage.gateway.aclose()   # type: ignore[attr-defined]
 
@@ -126,12 +133,17 @@ def main(args: argparse.Namespace, config: Config) -> int:
     from producers.dhcp_leases import lease_type
 
     stage_config = _stage_config(args, config)
-    if stage_config.gateway is None and not stage_config.lease_files:
+    if not stage_config.gateway.host and not stage_config.lease_files:
         raise UsageError("no gateway and no lease files: give --gateway HOST or --file PATH, or set "
-                         "gateway.host / lease_files.paths in the config")
-    snapshot = asyncio.run(_collect(stage_config))
-    for error in snapshot.errors:
-        warn(error)
+                         "producers.dhcp_leases.gateway.host / .lease_files in the config")
+    snapshot = asyncio.run(_collect(stage_config, config))
+    named = list(args.file)           # files the user named: each must be there and readable
+    errors = [*snapshot.errors, *snapshot.file_errors,
+              *(f"--file {p}: no such file" for p in snapshot.unmatched if p in named)]
+    for problem in errors:
+        error(problem)
+    for problem in snapshot.file_warnings:
+        warn(problem)
     leases = [item.lease for item in snapshot.leases]
     if args.json:
         print_json({
@@ -140,21 +152,26 @@ def main(args: argparse.Namespace, config: Config) -> int:
             "arp": [{"address": row.address, "mac": row.mac, "status": row.status,
                      "interface": row.interface, "alive": row.alive, "dhcp": row.dhcp,
                      "comment": row.comment, "gateway": row.gateway} for row in snapshot.arp],
-            "errors": snapshot.errors,
+            "errors": errors,
+            "warnings": snapshot.file_warnings,
         })
     else:
         now = datetime.now(UTC)
-        print_table(
-            ["address", "mac", "hostname", "type", "status", "expires", "last seen", "server",
-             "comment", "source"],
-            [(lease.active_address or lease.address, lease.active_mac or lease.mac, lease.hostname,
-              lease_type(lease), lease.status, _expires(lease, now), _ago(lease.last_seen_secs),
-              lease.server, lease.comment, _source(lease))
-             for lease in leases],
-            title=f"{len(leases)} DHCP leases")
+        if leases:
+            print_table(
+                ["address", "mac", "hostname", "type", "status", "expires", "last seen", "server",
+                 "comment", "source"],
+                [(lease.active_address or lease.address, lease.active_mac or lease.mac, lease.hostname,
+                  lease_type(lease), lease.status, _expires(lease, now), _ago(lease.last_seen_secs),
+                  lease.server, lease.comment, _source(lease))
+                 for lease in leases],
+                title=f"{len(leases)} DHCP leases")
+        else:
+            print_line("no DHCP leases found")
         if snapshot.arp:
             print_table(["address", "mac", "status", "interface", "dhcp", "comment"],
                         [(row.address, row.mac, row.status, row.interface, row.dhcp, row.comment)
                          for row in snapshot.arp],
                         title=f"router ARP table ({stage_config.gateway.host})")
-    return 1 if snapshot.errors and not leases and not snapshot.arp else 0
+    file_failed = bool(named) and len(errors) > len(snapshot.errors)
+    return 1 if file_failed or (errors and not leases and not snapshot.arp) else 0

@@ -12,10 +12,11 @@ import asyncio
 import sys
 
 from lanscope.commands._discovery import reverse_names
-from lanscope.commands._targets import add_target_arguments, target_specs
+from lanscope.commands._targets import add_target_arguments, name_resolver, target_specs
 from lanscope.config import Config
+from lanscope.net.scope import check_size
 from lanscope.net.targets import parse_targets
-from lanscope.output import print_json, print_table
+from lanscope.output import print_json, print_table, printable
 
 MAX_DNS = 4096          # more addresses than this are listed without names unless --dns
 MAX_TABLE = 4096        # more rows than this print as plain lines (a table would only be slow)
@@ -30,24 +31,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace, config: Config) -> int:
     specs, excludes = target_specs(args, config)
-    targets = parse_targets(specs, exclude=excludes)
+    targets = parse_targets(specs, exclude=excludes, resolve=name_resolver(config))
+    check_size(targets)           # listing enumerates too: an IPv6 /64 would never end
     names: dict[str, str] = {}
-    if not args.no_dns and (len(targets) <= MAX_DNS or args.dns):
+    if not args.no_dns and (targets.count <= MAX_DNS or args.dns):
         names = asyncio.run(reverse_names([str(a) for a in targets], config))
     given = {str(a): n for a, n in targets.names.items()}
     if args.json:
-        print_json({"count": len(targets), "specs": list(targets.specs),
+        print_json({"count": targets.count, "specs": list(targets.specs),
                     "targets": [{"ip": str(a), "hostname": names.get(str(a)) or given.get(str(a))}
                                 for a in targets]})
         return 0
-    if len(targets) > MAX_TABLE:
+    if targets.count > MAX_TABLE:
         write = sys.stdout.write
         for address in targets:
             text = str(address)
             name = names.get(text) or given.get(text)
-            write(f"{text} {name}\n" if name else f"{text}\n")
+            write(f"{text} {printable(name)}\n" if name else f"{text}\n")     # a PTR name is data
     else:
         print_table(["address", "hostname"],
                     [(str(a), names.get(str(a)) or given.get(str(a))) for a in targets],
-                    caption=f"{len(targets)} addresses (no packets sent)")
+                    caption=f"{targets.count} addresses (no packets sent)")
     return 0

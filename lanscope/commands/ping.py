@@ -14,7 +14,7 @@ import time
 from lanscope.commands._discovery import discover_hosts, reverse_names, vendors
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config
-from lanscope.output import print_json, print_table, progress, stdout
+from lanscope.output import print_json, print_line, print_table, progress
 
 PROGRESS_ABOVE = 1024     # addresses: smaller sweeps finish before a bar would help
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, config: Config) -> int:
     targets = targets_from_args(args, config)
     start = time.monotonic()
-    with progress("ping sweep", len(targets), enabled=None if len(targets) > PROGRESS_ABOVE else False) \
+    with progress("ping sweep", targets.count, enabled=None if targets.count > PROGRESS_ABOVE else False) \
             as update:
         hosts = asyncio.run(discover_hosts(targets, config, progress=update, arp=not args.no_arp))
     elapsed = time.monotonic() - start
@@ -37,7 +37,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     names = {} if args.no_dns else asyncio.run(reverse_names(ips, config))
     makers = asyncio.run(vendors([h.mac for h in hosts if h.mac]))
     if args.json:
-        print_json({"targets": list(targets.specs), "addresses": len(targets), "up": len(hosts),
+        print_json({"targets": list(targets.specs), "addresses": targets.count, "up": len(hosts),
                     "elapsed_secs": round(elapsed, 3),
                     "hosts": [{**_host_dict(h), "hostname": names.get(h.ip or ""),
                                "vendor": makers.get(h.mac or "")} for h in hosts]})
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     print_table(["address", "hostname", "mac", "vendor", "rtt ms", "ttl", "evidence"],
                 [(h.ip, names.get(h.ip or ""), h.mac, makers.get(h.mac or ""), h.rtt_ms, h.ttl, h.evidence)
                  for h in hosts])
-    stdout.print(f"{len(targets)} addresses, {len(hosts)} hosts up, in {elapsed:.2f} s")
+    print_line(f"{targets.count} addresses, {len(hosts)} hosts up, in {elapsed:.2f} s")
     return 0
 
 

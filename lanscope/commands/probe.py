@@ -11,15 +11,14 @@ import asyncio
 
 import msgspec
 
-from enrichers.port_probe.report import PORT_COLUMNS, port_row
+from enrichers.port_probe.report import PORT_COLUMNS, all_hidden, port_row
 from enrichers.port_probe.stage import Config as ProbeConfig
 from enrichers.port_probe.stage import Prober
 from lanscope.commands._targets import targets_from_args
 from lanscope.config import Config
 from lanscope.errors import UsageError
 from lanscope.net.ports import PortSpec, resolve
-from lanscope.output import print_json, print_table, progress, stdout
-from lanscope.stages import port_probe_config
+from lanscope.output import print_json, print_line, print_table, progress
 
 HELP = "probe one host's ports, banners and OS"
 
@@ -47,7 +46,7 @@ def add_port_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def prober_config(args: argparse.Namespace, config: Config) -> ProbeConfig:
-    probe_config: ProbeConfig = port_probe_config(config)
+    probe_config: ProbeConfig = config.enrichers.port_probe
     if getattr(args, "nmap_probes", None):
         probe_config = msgspec.structs.replace(probe_config, nmap_service_probes=args.nmap_probes)
     return probe_config
@@ -55,18 +54,21 @@ def prober_config(args: argparse.Namespace, config: Config) -> ProbeConfig:
 
 def port_spec(args: argparse.Namespace, config: Config, *, udp_default: bool) -> PortSpec:
     """-p / --top-ports / the config default for TCP. UDP: ``U:`` items or -sU (with -p: its
-    numbers, like nmap), else the configured payload probes when ``udp_default`` (probe)."""
+    numbers, like nmap), else the configured payload probes when ``udp_default`` (probe) and
+    no ports were named: ``-p 8443`` probes 8443/tcp and nothing else."""
     if args.no_udp and args.udp:
         raise UsageError("-sU and --no-udp contradict each other")
     if args.ports and args.top_ports:
         raise UsageError("use either -p or --top-ports, not both")
-    top = args.top_ports or (0 if args.ports else config.ports.top_ports)
-    spec = resolve(args.ports, top=top, default=config.ports.tcp, tcp=True, udp=bool(args.udp),
-                   udp_default=config.ports.udp)
-    wants_udp = bool(args.udp) or (udp_default and not args.no_udp)
-    if wants_udp and not spec.udp and config.ports.udp:
+    ports = config.enrichers.port_probe
+    top = args.top_ports or (0 if args.ports else ports.top_ports)
+    spec = resolve(args.ports, top=top, default=ports.tcp, tcp=True, udp=bool(args.udp),
+                   udp_default=ports.udp)
+    named = bool(args.ports or args.top_ports)
+    wants_udp = bool(args.udp) or (udp_default and not named and not args.no_udp)
+    if wants_udp and not spec.udp and ports.udp:
         spec = PortSpec(tcp=spec.tcp, text=spec.text,
-                        udp=resolve(None, tcp=False, udp=True, udp_default=config.ports.udp).udp)
+                        udp=resolve(None, tcp=False, udp=True, udp_default=ports.udp).udp)
     if args.no_udp:
         spec = PortSpec(tcp=spec.tcp, text=spec.text)
     if not spec:
@@ -105,12 +107,14 @@ def main(args: argparse.Namespace, config: Config) -> int:
         return 0
     hidden = report.not_shown() if not args.all else {}
     caption = "; ".join(f"not shown: {n} {state}" for state, n in hidden.items())
-    print_table(PORT_COLUMNS, [port_row(p) for p in ports],
-                title=f"{ip} ({report.scan_type} scan, {report.duration_ms / 1000:.2f}s)",
-                caption=caption or None)
+    title = f"{ip} ({report.scan_type} scan, {report.duration_ms / 1000:.2f}s)"
+    if ports:
+        print_table(PORT_COLUMNS, [port_row(p) for p in ports], title=title, caption=caption or None)
+    else:
+        print_line(f"{title}: {all_hidden(report)}")
     if report.os is not None:
-        stdout.print(f"OS guess: {report.os.name} (confidence {report.os.confidence}/10; "
-                     f"{', '.join(report.os.evidence)})", markup=False)
+        print_line(f"OS guess: {report.os.name} (confidence {report.os.confidence}/10; "
+                     f"{', '.join(report.os.evidence)})")
     if not report.complete:
-        stdout.print("warning: host timeout reached, the result is partial", markup=False)
+        print_line("warning: host timeout reached, the result is partial")
     return 0

@@ -9,7 +9,6 @@ from lanscope.config import Config
 from lanscope.output import print_table
 from lanscope.runtime.bus import Bus, Provisioned
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
-from lanscope.stages import configured_specs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,4 +35,4 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
     async with await Bus.connect(config.nats, url=url, name="lanscope-provision") as bus:
-        return await bus.provision(configured_specs(config).values())
+        return await bus.provision(config.stage_specs().values())

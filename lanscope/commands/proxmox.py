@@ -16,7 +16,6 @@ from lanscope.commands._remote import add_tls_arguments, env_secret, tls_from_ar
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_json, print_table
-from lanscope.stages import proxmox_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,14 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, config: Config) -> Any:
-    from enrichers.proxmox_names import ProxmoxSettings
+    from lanscope.settings import ProxmoxConfig
 
-    settings = proxmox_settings(config)
-    if args.host:
-        same = settings is not None and settings.host == args.host
-        settings = settings if same else ProxmoxSettings(host=args.host, port=config.proxmox.port,
-                                                         user=config.proxmox.user)
-    if settings is None:
+    settings = config.proxmox
+    if args.host and settings.host != args.host:
+        # Another cluster than the configured one: none of its credentials or pins apply.
+        settings = ProxmoxConfig(host=args.host, port=settings.port, user=settings.user)
+    if not settings.host:
         raise UsageError("no Proxmox host: set proxmox.host in the config or give --host")
     changes: dict[str, Any] = {}
     for flag in ("port", "user", "token_name"):
@@ -65,7 +63,8 @@ def _settings(args: argparse.Namespace, config: Config) -> Any:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    from enrichers.proxmox_names import ProxmoxClient, ProxmoxError
+    from enrichers.proxmox_names import ProxmoxError
+    from enrichers.proxmox_names._io import ProxmoxClient
 
     settings = _settings(args, config)
     try:

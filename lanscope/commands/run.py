@@ -12,16 +12,17 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_table, stdout
+from lanscope.output import print_line, print_table
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
-from lanscope.stages import StageContext, StageDisabled, build, configured_specs
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only this stage (port_probe or enrichers.port_probe); repeatable")
     parser.add_argument("--once", action="store_true",
                         help="run each producer once, exit when every consumer has caught up")
+    parser.add_argument("--no-web", action="store_true",
+                        help="do not serve the dashboard (served when every stage runs and web.enabled)")
 
 
 def selected_stages(names: list[str]) -> list[StageSpec]:
@@ -48,8 +51,11 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    configured = configured_specs(config)
+    configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    # The dashboard's port first: a taken port is one clear error, before NATS starts.
+    web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
+        and not args.once else None
     embedded: EmbeddedNats | None = None
     # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
     url = configured_url(config.nats, config.data_dir)
@@ -60,13 +66,23 @@ def main(args: argparse.Namespace, config: Config) -> int:
         url = embedded.start()
         where = f"embedded, store {embedded.store_dir}"
     try:
-        stdout.print(f"NATS:   {url} ({where})")
-        stdout.print(f"DuckDB: {config.duckdb_path}")
-        stdout.print(f"Targets: {_describe_targets(config)}")
-        return asyncio.run(_run(config, url, specs, once=args.once))
+        print_line(f"NATS:   {url} ({where})")
+        print_line(f"DuckDB: {config.duckdb_path}")
+        print_line(f"Targets: {_describe_targets(config)}")
+        return asyncio.run(_run(config, url, specs, once=args.once, web=web))
     finally:
+        if web is not None:
+            web.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _web_socket(config: Config) -> socket.socket:
+    from lanscope.web.server import bind, url_of
+
+    sock = bind(config)
+    print_line(f"Web:    {url_of(sock)} (dashboard)")
+    return sock
 
 
 def _describe_targets(config: Config) -> str:
@@ -83,27 +99,46 @@ def _describe_targets(config: Config) -> str:
     return " ".join(str(n) for n in networks) + " (attached private subnets)"
 
 
-def build_stages(specs: list[StageSpec], ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]],
-                                                                     dict[str, str]]:
-    """Build each stage; a disabled one is reported and skipped."""
+def build_stages(specs: list[StageSpec], config: Config,
+                 ctx: StageContext) -> tuple[list[tuple[StageSpec, Any]], dict[str, str]]:
+    """Build each stage from its section; a disabled one is reported and skipped."""
     built: list[tuple[StageSpec, Any]] = []
     skipped: dict[str, str] = {}
     for spec in specs:
         try:
-            built.append((spec, build(spec.builder, ctx)))
+            built.append((spec, spec.instantiate(config.stage_config(spec.name), ctx)))
         except StageDisabled as exc:
             skipped[spec.name] = f"disabled: {exc}"
     return built, skipped
 
 
-async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
+def _start_dashboard(config: Config, url: str, sock: socket.socket | None) -> tuple[Any, asyncio.Task[None]] \
+        | None:
+    if sock is None:
+        return None
+    from lanscope.web.server import WebServer
+
+    server = WebServer(config, sock, url=url)
+    return server, asyncio.create_task(server.run(), name="web")
+
+
+async def _stop_dashboard(server: Any, task: asyncio.Task[None]) -> None:
+    server.stop()
+    try:
+        await task
+    except Exception as exc:   # the pipeline's shutdown goes on
+        log.error("web: the dashboard stopped with %s: %s", type(exc).__name__, exc)
+
+
+async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
+               web: socket.socket | None = None) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
-        ctx = StageContext(config=config, claims=await bus.claims())
-        built, skipped = build_stages(specs, ctx)
+        ctx = config.stage_context(claims=await bus.claims())
+        built, skipped = build_stages(specs, config, ctx)
         # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.
-        await bus.provision(configured_specs(config).values(), feeds=sink_feeds(s for s, _ in built))
+        await bus.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
         rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
         print_table(["stage", "status", "detail"], rows)
@@ -111,16 +146,18 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
             raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
         for spec, stage in built:
-            flush_ms = config.duckdb.flush_ms if spec.name == "host_state" else None
-            runner.add(spec, stage, flush_ms=flush_ms)
+            runner.add(spec, stage, flush_ms=spec.flush_ms)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        dashboard = _start_dashboard(config, url, web)
         try:
             await runner.run()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if dashboard is not None:
+                await _stop_dashboard(*dashboard)
         return 0
     finally:
         await bus.close()

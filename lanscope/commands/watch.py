@@ -16,12 +16,13 @@ from typing import Any
 
 import msgspec
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
-from lanscope.output import print_jsonl, stderr
+from lanscope.output import print_jsonl, print_line, printable
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import configured_url
+from lanscope.runtime.embedded import no_server_hint, pipeline_url
 from schemas import ChangeKind, Event, Finding, HostChanged, decode
 from schemas import subjects as subj
 
@@ -57,14 +58,10 @@ def _value(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE else text[:_MAX_VALUE - 1] + "…"
 
 
-def _printable(text: str) -> str:
-    """Hostnames and banners are attacker-controlled: no escape sequences reach the terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 def describe(event: Event) -> str:
-    """One human line per event (plain text: hostnames and banners are data)."""
-    return _printable(_describe(event))
+    """One human line per event (plain text: hostnames and banners are data, no escape sequence
+    reaches the terminal)."""
+    return printable(_describe(event))
 
 
 def _describe(event: Event) -> str:
@@ -84,15 +81,17 @@ def _describe(event: Event) -> str:
 
 def main(args: argparse.Namespace, config: Config) -> int:
     kinds = parse_kinds(args.kind)
-    url = configured_url(config.nats, config.data_dir)
+    url, namespace = pipeline_url(config.nats, config.data_dir)
     if not url:
-        raise LanscopeError("no NATS to watch: set nats.url, or start the pipeline with `lanscope run`")
+        raise LanscopeError(no_server_hint(config.data_dir, "watch"))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch(config, url, kinds, findings=args.findings, as_json=args.json))
+        where = f"{url} (network namespace {namespace})" if namespace else url
+        asyncio.run(_watch(config, url, where, kinds, findings=args.findings, as_json=args.json))
     return 0
 
 
-async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, as_json: bool) -> None:
+async def _watch(config: Config, url: str, where: str, kinds: set[str], *, findings: bool,
+                 as_json: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,7 +101,7 @@ async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, a
         try:
             event = decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            stderr.print(f"undecodable event on {msg.subject}: {exc}", markup=False)
+            print_line(f"undecodable event on {msg.subject}: {exc}", err=True)
             return
         if isinstance(event, HostChanged) and event.kind.value not in kinds:
             return
@@ -115,8 +114,13 @@ async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, a
 
     async with await Bus.connect(config.nats, url=url, name="lanscope-watch") as bus:
         subjects = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
-        stderr.print(f"watching {', '.join(subjects)} on {url} (Ctrl-C to stop)", markup=False)
         for subject in subjects:
-            await bus.js.subscribe(subject, stream=subj.CHANGES.name, cb=show, ordered_consumer=True,
-                                   deliver_policy=DeliverPolicy.NEW)
+            try:
+                await bus.js.subscribe(subject, stream=subj.CHANGES.name, cb=show, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.NEW)
+            except NotFoundError:
+                raise LanscopeError(f"no {subj.CHANGES.name} stream on {where}: the pipeline has not "
+                                    "provisioned it yet (`lanscope run` does, or `lanscope provision`)"
+                                    ) from None
+        print_line(f"watching {', '.join(subjects)} on {where} (Ctrl-C to stop)", err=True)
         await stop.wait()

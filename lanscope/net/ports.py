@@ -166,7 +166,7 @@ def resolve(spec: str | None = None, *, top: int = 0, default: str = "20-1024", 
             udp: bool = False, udp_default: str = "") -> PortSpec:
     """What a command scans: ``-p SPEC``, else ``--top-ports N``, else the configured default.
 
-    With ``udp`` and no explicit spec, UDP gets ``udp_default`` (config ports.udp) or the top
+    With ``udp`` and no explicit spec, UDP gets ``udp_default`` (enrichers.port_probe.udp) or the top
     UDP ports when ``top`` is given.
     """
     if spec:

@@ -10,7 +10,10 @@ The default policy (design.md "Safety"):
   ``scope.allow_public``). Benchmarking (198.18.0.0/15), documentation and
   other special ranges are *not* private here: the lab's 198.18.0.0/15 is
   scannable only because it is attached to the scanner namespace's bridge;
-* more than ``scope.max_addresses`` addresses needs ``--force``.
+* more than ``scope.max_addresses`` addresses needs ``--force``;
+* more than ``MAX_ADDRESSES`` (2**24: an IPv4 /8, an IPv6 /104) is refused even with
+  ``--force``: the addresses are enumerated one by one, and an IPv6 /64 (2**64) would
+  never end. Sizes are counted without enumerating (``Targets.count``).
 
 ``check_scope`` runs before the first packet and raises ScopeError naming the
 flag or config key that would allow the refused targets.
@@ -19,11 +22,11 @@ flag or config key that would allow the refused targets.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from lanscope.config import ScopeConfig
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
+from lanscope.settings import ScopeConfig
 
 # Ranges that are "private" for scope purposes: nobody else's network.
 PRIVATE_RANGES: tuple[str, ...] = (
@@ -33,6 +36,7 @@ PRIVATE_RANGES: tuple[str, ...] = (
     "fc00::/7", "fe80::/10", "::1/128",                # ULA, link-local, loopback
 )
 _PRIVATE = parse_targets(PRIVATE_RANGES)
+MAX_ADDRESSES = 2**24
 
 
 def _no_resolve(name: str) -> list[str]:
@@ -41,7 +45,7 @@ def _no_resolve(name: str) -> list[str]:
 
 def _describe(targets: Targets) -> str:
     first = targets.first()
-    more = len(targets) - 1
+    more = targets.count - 1
     return f"{first}" + (f" (and {more} more)" if more > 0 else "")
 
 
@@ -57,10 +61,12 @@ def allowed_targets(scope: ScopeConfig, attached: Iterable[IPNetwork]) -> Target
 def check_scope(targets: Targets, scope: ScopeConfig, *, attached: Iterable[IPNetwork],
                 allow_public: bool = False, force: bool = False) -> None:
     """Raise ScopeError if any target is out of scope; say what would allow it."""
-    count = len(targets)
+    check_size(targets)
+    count = targets.count
     if count > scope.max_addresses and not force:
-        raise ScopeError(f"{count} addresses is more than scope.max_addresses ({scope.max_addresses}); "
-                         "pass --force to scan them all")
+        raise ScopeError(f"{' '.join(targets.specs)} is {count:,} addresses, more than scope.max_addresses "
+                         f"({scope.max_addresses:,}); pass --force to scan them all (at most "
+                         f"{MAX_ADDRESSES:,}), or name a smaller range")
     outside = targets.minus(allowed_targets(scope, list(attached)))
     if not outside:
         return
@@ -74,6 +80,48 @@ def check_scope(targets: Targets, scope: ScopeConfig, *, attached: Iterable[IPNe
                          "interfaces; add it to scope.allow in the config, or pass --force")
 
 
+def check_size(targets: Targets) -> None:
+    """Refuse targets too large to enumerate in reasonable time, flag or not."""
+    count = targets.count
+    if count <= MAX_ADDRESSES:
+        return
+    hint = (" (IPv6 subnets are too large to sweep: name the hosts' addresses, e.g. from "
+            "`lanscope arp` or the neighbour table, or a /104 or smaller)"
+            if targets.ipv6_count > MAX_ADDRESSES else "")
+    raise ScopeError(f"{' '.join(targets.specs)} is {count:,} addresses: lanscope goes through at most "
+                     f"{MAX_ADDRESSES:,} (an IPv4 /8, an IPv6 /104) per command, even with --force; "
+                     f"split it into smaller ranges{hint}")
+
+
 def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Private in the scope sense (RFC 1918, CGNAT, ULA, link-local, loopback)."""
     return address in _PRIVATE
+
+
+def scope_refusal(ip: str, scope: ScopeConfig, *, attached: Iterable[IPNetwork]) -> str | None:
+    """Why one address may not be probed under ``scope`` with no flag given, or None if it may.
+
+    What a stage asked by an event (not a person at a command line) checks: no --force,
+    no --allow-public beyond ``scope.allow_public``."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return f"{ip!r} is not an IP address"
+    try:
+        if scope.exclude and address in parse_targets(scope.exclude, resolve=_no_resolve):
+            return f"{address} is excluded by scope.exclude"
+        check_scope(parse_targets([str(address)]), scope, attached=attached)
+    except (ScopeError, UsageError) as exc:
+        # The flags the message suggests are the command line's; here only the config helps.
+        return str(exc).split("; ", 1)[0] + " (scope.allow would allow it)"
+    return None
+
+
+def scope_check(scope: ScopeConfig) -> Callable[[str], str | None]:
+    """scope_refusal against the networks attached right now (stages that probe on request)."""
+    from lanscope.net.interfaces import attached_private_networks
+
+    def refusal(ip: str) -> str | None:
+        return scope_refusal(ip, scope, attached=attached_private_networks())
+
+    return refusal

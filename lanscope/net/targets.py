@@ -14,7 +14,7 @@ Accepted forms (space- or comma-separated, mixed freely)::
 A ``Targets`` never materialises its addresses: every IPv4 component is a
 *box* (one set of values per octet — a CIDR is a box too), every IPv6
 component an integer interval. Overlaps and excludes are removed by splitting
-boxes into disjoint pieces, so ``len()`` is exact and iteration yields each
+boxes into disjoint pieces, so ``count`` is exact and iteration yields each
 address once, in ascending order (IPv4 first), without holding a /8 in memory.
 
 Listing (``lanscope list``) shows every address, like ``nmap -sL``. Sending is
@@ -320,8 +320,13 @@ class Targets:
 
     # -- set protocol ------------------------------------------------------
 
+    @property
+    def count(self) -> int:
+        """How many addresses: exact at any size (``len()`` cannot hold an IPv6 /64's 2**64)."""
+        return self.ipv4_count + self.ipv6_count
+
     def __len__(self) -> int:
-        return sum(len(b) for b in self._boxes) + sum(hi - lo + 1 for lo, hi in self._intervals)
+        return self.count
 
     def __bool__(self) -> bool:
         return bool(self._boxes or self._intervals)
@@ -346,7 +351,7 @@ class Targets:
         return any(lo <= value <= hi for lo, hi in self._intervals)
 
     def __repr__(self) -> str:
-        return f"Targets({' '.join(self.specs)!r}, {len(self)} addresses)"
+        return f"Targets({' '.join(self.specs)!r}, {self.count} addresses)"
 
     def ints4(self) -> Iterator[int]:
         """IPv4 addresses as integers, ascending (fast path for packet builders)."""

@@ -16,7 +16,7 @@ import hmac
 import ssl
 from typing import Any
 
-from lanscope.config import TlsConfig
+from lanscope.settings import TlsConfig
 
 # What a `tls:` section of config.yaml says is what the clients take, as it is.
 TlsSettings = TlsConfig

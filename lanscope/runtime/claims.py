@@ -3,7 +3,9 @@
 port_probe uses it so one host is not probed by two replicas at once and is
 re-probed only when its last probe is older than the configured interval.
 In the pipeline the store is a NATS KV bucket (``KvClaims``, opened by
-``Bus.claims()``); one-shot commands use ``MemoryClaims``.
+``Bus.claims()``); one-shot commands use ``MemoryClaims``. Stages import this module
+for ``Claims``, so it does not import nats itself: ``KvClaims`` takes nats-py's error
+classes from the ``KeyValue`` it is given (the bus has loaded nats by then).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import json
 import time
 import uuid
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import nats.js.errors
-from nats.js.kv import KeyValue
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
 
 CLAIMS_BUCKET = "lanscope_claims"
 
@@ -80,8 +82,11 @@ class KvClaims:
     """
 
     def __init__(self, kv: KeyValue, owner: str | None = None) -> None:
+        import nats.js.errors as errors  # loaded with the KeyValue; never by a stage's import
+
         self.kv = kv
         self.owner = owner or uuid.uuid4().hex
+        self._errors = errors
 
     async def claim(self, key: str, ttl_secs: float) -> bool:
         name = f"claim.{kv_key(key)}"
@@ -89,14 +94,14 @@ class KvClaims:
         try:
             await self.kv.create(name, value)
             return True
-        except nats.js.errors.KeyWrongLastSequenceError:
+        except self._errors.KeyWrongLastSequenceError:
             pass
-        except nats.js.errors.APIError as exc:
+        except self._errors.APIError as exc:
             if exc.err_code not in (10071, 10164):
                 raise
         try:
             entry = await self.kv.get(name)
-        except nats.js.errors.KeyNotFoundError:
+        except self._errors.KeyNotFoundError:
             return await self._create_quietly(name, value)
         if entry.value and _claim_until(entry.value) > time.time():
             return False
@@ -104,32 +109,32 @@ class KvClaims:
             assert entry.revision is not None
             await self.kv.update(name, value, last=entry.revision)
             return True
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+        except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError):
             return False
 
     async def _create_quietly(self, name: str, value: bytes) -> bool:
         try:
             await self.kv.create(name, value)
             return True
-        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+        except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError):
             return False
 
     async def release(self, key: str) -> None:
         name = f"claim.{kv_key(key)}"
         try:
             entry = await self.kv.get(name)
-        except nats.js.errors.KeyNotFoundError:
+        except self._errors.KeyNotFoundError:
             return
         if entry.value and json.loads(entry.value).get("owner") == self.owner:
             try:
                 await self.kv.delete(name, last=entry.revision)
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+            except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError):
                 pass  # someone took it over after it expired: theirs now
 
     async def last_done(self, key: str) -> datetime | None:
         try:
             entry = await self.kv.get(f"done.{kv_key(key)}")
-        except nats.js.errors.KeyNotFoundError:
+        except self._errors.KeyNotFoundError:
             return None
         if not entry.value:
             return None

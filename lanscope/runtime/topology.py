@@ -1,17 +1,33 @@
-"""The pipeline graph: every stage, what it consumes, what it emits.
+"""The pipeline graph: every stage, what it consumes, what it emits, how it is built.
 
-One table, read by the runner, `lanscope provision`, the compose test and the
-graph test (every consumed subject is produced by someone).
+One table, read by the runner, `lanscope provision`, config.yaml's loader
+(``lanscope.config``: one section per stage, of the stage's ``Config`` type),
+the compose test and the graph test (every consumed subject is produced by
+someone). Each stage's ``Config`` and ``build`` live beside the stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any
 
+import enrichers.dns_names.stage as dns_names
+import enrichers.mac_vendor.stage as mac_vendor
+import enrichers.port_probe.stage as port_probe
+import enrichers.presence_check.stage as presence_check
+import enrichers.proxmox_names.stage as proxmox_names
+import producers.arp_sweep.stage as arp_sweep
+import producers.dhcp_leases.stage as dhcp_leases
+import producers.neighbours.stage as neighbours
+import producers.ping_sweep.stage as ping_sweep
+import producers.proxmox_guests.stage as proxmox_guests
+import sinks.findings.stage as findings
+import sinks.host_state.stage as host_state
+import sinks.registry.stage as registry
+from lanscope.runtime.stage import Enricher, Producer, Sink, StageContext, StageDisabled
 from schemas import (
     Event,
     Finding,
@@ -28,58 +44,31 @@ from schemas import subjects as subj
 
 
 class Kind(enum.StrEnum):
-    PRODUCER = "producers"
+    PRODUCER = "producers"          # also the config.yaml section that holds the stage's Config
     ENRICHER = "enrichers"
     SINK = "sinks"
 
 
-@runtime_checkable
-class Producer(Protocol):
-    """Says "I saw this host". The runtime calls sweep() every interval_secs."""
-
-    interval_secs: float
-
-    async def sweep(self) -> list[Event]: ...
-
-
-@runtime_checkable
-class Enricher(Protocol):
-    """Adds knowledge to one event; returns zero or more new events.
-
-    Raises only where a retry can help (the runtime naks with a delay)."""
-
-    async def handle(self, event: Event) -> list[Event]: ...
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """Keeps state. write() commits a batch and returns the events to publish.
-
-    The runtime publishes the returned events (waiting for PubAck) and only
-    then acks the batch. A redelivered input must be harmless: write() returns
-    the same outputs for it again (outbox), so nothing is lost between the
-    commit and the publish. ``redelivered`` names the inputs the bus delivered
-    before (only those can have been committed before); None: any may have been."""
-
-    async def open(self) -> None: ...
-
-    async def write(self, batch: list[Event], redelivered: Collection[str] | None = None) -> list[Event]: ...
-
-    async def close(self) -> None: ...
+# Runtime tuning a stage's Config may set (a sink's batch size and flush interval, an
+# enricher's concurrency): the runner takes it from there, whatever the stage.
+_TUNING = ("batch_size", "concurrency", "flush_ms")
 
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str                              # short, unique: the durable consumer name
     kind: Kind
-    builder: str                           # function name in lanscope.stages
+    config: type[Any] | None = None        # the stage's Config: its section of config.yaml
+    build: Callable[[Any, StageContext], Any] | None = None   # (its Config, context) -> stage
     consumes: tuple[str, ...] = ()         # subject filters (enrichers and sinks)
     emits: tuple[type[Event], ...] = ()
     description: str = ""
     max_replicas: int | None = None        # 1 for the DuckDB owner
     raw_sockets: bool = False              # needs CAP_NET_RAW (compose)
-    batch_size: int = 64                   # messages fetched at once
-    concurrency: int = 16                  # events handled at once per process (enrichers)
+    batch_size: int = 64                   # messages fetched at once (a sink's: its Config's)
+    concurrency: int = 16                  # events handled at once per process (enrichers; the
+                                           # Config's where it has one)
+    flush_ms: int | None = None            # a sink's batch waits this long to fill (its Config's)
     ack_wait_secs: float | None = None     # None: the nats config's ack_wait_secs
 
     @property
@@ -90,54 +79,71 @@ class StageSpec:
     def durable(self) -> str:
         return self.name
 
+    def tuned(self, config: Any) -> StageSpec:
+        """This spec with the runtime tuning its stage's ``config`` sets (``batch_size``,
+        ``concurrency``, ``flush_ms``)."""
+        changes = {name: getattr(config, name) for name in _TUNING if hasattr(config, name)}
+        return dataclasses.replace(self, **changes) if changes else self
 
+    def instantiate(self, config: Any, ctx: StageContext) -> Any:
+        """The stage built from ``config`` (its section); StageDisabled when that says
+        ``enabled: false`` or the builder finds it cannot run (no gateway, no Proxmox ...)."""
+        if self.build is None:
+            raise LookupError(f"stage {self.qualified} has no builder")
+        if not config.enabled:
+            raise StageDisabled(f"{self.qualified}.enabled is false")
+        return self.build(config, ctx)
+
+
+# Each spec carries the tuning of its Config's defaults; Config.stage_specs() (lanscope.config)
+# tunes them from config.yaml.
 STAGES: dict[str, StageSpec] = {
-    spec.name: spec
+    spec.name: spec.tuned(spec.config()) if spec.config is not None else spec
     for spec in (
-        StageSpec("arp_sweep", Kind.PRODUCER, "build_arp_sweep", emits=(HostSeen, SweepCompleted),
+        StageSpec("arp_sweep", Kind.PRODUCER, arp_sweep.Config, arp_sweep.build,
+                  emits=(HostSeen, SweepCompleted),
                   description="ARP requests to every address of the attached subnets",
                   raw_sockets=True),
-        StageSpec("ping_sweep", Kind.PRODUCER, "build_ping_sweep", emits=(HostSeen, SweepCompleted),
+        StageSpec("ping_sweep", Kind.PRODUCER, ping_sweep.Config, ping_sweep.build,
+                  emits=(HostSeen, SweepCompleted),
                   description="ICMP echo sweep, TCP ping for hosts that drop ICMP",
                   raw_sockets=True),
-        StageSpec("neighbours", Kind.PRODUCER, "build_neighbours", emits=(HostSeen,),
+        StageSpec("neighbours", Kind.PRODUCER, neighbours.Config, neighbours.build, emits=(HostSeen,),
                   description="The kernel's IPv4/IPv6 neighbour table"),
-        StageSpec("dhcp_leases", Kind.PRODUCER, "build_dhcp_leases", emits=(HostSeen, SweepCompleted),
+        StageSpec("dhcp_leases", Kind.PRODUCER, dhcp_leases.Config, dhcp_leases.build,
+                  emits=(HostSeen, SweepCompleted),
                   description="MikroTik DHCP leases and ARP table, local lease files"),
-        StageSpec("proxmox_guests", Kind.PRODUCER, "build_proxmox_guests", emits=(HostSeen,),
-                  description="Proxmox VMs and containers as sightings"),
-        StageSpec("port_probe", Kind.ENRICHER, "build_port_probe",
-                  consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
+        StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
+                  emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
+        StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
+                  consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
-                  raw_sockets=True, batch_size=16, concurrency=8, ack_wait_secs=60),
-        StageSpec("dns_names", Kind.ENRICHER, "build_dns_names",
+                  raw_sockets=True, batch_size=16, ack_wait_secs=60),
+        StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
-                  description="Reverse DNS names (dnspython)", concurrency=64),
-        StageSpec("mac_vendor", Kind.ENRICHER, "build_mac_vendor",
+                  description="Reverse DNS names (dnspython)"),
+        StageSpec("mac_vendor", Kind.ENRICHER, mac_vendor.Config, mac_vendor.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
-                  description="MAC vendor from offline OUI data", batch_size=256, concurrency=64),
-        StageSpec("proxmox_names", Kind.ENRICHER, "build_proxmox_names",
+                  description="MAC vendor from offline OUI data", batch_size=256),
+        StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
-                  description="Proxmox guest name, vmid, node, status by MAC or IP",
-                  concurrency=64),
-        StageSpec("presence_check", Kind.ENRICHER, "build_presence_check",
+                  description="Proxmox guest name, vmid, node, status by MAC or IP"),
+        StageSpec("presence_check", Kind.ENRICHER, presence_check.Config, presence_check.build,
                   consumes=(subj.HOST_CHECK,), emits=(HostSeen, HostUnreachable),
                   description="ARP / ICMP / TCP check of a host before it is said to be gone",
-                  raw_sockets=True, concurrency=16),
-        StageSpec("host_state", Kind.SINK, "build_host_state",
+                  raw_sockets=True),
+        StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
                   consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
                             subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE, subj.FINDING, subj.REGISTRY),
                   emits=(HostChanged, HostCheckRequested),
                   description="Host records, change detection, history; owns DuckDB",
-                  max_replicas=1, batch_size=4000),
-        StageSpec("findings", Kind.SINK, "build_findings",
+                  max_replicas=1),
+        StageSpec("findings", Kind.SINK, findings.Config, findings.build,
                   consumes=(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
-                  emits=(Finding,),
-                  description="Security findings, opened and resolved", batch_size=500),
-        StageSpec("registry", Kind.SINK, "build_registry",
+                  emits=(Finding,), description="Security findings, opened and resolved"),
+        StageSpec("registry", Kind.SINK, registry.Config, registry.build,
                   consumes=(subj.HOST_CHANGED,), emits=(RegistryEntry,),
-                  description="Host registry: register new hosts or sync existing entries",
-                  batch_size=500),
+                  description="Host registry: register new hosts or sync existing entries"),
     )
 }
 
@@ -152,18 +158,10 @@ def resolve(name: str) -> StageSpec:
     return spec
 
 
-def emitted_subject_patterns() -> set[str]:
-    """Subject patterns that some stage publishes on (for the graph test)."""
-    patterns: set[str] = set()
-    by_type = {
-        HostSeen: subj.HOST_SEEN, SweepCompleted: subj.SWEEP_COMPLETED,
-        HostAnnotated: subj.HOST_ANNOTATED, PortsProbed: subj.HOST_PORTS,
-        HostChanged: subj.HOST_CHANGED, Finding: subj.FINDING, RegistryEntry: subj.REGISTRY,
-        HostCheckRequested: subj.HOST_CHECK, HostUnreachable: subj.HOST_UNREACHABLE,
-    }
-    for spec in STAGES.values():
-        patterns.update(by_type[t] for t in spec.emits)
-    return patterns
+# Events people publish, not stages: subject -> who (the graph test counts them as produced).
+PUBLISHED_BY_PEOPLE: dict[str, str] = {
+    subj.PROBE_REQUESTED: "the dashboard's \"probe now\" (lanscope.web)",
+}
 
 
 # ---------------------------------------------------------------------- feeds
@@ -224,3 +222,7 @@ def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
             ack_wait_secs=max(waits) if waits else None)
         feeds.append(Feed(stream, spec, names))
     return feeds
+
+
+__all__ = ["PUBLISHED_BY_PEOPLE", "STAGES", "Enricher", "Feed", "Kind", "Producer", "Sink", "StageSpec",
+           "consumer_bindings", "own_feeds", "resolve", "sink_feeds"]

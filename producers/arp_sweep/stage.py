@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -22,6 +23,8 @@ from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import Targets, parse_targets
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, HostSeen, SweepCompleted, host_key
 
 SOURCE = "arp"
@@ -32,15 +35,18 @@ InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    interval_secs: float = 60.0
-    exclude: list[str] = []
+    """producers.arp_sweep in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 60.0
     interfaces: list[str] = []           # empty: every up interface with an IPv4 address
-    timeout_ms: int = 800                # the longest wait for replies after the last request
-    quiet_ms: int = 50                   # stop earlier once replies have paused this long
-    retries: int = 1                     # re-sends to the targets that stayed silent ...
-    retry_max_silent: int = 4096         # ... when at most this many, or the first round lost frames
-    packets_per_sec: int = 0             # 0: as fast as the interface takes them
-    max_prefix_bits: int = 16            # never sweep an attached network wider than this by default
+    timeout_ms: PositiveInt = 800        # the longest wait for replies after the last request
+    quiet_ms: NonNegativeInt = 50        # stop earlier once replies have paused this long
+    retries: NonNegativeInt = 1          # re-sends to the targets that stayed silent ...
+    retry_max_silent: NonNegativeInt = 4096  # ... when at most this many, or the first round lost frames
+    packets_per_sec: NonNegativeInt = 0  # 0: as fast as the interface takes them
+    # With no targets, attached networks wider than this are not swept.
+    max_prefix_bits: Annotated[int, msgspec.Meta(ge=0, le=32)] = 16
 
 
 def new_sweep_id(source: str, now: datetime) -> str:
@@ -52,10 +58,11 @@ class ArpSweep:
 
     def __init__(self, config: Config, *, scan: ArpScan, interfaces: InterfaceList,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 targets: Targets | None = None,
+                 targets: Targets | None = None, exclude: Sequence[str] = (),
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.config = config
         self.interval_secs = config.interval_secs
+        self._exclude = list(exclude)    # scope.exclude: never swept
         self._scan = scan
         self._interfaces = interfaces
         self._clock = clock
@@ -78,7 +85,7 @@ class ArpSweep:
                     if network.prefixlen < self.config.max_prefix_bits or network.is_global \
                             or network.is_link_local:
                         continue
-                    on_link = parse_targets([str(network)], exclude=self.config.exclude)
+                    on_link = parse_targets([str(network)], exclude=self._exclude)
                 else:
                     on_link = self._targets.intersect(parse_targets([str(network)]))
                 if on_link:
@@ -128,3 +135,13 @@ class ArpSweep:
                                      hosts_found=hosts, covered=covered_cidrs(sent),
                                      duration_ms=round((time.monotonic() - start) * 1000, 1)))
         return events
+
+
+def build(config: Config, ctx: StageContext) -> ArpSweep:
+    """The sweep of the command's targets, else `targets:`, else the attached private subnets."""
+    from lanscope.net.interfaces import interfaces_async
+
+    from ._io import arp_sweep_async
+
+    return ArpSweep(config, scan=arp_sweep_async, interfaces=interfaces_async,
+                    targets=ctx.sweep_targets(), exclude=ctx.scope.exclude, progress=ctx.progress)

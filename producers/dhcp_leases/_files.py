@@ -40,6 +40,10 @@ class LeaseFileReader:
         self.max_bytes = max_bytes
         self._warned: set[str] = set()
         self._missing: list[str] = []
+        # Of the last read, for callers that named the files themselves (`lanscope leases
+        # --file`): the patterns that named no file, and the files that could not be read.
+        self.unmatched: list[str] = []
+        self.unreadable: list[str] = []
 
     async def read(self) -> list[FileText]:
         return await asyncio.to_thread(self._read_all)
@@ -48,10 +52,13 @@ class LeaseFileReader:
         found: list[FileText] = []
         seen: set[str] = set()
         self._missing = []
+        self.unmatched, self.unreadable = [], []
         for pattern in self.patterns:
             if _GLOB_CHARS.search(pattern):
                 # A glob that matches nothing is normal (no such client on this machine).
                 paths = sorted(p for p in glob.glob(pattern) if not _KEA_ROTATED.search(p))
+                if not paths:
+                    self.unmatched.append(pattern)
             else:
                 paths = [pattern]
             for path in paths:
@@ -76,9 +83,11 @@ class LeaseFileReader:
             mtime = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
         except FileNotFoundError:
             self._missing.append(path)
+            self.unmatched.append(path)
             return None
         except OSError as exc:
             self._warn_once(path, f"cannot read lease file: {exc.strerror or exc}")
+            self.unreadable.append(f"{path}: {exc.strerror or exc}")
             return None
         if path in self._warned:
             self._warned.discard(path)

@@ -17,18 +17,10 @@ import httpx
 
 from lanscope.net.tls import TlsSettings, describe, ssl_context, tls_error_text
 
+from .stage import GatewayError
+
 _PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 MAX_BODY = 32 * 1024 * 1024   # a lease table of ~100k entries; anything bigger is not RouterOS
-
-
-class GatewayError(Exception):
-    """The gateway could not be read. ``str()`` names the gateway; never the password."""
-
-    def __init__(self, gateway: str, reason: str, *, retryable: bool = True) -> None:
-        super().__init__(f"gateway {gateway}: {reason}")
-        self.gateway = gateway
-        self.reason = reason
-        self.retryable = retryable
 
 
 def default_scheme(host: str) -> str:

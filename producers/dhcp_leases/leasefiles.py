@@ -47,6 +47,8 @@ class ParsedFile:
 _DHCLIENT = re.compile(r"^\s*lease\s*\{", re.M)
 _DHCPD = re.compile(r"^\s*lease\s+[0-9A-Fa-f.:]+\s*\{", re.M)
 _KEYVALUE = re.compile(r"^ADDRESS=", re.M)
+# NetworkManager's internal DHCP client: /var/lib/NetworkManager/internal-<connection uuid>-<iface>.lease
+_NM_INTERNAL = re.compile(r"(^|/)internal-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}-[^/]+\.lease$")
 _DNSMASQ_LINE = re.compile(r"^\d+ \S+ \S+ \S+ \S+\s*$", re.M)
 
 
@@ -60,7 +62,7 @@ def detect_format(path: str, text: str) -> str | None:
     if _DHCLIENT.search(text):
         return "dhclient"
     if _KEYVALUE.search(text) or "This is private data" in text[:80]:
-        return "networkmanager" if "NetworkManager" in path else "networkd"
+        return "networkmanager" if "NetworkManager" in path or _NM_INTERNAL.search(path) else "networkd"
     if _DNSMASQ_LINE.search(text) or "dnsmasq" in path or path.endswith("dhcp.leases"):
         return "dnsmasq"
     return None
@@ -319,10 +321,12 @@ def parse_keyvalue(text: str, result: ParsedFile, *, now: datetime,
             # The file is written when the lease is (re)acquired: mtime + LIFETIME.
             expires = mtime + timedelta(seconds=int(lifetime))
         expired = expires is not None and expires <= now
+        client_id = values.get("CLIENTID")
         lease = DhcpLease(
             address=normalize_ip(address),
+            mac=_clientid_mac(client_id),
             hostname=cap(values.get("HOSTNAME")),
-            client_id=cap(values.get("CLIENTID")),
+            client_id=cap(client_id),
             server=cap(values.get("SERVER_ADDRESS")),
             status="expired" if expired else "bound",
             expires_at=expires,
@@ -334,6 +338,19 @@ def parse_keyvalue(text: str, result: ParsedFile, *, now: datetime,
         result.problems.append(f"lease skipped: {exc}")
         return
     result.leases.append(FileLease(lease, alive=not expired))
+
+
+def _clientid_mac(client_id: str | None) -> str | None:
+    """The MAC in a DHCP client identifier of hardware type 1 (Ethernet): ``01`` + 6 bytes."""
+    if not client_id:
+        return None
+    hexed = client_id.replace(":", "").lower()
+    if len(hexed) != 14 or not hexed.startswith("01"):
+        return None
+    try:
+        return normalize_mac(hexed[2:])
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -407,9 +424,16 @@ def parse_kea(text: str, result: ParsedFile, *, now: datetime,
               mtime: datetime | None = None) -> None:
     """kea-leases4.csv (and LFC rotation files concatenated before it, oldest first).
 
-    Last row per address wins; ``valid_lifetime`` 0 is a delete marker."""
+    Last row per address wins; ``valid_lifetime`` 0 is a delete marker. Kea ends every row
+    with a line end: a last row without one, or any row short of the header's columns, was
+    cut mid-write and is skipped (a problem), not read as a lease."""
     latest: dict[str, FileLease | None] = {}
     header: list[str] | None = None
+    complete, _, cut = text.rpartition("\n")
+    if cut.strip():
+        result.problems.append(f"line {complete.count(chr(10)) + 2 if complete else 1}: the last row has "
+                               "no line end (the file was cut mid-write); skipped")
+        text = complete
     for number, row in enumerate(csv.reader(io.StringIO(text)), 1):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -418,6 +442,10 @@ def parse_kea(text: str, result: ParsedFile, *, now: datetime,
             continue
         if header is None:
             result.problems.append(f"line {number}: data before the CSV header")
+            continue
+        if len(row) < len(header):
+            result.problems.append(f"line {number}: {len(row)} of the header's {len(header)} columns "
+                                   "(a row cut mid-write?); skipped")
             continue
         record = dict(zip(header, row, strict=False))
         try:

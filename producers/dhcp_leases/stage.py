@@ -32,12 +32,12 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from lanscope.net.tls import TlsSettings
+from lanscope.runtime.stage import StageContext, StageDisabled
+from lanscope.settings import Port, PositiveFloat, Secret, TlsConfig
 from schemas import DhcpLease, Event, HostSeen, SweepCompleted
 from schemas.types import host_key
 
-from ._files import FileText
-from ._http import GatewayError
+from ._files import FileText, LeaseFileReader
 from .leasefiles import FileLease, parse_file
 from .routeros import RouterArp, arp_from_record, lease_from_record
 
@@ -47,23 +47,49 @@ LEASE_PATH = "ip/dhcp-server/lease"
 ARP_PATH = "ip/arp"
 
 
-class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    host: str
+class GatewayError(Exception):
+    """The gateway could not be read. ``str()`` names the gateway; never the password."""
+
+    def __init__(self, gateway: str, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(f"gateway {gateway}: {reason}")
+        self.gateway = gateway
+        self.reason = reason
+        self.retryable = retryable
+
+
+class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A MikroTik RouterOS gateway (REST API, RouterOS 7.1+). The seed's keys: host, user, pass."""
+
+    host: str | None = None                # empty: no gateway
     user: str = "admin"
-    password: str | None = None
-    scheme: Literal["auto", "http", "https"] = "auto"
-    port: int | None = None
-    tls: TlsSettings = msgspec.field(default_factory=TlsSettings)
-    timeout_secs: float = 10.0
-    arp_table: bool = True
+    password: Secret | None = msgspec.field(default=None, name="pass")
+    scheme: Literal["auto", "http", "https"] = "auto"  # auto: http for private addresses
+    port: Port | None = None               # empty: 80 or 443
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    timeout_secs: PositiveFloat = 10.0
+    arp_table: bool = True                 # also read /rest/ip/arp
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    interval_secs: float = 120.0
-    gateway: GatewaySettings | None = None
-    lease_files: list[str] = []
-    backoff_initial_secs: float = 30.0     # first wait after a gateway failure
-    backoff_max_secs: float = 1800.0       # doubling stops here
+    """producers.dhcp_leases in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 120.0
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    lease_files: list[str] = msgspec.field(default_factory=lambda: [   # globs; []: none
+        "/var/lib/dhcp/dhclient.leases",
+        "/var/lib/dhcp/dhclient.*.leases",
+        "/var/lib/dhclient/*.leases",
+        "/var/lib/NetworkManager/*.lease",
+        "/run/systemd/netif/leases/*",
+        "/var/lib/misc/dnsmasq.leases",
+        "/var/lib/dnsmasq/dnsmasq.leases",
+        "/var/lib/dhcp/dhcpd.leases",
+        "/var/lib/dhcpd/dhcpd.leases",
+        "/var/lib/kea/kea-leases4.csv",
+    ])
+    backoff_initial_secs: PositiveFloat = 30.0   # first wait after a gateway failure
+    backoff_max_secs: PositiveFloat = 1800.0     # doubling stops here
 
 
 class RouterOsApi(Protocol):
@@ -73,6 +99,9 @@ class RouterOsApi(Protocol):
 
 
 class LeaseFileSource(Protocol):
+    unmatched: list[str]            # of the last read: patterns that named no file
+    unreadable: list[str]           # "path: why" of the files that could not be read
+
     async def read(self) -> list[FileText]: ...
 
 
@@ -116,6 +145,11 @@ class Snapshot:
     leases: list[Lease] = field(default_factory=list)
     arp: list[RouterArp] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Lease files: a file that is not a lease file, or could not be read, is an error; lines
+    # or blocks skipped inside one (a row cut mid-write) are warnings, the rest is kept.
+    file_errors: list[str] = field(default_factory=list)
+    file_warnings: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)   # patterns that named no file (often normal)
     gateway_read: bool = False        # the lease table was read in full
     arp_read: bool = False
     files: list[str] = field(default_factory=list)
@@ -134,7 +168,7 @@ class DhcpLeases:
         self.files = files
         self.now = now
         self.backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs, clock)
-        self.arp_table = config.gateway.arp_table if config.gateway else False
+        self.arp_table = config.gateway.arp_table
 
     async def collect(self, *, ignore_backoff: bool = False) -> Snapshot:
         """Read the gateway (unless backing off), then the lease files."""
@@ -150,10 +184,11 @@ class DhcpLeases:
             for file in await self.files.read():
                 parsed = parse_file(file.path, file.text, now=now, mtime=file.mtime)
                 snapshot.files.append(file.path)
-                for problem in parsed.problems[:5]:
-                    log.warning("lease file %s (%s): %s", file.path, parsed.format, problem,
-                                extra={"stage": STAGE})
+                found = (snapshot.file_errors if parsed.format == "unknown" else snapshot.file_warnings)
+                found += [f"lease file {file.path} ({parsed.format}): {p}" for p in parsed.problems]
                 snapshot.leases.extend(_from_file(item) for item in parsed.leases)
+            snapshot.unmatched = list(self.files.unmatched)
+            snapshot.file_errors += [f"lease file {why}" for why in self.files.unreadable]
         return snapshot
 
     async def _read_gateway(self, gateway: RouterOsApi, snapshot: Snapshot) -> None:
@@ -212,6 +247,8 @@ class DhcpLeases:
         for error in snapshot.errors:
             if "skipped" in error:
                 log.warning("%s", error, extra={"stage": STAGE})
+        for problem in [*snapshot.file_errors, *snapshot.file_warnings[:5]]:
+            log.warning("%s", problem, extra={"stage": STAGE})
         events: list[Event] = []
         for item in snapshot.leases:
             event = lease_event(item, observed, sweep_id)
@@ -259,3 +296,20 @@ def arp_event(row: RouterArp, observed: datetime, sweep_id: str | None = None) -
         ip=row.address, mac=row.mac, alive=row.alive, evidence=f"router_arp:{row.status}",
         # `interface` is the scanner's own interface in HostSeen; the router's is not ours.
         neighbour_state=row.status, sweep_id=sweep_id)
+
+
+def build(config: Config, ctx: StageContext) -> DhcpLeases:
+    """The stage with its real I/O: a pooled RouterOS client and a lease file reader.
+
+    A malformed TLS fingerprint raises ValueError."""
+    g = config.gateway
+    if not g.host and not config.lease_files:
+        raise StageDisabled("no gateway.host and no lease_files")
+    gateway = None
+    if g.host:
+        from ._http import RouterOsClient  # httpx: only when there is a gateway
+
+        gateway = RouterOsClient(g.host, user=g.user, password=g.password, scheme=g.scheme,
+                                 port=g.port, tls=g.tls, timeout_secs=g.timeout_secs)
+    files = LeaseFileReader(config.lease_files) if config.lease_files else None
+    return DhcpLeases(config, gateway=gateway, files=files)

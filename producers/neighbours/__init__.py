@@ -1,5 +1,5 @@
 """Neighbour table producer (kernel ARP/NDP entries via rtnetlink; see README.md)."""
 
-from .stage import Config, Neighbours
+from .stage import Config, Neighbours, build
 
-__all__ = ["Config", "Neighbours"]
+__all__ = ["Config", "Neighbours", "build"]

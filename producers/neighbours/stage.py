@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from producers.neighbours._io import Neighbour
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import PositiveFloat
+from producers.neighbours._io import Neighbour, read_neighbours_async
 from schemas import Event, HostSeen, host_key
 
 ALIVE_STATES = frozenset({"REACHABLE", "DELAY"})
@@ -28,8 +30,11 @@ SOURCE = "neighbour"
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    interval_secs: float = 30.0
-    ipv6: bool = True
+    """producers.neighbours in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 30.0
+    ipv6: bool = True                    # also the NDP (IPv6) entries
     interfaces: list[str] = []           # empty: every interface
 
 
@@ -69,3 +74,7 @@ class Neighbours:
                                    evidence=f"neighbour:{state}", interface=entry.interface,
                                    neighbour_state=state))
         return events
+
+
+def build(config: Config, ctx: StageContext) -> Neighbours:
+    return Neighbours(config, read=read_neighbours_async)

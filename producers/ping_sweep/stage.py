@@ -19,6 +19,7 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -26,6 +27,8 @@ from lanscope.net.coverage import covered_cidrs
 from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import IPAddress, Targets, parse_targets
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, Port, PositiveFloat, PositiveInt
 from producers.arp_sweep.stage import new_sweep_id
 from schemas import Event, HostSeen, SweepCompleted, host_key
 
@@ -35,17 +38,20 @@ InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    interval_secs: float = 300.0
-    exclude: list[str] = []
-    timeout_ms: int = 1000               # the longest wait for echo replies after the last request
-    quiet_ms: int = 100                  # stop earlier once replies have paused this long
-    retries: int = 1
-    packets_per_sec: int = 0
-    tcp_ports: list[int] = msgspec.field(default_factory=lambda: [22, 80, 443, 445, 3389])  # []: none
-    tcp_timeout_ms: int = 1000
-    tcp_concurrency: int = 512           # connects in flight
-    tcp_max_hosts: int = 1024            # silent hosts TCP-pinged at most (0: never)
-    max_prefix_bits: int = 16
+    """producers.ping_sweep in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    interval_secs: PositiveFloat = 300.0
+    timeout_ms: PositiveInt = 1000       # the longest wait for echo replies after the last request
+    quiet_ms: NonNegativeInt = 100       # stop earlier once replies have paused this long
+    retries: NonNegativeInt = 1
+    packets_per_sec: NonNegativeInt = 0  # 0: unpaced
+    tcp_ports: list[Port] = msgspec.field(default_factory=lambda: [22, 80, 443, 445, 3389])  # []: none
+    tcp_timeout_ms: PositiveInt = 1000
+    tcp_concurrency: PositiveInt = 512   # connects in flight
+    tcp_max_hosts: NonNegativeInt = 1024  # silent hosts TCP-pinged at most (0: never)
+    # With no targets, attached networks wider than this are not swept.
+    max_prefix_bits: Annotated[int, msgspec.Meta(ge=0, le=32)] = 16
 
 
 class PingSweep:
@@ -53,10 +59,11 @@ class PingSweep:
 
     def __init__(self, config: Config, *, icmp: IcmpScan, tcp_connect: TcpConnect,
                  interfaces: InterfaceList, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 targets: Targets | None = None,
+                 targets: Targets | None = None, exclude: Sequence[str] = (),
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.config = config
         self.interval_secs = config.interval_secs
+        self._exclude = list(exclude)    # scope.exclude: never swept
         self._icmp = icmp
         self._tcp_connect = tcp_connect
         self._interfaces = interfaces
@@ -75,7 +82,7 @@ class PingSweep:
         networks = [str(a.network) for i in found if i.is_up and i.link_type != "loopback"
                     for a in i.ipv4 if a.network.prefixlen >= self.config.max_prefix_bits
                     and not a.network.is_global and not a.network.is_link_local]
-        return parse_targets(networks, exclude=self.config.exclude), attached, own
+        return parse_targets(networks, exclude=self._exclude), attached, own
 
     async def sweep(self) -> list[Event]:
         started = self._clock()
@@ -138,3 +145,14 @@ class PingSweep:
 
         results = await asyncio.gather(*(host(a) for a in addresses))
         return [r for r in results if r is not None]
+
+
+def build(config: Config, ctx: StageContext) -> PingSweep:
+    """The sweep of the command's targets, else `targets:`, else the attached private subnets."""
+    from lanscope.net.interfaces import interfaces_async
+
+    from ._io import icmp_sweep_async, tcp_connect
+
+    return PingSweep(config, icmp=icmp_sweep_async, tcp_connect=tcp_connect,
+                     interfaces=interfaces_async, targets=ctx.sweep_targets(),
+                     exclude=ctx.scope.exclude, progress=ctx.progress)

@@ -165,5 +165,6 @@ def port_holds(match: PortMatch, port: PortResult, *, thresholds: dict[str, str]
                 return None
             evidence.append(f"self-signed certificate {tls.subject or ''}".strip())
     if port.banner:
-        evidence.append(f"banner {port.banner[:120]!r}")
+        # Already escaped text (``\\r\\n``, ``\\xNN``): quoted as it is, not repr()'d again.
+        evidence.append(f"banner: {port.banner[:120]}")
     return "; ".join(evidence)

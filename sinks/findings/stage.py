@@ -27,6 +27,8 @@ from pathlib import Path
 
 import msgspec
 
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
 from schemas import (
     ChangeKind,
     Event,
@@ -36,12 +38,13 @@ from schemas import (
     HostSeen,
     PortResult,
     PortsProbed,
+    normalize_mac,
     port_name,
 )
 from sinks._outbox import apply_batch, trim
 
 from . import _io
-from .rules import PortRules, Rule, parse_rules, port_holds
+from .rules import PortRules, Rule, parse_rules, port_holds, version_tuple
 
 log = logging.getLogger(__name__)
 STAGE = "findings"
@@ -49,14 +52,47 @@ _SAVE_EVERY = timedelta(seconds=60)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    state_file: str
+    """sinks.findings in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    min_openssh: str = "8.8"                  # older OpenSSH versions are a finding
+    static_ranges: list[str] = []             # a new host inside one of these is a finding
+    gateways: dict[str, str] = {}             # gateway IP -> its MAC (ARP spoofing)
+    dhcp_servers: list[str] = []              # known DHCP servers; another one is a finding
+    cert_expiry_days: NonNegativeInt = 0      # warn this many days before expiry (0: only expired)
     rules_file: str = ""                      # empty: the shipped rules.yaml
-    min_openssh: str = "8.8"
-    static_ranges: list[str] = []
-    gateways: dict[str, str] = {}             # gateway IP -> its MAC
-    dhcp_servers: list[str] = []
-    cert_expiry_days: int = 0
-    window_secs: float = 300.0                # sighting findings resolve after this long unseen
+    window_secs: PositiveFloat = 300.0        # two MACs for one IP within this long is a finding;
+                                              # sighting findings resolve after this long unseen
+    state_file: str = ""                      # empty: <data_dir>/findings.json
+    batch_size: PositiveInt = 500             # events per commit when behind
+    flush_ms: NonNegativeInt = 200            # a batch waits this long to fill up
+
+    def check(self) -> Problems:
+        if version_tuple(self.min_openssh) is None:
+            yield "min_openssh", f"{self.min_openssh!r} is not a version (e.g. \"8.8\")"
+        for i, text in enumerate(self.static_ranges):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                yield f"static_ranges[{i}]", f"{text!r} is not a network (e.g. 192.168.1.0/24)"
+        for i, text in enumerate(self.dhcp_servers):
+            if not _is_ip(text):
+                yield f"dhcp_servers[{i}]", f"{text!r} is not an IP address"
+        for ip, mac in self.gateways.items():
+            if not _is_ip(ip):
+                yield f"gateways.{ip}", f"{ip!r} is not an IP address"
+            try:
+                normalize_mac(mac)
+            except ValueError:
+                yield f"gateways.{ip}", f"{mac!r} is not a MAC address"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _Judged(msgspec.Struct, gc=False):
@@ -321,4 +357,9 @@ class Findings:
         return out
 
 
-__all__ = ["Config", "Findings"]
+def build(config: Config, ctx: StageContext) -> Findings:
+    state_file = config.state_file or str(ctx.data_dir / "findings.json")
+    return Findings(msgspec.structs.replace(config, state_file=state_file))
+
+
+__all__ = ["Config", "Findings", "build"]

@@ -7,11 +7,14 @@ query command on the file itself when no pipeline owns it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import msgspec
+
+from .stage import QueryParam
 
 _READ_PRAGMAS = re.compile(
     r"^\s*pragma\s+(table_info|show|show_tables|show_tables_expanded|database_size|storage_info|"
@@ -61,8 +64,10 @@ class QueryResult(msgspec.Struct, kw_only=True):
     truncated: bool = False
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryResult:
-    """Run one checked statement in a read-only transaction on its own cursor (blocking)."""
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int,
+              params: Sequence[QueryParam] = ()) -> QueryResult:
+    """Run one checked statement in a read-only transaction on its own cursor (blocking);
+    ``params`` fill its ``?`` placeholders (never interpolate user text into ``sql``)."""
     # Everything on the query's own cursor: the writer thread may be using the main
     # connection (an appender), and DuckDB refuses a second call on a busy connection.
     cur = con.cursor()
@@ -70,7 +75,7 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, max_rows: int) -> QueryR
         check_read_only(cur, sql)
         cur.execute("BEGIN TRANSACTION READ ONLY")
         try:
-            cur.execute(sql)
+            cur.execute(sql, list(params) if params else None)
             columns = [d[0] for d in cur.description or []]
             rows = cur.fetchmany(max_rows + 1)
         finally:

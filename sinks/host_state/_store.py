@@ -41,7 +41,7 @@ import msgspec
 
 from schemas import AnyEvent, Finding, HostChanged, HostCheckRequested, PortResult, RegistryEntry
 
-from ._query import QueryResult, run_query
+from ._query import QueryParam, QueryResult, run_query
 from ._rows import (
     finding_row,
     host_head,
@@ -113,9 +113,6 @@ class _Compaction:
     port_heads: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
 
 
-# How long the journal may hold a batch before the host tables catch up: the default of
-# HostStore and of the sink's Config (config.yaml's duckdb.compact_secs ships the same).
-COMPACT_SECS = 30.0
 
 
 
@@ -131,7 +128,7 @@ class HostStore:
     transactions cannot conflict. Only taking its rows from the book holds up the write.
     One runs at a time; compact(), open and close wait for it."""
 
-    def __init__(self, path: Path, *, compact_secs: float = COMPACT_SECS, compact_hosts: int = 50000) -> None:
+    def __init__(self, path: Path, *, compact_secs: float, compact_hosts: int = 50000) -> None:
         self.path = path
         self.compact_secs = compact_secs
         self.compact_hosts = compact_hosts
@@ -416,8 +413,8 @@ class HostStore:
 
     # --------------------------------------------------------------- querying
 
-    async def query(self, sql: str, max_rows: int) -> QueryResult:
-        return await asyncio.to_thread(run_query, self.con, sql, max_rows)
+    async def query(self, sql: str, max_rows: int, params: Sequence[QueryParam] = ()) -> QueryResult:
+        return await asyncio.to_thread(run_query, self.con, sql, max_rows, params)
 
 
 def _id_text(event_id: str) -> str:

@@ -18,53 +18,76 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from lanscope.errors import UnusableEvent
 from lanscope.net.coverage import read_coverage
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
 
-from ._query import QueryRejected
-from ._schema import StoreError
-from ._store import COMPACT_SECS, Batch, HostStore, Loaded, Output
 from .fold import HostBook
 from .presence import PresencePolicy
 from .records import STAGE, Folded, HostEntry
 
+if TYPE_CHECKING:   # the store imports DuckDB: only when the sink runs (not with the config)
+    from ._store import HostStore, Loaded, Output
+
 log = logging.getLogger(__name__)
 
 
-class Presence(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """When a host is gone, back or flapping (presence.py; defaults justified in the README)."""
+class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_rows: PositiveInt = 10000           # a query returns at most this many rows
+    timeout_ms: PositiveInt = 3000          # `lanscope query` waits this long for the pipeline
 
-    missed_sweeps: int = 2                  # a direct check after this many covering sweeps missed it
-    grace_secs: float = 120.0               # ... and this long since its last evidence
-    confirm: bool = True                    # gone only when the check (presence_check) got no answer;
-                                            # false: gone at once (run without presence_check)
-    recheck_secs: float = 60.0              # a check left unanswered is asked again after this
-    flap_transitions: int = 4               # more gone/back transitions than this within ...
-    flap_window_secs: float = 3600.0        # ... this window: flapping (0 transitions: never)
+
+class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """When a host is gone, back or flapping (presence.py; the defaults are justified in the
+    README's "Presence")."""
+
+    missed_sweeps: PositiveInt = 2          # a direct check after this many covering sweeps missed it
+    grace_secs: NonNegativeFloat = 120.0    # ... and this long since its last evidence
+    confirm: bool = True                    # gone only when that check (presence_check) got no
+                                            # answer; false: gone at once (without presence_check)
+    recheck_secs: PositiveFloat = 60.0      # a check left unanswered is asked again after this
+    flap_transitions: NonNegativeInt = 4    # more gone/back transitions than this within ...
+    flap_window_secs: PositiveFloat = 3600.0  # ... this window: flapping (0 transitions: never)
 
     def policy(self) -> PresencePolicy:
         return PresencePolicy(**msgspec.structs.asdict(self))
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    path: str                               # the DuckDB file
-    presence: Presence = msgspec.field(default_factory=Presence)
-    keep_event_ids_secs: float = 7 * 86400  # how long processed ids and the outbox are kept
-    max_query_rows: int = 10000             # query() returns at most this many rows
-    compact_secs: float = COMPACT_SECS      # host tables catch up with the journal within this
+    """sinks.host_state in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    path: str = ""                          # the DuckDB file; empty: <data_dir>/lanscope.duckdb
+    batch_size: PositiveInt = 4000          # facts per commit when behind
+    flush_ms: NonNegativeInt = 200          # a batch waits this long to fill up
+    keep_event_ids_days: PositiveFloat = 7.0  # processed ids and the outbox are kept this long
+    compact_secs: NonNegativeFloat = 30.0   # host tables catch up with the journal within this
+    query: QueryConfig = msgspec.field(default_factory=QueryConfig)
+    presence: PresenceConfig = msgspec.field(default_factory=PresenceConfig)
+
+
+def database_path(config: Config, data_dir: Path) -> Path:
+    """The DuckDB file: ``path``, else ``<data_dir>/lanscope.duckdb``."""
+    return Path(config.path) if config.path else data_dir / "lanscope.duckdb"
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A query parameter: what JSON carries. User input reaches SQL only this way (``?``).
+QueryParam = str | int | float | bool | None
+
+
 class QueryRequest(msgspec.Struct, forbid_unknown_fields=True):
     sql: str
+    params: list[QueryParam] = []          # values for the statement's ``?`` placeholders
 
 
 class HostState:
@@ -72,9 +95,12 @@ class HostState:
 
     def __init__(self, config: Config, store: HostStore | None = None,
                  clock: Callable[[], datetime] = _utcnow) -> None:
+        if store is None:
+            from ._store import HostStore
+
+            store = HostStore(Path(config.path), compact_secs=config.compact_secs)
         self.config = config
-        self.store = store if store is not None else HostStore(Path(config.path),
-                                                               compact_secs=config.compact_secs)
+        self.store = store
         self.clock = clock
         self.book = HostBook(config.presence.policy())
         self._last_prune: datetime | None = None
@@ -124,6 +150,8 @@ class HostState:
         if not fresh:
             return list(replayed.values())
 
+        from ._store import Batch
+
         host_facts = [e for e in fresh if not isinstance(e, (Finding, RegistryEntry))]
         _check_coverage(host_facts)
         try:
@@ -155,23 +183,27 @@ class HostState:
         if self._last_prune is not None and now - self._last_prune < timedelta(hours=1):
             return
         self._last_prune = now
-        await self.store.prune(now - timedelta(seconds=self.config.keep_event_ids_secs))
+        await self.store.prune(now - timedelta(days=self.config.keep_event_ids_days))
 
     # ------------------------------------------------------------------ queries
 
     async def query(self, request: bytes) -> bytes:
-        """JSON ``{"sql": ...}`` -> ``{"columns": [...], "rows": [...]}`` or ``{"error": ...}``.
+        """JSON ``{"sql": ..., "params": [...]}`` -> ``{"columns": [...], "rows": [...]}`` or
+        ``{"error": ...}``; ``params`` (optional) fill the statement's ``?`` placeholders.
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
         its own cursor, with file access disabled for the whole database."""
+        from ._query import QueryRejected
+        from ._schema import StoreError
+
         try:
-            sql = msgspec.json.decode(request, type=QueryRequest).sql
+            asked = msgspec.json.decode(request, type=QueryRequest)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return _error(f"bad query request: {exc}; send {{\"sql\": \"SELECT ...\"}}")
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(sql, self.config.max_query_rows)
+            result = await self.store.query(asked.sql, self.config.query.max_rows, asked.params)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:
@@ -215,4 +247,9 @@ def _newest(events: Any) -> list[Any]:
     return list(best.values())
 
 
-__all__ = ["STAGE", "Config", "HostChanged", "HostState"]
+def build(config: Config, ctx: StageContext) -> HostState:
+    return HostState(msgspec.structs.replace(config, path=str(database_path(config, ctx.data_dir))))
+
+
+__all__ = ["STAGE", "Config", "HostChanged", "HostState", "PresenceConfig", "QueryConfig", "build",
+           "database_path"]

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import NonNegativeInt, PositiveInt
 from schemas import ChangeKind, Event, HostChanged, RegistryEntry
 from sinks._outbox import apply_batch, trim
 
@@ -41,9 +43,15 @@ JOURNAL_MIN_BYTES = 1 << 20
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    mode: Literal["register", "sync"] = "register"
-    state_file: str
-    inventory: str = ""                   # YAML/CSV inventory; empty: none
+    """sinks.registry in config.yaml (documented in config.sample.yaml)."""
+
+    enabled: bool = True
+    mode: Literal["register", "sync"] = "register"  # register: new hosts get an entry;
+                                                    # sync: update existing entries only
+    inventory: str = ""                   # YAML/CSV inventory that seeds the entries; empty: none
+    state_file: str = ""                  # empty: <data_dir>/registry.json
+    batch_size: PositiveInt = 500         # events per commit when behind
+    flush_ms: NonNegativeInt = 200        # a batch waits this long to fill up
 
 
 class Entry(msgspec.Struct, kw_only=True):
@@ -294,4 +302,9 @@ class Registry:
             owner=entry.owner, notes=entry.notes, last_seen=entry.last_seen)
 
 
-__all__ = ["Config", "Entry", "Registry"]
+def build(config: Config, ctx: StageContext) -> Registry:
+    state_file = config.state_file or str(ctx.data_dir / "registry.json")
+    return Registry(msgspec.structs.replace(config, state_file=state_file))
+
+
+__all__ = ["Config", "Entry", "Registry", "build"]

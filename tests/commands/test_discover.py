@@ -41,16 +41,31 @@ def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(output.stdout, "width", 220)
 
 
-def write_config(tmp_path: Path, lab: Lab, extra: str = "") -> Path:
+def write_config(tmp_path: Path, lab: Lab, extra: dict[str, Any] | None = None) -> Path:
+    """The lab's config with ``extra`` merged in (section by section)."""
+    config: dict[str, Any] = {
+        "data_dir": str(tmp_path / "var"),
+        "scope": {"allow": [lab.SUBNET, lab.OFFLINK]},
+        "dns": {"servers": [lab.DNS_IP]},
+        "producers": {"ping_sweep": {"tcp_timeout_ms": 500},
+                      "dhcp_leases": {"lease_files": [f"{DATA}/dnsmasq.leases"]}},
+        "enrichers": {"port_probe": {"tcp": PORTS, "udp": "", "connect_timeout_ms": 500}},
+    }
+
+    def merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+        for key, value in more.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merge(config, extra or {})
     path = tmp_path / "config.yaml"
-    path.write_text(
-        f"data_dir: {tmp_path / 'var'}\n"
-        f"scope:\n  allow: [{lab.SUBNET}, {lab.OFFLINK}]\n"
-        f"ports:\n  tcp: \"{PORTS}\"\n  udp: \"\"\n"
-        f"dns:\n  servers: [{lab.DNS_IP}]\n"
-        "timeouts:\n  connect_ms: 500\n"
-        f"lease_files:\n  paths: ['{DATA}/dnsmasq.leases']\n" + extra)
+    path.write_text(json.dumps(config))      # JSON is YAML
     return path
+
+
+NO_REGISTRY = {"sinks": {"registry": {"enabled": False}}}
 
 
 def discover(config: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
@@ -72,7 +87,7 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 def first_run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """One discover of the lab /24 and the off-link /24 (shared: it is the slow part)."""
     tmp = tmp_path_factory.mktemp("discover")
-    config = write_config(tmp, lab, "registry:\n  mode: \"off\"\n")
+    config = write_config(tmp, lab, NO_REGISTRY)
     argv = ["-c", str(config), "discover", lab.LIVE_24, lab.OFFLINK, "--json"]
     capture = subprocess.run([sys.executable, "-m", "lanscope", *argv], cwd=ROOT, capture_output=True,
                              text=True, timeout=120, check=False)
@@ -138,7 +153,7 @@ def test_a_second_run_changes_nothing(lab: Lab, first_run: tuple[Path, dict[str,
 
 def test_register_creates_registry_entries(lab: Lab, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, lab, "registry:\n  mode: \"off\"\n")
+    config = write_config(tmp_path, lab, NO_REGISTRY)
     ssh = lab.host("ssh")
     code, summary, _ = discover(config, ssh.ip, "--register", "--json", capsys=capsys)
     assert code == 0 and summary["hosts_found"] == 1
@@ -150,7 +165,7 @@ def test_register_creates_registry_entries(lab: Lab, tmp_path: Path,
 
 def test_registry_off_without_register(lab: Lab, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, lab, "registry:\n  mode: \"off\"\n")
+    config = write_config(tmp_path, lab, NO_REGISTRY)
     code, _, _ = discover(config, lab.host("ssh").ip, "--json", capsys=capsys)
     assert code == 0
     assert rows(tmp_path / "var" / "lanscope.duckdb", "SELECT count(*) FROM registry")[0][0] == 0
@@ -161,8 +176,8 @@ def test_gateway_leases_with_the_password_from_env(lab: Lab, router: FakeRouterO
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("E6_ROUTER_PASS", ROUTER_PASSWORD)
     # --gateway naming the configured router keeps its port and scheme (a fixed bug in `leases`).
-    config = write_config(tmp_path, lab, f"gateway: {{host: 127.0.0.1, port: {router.port}, "
-                                         "scheme: http}\nlease_files: {enabled: false}\n")
+    config = write_config(tmp_path, lab, {"producers": {"dhcp_leases": {
+        "gateway": {"host": "127.0.0.1", "port": router.port, "scheme": "http"}, "lease_files": []}}})
     code, summary, err = discover(config, lab.host("ssh").ip, "--gateway", "127.0.0.1",
                                   "--gateway-user", "admin", "--gateway-pass-env", "E6_ROUTER_PASS",
                                   "--json", capsys=capsys)
@@ -179,8 +194,8 @@ def test_gateway_error_is_a_warning(lab: Lab, router: FakeRouterOS, tmp_path: Pa
                                     capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("E6_ROUTER_PASS", "wrong-" + ROUTER_PASSWORD)
-    config = write_config(tmp_path, lab, f"gateway: {{host: 127.0.0.1, port: {router.port}, "
-                                         "scheme: http}\n")
+    config = write_config(tmp_path, lab, {"producers": {"dhcp_leases": {
+        "gateway": {"host": "127.0.0.1", "port": router.port, "scheme": "http"}}}})
     code, summary, err = discover(config, lab.host("ssh").ip, "--gateway-pass-env", "E6_ROUTER_PASS",
                                   "--json", capsys=capsys)
     assert code == 0
@@ -206,7 +221,7 @@ def test_refusals_before_any_packet(lab: Lab, tmp_path: Path, capsys: pytest.Cap
 def pipeline_sink(natsd: EmbeddedNats, tmp_path: Path, lab: Lab) -> Iterator[Path]:
     """`lanscope run --stage sinks.host_state` holding the DuckDB file, as a user runs it."""
     natsd.start()
-    config = write_config(tmp_path, lab, f"nats:\n  url: \"{natsd.url}\"\n")
+    config = write_config(tmp_path, lab, {"nats": {"url": natsd.url}})
     proc = subprocess.Popen([sys.executable, "-m", "lanscope", "-c", str(config), "run", "--stage",
                              "sinks.host_state"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

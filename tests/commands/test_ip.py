@@ -19,6 +19,11 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
     ("169.254.1.1", "link-local"), ("224.0.0.251", "multicast"), ("240.0.0.1", "reserved"),
     ("100.64.0.1", "shared (CGNAT)"), ("0.0.0.0", "unspecified"), ("fd00::1", "private"),
     ("fe80::1", "link-local"), ("2001:4860::8888", "public"), ("ff02::1", "multicast"),
+    # IANA's special-purpose registries, not "private" (ipaddress's is_private says so for these)
+    ("198.18.0.10", "benchmarking"), ("198.19.255.255/32", "benchmarking"), ("2001:2::1", "benchmarking"),
+    ("192.0.2.1", "documentation"), ("198.51.100.0/24", "documentation"), ("2001:db8::/32", "documentation"),
+    ("3fff::1", "documentation"), ("192.0.0.9", "anycast"), ("64:ff9b::1.2.3.4", "translation"),
+    ("2001::1", "teredo"), ("255.255.255.255", "broadcast"), ("0.0.0.0/0", "mixed"),
 ])
 def test_types(capsys: pytest.CaptureFixture[str], value: str, kind: str) -> None:
     code, facts = run(capsys, value)
@@ -58,3 +63,9 @@ def test_contains_and_overlaps(capsys: pytest.CaptureFixture[str], argv: list[st
 def test_bad_input_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ip", "10.0.0.300"]) == 2
     assert "ADDR|NET '10.0.0.300': not an IP address or network" in capsys.readouterr().err
+
+
+def test_registry_names_the_range_and_rfc(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "198.18.0.10")[1]["registry"] == "Benchmarking (RFC 2544, 198.18.0.0/15)"
+    assert run(capsys, "2001:db8::/32")[1]["registry"] == "Documentation (RFC 3849, 2001:db8::/32)"
+    assert run(capsys, "8.8.8.8")[1]["registry"] is None

@@ -18,7 +18,7 @@ from lanscope.cli import main
 def test_ping_finds_every_live_host(lab: Any, capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     config = tmp_path / "config.yaml"
     config.write_text(f"scope:\n  allow: [{lab.OFFLINK}]\ndns:\n  servers: [{lab.DNS_IP}]\n"
-                      "timeouts:\n  connect_ms: 500\n")
+                      "producers:\n  ping_sweep:\n    tcp_timeout_ms: 500\n")
     assert main(["-c", str(config), "ping", "--json", lab.LIVE_24, lab.OFFLINK]) == 0
     out = json.loads(capsys.readouterr().out)
     hosts = {h["ip"]: h for h in out["hosts"]}

@@ -43,6 +43,15 @@ async def test_query_reads_the_file_when_no_pipeline_runs(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["rows"] == [["198.18.0.10", MAC, ["tcp/22"]]]
 
 
+@pytest.mark.parametrize("argv", [["query", "--json", "SELECT ip FROM hosts"],
+                                  ["--json", "query", "SELECT ip FROM hosts"]])
+async def test_query_json_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """--json, like every command that prints a table (same as --format json)."""
+    await (await filled(tmp_path)).close()
+    assert cli.main(["-c", config_file(tmp_path), *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == [["198.18.0.10"]]
+
+
 async def test_after_an_unclean_stop_the_file_says_what_it_lacks(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     sink = await filled(tmp_path)

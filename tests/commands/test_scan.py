@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +76,124 @@ def test_grepable_like_nmap(lab: Lab, outputs: dict[str, Path]) -> None:
 def test_bad_output_format(lab: Lab, cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", cfg, "scan", lab.host("ssh").ip, "-Pn", "-p", "22", "-o", "yaml", "x"]) == 2
     assert "yaml" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- stdout holds the document
+
+
+def grepable_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    assert lines and all(line.startswith(("# lanscope", "Host: ")) for line in lines), text
+    return lines
+
+
+@pytest.mark.parametrize(("flags", "parse"), [
+    (["-oJ", "-"], json.loads),
+    (["--json"], json.loads),
+    (["-o", "json", "-"], json.loads),
+    (["-oX", "-"], ET.fromstring),
+    (["-o", "xml", "-"], ET.fromstring),
+    (["-oG", "-"], grepable_lines),
+    (["-o", "grepable", "-"], grepable_lines),
+], ids=["oJ", "json", "o-json", "oX", "o-xml", "oG", "o-grepable"])
+def test_a_document_on_stdout_is_all_stdout_holds(lab: Lab, cfg: str, flags: list[str], parse: Any,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`scan ... -oJ - | python3 -m json.tool` failed on the table and summary printed first."""
+    assert main(["-c", cfg, "scan", lab.host("ssh").ip, "-Pn", "-p", "22,23", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert parse(out)
+    assert "┏" not in out and "lanscope done:" not in out.replace("# lanscope done", "")
+    assert "lanscope done: 1 IP addresses (1 hosts up)" in err
+
+
+def test_two_documents_cannot_share_stdout(lab: Lab, cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", cfg, "scan", lab.host("ssh").ip, "-Pn", "-p", "22", "-oX", "-", "-oJ", "-"]) == 2
+    assert "only one document can go to stdout" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- names and vendors
+
+
+@pytest.fixture(scope="module")
+def dns_cfg(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("dns") / "config.yaml"
+    path.write_text(f"scope:\n  allow: [198.18.0.0/15]\ndns:\n  servers: [{Lab.DNS_IP}]\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def lan(lab: Lab, dns_cfg: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One scan of the lab's /24 with discovery: the table, -oX and -oJ."""
+    d = tmp_path_factory.mktemp("lan")
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        code = main(["-c", dns_cfg, "scan", "198.18.0.0/24", "-p", "22", "--no-fingerprint",
+                     "-oX", str(d / "lan.xml"), "-oJ", str(d / "lan.json")])
+    assert code == 0
+    return {"table": table.getvalue(), "xml": ET.parse(d / "lan.xml").getroot(),
+            "json": json.loads((d / "lan.json").read_text())}
+
+
+def test_every_host_shows_its_mac_vendor_and_name(lab: Lab, lan: dict[str, Any]) -> None:
+    """MACs beginning with a letter vanished from the titles (rich read `[dc:a6:…]` as markup)."""
+    table = lan["table"]
+    for host in lab.live_hosts(Lab.LIVE_24):
+        assert f"{host.name}.lab.test ({host.ip})" in table
+        assert f"MAC {host.mac}" in table
+    assert "MAC dc:a6:32:00:00:02 (Raspberry Pi Trading Ltd)" in table
+
+
+def test_xml_has_hostnames_and_vendors_like_nmap(lab: Lab, lan: dict[str, Any]) -> None:
+    hosts = {h.find("address").get("addr"): h for h in lan["xml"].findall("host")}   # type: ignore[union-attr]
+    ssh = hosts[lab.host("ssh").ip]
+    assert [(n.get("name"), n.get("type")) for n in ssh.iter("hostname")] == [("ssh.lab.test", "PTR")]
+    mac = next(a for a in ssh.findall("address") if a.get("addrtype") == "mac")
+    assert mac.get("addr") == lab.host("ssh").mac.upper()
+    assert mac.get("vendor") == "Proxmox Server Solutions GmbH"
+
+
+def test_json_has_hostnames_and_vendors_like_python_nmap(lab: Lab, lan: dict[str, Any]) -> None:
+    f01 = lab.host("f01")
+    entry = lan["json"]["scan"][f01.ip]
+    assert entry["hostnames"] == [{"name": "f01.lab.test", "type": "PTR"}]
+    assert entry["vendor"] == {f01.mac.upper(): "Raspberry Pi Trading Ltd"}
+
+
+def test_a_hostname_target_resolves_through_dns_servers(lab: Lab, dns_cfg: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The system resolver knows nothing of lab.test; dns.servers (the lab's dnsmasq) does."""
+    assert main(["-c", dns_cfg, "scan", "ssh.lab.test", "-Pn", "-p", "22", "-oX", "-"]) == 0
+    root = ET.fromstring(capsys.readouterr().out)
+    host = root.find("host")
+    assert host is not None and host.find("address").get("addr") == lab.host("ssh").ip  # type: ignore[union-attr]
+    assert [(n.get("name"), n.get("type")) for n in host.iter("hostname")] == [
+        ("ssh.lab.test", "user"), ("ssh.lab.test", "PTR")]
+
+
+def test_a_host_with_every_port_hidden_gets_one_line_not_an_empty_table(
+        lab: Lab, cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    f01 = lab.host("f01")
+    assert main(["-c", cfg, "scan", f01.ip, "-Pn", "-n", "-p", "1-100"]) == 0
+    out = capsys.readouterr().out
+    assert f"All 100 scanned ports on {f01.ip} are closed" in out
+    assert "┏" not in out and "PORT" not in out
+
+
+# --------------------------------------------------------------------------- huge IPv6 targets
+
+
+@pytest.mark.parametrize("argv", [
+    ["scan", "fd00:1a5::/64", "--force", "-p", "22"],
+    ["scan", "fd00:1a5::/64", "-p", "22"],
+    ["ping", "fd00:1a5::/64", "--force"],
+    ["ping", "fd00:1a5::/96", "--force"],
+    ["list", "-n", "fd00:1a5::/64"],
+    ["list", "-n", "2001:db8::/32"],
+], ids=lambda argv: " ".join(argv))
+def test_huge_ipv6_targets_are_refused_politely(lab: Lab, cfg: str, argv: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`OverflowError: cannot fit 'int' into an index-sized integer` at len(targets), even with
+    --force; now a refusal that says what to pass, before any packet."""
+    assert main(["-c", cfg, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "at most 16,777,216" in err and "smaller" in err and "Traceback" not in err

@@ -54,30 +54,26 @@ nats:
   url: "{url}"
   ack_wait_secs: 3             # a killed sink's batch comes back quickly
   shutdown_grace_secs: 3
-schedules:
-  arp_sweep_secs: 2
-  ping_sweep_secs: 2
-  neighbours_secs: 0           # a REACHABLE entry outlives an unplugged host by up to ~45 s
-  dhcp_leases_secs: 0
-  proxmox_guests_secs: 0
-  port_probe_secs: 2
-ports:
-  tcp: "{SERVICE_PORTS}"
-  udp: ""
-  tcp_ping: [80]
-timeouts:
-  connect_ms: 500
-  banner_ms: 1000
 dns:
   servers: [{lab.DNS_IP}]
-lease_files:
-  enabled: false
-presence:
-  missed_sweeps: 2
-  grace_secs: 3
-duckdb:
-  flush_ms: 300                # batches stay open a while: the kill lands mid-batch
-  compact_secs: 0.5            # background compactions all along: the kill may land in one
+producers:
+  arp_sweep: {{interval_secs: 2}}
+  ping_sweep: {{interval_secs: 2, tcp_ports: [80], tcp_timeout_ms: 500}}
+  neighbours: {{enabled: false}}  # a REACHABLE entry outlives an unplugged host by up to ~45 s
+  dhcp_leases: {{enabled: false}}
+  proxmox_guests: {{enabled: false}}
+enrichers:
+  port_probe:
+    tcp: "{SERVICE_PORTS}"
+    udp: ""
+    connect_timeout_ms: 500
+    banner_timeout_ms: 1000
+    reprobe_secs: 2
+sinks:
+  host_state:
+    flush_ms: 300              # batches stay open a while: the kill lands mid-batch
+    compact_secs: 0.5          # background compactions all along: the kill may land in one
+    presence: {{missed_sweeps: 2, grace_secs: 3}}
 """
 
 

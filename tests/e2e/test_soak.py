@@ -62,31 +62,26 @@ nats:
   url: "{url}"
   ack_wait_secs: 3             # a killed sink's batch comes back quickly
   shutdown_grace_secs: 3
-schedules:
-  arp_sweep_secs: 2
-  ping_sweep_secs: 3
-  neighbours_secs: 3
-  dhcp_leases_secs: 0
-  proxmox_guests_secs: 0
-  port_probe_secs: 20
-ports:
-  tcp: "{",".join(map(str, TCP_PORTS))}"
-  udp: ""
-  tcp_ping: [80]
-timeouts:
-  connect_ms: 500
-  banner_ms: 1000
 dns:
   servers: [{lab.DNS_IP}]
-lease_files:
-  enabled: false
-presence:
-  missed_sweeps: 2
-  grace_secs: 3
-  recheck_secs: 5
-duckdb:
-  flush_ms: 300
-  compact_secs: 0.5            # background compactions all along: the kill may land in one
+producers:
+  arp_sweep: {{interval_secs: 2}}
+  ping_sweep: {{interval_secs: 3, tcp_ports: [80], tcp_timeout_ms: 500}}
+  neighbours: {{interval_secs: 3}}
+  dhcp_leases: {{enabled: false}}
+  proxmox_guests: {{enabled: false}}
+enrichers:
+  port_probe:
+    tcp: "{",".join(map(str, TCP_PORTS))}"
+    udp: ""
+    connect_timeout_ms: 500
+    banner_timeout_ms: 1000
+    reprobe_secs: 20
+sinks:
+  host_state:
+    flush_ms: 300
+    compact_secs: 0.5          # background compactions all along: the kill may land in one
+    presence: {{missed_sweeps: 2, grace_secs: 3, recheck_secs: 5}}
 """
 
 

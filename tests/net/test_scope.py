@@ -30,7 +30,7 @@ def test_attached_networks_are_allowed(spec: str) -> None:
     ("198.19.0.0/24", None, {}, r"^198\.19\.0\.0 \(and 255 more\) .* --allow-public"),
     ("10.0.0.0/24", None, {}, r"^10\.0\.0\.0 \(and 255 more\) is private but not attached .*"
                               r"add it to scope\.allow in the config, or pass --force"),
-    ("198.18.0.0/15", None, {}, r"more than scope\.max_addresses \(65536\); pass --force"),
+    ("198.18.0.0/15", None, {}, r"more than scope\.max_addresses \(65,536\); pass --force"),
     ("10.0.0.0/24", ScopeConfig(max_addresses=100), {"force": False}, r"pass --force"),
     ("8.8.8.8", None, {"force": True}, r"--allow-public"),        # --force does not allow public
 ])
@@ -90,3 +90,25 @@ def test_no_targets_uses_config_targets() -> None:
 def test_everything_excluded_is_an_error() -> None:
     with pytest.raises(UsageError, match="no addresses left"):
         targets_from_args(_args("198.18.0.1", "--exclude", "198.18.0.0/24"), Config(), attached=LAB)
+
+
+@pytest.mark.parametrize(("spec", "count"), [
+    ("fd00:1a5::/64", 2**64), ("::/0", 2**128), ("fd00::/96", 2**32), ("10.0.0.0/7", 2**25),
+])
+def test_huge_targets_are_counted_and_refused_even_with_force(spec: str, count: int) -> None:
+    """len() of an IPv6 /64 raised OverflowError (2**64 does not fit an index): the size is
+    `Targets.count`, and what cannot be enumerated is refused with what to pass instead."""
+    targets = parse_targets([spec])
+    assert targets.count == count
+    assert repr(targets).endswith(f"{count} addresses)")
+    for flags in ({}, {"force": True}, {"force": True, "allow_public": True}):
+        with pytest.raises(ScopeError, match=r"at most 16,777,216 .* even with --force; split it"):
+            check(spec, ScopeConfig(allow=[spec]), **flags)
+
+
+def test_the_largest_enumerable_target_needs_force() -> None:
+    with pytest.raises(ScopeError, match=r"pass --force"):
+        check("10.0.0.0/8", ScopeConfig(allow=["10.0.0.0/8"]))
+    check("10.0.0.0/8", ScopeConfig(allow=["10.0.0.0/8"]), force=True)
+    with pytest.raises(ScopeError, match="IPv6 subnets are too large to sweep"):
+        check("fd00::/64", ScopeConfig(allow=["fd00::/64"]), force=True)

@@ -16,7 +16,7 @@ from tests.factories import host_seen
 
 def spec(name: str, kind: Kind, *, consumes: tuple[str, ...] = (subj.HOST_SEEN,), batch_size: int = 16,
          concurrency: int = 4, ack_wait_secs: float | None = None) -> StageSpec:
-    return StageSpec(name, kind, builder="", consumes=consumes, batch_size=batch_size,
+    return StageSpec(name, kind, consumes=consumes, batch_size=batch_size,
                      concurrency=concurrency, ack_wait_secs=ack_wait_secs)
 
 

@@ -11,6 +11,7 @@ import pytest
 from lanscope.config import NatsConfig, Secret, TlsConfig
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.embedded import EmbeddedNats
+from schemas import STREAMS
 
 pytestmark = pytest.mark.nats
 
@@ -65,7 +66,7 @@ async def test_user_password_over_mutual_tls(tls_server: EmbeddedNats, pki: Path
                                       key_file=str(pki / "client.key")))
     async with await Bus.connect(config) as bus:
         await bus.provision([])
-        assert (await bus.js.account_info()).streams == 3
+        assert (await bus.js.account_info()).streams == len(STREAMS)
 
 
 async def test_a_wrong_password_fails_without_showing_it(tls_server: EmbeddedNats, pki: Path) -> None:

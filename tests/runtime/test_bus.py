@@ -33,11 +33,11 @@ async def test_provision_gives_a_shared_feed_one_consumer_instead_of_its_sinks(b
     sinks = [STAGES["host_state"], STAGES["findings"]]
     made = await bus.provision([*sinks, STAGES["port_probe"]], feeds=sink_feeds(sinks))
     consumers = {p.name for p in made if p.kind == "consumer"}
-    assert consumers == {f"{FACTS}/port_probe", f"{FACTS}/findings+host_state",
-                         f"{subj.CHANGES.name}/findings+host_state"}
+    assert consumers == {f"{FACTS}/port_probe", f"{subj.REQUESTS.name}/port_probe",
+                         f"{FACTS}/findings+host_state", f"{subj.CHANGES.name}/findings+host_state"}
     info = await bus.js.consumer_info(FACTS, "findings+host_state")
     assert sorted(info.config.filter_subjects or []) == sorted(
-        [subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED])
+        [subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE])
 
 
 async def test_provision_updates_a_changed_config(bus: Bus) -> None:

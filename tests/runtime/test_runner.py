@@ -269,7 +269,7 @@ class Sweeper:
 
 async def test_producer_sweeps_on_schedule_and_survives_a_failed_sweep(bus: Bus) -> None:
     producer = Sweeper()
-    stage = StageSpec("sweeper", Kind.PRODUCER, builder="")
+    stage = StageSpec("sweeper", Kind.PRODUCER)
     async with running(bus, (stage, producer)) as runner:
         await eventually(lambda: producer.sweeps >= 4, what="four sweeps")
     counters = runner.counters()["sweeper"]

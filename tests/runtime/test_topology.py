@@ -29,6 +29,7 @@ def test_sinks_of_one_process_share_a_feed_per_stream() -> None:
 def test_an_enricher_reads_each_stream_through_its_own_durable() -> None:
     probe = STAGES["port_probe"]
     assert [(f.stream, f.spec, f.members, f.shared) for f in own_feeds(probe)] == [
-        (FACTS, probe, ("port_probe",), False)]
+        (FACTS, probe, ("port_probe",), False),                       # sightings
+        (subj.REQUESTS.name, probe, ("port_probe",), False)]          # "probe now"
     both = spec("both", Kind.ENRICHER, consumes=(subj.HOST_SEEN, subj.HOST_CHANGED))
     assert [f.stream for f in own_feeds(both)] == [FACTS, subj.CHANGES.name]

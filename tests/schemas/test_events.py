@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from lanscope.runtime.topology import STAGES, emitted_subject_patterns
+from lanscope.runtime.topology import PUBLISHED_BY_PEOPLE, STAGES
 from schemas import (
     EVENT_TYPES,
     PortState,
@@ -18,6 +18,7 @@ from schemas import (
     subject_for,
     tag_of,
 )
+from schemas import subjects as subj
 from tests import factories
 
 
@@ -53,8 +54,8 @@ def test_decode_error_names_the_field() -> None:
 def test_new_fields_have_defaults() -> None:
     # Additive-only evolution: only the base fields may be required.
     required_base = {"host_key", "observed_at", "source"}
-    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"}, "HostCheckRequested": {"ip"},
-               "HostUnreachable": {"ip", "request_id", "started_at"},
+    allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"}, "ProbeRequested": {"ip"},
+               "HostCheckRequested": {"ip"}, "HostUnreachable": {"ip", "request_id", "started_at"},
                "Finding": {"finding_id", "state", "rule", "severity", "category", "title",
                            "first_seen", "last_seen"},
                "RegistryEntry": {"entry_id", "action"}}
@@ -72,12 +73,16 @@ def test_json_schema_covers_every_event() -> None:
 
 
 def test_every_event_has_a_subject_in_a_stream() -> None:
+    assert set(subj.SUBJECTS) == set(EVENT_TYPES)          # one table, every event type in it
     for event in (factories.host_seen(), factories.ports_probed(), factories.host_annotated()):
-        stream_for(subject_for(event))
+        subject = subject_for(event)
+        stream_for(subject)
+        assert matches(subj.SUBJECTS[type(event)][0], subject)
 
 
 def test_every_consumed_subject_is_produced_by_someone() -> None:
-    produced = emitted_subject_patterns()
+    produced = {subj.SUBJECTS[t][0] for spec in STAGES.values() for t in spec.emits}
+    produced |= set(PUBLISHED_BY_PEOPLE)       # probe now, from the dashboard
     for spec in STAGES.values():
         for pattern in spec.consumes:
             assert pattern in produced, f"{spec.qualified} consumes {pattern} that nobody emits"

@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from enrichers.dns_names import Config, DnsNames
+from enrichers.dns_names import Config, DnsNames, build
 from enrichers.dns_names._io import make_reverse_lookup
+from lanscope.runtime.stage import StageContext
+from lanscope.settings import DnsConfig
 from schemas import HostAnnotated
 from tests.factories import T0, host_seen
 
 
 @pytest.mark.lab
-async def test_lab_names_from_the_lab_dns_server(lab: Any) -> None:
-    stage = DnsNames(Config(servers=[lab.DNS_IP]),
-                     lookup=make_reverse_lookup([lab.DNS_IP], timeout_ms=1000))
+async def test_lab_names_from_the_lab_dns_server(lab: Any, tmp_path: Any) -> None:
+    # Built as the pipeline builds it: the stage's section, the shared `dns:` resolver.
+    stage = build(Config(), StageContext(data_dir=tmp_path, dns=DnsConfig(servers=[lab.DNS_IP])))
     for name in ("ssh", "nginx", "noicmp", "dns"):
         host = lab.host(name)
         [event] = await stage.handle(host_seen(ip=host.ip, mac=host.mac))

@@ -33,7 +33,7 @@ BANNERS: list[tuple[int, bytes | str, str | None, str | None, str | None, str | 
     (22, "SSH-2.0-OpenSSH_9.3 FreeBSD-20230316\r\n", "ssh", "OpenSSH", "9.3", "FreeBSD"),
     (22, "SSH-2.0-dropbear_2022.83\r\n", "ssh", "Dropbear sshd", "2022.83", "Linux"),
     (22, "SSH-2.0-dropbear_2019.78\r\n", "ssh", "Dropbear sshd", "2019.78", "Linux"),
-    (2222, "SSH-2.0-dropbear\r\n", "ssh", "Dropbear sshd", None, None),
+    (2222, "SSH-2.0-dropbear\r\n", "ssh", "Dropbear sshd", None, "Linux"),
     (22, "SSH-2.0-ROSSSH\r\n", "ssh", "MikroTik RouterOS sshd", None, "MikroTik RouterOS"),
     (22, "SSH-2.0-Cisco-1.25\r\n", "ssh", "Cisco SSH", "1.25", "Cisco IOS"),
     (22, "SSH-2.0-libssh_0.9.6\r\n", "ssh", "libssh server", "0.9.6", None),
@@ -48,7 +48,8 @@ BANNERS: list[tuple[int, bytes | str, str | None, str | None, str | None, str | 
     (21, "220-FileZilla Server 1.7.3\r\n", "ftp", "FileZilla ftpd", "1.7.3", "Windows"),
     (21, "220 Microsoft FTP Service\r\n", "ftp", "Microsoft ftpd", None, "Windows"),
     (21, "220 JD FTP Server Ready\r\n", "ftp", "HP JetDirect ftpd", None, None),
-    (21, "220 DiskStation FTP server ready.\r\n", "ftp", "Synology DSM ftpd", None, "Synology DSM"),
+    (21, "220 DiskStation FTP server ready.\r\n", "ftp", "Synology DiskStation NAS ftpd", None,
+     "Synology DSM"),
     (21, "220 MikroTik FTP server (MikroTik 6.49.10) ready\r\n", "ftp", "MikroTik router ftpd", "6.49.10",
      "MikroTik RouterOS"),
     # Mail

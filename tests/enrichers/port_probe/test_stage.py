@@ -9,11 +9,11 @@ import pytest
 
 from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
-from lanscope.config import Config as GlobalConfig
+from lanscope.config import parse
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
-from lanscope.stages import StageContext, build_port_probe
-from schemas import OsGuess, PortsProbed, PortState
+from lanscope.runtime.topology import STAGES
+from schemas import OsGuess, PortsProbed, PortState, ProbeRequested
 from tests.factories import T0, at, host_seen, port
 
 
@@ -43,7 +43,7 @@ class Clock:
 
 def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
          delay: float = 0.0) -> tuple[PortProbe, FakeProber, Clock]:
-    config = config or Config(interval_secs=3600)
+    config = config or Config(reprobe_secs=3600)
     prober = FakeProber(config, delay)
     clock = Clock()
     return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
@@ -91,13 +91,12 @@ async def test_two_replicas_never_probe_one_host_at_once() -> None:
     assert len(p1.calls) + len(p2.calls) == 1
 
 
-def test_builder_maps_the_global_config() -> None:
-    config = GlobalConfig()
-    stage = build_port_probe(StageContext(config=config))
+def test_builder_takes_the_stage_section() -> None:
+    config = parse({"enrichers": {"port_probe": {"connect_timeout_ms": 700, "reprobe_secs": 60}}}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
     assert isinstance(stage, PortProbe)
     assert stage.config.tcp == "20-1024"
-    assert stage.config.connect_timeout_ms == config.timeouts.connect_ms
-    assert stage.config.interval_secs == config.schedules.port_probe_secs
+    assert (stage.config.connect_timeout_ms, stage.config.reprobe_secs) == (700, 60)
 
 
 def test_shown_ports_summarises_large_states() -> None:
@@ -135,3 +134,43 @@ def test_compact_report_summaries_match_the_full_port_list() -> None:
     assert (full.not_shown(), full.hidden_reasons(), full.state_counts()) == summaries
     assert summaries[0] == {"filtered": 29, "closed": 40}
     assert summaries[1]["filtered"] == {"admin-prohibited": 14, "no-response": 15}
+
+
+def probe_request(ip: str = "198.18.0.10", *, t: float = 0) -> ProbeRequested:
+    return ProbeRequested(host_key="02:00:00:00:00:10", observed_at=at(t), source="web", ip=ip,
+                          mac="02:00:00:00:00:10", requested_by="web 127.0.0.1")
+
+
+async def test_a_probe_request_probes_now_whatever_the_interval() -> None:
+    stage, prober, clock = make()
+    await stage.handle(host_seen("198.18.0.10"))
+    clock.now = at(60)                                      # the interval (3600 s) is far off
+    assert await stage.handle(host_seen("198.18.0.10", t=60)) == []
+    [event] = await stage.handle(probe_request(t=59))
+    assert isinstance(event, PortsProbed) and event.ip == "198.18.0.10"
+    assert event.host_key == "02:00:00:00:00:10" and event.observed_at == at(60)
+    assert prober.calls == [["198.18.0.10"], ["198.18.0.10"]]
+
+
+async def test_a_probe_request_out_of_scope_sends_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    config = Config(reprobe_secs=3600)
+    prober = FakeProber(config)
+    refusals = {"8.8.8.8": "8.8.8.8 is not a private address attached to this machine"}
+    stage = PortProbe(config, prober=prober, clock=Clock(), scope=refusals.get)
+    assert await stage.handle(probe_request("8.8.8.8")) == []
+    assert prober.calls == []
+    assert "refusing a probe request for 8.8.8.8 by web 127.0.0.1: 8.8.8.8 is not a private" in caplog.text
+
+
+async def test_a_stale_probe_request_is_dropped() -> None:
+    stage, prober, clock = make(Config(reprobe_secs=3600, request_max_age_secs=300))
+    clock.now = at(301)
+    assert await stage.handle(probe_request(t=0)) == []
+    assert prober.calls == []
+
+
+def test_the_pipeline_builds_port_probe_with_the_config_scope() -> None:
+    config = parse({}, env={})
+    stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
+    assert stage.scope is not None
+    assert "not a private address" in (stage.scope("203.0.113.5") or "")

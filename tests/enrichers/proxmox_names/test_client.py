@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from enrichers.proxmox_names import ProxmoxClient, ProxmoxError, ProxmoxSettings
-from producers.dhcp_leases import TlsSettings
+from enrichers.proxmox_names import ProxmoxError
+from enrichers.proxmox_names._io import ProxmoxClient
+from lanscope.settings import ProxmoxConfig, TlsConfig
 from tests.fakes.fixtures import PROXMOX_PASSWORD, PROXMOX_TOKEN
 from tests.fakes.proxmox import FakeProxmox
 from tests.fakes.tls import SelfSigned
@@ -15,16 +16,16 @@ from tests.fakes.tls import SelfSigned
 USER, TOKEN_NAME, TOKEN_SECRET = PROXMOX_TOKEN
 
 
-def token_settings(pve: FakeProxmox, cert: SelfSigned, **changes: object) -> ProxmoxSettings:
+def token_settings(pve: FakeProxmox, cert: SelfSigned, **changes: object) -> ProxmoxConfig:
     fields: dict[str, object] = {"host": "127.0.0.1", "port": pve.port, "user": USER,
                                  "token_name": TOKEN_NAME, "token_value": TOKEN_SECRET,
-                                 "tls": TlsSettings(ca_file=str(cert.cert_file)),
+                                 "tls": TlsConfig(ca_file=str(cert.cert_file)),
                                  "timeout_secs": 3.0}
     fields.update(changes)
-    return ProxmoxSettings(**fields)  # type: ignore[arg-type]
+    return ProxmoxConfig(**fields)  # type: ignore[arg-type]
 
 
-def password_settings(pve: FakeProxmox, cert: SelfSigned, **changes: object) -> ProxmoxSettings:
+def password_settings(pve: FakeProxmox, cert: SelfSigned, **changes: object) -> ProxmoxConfig:
     fields: dict[str, object] = {"user": "root@pam", "token_name": None, "token_value": None,
                                  "password": PROXMOX_PASSWORD}
     return token_settings(pve, cert, **{**fields, **changes})
@@ -58,10 +59,10 @@ async def test_ticket_auth(proxmox: FakeProxmox, tls_cert: SelfSigned) -> None:
 @pytest.mark.parametrize("auth", ["token", "password"])
 async def test_pinned_fingerprint(proxmox: FakeProxmox, tls_cert: SelfSigned, auth: str) -> None:
     make = token_settings if auth == "token" else password_settings
-    pinned = TlsSettings(fingerprint_sha256=tls_cert.sha256)
+    pinned = TlsConfig(fingerprint_sha256=tls_cert.sha256)
     assert len(await ProxmoxClient(make(proxmox, tls_cert, tls=pinned)).fetch_guests()) == 5
     before = len(proxmox.requests)
-    wrong = TlsSettings(fingerprint_sha256="12" * 32)
+    wrong = TlsConfig(fingerprint_sha256="12" * 32)
     with pytest.raises(ProxmoxError, match="does not match the pinned"):
         await ProxmoxClient(make(proxmox, tls_cert, tls=wrong)).fetch_guests()
     assert len(proxmox.requests) == before        # no request (no password, no token) was sent
@@ -69,7 +70,7 @@ async def test_pinned_fingerprint(proxmox: FakeProxmox, tls_cert: SelfSigned, au
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"token_value": "00000000-wrong"}, r"HTTP 401 authentication failure \(check the user"),
-    ({"tls": TlsSettings()}, r"certificate verification failed: self-signed certificate"),
+    ({"tls": TlsConfig()}, r"certificate verification failed: self-signed certificate"),
 ])
 async def test_errors_name_the_host_never_the_secret(
         proxmox: FakeProxmox, tls_cert: SelfSigned, change: dict[str, object],
@@ -101,7 +102,7 @@ async def test_hidden_guests_and_per_guest_403(proxmox: FakeProxmox, tls_cert: S
 async def test_unreachable(tls_cert: SelfSigned) -> None:
     with FakeProxmox(tls=(str(tls_cert.cert_file), str(tls_cert.key_file))) as gone:
         port = gone.port
-    settings = ProxmoxSettings(host="127.0.0.1", port=port, user=USER, token_name=TOKEN_NAME,
+    settings = ProxmoxConfig(host="127.0.0.1", port=port, user=USER, token_name=TOKEN_NAME,
                                token_value=TOKEN_SECRET, timeout_secs=1.0)
     with pytest.raises(ProxmoxError, match=rf"cannot connect to 127.0.0.1:{port}"):
         await ProxmoxClient(settings).fetch_guests()

@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from enrichers.proxmox_names import Config, ProxmoxClient, ProxmoxNames, ProxmoxSettings
-from producers.dhcp_leases import TlsSettings
+from enrichers.proxmox_names import Config, ProxmoxNames
+from enrichers.proxmox_names._io import ProxmoxClient
+from lanscope.settings import ProxmoxConfig, TlsConfig
 from schemas import HostAnnotated
 from tests.factories import host_annotated, host_seen
 from tests.fakes.fixtures import PROXMOX_TOKEN
@@ -24,12 +25,12 @@ class Clock:
 
 
 def make(pve: FakeProxmox, cert: SelfSigned, clock: Clock, port: int | None = None) -> ProxmoxNames:
-    settings = ProxmoxSettings(host="127.0.0.1", port=port or pve.port, user=PROXMOX_TOKEN[0],
-                               token_name=PROXMOX_TOKEN[1], token_value=PROXMOX_TOKEN[2],
-                               tls=TlsSettings(fingerprint_sha256=cert.sha256), timeout_secs=2)
-    config = Config(proxmox=settings, refresh_secs=300, backoff_initial_secs=30,
-                    backoff_max_secs=120)
-    return ProxmoxNames(config, fetch_guests=ProxmoxClient(settings).fetch_guests, clock=clock)
+    settings = ProxmoxConfig(host="127.0.0.1", port=port or pve.port, user=PROXMOX_TOKEN[0],
+                             token_name=PROXMOX_TOKEN[1], token_value=PROXMOX_TOKEN[2],
+                             tls=TlsConfig(fingerprint_sha256=cert.sha256), timeout_secs=2)
+    config = Config(refresh_secs=300, backoff_initial_secs=30, backoff_max_secs=120)
+    return ProxmoxNames(config, fetch_guests=ProxmoxClient(settings).fetch_guests, host="127.0.0.1",
+                        clock=clock)
 
 
 @pytest.mark.parametrize(("ip", "mac", "name", "vm_id"), [

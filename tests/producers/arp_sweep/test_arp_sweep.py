@@ -67,12 +67,12 @@ class Recorder:
 
 
 def _stage(found: list[Interface], recorder: Recorder, specs: list[str] | None = None,
-           **config: Any) -> ArpSweep:
+           exclude: Sequence[str] = (), **config: Any) -> ArpSweep:
     async def list_interfaces() -> list[Interface]:
         return found
 
     return ArpSweep(Config(**config), scan=recorder, interfaces=list_interfaces, clock=lambda: T0,
-                    targets=parse_targets(specs) if specs else None)
+                    targets=parse_targets(specs) if specs else None, exclude=exclude)
 
 
 async def test_only_on_link_targets_are_arped_and_broadcast_never() -> None:

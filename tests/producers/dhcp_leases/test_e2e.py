@@ -10,16 +10,14 @@ from typing import Any
 import duckdb
 import pytest
 
-from enrichers.proxmox_names import Config as NamesConfig
-from enrichers.proxmox_names import ProxmoxClient, ProxmoxNames, ProxmoxSettings
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.runner import Runner, RunnerOptions
+from lanscope.runtime.stage import StageContext
 from lanscope.runtime.topology import STAGES
-from producers.dhcp_leases import Config, GatewaySettings, TlsSettings, create
+from lanscope.settings import ProxmoxConfig, Secret, TlsConfig
+from producers.dhcp_leases import Config, GatewayConfig
 from schemas import HostSeen, decode
 from schemas import subjects as subj
-from sinks.host_state import Config as HostStateConfig
-from sinks.host_state import HostState
 from tests.fakes.fixtures import PROXMOX_TOKEN, ROUTER_PASSWORD
 from tests.fakes.mikrotik import FakeRouterOS
 from tests.fakes.proxmox import FakeProxmox
@@ -46,19 +44,21 @@ async def test_leases_reach_the_bus_and_guest_names_the_host_record(
         bus: Bus, router: FakeRouterOS, proxmox: FakeProxmox, tls_cert: SelfSigned,
         tmp_path: Path) -> None:
     router.leases.append(GUEST_LEASE)
-    leases = create(Config(interval_secs=0, gateway=GatewaySettings(
-        host="127.0.0.1", port=router.port, scheme="http", password=ROUTER_PASSWORD)))
-    pve = ProxmoxSettings(host="127.0.0.1", port=proxmox.port, user=PROXMOX_TOKEN[0],
-                          token_name=PROXMOX_TOKEN[1], token_value=PROXMOX_TOKEN[2],
-                          tls=TlsSettings(fingerprint_sha256=tls_cert.sha256))
-    names = ProxmoxNames(NamesConfig(proxmox=pve), fetch_guests=ProxmoxClient(pve).fetch_guests)
-    db = tmp_path / "hosts.duckdb"
-    sink = HostState(HostStateConfig(path=str(db)))
+    # Built as `lanscope run` builds them: each stage's section plus the shared settings.
+    pve = ProxmoxConfig(host="127.0.0.1", port=proxmox.port, user=PROXMOX_TOKEN[0],
+                        token_name=PROXMOX_TOKEN[1], token_value=Secret(PROXMOX_TOKEN[2]),
+                        tls=TlsConfig(fingerprint_sha256=tls_cert.sha256))
+    ctx = StageContext(data_dir=tmp_path, proxmox=pve)
+    gateway = GatewayConfig(host="127.0.0.1", port=router.port, scheme="http",
+                            password=Secret(ROUTER_PASSWORD))
     specs = [STAGES["dhcp_leases"], STAGES["proxmox_names"], STAGES["host_state"]]
+    sections = [Config(interval_secs=0, gateway=gateway, lease_files=[]), STAGES["proxmox_names"].config(),
+                STAGES["host_state"].config()]
     await bus.provision(specs)
     runner = Runner(bus, RunnerOptions(once=True, fetch_timeout_secs=0.2, grace_secs=3))
-    for spec, stage in zip(specs, (leases, names, sink), strict=True):
-        runner.add(spec, stage)
+    for spec, section in zip(specs, sections, strict=True):
+        runner.add(spec, spec.instantiate(section, ctx), flush_ms=spec.flush_ms)
+    db = tmp_path / "lanscope.duckdb"
     await asyncio.wait_for(runner.run(), 60)
 
     seen = {e.ip: e for e in await _messages(bus, "lanscope.host.seen.dhcp")

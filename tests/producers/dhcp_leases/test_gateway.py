@@ -6,20 +6,19 @@ import logging
 import re
 from pathlib import Path
 
-import msgspec
 import pytest
 
+from lanscope.config import parse
+from lanscope.settings import TlsConfig
 from producers.dhcp_leases import (
     Config,
     DhcpLeases,
+    GatewayConfig,
     GatewayError,
-    GatewaySettings,
     LeaseFileReader,
-    RouterOsClient,
-    TlsSettings,
-    create,
-    default_scheme,
+    build,
 )
+from producers.dhcp_leases._http import RouterOsClient, default_scheme
 from schemas import HostSeen, SweepCompleted, encode
 from tests.factories import T0
 from tests.fakes.fixtures import ROUTER_PASSWORD
@@ -37,12 +36,12 @@ class Clock:
         return self.t
 
 
-def settings(router: FakeRouterOS, **overrides: object) -> GatewaySettings:
+def settings(router: FakeRouterOS, **overrides: object) -> GatewayConfig:
     fields: dict[str, object] = {"host": "127.0.0.1", "user": "admin", "password": ROUTER_PASSWORD,
                                  "scheme": "https" if router.tls else "http", "port": router.port,
                                  "timeout_secs": 2.0}
     fields.update(overrides)
-    return GatewaySettings(**fields)  # type: ignore[arg-type]
+    return GatewayConfig(**fields)  # type: ignore[arg-type]
 
 
 def stage_for(router: FakeRouterOS, tmp_path: Path, clock: Clock | None = None,
@@ -52,7 +51,7 @@ def stage_for(router: FakeRouterOS, tmp_path: Path, clock: Clock | None = None,
     config = Config(gateway=settings(router, **overrides), lease_files=[str(leases)],
                     backoff_initial_secs=30, backoff_max_secs=120)
     g = config.gateway
-    assert g is not None
+    assert g.host is not None
     client = RouterOsClient(g.host, user=g.user, password=g.password, scheme=g.scheme, port=g.port,
                             tls=g.tls, timeout_secs=g.timeout_secs)
     return DhcpLeases(config, gateway=client, files=LeaseFileReader(config.lease_files),
@@ -154,11 +153,11 @@ async def test_wrong_password_backs_off_instead_of_hammering(
 
 async def test_pinned_fingerprint(router_tls: FakeRouterOS, tls_cert: SelfSigned,
                                   tmp_path: Path) -> None:
-    good = stage_for(router_tls, tmp_path, tls=TlsSettings(fingerprint_sha256=tls_cert.sha256))
+    good = stage_for(router_tls, tmp_path, tls=TlsConfig(fingerprint_sha256=tls_cert.sha256))
     assert "10.70.0.2" in seen(await good.sweep(), "dhcp")
     requests_before = len(router_tls.requests)
     wrong = "AB:" * 31 + "CD"
-    bad = stage_for(router_tls, tmp_path, tls=TlsSettings(fingerprint_sha256=wrong))
+    bad = stage_for(router_tls, tmp_path, tls=TlsConfig(fingerprint_sha256=wrong))
     snapshot = await bad.collect()
     assert "does not match the pinned" in snapshot.errors[0]
     assert "AB:AB:AB" in snapshot.errors[0] and tls_cert.sha256 in snapshot.errors[0]
@@ -173,8 +172,8 @@ async def test_pinned_fingerprint(router_tls: FakeRouterOS, tls_cert: SelfSigned
 ])
 async def test_tls_verification_modes(router_tls: FakeRouterOS, tls_cert: SelfSigned,
                                       tmp_path: Path, tls: str, works: bool, message: str) -> None:
-    settings_for = {"ca": TlsSettings(ca_file=str(tls_cert.cert_file)), "system": TlsSettings(),
-                    "off": TlsSettings(verify=False)}
+    settings_for = {"ca": TlsConfig(ca_file=str(tls_cert.cert_file)), "system": TlsConfig(),
+                    "off": TlsConfig(verify=False)}
     snapshot = await stage_for(router_tls, tmp_path, tls=settings_for[tls]).collect()
     assert snapshot.gateway_read is works
     if message:
@@ -210,12 +209,12 @@ def test_default_scheme(host: str, scheme: str) -> None:
     assert default_scheme(host) == scheme
 
 
-async def test_create_builds_real_io(router: FakeRouterOS, tmp_path: Path) -> None:
+async def test_build_makes_real_io(router: FakeRouterOS, tmp_path: Path) -> None:
     (tmp_path / "dnsmasq.leases").write_text(DNSMASQ)
-    stage = create(msgspec.convert({
-        "gateway": {"host": "127.0.0.1", "port": router.port, "scheme": "http",
-                    "password": ROUTER_PASSWORD},
-        "lease_files": [str(tmp_path / "*.leases")]}, Config))
+    config = parse({"producers": {"dhcp_leases": {
+        "gateway": {"host": "127.0.0.1", "port": router.port, "scheme": "http", "pass": ROUTER_PASSWORD},
+        "lease_files": [str(tmp_path / "*.leases")]}}}, env={})
+    stage = build(config.producers.dhcp_leases, config.stage_context())
     snapshot = await stage.collect()
     assert snapshot.gateway_read and len(snapshot.leases) == 4
 

@@ -136,11 +136,22 @@ def test_networkmanager_full_and_address_only() -> None:
     assert only.leases[0].alive and only.leases[0].lease.expires_at is None
 
 
+def test_networkmanager_internal_lease_anywhere_with_its_mac() -> None:
+    """Named by NetworkManager's file name (internal-<uuid>-<iface>.lease), wherever it was
+    copied; the MAC is in CLIENTID (hardware type 01 + the address)."""
+    text = (DATA / "NetworkManager" / "internal-3f2c5e0e-1f0b-4b9e-9d3c-5a7f0e6c2b11-eth0.lease").read_text()
+    parsed = parse_file("/tmp/copy/internal-3f2c5e0e-1f0b-4b9e-9d3c-5a7f0e6c2b11-eth0.lease", text, now=NOW)
+    lease = parsed.leases[0].lease
+    assert (parsed.format, lease.origin, lease.mac) == ("networkmanager", "networkmanager",
+                                                        "08:00:27:12:e0:e7")
+
+
 def test_networkd_lease() -> None:
     parsed = parse("networkd/2", datetime(2026, 1, 1, 11, 30, tzinfo=UTC))
     lease = parsed.leases[0].lease
     assert (lease.address, lease.hostname, lease.server, lease.origin, lease.status) == (
         "10.75.205.242", "a1", "10.75.205.1", "networkd", "bound")
+    assert lease.mac is None                  # CLIENTID ff...: an RFC 4361 DUID, not a MAC
 
 
 @pytest.mark.parametrize(("fmt", "text", "problem"), [
@@ -158,6 +169,24 @@ def test_bad_entries_are_reported_and_skipped(fmt: str, text: str, problem: str)
     parsed = parse_file("/x", text, now=NOW, fmt=fmt)
     assert parsed.leases == []
     assert any(problem in p for p in parsed.problems), parsed.problems
+
+
+KEA_HEADER = ("address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,"
+              "state,user_context,pool_id\n")
+KEA_ROW = "10.0.10.50,aa:bb:cc:dd:ee:01,,691200,1782000000,1,0,0,laptop-42,0,,0\n"
+
+
+@pytest.mark.parametrize(("cut", "problem"), [
+    ("10.0.10.51,aa:bb:cc:dd:ee:02,,691200,17820", "line 3: the last row has no line end"),
+    ("10.0.10.51,aa:bb:cc:dd:ee:02,,691200,1782000000,1,0,0,ph,0,,0", "line 3: the last row has no"),
+    ("10.0.10.51,aa:bb:cc:dd:ee:02,,691200,17820\n", "line 3: 5 of the header's 12 columns"),
+], ids=["mid-field", "no-line-end", "short-row"])
+def test_kea_row_cut_mid_write_is_a_problem_not_a_lease(cut: str, problem: str) -> None:
+    """Kea writes whole lines: a last row without its line end (or short of columns) was cut;
+    read as a lease, its expiry 17820 made it a lease of 1970 (or an active one)."""
+    parsed = parse_file("kea-leases4.csv", KEA_HEADER + KEA_ROW + cut, now=NOW)
+    assert [f.lease.address for f in parsed.leases] == ["10.0.10.50"]
+    assert len(parsed.problems) == 1 and parsed.problems[0].startswith(problem), parsed.problems
 
 
 def test_a_bad_block_loses_nothing_else() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from enrichers.proxmox_names import ProxmoxClient, ProxmoxSettings
-from producers.dhcp_leases import TlsSettings
+from enrichers.proxmox_names._io import ProxmoxClient
+from lanscope.settings import ProxmoxConfig, TlsConfig
 from producers.proxmox_guests import Config, ProxmoxGuests
 from schemas import HostSeen, encode
 from tests.factories import T0
@@ -13,10 +13,10 @@ from tests.fakes.tls import SelfSigned
 
 
 def make(pve: FakeProxmox, cert: SelfSigned) -> ProxmoxGuests:
-    settings = ProxmoxSettings(host="127.0.0.1", port=pve.port, user=PROXMOX_TOKEN[0],
-                               token_name=PROXMOX_TOKEN[1], token_value=PROXMOX_TOKEN[2],
-                               tls=TlsSettings(ca_file=str(cert.cert_file)), timeout_secs=2)
-    return ProxmoxGuests(Config(proxmox=settings), fetch_guests=ProxmoxClient(settings).fetch_guests,
+    settings = ProxmoxConfig(host="127.0.0.1", port=pve.port, user=PROXMOX_TOKEN[0],
+                             token_name=PROXMOX_TOKEN[1], token_value=PROXMOX_TOKEN[2],
+                             tls=TlsConfig(ca_file=str(cert.cert_file)), timeout_secs=2)
+    return ProxmoxGuests(Config(), fetch_guests=ProxmoxClient(settings).fetch_guests, host="127.0.0.1",
                          now=lambda: T0)
 
 

@@ -221,3 +221,17 @@ async def test_findings_of_one_state_round_trip_through_the_file(tmp_path: Path)
     assert (tmp_path / "findings.json").exists()
     again = await opened(tmp_path)
     assert [f.state for f in again.state.open.values()] == [FindingState.OPENED]
+
+
+async def test_banner_evidence_is_escaped_once(tmp_path: Path) -> None:
+    """A stored banner is already escaped text (`\\r\\n`, `\\xNN`); repr() escaped it again, so
+    JSON carried `\\\\r\\\\n` (and a quote pair) where the banner has `\\r\\n`."""
+    import msgspec
+
+    banner = "220 (vsFTPd 3.0.3)\\r\\n\\x00"
+    sink = await opened(tmp_path)
+    [finding] = await sink.write([ports_probed(ports=[port(21, service="ftp", banner=banner)])])
+    assert isinstance(finding, Finding)
+    assert finding.evidence.endswith(f"banner: {banner}")
+    encoded = msgspec.json.encode(finding).decode()
+    assert '\\\\r\\\\n\\\\x00' in encoded and '\\\\\\\\r' not in encoded

@@ -16,6 +16,7 @@ from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntr
 from sinks.host_state import Config, HostState
 from sinks.host_state._rows import ip_ints
 from sinks.host_state._schema import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect
+from sinks.host_state.stage import QueryConfig
 from tests.factories import at, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -186,7 +187,7 @@ async def test_a_malformed_request_is_an_error_reply(tmp_path: Path) -> None:
 
 
 async def test_rows_are_capped(tmp_path: Path) -> None:
-    sink = await opened(tmp_path, max_query_rows=5)
+    sink = await opened(tmp_path, query=QueryConfig(max_rows=5))
     reply = json.loads(await sink.query(b'{"sql": "SELECT * FROM range(10)"}'))
     await sink.close()
     assert len(reply["rows"]) == 5 and reply["truncated"] is True

@@ -1,0 +1,166 @@
+"""Rules as data and the banner corpus: every rule's example, generic extraction, sources combined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.fingerprints import load, score
+from enrichers.port_probe._rules import Rule, RuleFile
+from enrichers.port_probe.fingerprint import RuleSet, default_rules, load_nmap_probes
+
+NMAP = Path("/usr/share/nmap/nmap-service-probes")
+RULES = default_rules()
+
+
+@pytest.mark.parametrize("index", range(len(RULES.rules)),
+                         ids=[c.rule.match[:50] for c in RULES.rules])
+def test_every_rule_identifies_its_example(index: int) -> None:
+    compiled = RULES.rules[index]
+    rule = compiled.rule
+    assert rule.example, f"rule {rule.match!r} has no example banner"
+    port = rule.ports[0] if rule.ports else 1
+    hit = RULES.first_match(rule.example, port)
+    assert hit is not None, f"{rule.match!r} does not match its own example"
+    first, found = hit
+    assert first == index, f"shadowed by an earlier rule: {RULES.rules[first].rule.match!r}"
+    if rule.product:
+        assert found.product
+
+
+BREADTH = [
+    "exchange", "exim", "postfix", "sendmail", "qmail", "dovecot", "courier", "cyrus", "zimbra",
+    "domino", "mdaemon", "hmailserver", "kerio", "icewarp", "barracuda", "axigen", "communigate",
+    "merak", "smartermail", "haraka", "opensmtpd", "lotus", "argosoft", "mercury", "uw imap", "gmail",
+    "exchange online", "proftpd", "pure-ftpd", "vsftpd", "filezilla", "serv-u", "microsoft ftpd",
+    "wu-ftpd", "gene6", "glftpd", "titan", "ws_ftp", "crushftp", "synology", "jetdirect", "xerox",
+    "brother", "ricoh", "kyocera", "busybox", "mikrotik", "openssh", "dropbear", "libssh", "cisco",
+    "serv-u ssh", "weonlydo", "bitvise", "putty", "golang", "paramiko", "asyncssh",
+    "ssh communications", "fortissh", "huawei", "comware", "lancom", "apache httpd", "nginx", "iis",
+    "lighttpd", "caddy", "litespeed", "openresty", "tengine", "jetty", "tomcat", "kestrel", "gunicorn",
+    "uvicorn", "werkzeug", "express", "goahead", "boa", "thttpd", "mini_httpd", "micro_httpd", "lwip",
+    "rompager", "uhttpd", "mongoose", "cherokee", "zope", "weblogic", "websphere", "wildfly",
+    "glassfish", "oracle http", "squid", "varnish", "cloudflare", "cloudfront", "hikvision", "dahua",
+    "axis", "telnetd",
+]
+
+
+def test_the_rules_cover_the_breadth_asked_for() -> None:
+    products = " ".join(c.rule.product or "" for c in RULES.rules).lower()
+    for name in BREADTH:
+        assert name in products, name
+
+
+CORPUS = load()
+
+
+@pytest.mark.parametrize("family", sorted(CORPUS))
+def test_corpus_scores_at_least_90_percent_per_family(family: str) -> None:
+    n, products, versions, misses = score({family: CORPUS[family]})[family]
+    assert n >= 10
+    assert products / n >= 0.9, misses
+    assert versions / n >= 0.9, misses
+
+
+def test_corpus_lines_name_their_source() -> None:
+    for family, rows in CORPUS.items():
+        for row in rows:
+            assert row.get("source"), (family, row)
+            assert ("banner" in row) != ("banner_b64" in row), (family, row)
+
+
+@pytest.mark.parametrize(("port", "banner", "service", "product", "version"), [
+    (2200, "SSH-2.0-FooSSH_3.1.2\r\n", "ssh", "FooSSH", "3.1.2"),
+    (2200, "SSH-2.0-Bar-Server-7.0\r\n", "ssh", "Bar-Server", "7.0"),
+    (2200, "SSH-2.0-Mocana SSH 6.3\r\n", "ssh", "Mocana", "6.3"),
+    (2200, "SSH-2.0-SSHD\r\n", "ssh", None, None),
+    (8000, "HTTP/1.1 200 OK\r\nServer: FooServe/3.2.1 (Linux)\r\n\r\n", "http", "FooServe", "3.2.1"),
+    (8000, "HTTP/1.1 200 OK\r\nServer: Foo Appliance Web 2.0\r\n\r\n", "http", "Foo Appliance Web", "2.0"),
+    (8000, "HTTP/1.1 200 OK\r\nServer: FooServe\r\n\r\n", "http", "FooServe", None),
+    (2121, "220 files.example.lan Zftpd 1.2 ready\r\n", "ftp", "Zftpd", "1.2"),
+    (25, "220 mx.example.com ESMTP Foomail 2.4.1 ready\r\n", "smtp", "Foomail", "2.4.1"),
+    (25, "220-mx.example.com Welcome\r\n220 Foomail v2.4 ready\r\n", "smtp", "Foomail", "2.4"),
+    (110, "+OK Foo POP3 Server v0.50 ready.\r\n", "pop3", "Foo POP3 Server", "0.50"),
+    (143, "* OK [CAPABILITY IMAP4rev1 IDLE] imap.example.com FooIMAP 4.2 ready\r\n", "imap", "FooIMAP",
+     "4.2"),
+    (143, "* OK [CAPABILITY IMAP4rev1 IDLE] FooMail ready.\r\n", "imap", "FooMail", None),
+    (25, "220 mx.example.com ESMTP Mailtrap\r\n", "smtp", "Mailtrap", None),
+    # Protocol talk and host names are never a product.
+    (25, "220 mail.example.com ESMTP ready\r\n", "smtp", None, None),
+    (21, "220 ftp.example.com FTP server ready.\r\n", "ftp", None, None),
+    (110, "+OK POP3 server ready <1234.5678@mail.example.com>\r\n", "pop3", None, None),
+    (143, "* OK IMAP4rev1 Service Ready\r\n", "imap", None, None),
+])
+def test_generic_extraction(port: int, banner: str, service: str, product: str | None,
+                            version: str | None) -> None:
+    found = RULES.identify(banner.encode(), port)
+    assert (found.service, found.product, found.version) == (service, product, version)
+    assert found.method == "generic"
+    assert found.confidence is not None and found.confidence <= 5
+
+
+@pytest.mark.parametrize(("port", "banner", "product", "version"), [
+    (25, "mail.example.com ESMTP Postfix", "Postfix smtpd", None),
+    (25, "mx.example.org ESMTP Exim 4.96 Tue, 05 Dec 2023 10:14:31 +0000", "Exim smtpd", "4.96"),
+    (21, "(vsFTPd 3.0.3)", "vsftpd", "3.0.3"),
+    (110, "Dovecot ready.", "Dovecot pop3d", None),
+    (143, "example.com Cyrus IMAP4 v2.3.7 server ready", "Cyrus imapd", "2.3.7"),
+    (80, "nginx/1.24.0", "nginx", "1.24.0"),
+    (443, "Apache/2.4.41 (Ubuntu)", "Apache httpd", "2.4.41"),
+])
+def test_a_greeting_without_its_status_code_is_read_with_the_ports_code(
+        port: int, banner: str, product: str, version: str | None) -> None:
+    found = RULES.identify(banner.encode(), port)
+    assert (found.product, found.version) == (product, version)
+
+
+def _with_nmap(lines: list[str]) -> RuleSet:
+    rules, skipped = load_nmap_probes("\n".join(lines))
+    assert skipped == 0
+    return default_rules().with_extra(rules)
+
+
+def test_nmap_never_replaces_a_more_specific_answer() -> None:
+    rules = _with_nmap([
+        "Probe TCP NULL q||",
+        r"match smtp m|^220 .* ESMTP Postfix| p/Postfix smtpd/ v/9.9/",
+        r"match ftp m|^220 | p/Some ftpd/",
+        "Probe TCP GetRequest q|GET / HTTP/1.0\\r\\n\\r\\n|",
+        r"softmatch http m|^HTTP/1\.[01] \d\d\d|",
+        r"match http m|^HTTP/1\.1 200 OK\r\nDate: | p/Some Appliance httpd/",
+    ])
+    # A shipped rule's product + version: nmap is not even asked.
+    assert rules.identify(b"220 (vsFTPd 3.0.3)\r\n", 21).product == "vsftpd"
+    # Generic product + version from the Server header beat nmap's product without version and its softmatch.
+    found = rules.identify(b"HTTP/1.1 200 OK\r\nDate: Tue, 05 Dec 2023\r\nServer: FooServe/3.2.1\r\n\r\n", 80)
+    assert (found.product, found.version, found.method) == ("FooServe", "3.2.1", "generic")
+    # nmap may fill in the version of the product our rule named...
+    assert rules.identify(b"220 mx.example.com ESMTP Postfix\r\n", 25).version == "9.9"
+    # ...and answer where no shipped rule or shape knew the software.
+    assert rules.identify(b"220 host service ready\r\n", 21).product == "Some ftpd"
+
+
+def test_nmap_lines_of_other_probes_do_not_name_an_http_reply() -> None:
+    rules = _with_nmap([
+        "Probe UDP Ventrilo q|x|",
+        r"match ventrilo m|^HTTP/1\.1 200 OK\r\nDate: | p/Ventrilo/ v/2.1.2+/",
+    ])
+    found = rules.identify(b"HTTP/1.1 200 OK\r\nDate: Tue, 05 Dec 2023\r\nServer: FooServe/3.2.1\r\n\r\n", 80)
+    assert (found.product, found.version) == ("FooServe", "3.2.1")
+
+
+@pytest.mark.skipif(not NMAP.is_file(), reason="nmap-service-probes not installed (apt-get install nmap)")
+def test_nmap_probes_never_lower_a_familys_score() -> None:
+    without = score(CORPUS)
+    with_nmap = score(CORPUS, str(NMAP))
+    for family in CORPUS:
+        assert with_nmap[family][1] >= without[family][1], (family, with_nmap[family][3])
+        assert with_nmap[family][2] >= without[family][2], (family, with_nmap[family][3])
+
+
+def test_a_rule_file_guard_is_compiled_and_checked() -> None:
+    rule = Rule(match="Foo", product="Foo", example="SSH-Foo")
+    rules = RuleSet.from_file(RuleFile(applies_if="^SSH-", rules=[rule]))
+    assert rules.identify(b"SSH-2.0-Foo\r\n", 22).product == "Foo"
+    assert rules.identify(b"220 Foo\r\n", 21).product != "Foo"
