@@ -59,11 +59,13 @@ MAIN_STAGES = ("arp_sweep", "ping_sweep", "neighbours", "port_probe", "dns_names
 # Schedules (seconds) and presence settings per profile. "default" is config.yaml's;
 # "short" is the issue's fast lab setting (ARP every 5 s, gone after 2 missed sweeps and 8 s).
 PROFILES: dict[str, dict[str, Any]] = {
+    # Off-link hosts are covered by the ping sweep alone: at 300 s, two missed sweeps take
+    # 5-10 minutes, longer than an outage here, so the default soak unplugs on-link hosts.
     "default": {"intervals": {"arp_sweep": 60, "ping_sweep": 300, "neighbours": 30},
-                "reprobe_secs": 3600, "presence": {}, "settle": 90, "down": 300},
+                "reprobe_secs": 3600, "presence": {}, "settle": 90, "down": 300, "offlink": False},
     "short": {"intervals": {"arp_sweep": 5, "ping_sweep": 10, "neighbours": 5},
               "reprobe_secs": 60, "presence": {"missed_sweeps": 2, "grace_secs": 8},
-              "settle": 30, "down": 45},
+              "settle": 30, "down": 45, "offlink": True},
 }
 
 
@@ -94,11 +96,11 @@ sinks:
 """
 
 
-def outage_hosts(lab: Lab, count: int) -> list[str]:
-    """Fillers of the /24 and the two hosts behind the router (one drops ICMP), each once
-    while there are enough, so no host comes and goes often enough to count as flapping."""
+def outage_hosts(lab: Lab, count: int, offlink: bool) -> list[str]:
+    """Fillers of the /24 (and the two hosts behind the router, one of which drops ICMP), each
+    once while there are enough, so no host comes and goes often enough to count as flapping."""
     fillers = [h.name for h in lab.live_hosts(lab.LIVE_24) if re.fullmatch(r"f\d+", h.name) and h.peer_if]
-    pool = ["off1", "off2", *fillers]
+    pool = [*(["off1", "off2"] if offlink else []), *fillers]
     return [pool[i % len(pool)] for i in range(count)]
 
 
@@ -134,7 +136,7 @@ async def soak(lab: Lab, work: Path, *, profile: dict[str, Any], minutes: float,
             # Staggered: the last host is back with a few sweeps to spare before the end.
             last_start = end - warm_at - down - max(60.0, 2 * profile["intervals"]["arp_sweep"])
             step = last_start / max(outages - 1, 1)
-            for i, host in enumerate(outage_hosts(lab, outages)):
+            for i, host in enumerate(outage_hosts(lab, outages, profile["offlink"])):
                 plan.append(Outage(host, keys[host], warm_at + i * step, warm_at + i * step + down))
             await _run_outages(lab, plan, unplugged)
             await asyncio.sleep(max(0.0, end - time.time()))

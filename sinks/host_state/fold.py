@@ -48,10 +48,7 @@ from schemas import (
     HostRecord,
     HostSeen,
     HostUnreachable,
-    PortResult,
     PortsProbed,
-    PortState,
-    Protocol,
     ProxmoxGuest,
     SweepCompleted,
     normalize_ip,
@@ -59,8 +56,9 @@ from schemas import (
     port_name,
 )
 
+from .ports import ANSWERED, open_results, service_texts, update_rows
 from .presence import Presence, PresencePolicy
-from .records import STAGE, Folded, HistoryRow, HostEntry, Pending, PortRow
+from .records import STAGE, Folded, HistoryRow, HostEntry, Pending
 
 # The facts: their changes are HostChanged field changes and history rows. Every other
 # field of the record is an observation (or a detail that moves with a fact, like vm_id).
@@ -72,9 +70,6 @@ OBSERVATIONS = ("arp_state", "rtt_ms", "ttl", "last_seen", "last_seen_by")
 # known, so two sources that disagree do not make the name flap every sweep.
 _HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox")
 _MAX_IPS = 16
-_ANSWERED = (PortState.OPEN, PortState.CLOSED)
-
-
 IP_STALE_SECS = 300.0      # a known address takes over as `ip` once the current one is this old
 
 # Canonical dotted-quad IPv4 text (no leading zeros), which normalize_ip returns unchanged.
@@ -91,22 +86,6 @@ def _ip_key(ip: str) -> str:
 @functools.lru_cache(maxsize=65536)
 def _mac_key(mac: str) -> str:
     return normalize_mac(mac)
-
-
-def _port_order(p: PortResult) -> tuple[str, int]:
-    return (p.protocol, p.port)
-
-
-# Service texts repeat for every probe of every host: cached, ~0.15 us instead of ~1 us.
-def _service_text(p: PortResult) -> str:
-    return _text_of(p.protocol, p.port, p.service, p.product, p.version)
-
-
-@functools.lru_cache(maxsize=65536)
-def _text_of(protocol: Protocol, port: int, service: str | None, product: str | None,
-             version: str | None) -> str:
-    parts = [port_name(protocol, port), service or "", product or "", version or ""]
-    return " ".join(x for x in parts if x)[:255]
 
 
 def _entry_for_new(host_key: str, mac: str | None, ip: str | None) -> HostEntry:
@@ -430,7 +409,7 @@ class HostBook(Presence):
 
     def _probed(self, event: PortsProbed) -> None:
         entry, pending = self._resolve(event, event.mac, event.ip)
-        if not any(p.state in _ANSWERED for p in event.ports):
+        if not any(p.state in ANSWERED for p in event.ports):
             # Nothing answered: the host is away (or filters everything), which says nothing
             # about which ports it has open. Answering on a port is evidence of presence.
             return
@@ -438,43 +417,14 @@ class HostBook(Presence):
         if entry.ports_at is not None and event.observed_at < entry.ports_at:
             return
         when = entry.ports_at = event.observed_at
-        self._folded.ports_dirty.add(entry.record.host_key)
-        ports = entry.ports
-        seen: set[str] = set()
-        changed = False    # a row's result differs from the last snapshot's
-        for result in event.ports:
-            name = port_name(result.protocol, result.port)
-            seen.add(name)
-            state = result.state
-            row = ports.get(name)
-            if row is None:
-                ports[name] = PortRow(result=result, first_seen=when, last_seen=when, state_since=when)
-                changed = True
-            else:
-                if row.result.state != state:
-                    row.state_since = when
-                if not changed and row.result != result:
-                    changed = True
-                row.result = result
-                row.last_seen = when
-        if len(seen) != len(ports):
-            # A full snapshot: ports no longer reported open are closed now (the row stays,
-            # with its lifetime, so "when did 23/tcp close" can be answered).
-            for name, row in ports.items():
-                if name not in seen and row.result.state == PortState.OPEN:
-                    row.result = msgspec.structs.replace(row.result, state=PortState.CLOSED,
-                                                         reason="not-reported")
-                    row.state_since = when
-                    row.last_seen = when
-                    changed = True
         key = entry.record.host_key
+        self._folded.ports_dirty.add(key)
+        changed = update_rows(entry.ports, event.ports, when)
         if changed or key in self._ports_stale or any(p.os_hint for p in event.ports):
             self._ports_stale.discard(key)
-            open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
-                               key=_port_order)
+            open_rows = open_results(entry.ports)
             self._set(entry, pending, "open_ports", [port_name(p.protocol, p.port) for p in open_rows], event)
-            self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service],
-                      event)
+            self._set(entry, pending, "services", service_texts(open_rows), event)
             os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
         else:
             # The same rows as the last snapshot derived them from: the same values; only

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from schemas import ChangeKind, DhcpLease, HostChanged
-from sinks.host_state import HostBook, PresencePolicy
+from schemas import ChangeKind, DhcpLease, HostChanged, HostRecord
+from sinks.host_state import FACTS, OBSERVATIONS, HostBook, PresencePolicy
 from tests.factories import at, host_annotated, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -283,3 +284,14 @@ def test_a_probe_nothing_answered_changes_no_port() -> None:
     folded = b.fold([ports_probed(mac=MAC_A, ports=[port(22, "filtered", reason="no-response")], t=10)])
     assert folded.changed == [] and b.hosts[MAC_A].record.open_ports == ["tcp/22"]
     assert b.hosts[MAC_A].last_evidence_at == at(0) and b.hosts[MAC_A].record.last_seen == at(0)
+
+
+def test_the_schema_says_which_record_fields_are_facts_and_which_observations() -> None:
+    """`lanscope schema` documents the split the fold makes (the fields' descriptions)."""
+    said: dict[str, set[str]] = {"fact": set(), "observation": set()}
+    schema = msgspec.json.schema(HostRecord)
+    for name, field in schema["$defs"]["HostRecord"]["properties"].items():
+        if "description" in field:
+            said[field["description"].split(" ", 1)[0]].add(name)
+    assert said["fact"] == set(FACTS) | {"host_key"}
+    assert said["observation"] == set(OBSERVATIONS)
