@@ -44,11 +44,12 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from tests.e2e.harness import (
     ChangeLog,
-    Lanscope,
     Outage,
+    Pipeline,
     SoakReport,
     history_disagreements,
     judge,
+    lab_config,
     percentile,
 )
 from tests.lab import Lab
@@ -73,15 +74,7 @@ def config_text(lab: Lab, data_dir: Path, url: str, profile: dict[str, Any]) -> 
     producers = "\n".join(f"  {name}: {{interval_secs: {secs}}}"
                           for name, secs in profile["intervals"].items())
     presence = ", ".join(f"{k}: {v}" for k, v in profile["presence"].items())
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}, {lab.OFFLINK}]
-scope:
-  allow: [{lab.SUBNET}, {lab.OFFLINK}]
-nats:
-  url: "{url}"
-dns:
-  servers: [{lab.DNS_IP}]
+    return lab_config(lab, data_dir, url) + f"""
 producers:
 {producers}
   dhcp_leases: {{enabled: false}}
@@ -108,10 +101,8 @@ async def soak(lab: Lab, work: Path, *, profile: dict[str, Any], minutes: float,
                stages: tuple[str, ...] = MAIN_STAGES) -> tuple[SoakReport, list[str], dict[str, Any]]:
     nats = EmbeddedNats(work / "nats")
     url = nats.start()
-    config = work / "config.yaml"
-    config.write_text(config_text(lab, work / "var", url, profile))
-    sink = Lanscope(config, ("sinks.host_state",), work / "host_state.log")
-    main = Lanscope(config, stages, work / "main.log")
+    pipeline = Pipeline.prepare(lab, url, work, config_text(lab, work / "var", url, profile), stages)
+    main, sink = pipeline.main, pipeline.sink
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hog)]
     log = ChangeLog()
     plan: list[Outage] = []
@@ -155,7 +146,7 @@ async def soak(lab: Lab, work: Path, *, profile: dict[str, Any], minutes: float,
         nats.stop()
     scanner = {lab.SCANNER_IP}
     report = judge(log, plan, warm_at=warm_at, own_keys=scanner)
-    history = history_disagreements(work / "var" / "lanscope.duckdb", log.events)
+    history = history_disagreements(pipeline.db, log.events)
     facts = {"warm_up_secs": round(warm_at - started, 1), "outages": len(plan)}
     return report, history, facts
 

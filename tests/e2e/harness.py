@@ -25,9 +25,11 @@ import duckdb
 import msgspec
 from nats.js.api import DeliverPolicy
 
+from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from schemas import ChangeKind, HostChanged, decode
 from schemas import subjects as subj
+from tests.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +69,58 @@ class Lanscope:
         except OSError:
             return "(no log)"
         return "\n".join(text[-lines:])
+
+
+def lab_config(lab: Lab, data_dir: Path, url: str, nats: str = "") -> str:
+    """The head of a lab config: state in ``data_dir``, the lab's segments as targets and
+    scope, its DNS server, NATS at ``url`` (``nats``: more lines of that section)."""
+    return f"""
+data_dir: {data_dir}
+targets: [{lab.LIVE_24}, {lab.OFFLINK}]
+scope:
+  allow: [{lab.SUBNET}, {lab.OFFLINK}]
+nats:
+  url: "{url}"
+{nats}dns:
+  servers: [{lab.DNS_IP}]
+"""
+
+
+@dataclass
+class Pipeline:
+    """`lanscope run` split as a user would: ``main`` (the stages given) and ``sink``
+    (sinks.host_state, the DuckDB owner, so it can be SIGKILLed and restarted on its own)."""
+
+    lab: Lab
+    url: str
+    db: Path
+    main: Lanscope
+    sink: Lanscope
+
+    @classmethod
+    def prepare(cls, lab: Lab, url: str, tmp: Path, config: str, stages: tuple[str, ...]) -> Pipeline:
+        """Write the config into ``tmp``; start nothing."""
+        path = tmp / "config.yaml"
+        path.write_text(config)
+        return cls(lab, url, tmp / "var" / "lanscope.duckdb",
+                   Lanscope(path, stages, tmp / "main.log"),
+                   Lanscope(path, ("sinks.host_state",), tmp / "host_state.log"))
+
+    def stop(self) -> None:
+        self.main.stop()
+        self.sink.stop()
+
+    def logs(self) -> str:
+        return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
+                f"--- {self.sink.log.name}\n{self.sink.tail()}")
+
+
+async def fresh_streams(url: str) -> None:
+    """lanscope's streams, empty (a session's server holds earlier tests' messages)."""
+    async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
+        for info in await bus.js.streams_info():
+            await bus.js.delete_stream(info.config.name)
+        await bus.provision([])
 
 
 @dataclass
@@ -214,31 +268,26 @@ def judge(log: ChangeLog, outages: list[Outage], *, warm_at: float, own_keys: se
     back_delays: list[float] = []
     missed: list[str] = []
     repeated: list[str] = []
+
+    def tally(outage: Outage, kind: ChangeKind, lo: float, hi: float, since: float,
+              delays: list[float]) -> None:
+        found = [r for r in log.received if r.event.host_key == outage.key and r.event.kind is kind
+                 and lo <= r.event.observed_at.timestamp() <= hi]
+        name = f"{outage.host}@{outage.down_at:.0f}"
+        if found:
+            delays.append(found[0].at - since)
+        else:
+            missed.append(f"{name}: no {kind.value}")
+        if len(found) > 1:
+            repeated.append(f"{name}: {len(found)} {kind.value}")
+
     for outage in outages:
         end = outage.up_at if outage.up_at is not None else float("inf")
-        gones = [r for r in log.received if r.event.host_key == outage.key
-                 and r.event.kind is ChangeKind.GONE
-                 and outage.down_at - slack <= r.event.observed_at.timestamp() <= end + slack]
-        name = f"{outage.host}@{outage.down_at:.0f}"
-        if gones:
-            gone_delays.append(gones[0].at - outage.down_at)
-        else:
-            missed.append(f"{name}: no gone")
-        if len(gones) > 1:
-            repeated.append(f"{name}: {len(gones)} gone")
-        if outage.up_at is None:
-            continue
-        following = [o.down_at for o in by_key[outage.key] if o.down_at > outage.up_at]
-        until = min(following, default=float("inf"))
-        backs = [r for r in log.received if r.event.host_key == outage.key
-                 and r.event.kind is ChangeKind.BACK
-                 and outage.down_at < r.event.observed_at.timestamp() < until]
-        if backs:
-            back_delays.append(backs[0].at - outage.up_at)
-        else:
-            missed.append(f"{name}: no back")
-        if len(backs) > 1:
-            repeated.append(f"{name}: {len(backs)} back")
+        tally(outage, ChangeKind.GONE, outage.down_at - slack, end + slack, outage.down_at, gone_delays)
+        if outage.up_at is not None:
+            following = [o.down_at for o in by_key[outage.key] if o.down_at > outage.up_at]
+            tally(outage, ChangeKind.BACK, outage.down_at + 1e-6, min(following, default=float("inf")),
+                  outage.up_at, back_delays)
     return SoakReport(len(log.received), noise, fields, empty, new, false_gone, false_back, own_gone,
                       gone_delays, back_delays, missed, repeated)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,8 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged
 from schemas import subjects as subj
-from tests.e2e.harness import ChangeLog, Lanscope, history_disagreements, sql
+from tests.e2e.harness import ChangeLog, Pipeline, fresh_streams, history_disagreements, lab_config, sql
 from tests.lab import Lab
-from tests.natsd import reset_streams
 from tests.runtime.stages import eventually, subject_count
 
 pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
@@ -45,21 +43,14 @@ UNPLUGGED = "f01"          # a filler host: nothing else in these tests depends 
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}, {lab.OFFLINK}]
-scope:
-  allow: [{lab.SUBNET}, {lab.OFFLINK}]
-nats:
-  url: "{url}"
+    return lab_config(lab, data_dir, url, nats="""\
   ack_wait_secs: 3             # a killed sink's batch comes back quickly
   shutdown_grace_secs: 3
-dns:
-  servers: [{lab.DNS_IP}]
+""") + f"""
 producers:
   arp_sweep: {{interval_secs: 2}}
   ping_sweep: {{interval_secs: 2, tcp_ports: [80], tcp_timeout_ms: 500}}
-  neighbours: {{enabled: false}}  # a REACHABLE entry outlives an unplugged host by up to ~45 s
+  neighbours: {{enabled: false}}
   dhcp_leases: {{enabled: false}}
   proxmox_guests: {{enabled: false}}
 enrichers:
@@ -77,39 +68,18 @@ sinks:
 """
 
 
-@dataclass
-class Pipeline:
-    lab: Lab
-    url: str
-    db: Path
-    main: Lanscope
-    sink: Lanscope
-
-    def logs(self) -> str:
-        return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
-                f"--- {self.sink.log.name}\n{self.sink.tail()}")
-
-
 @pytest.fixture(scope="module")
 def pipeline(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     url = natsd.start()
+    asyncio.run(fresh_streams(url))
     tmp = tmp_path_factory.mktemp("e2e")
-    config = tmp / "config.yaml"
-    config.write_text(config_text(lab, tmp / "var", url))
-
-    async def clean() -> None:
-        async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
-            await reset_streams(bus)        # streams of earlier tests in this session
-    asyncio.run(clean())
-    sink = Lanscope(config, ("sinks.host_state",), tmp / "host_state.log")
-    main = Lanscope(config, PRODUCERS_AND_ENRICHERS, tmp / "main.log")
-    sink.start()
-    main.start()
+    started = Pipeline.prepare(lab, url, tmp, config_text(lab, tmp / "var", url), PRODUCERS_AND_ENRICHERS)
+    started.sink.start()
+    started.main.start()
     try:
-        yield Pipeline(lab, url, tmp / "var" / "lanscope.duckdb", main, sink)
+        yield started
     finally:
-        main.stop()
-        sink.stop()
+        started.stop()
 
 
 @pytest.fixture

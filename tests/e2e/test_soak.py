@@ -28,7 +28,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,17 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind
 from schemas import subjects as subj
-from tests.e2e.harness import ChangeLog, Lanscope, Outage, history_disagreements, judge, sql
+from tests.e2e.harness import (
+    ChangeLog,
+    Outage,
+    Pipeline,
+    fresh_streams,
+    history_disagreements,
+    judge,
+    lab_config,
+    sql,
+)
 from tests.lab import Lab
-from tests.natsd import reset_streams
 from tests.runtime.stages import eventually
 
 pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
@@ -53,17 +60,10 @@ TCP_PORTS = (21, 22, 25, 80, 1883, 3306, 5432, 6379)
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}, {lab.OFFLINK}]
-scope:
-  allow: [{lab.SUBNET}, {lab.OFFLINK}]
-nats:
-  url: "{url}"
+    return lab_config(lab, data_dir, url, nats="""\
   ack_wait_secs: 3             # a killed sink's batch comes back quickly
   shutdown_grace_secs: 3
-dns:
-  servers: [{lab.DNS_IP}]
+""") + f"""
 producers:
   arp_sweep: {{interval_secs: 2}}
   ping_sweep: {{interval_secs: 3, tcp_ports: [80], tcp_timeout_ms: 500}}
@@ -85,48 +85,26 @@ sinks:
 """
 
 
-@dataclass
-class Soak:
-    lab: Lab
-    url: str
-    db: Path
-    main: Lanscope
-    sink: Lanscope
-
-    def logs(self) -> str:
-        return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
-                f"--- {self.sink.log.name}\n{self.sink.tail()}")
-
-
 @pytest.fixture(scope="module")
-def soak(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
+def soak(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     url = natsd.start()
+    asyncio.run(fresh_streams(url))
     tmp = tmp_path_factory.mktemp("soak")
-    config = tmp / "config.yaml"
-    config.write_text(config_text(lab, tmp / "var", url))
-
-    async def clean() -> None:
-        async with await Bus.connect(NatsConfig(url=url), name="lanscope-soak-reset") as bus:
-            await reset_streams(bus)        # streams of earlier tests in this session
-            await bus.provision([])
-    asyncio.run(clean())
-    sink = Lanscope(config, ("sinks.host_state",), tmp / "host_state.log")
-    main = Lanscope(config, MAIN, tmp / "main.log")
+    prepared = Pipeline.prepare(lab, url, tmp, config_text(lab, tmp / "var", url), MAIN)
     try:
-        yield Soak(lab, url, tmp / "var" / "lanscope.duckdb", main, sink)
+        yield prepared
     finally:
-        main.stop()
-        sink.stop()
+        prepared.stop()
 
 
 @pytest.fixture
-async def bus(soak: Soak) -> AsyncIterator[Bus]:
+async def bus(soak: Pipeline) -> AsyncIterator[Bus]:
     async with await Bus.connect(NatsConfig(url=soak.url), name="lanscope-soak") as connected:
         yield connected
 
 
 @pytest.mark.timeout(300)
-async def test_a_quiet_lab_reports_only_the_host_that_was_unplugged(soak: Soak, bus: Bus) -> None:
+async def test_a_quiet_lab_reports_only_the_host_that_was_unplugged(soak: Pipeline, bus: Bus) -> None:
     lab = soak.lab
     log = ChangeLog()
     await log.follow(bus)
