@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .fold import FACTS, OBSERVATIONS, HostBook
-from .presence import PresencePolicy
+from .presence import PresenceConfig
 from .records import HostEntry
 from .stage import Config, HostState, QueryParam, build, database_path
 
@@ -34,5 +34,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["FACTS", "OBSERVATIONS", "Config", "HostBook", "HostEntry", "HostState", "HostStore",
-           "PresencePolicy", "QueryParam", "QueryRejected", "QueryResult", "StoreError", "build",
+           "PresenceConfig", "QueryParam", "QueryRejected", "QueryResult", "StoreError", "build",
            "check_read_only", "connect", "database_path", "run_query", "unapplied_batches"]

@@ -57,7 +57,7 @@ from schemas import (
 )
 
 from .ports import ANSWERED, open_results, service_texts, update_rows
-from .presence import Presence, PresencePolicy
+from .presence import Presence, PresenceConfig
 from .records import STAGE, Folded, HistoryRow, HostEntry, Pending
 
 # The facts: their changes are HostChanged field changes and history rows. Every other
@@ -102,7 +102,7 @@ def _ip_rank(ip: str) -> int:
 class HostBook(Presence):
     """Every known host, folded from facts in event time."""
 
-    def __init__(self, policy: PresencePolicy, entries: Iterable[HostEntry] = ()) -> None:
+    def __init__(self, policy: PresenceConfig, entries: Iterable[HostEntry] = ()) -> None:
         self.policy = policy
         self.hosts: dict[str, HostEntry] = {}
         self._by_ip: dict[str, tuple[datetime, str]] = {}   # ip -> (when, owner host_key)

@@ -29,10 +29,12 @@ again (the journal after a crash, a replay of the streams) decides the same.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
+
 from lanscope.net.coverage import read_coverage
+from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, FieldChange, HostCheckRequested, PortState, Protocol, SweepCompleted
 
 from .records import STAGE, Folded, HostEntry, Pending
@@ -41,20 +43,23 @@ _SWEEPS_KEPT = 4          # sweep ids remembered per host: enough for the sweeps
 _MAX_TEXT = 255           # evidence and reasons are ShortText on the wire
 
 
-@dataclass(frozen=True)
-class PresencePolicy:
-    missed_sweeps: int = 2
-    grace_secs: float = 120.0
-    confirm: bool = True
-    recheck_secs: float = 60.0
-    flap_transitions: int = 4           # 0: never flapping
-    flap_window_secs: float = 3600.0
+class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """sinks.host_state.presence in config.yaml: when a host is gone, back or flapping (the
+    defaults are justified in the README's "Presence")."""
+
+    missed_sweeps: PositiveInt = 2          # a direct check after this many covering sweeps missed it
+    grace_secs: NonNegativeFloat = 120.0    # ... and this long since its last evidence
+    confirm: bool = True                    # gone only when that check (presence_check) got no
+                                            # answer; false: gone at once (without presence_check)
+    recheck_secs: PositiveFloat = 60.0      # a check left unanswered is asked again after this
+    flap_transitions: NonNegativeInt = 4    # more gone/back transitions than this within ...
+    flap_window_secs: PositiveFloat = 3600.0  # ... this window: flapping (0 transitions: never)
 
 
 class Presence:
     """The presence rules of the host book (fold.HostBook), which supplies these."""
 
-    policy: PresencePolicy
+    policy: PresenceConfig
     hosts: dict[str, HostEntry]
     _folded: Folded
     _flapping: set[str]

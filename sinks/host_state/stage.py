@@ -29,7 +29,7 @@ from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, P
 from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
 
 from .fold import HostBook
-from .presence import PresencePolicy
+from .presence import PresenceConfig
 from .records import STAGE, Folded, HostEntry
 
 if TYPE_CHECKING:   # the store imports DuckDB: only when the sink runs (not with the config)
@@ -41,22 +41,6 @@ log = logging.getLogger(__name__)
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_rows: PositiveInt = 10000           # a query returns at most this many rows
     timeout_ms: PositiveInt = 3000          # `lanscope query` waits this long for the pipeline
-
-
-class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """When a host is gone, back or flapping (presence.py; the defaults are justified in the
-    README's "Presence")."""
-
-    missed_sweeps: PositiveInt = 2          # a direct check after this many covering sweeps missed it
-    grace_secs: NonNegativeFloat = 120.0    # ... and this long since its last evidence
-    confirm: bool = True                    # gone only when that check (presence_check) got no
-                                            # answer; false: gone at once (without presence_check)
-    recheck_secs: PositiveFloat = 60.0      # a check left unanswered is asked again after this
-    flap_transitions: NonNegativeInt = 4    # more gone/back transitions than this within ...
-    flap_window_secs: PositiveFloat = 3600.0  # ... this window: flapping (0 transitions: never)
-
-    def policy(self) -> PresencePolicy:
-        return PresencePolicy(**msgspec.structs.asdict(self))
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,7 +86,7 @@ class HostState:
         self.config = config
         self.store = store
         self.clock = clock
-        self.book = HostBook(config.presence.policy())
+        self.book = HostBook(config.presence)
         self._last_prune: datetime | None = None
         # Held while memory may run ahead of the file (fold .. commit): a query's
         # compaction writes the book's entries, which must all be committed ones.

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from schemas import ChangeKind, DhcpLease, HostChanged, HostRecord
-from sinks.host_state import FACTS, OBSERVATIONS, HostBook, PresencePolicy
+from sinks.host_state import FACTS, OBSERVATIONS, HostBook, PresenceConfig
 from tests.factories import at, host_annotated, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -14,7 +14,7 @@ MAC_B = "02:00:00:00:00:0b"
 
 
 def book(missed: int = 2, grace: float = 60) -> HostBook:
-    return HostBook(PresencePolicy(missed_sweeps=missed, grace_secs=grace))
+    return HostBook(PresenceConfig(missed_sweeps=missed, grace_secs=grace))
 
 
 def only(changed: list[HostChanged]) -> HostChanged:

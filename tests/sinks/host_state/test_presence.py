@@ -9,7 +9,7 @@ import pytest
 
 from lanscope.net.coverage import covered_cidrs
 from schemas import ChangeKind, HostChanged, HostCheckRequested
-from sinks.host_state import HostBook, PresencePolicy
+from sinks.host_state import HostBook, PresenceConfig
 from tests.factories import at, host_seen, host_unreachable, ports_probed, sweep_completed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -17,7 +17,7 @@ MAC_B = "02:00:00:00:00:0b"
 
 
 def book(missed: int = 2, grace: float = 60, **policy: float | bool) -> HostBook:
-    return HostBook(PresencePolicy(missed_sweeps=missed, grace_secs=grace, **policy))  # type: ignore[arg-type]
+    return HostBook(PresenceConfig(missed_sweeps=missed, grace_secs=grace, **policy))  # type: ignore[arg-type]
 
 
 def only(changed: list[HostChanged]) -> HostChanged:
