@@ -61,12 +61,13 @@ from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
 from sinks.findings.stage import Config as FindingsConfig
 from sinks.host_state.stage import Config as HostStateConfig
 from sinks.host_state.stage import database_path
+from sinks.notify.stage import Config as NotifyConfig
 from sinks.registry.stage import Config as RegistryConfig
 
 if TYPE_CHECKING:
     from lanscope.net.targets import Targets
     from lanscope.runtime.claims import Claims
-    from lanscope.runtime.stage import Progress, StageContext
+    from lanscope.runtime.stage import DeadLetter, Progress, StageContext
     from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
@@ -177,14 +178,14 @@ class Config(Section):
         return {name: spec.tuned(self.stage_config(name)) for name, spec in STAGES.items()}
 
     def stage_context(self, *, claims: Claims | None = None, progress: Progress | None = None,
-                      sweep: Targets | None = None) -> StageContext:
+                      sweep: Targets | None = None, dead_letter: DeadLetter | None = None) -> StageContext:
         """What the stage builders get besides their own section: the shared settings."""
         from lanscope.runtime.claims import MemoryClaims
         from lanscope.runtime.stage import StageContext
 
         return StageContext(data_dir=Path(self.data_dir), targets=tuple(self.targets), scope=self.scope,
                             dns=self.dns, proxmox=self.proxmox, claims=claims or MemoryClaims(),
-                            progress=progress, sweep=sweep)
+                            progress=progress, sweep=sweep, dead_letter=dead_letter)
 
 
 # --------------------------------------------------------------------------- expansion
