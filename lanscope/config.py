@@ -137,6 +137,7 @@ class Sinks(Section):
     host_state: HostStateConfig = msgspec.field(default_factory=HostStateConfig)
     findings: FindingsConfig = msgspec.field(default_factory=FindingsConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
 
 
 class Config(Section):
