@@ -15,8 +15,11 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from tests.fakes.server import FakeHandler, FakeServer
 
@@ -107,3 +110,9 @@ class Receiver(FakeServer):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A receiver on a free 127.0.0.1 port for the test (import the fixture where it is used)."""
+    with Receiver() as server:
+        yield server

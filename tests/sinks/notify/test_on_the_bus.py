@@ -5,9 +5,6 @@ event and target, while the other targets go on."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +22,7 @@ from lanscope.runtime.topology import STAGES
 from schemas import HostChanged
 from schemas import subjects as subj
 from sinks.notify import build
+from tests.e2e.test_pipeline import Lanscope
 from tests.mqtt import Broker, collecting
 from tests.runtime.stages import eventually, subject_count
 from tests.runtime.test_runner import running
@@ -32,7 +30,6 @@ from tests.sinks.notify.events import changed
 from tests.sinks.notify.receiver import Receiver, verify
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[3]
 SECRET = "bus-hmac-k3y"
 DLQ = subj.DEAD_LETTERS.name
 
@@ -42,35 +39,9 @@ def events(count: int) -> list[HostChanged]:
             for i in range(count)]
 
 
-class NotifyProcess:
-    """One `lanscope run --stage sinks.notify` with its log."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), "run", "--stage", "sinks.notify"]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-    def signal(self, sig: int) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:]) if self.log.exists() else ""
-
-
 @pytest.fixture
-def procs() -> Iterator[list[NotifyProcess]]:
-    started: list[NotifyProcess] = []
+def procs() -> Iterator[list[Lanscope]]:
+    started: list[Lanscope] = []
     yield started
     for proc in started:
         proc.stop()
@@ -98,7 +69,7 @@ def config_file(tmp: Path, url: str, receiver: Receiver, broker: Broker, prefix:
 
 
 async def test_killed_mid_delivery_it_loses_and_doubles_nothing(
-        bus: Bus, receiver: Receiver, mosquitto: Broker, tmp_path: Path, procs: list[NotifyProcess]) -> None:
+        bus: Bus, receiver: Receiver, mosquitto: Broker, tmp_path: Path, procs: list[Lanscope]) -> None:
     total, prefix = 20, f"crash-{tmp_path.name[-6:]}"
     sent = events(total)
     for event in sent:
@@ -106,27 +77,29 @@ async def test_killed_mid_delivery_it_loses_and_doubles_nothing(
     receiver.hold("/hook", 6)          # the 6th POST gets no answer: in flight when the kill lands
     receiver.hold("/apprise", 6)
     config = config_file(tmp_path, bus.config.url, receiver, mosquitto, prefix)
-    first = NotifyProcess(config, tmp_path / "first.log")
+    first = Lanscope(config, ("sinks.notify",), tmp_path / "first.log")
     procs.append(first)
     async with collecting(mosquitto, f"{prefix}/#") as mqtt:
         first.start()
         await eventually(lambda: len(receiver.on("/hook")) == 6 and len(receiver.on("/apprise")) == 6,
-                         timeout=60, what="the 6th delivery to each HTTP target in flight", context=first.tail)
+                         timeout=60, what="the 6th delivery to each HTTP target in flight",
+                         context=first.tail)
         in_flight = {"hook": receiver.on("/hook")[5].header("Idempotency-Key"),
                      "app": receiver.on("/apprise")[5].json()["title"]}
-        assert first.signal(signal.SIGKILL) == -signal.SIGKILL
+        first.kill()
         # The broker publishes the killed client's last will: Home Assistant shows it unavailable.
         await eventually(lambda: mqtt.last.get(f"{prefix}/status") == b"offline", what="the last will")
         receiver.hold("/hook", 10**6)
         receiver.hold("/apprise", 10**6)
-        again = NotifyProcess(config, tmp_path / "again.log")
+        again = Lanscope(config, ("sinks.notify",), tmp_path / "again.log")
         procs.append(again)
         again.start()
 
         def delivered() -> bool:
+            mqtt_ids = {msgspec.json.decode(p)["id"] for p in mqtt.on(f"{prefix}/notification")}
             return (len({r.header("Idempotency-Key") for r in receiver.on("/hook")}) == total
                     and len({r.json()["title"] for r in receiver.on("/apprise")}) == total
-                    and len({msgspec.json.decode(p)["id"] for p in mqtt.on(f"{prefix}/notification")}) == total)
+                    and len(mqtt_ids) == total)
 
         await eventually(delivered, timeout=60, what="every event at every target", context=again.tail)
 
@@ -134,7 +107,7 @@ async def test_killed_mid_delivery_it_loses_and_doubles_nothing(
             info = await bus.js.consumer_info(subj.CHANGES.name, "notify")
             return info.num_pending == 0 and info.num_ack_pending == 0
         await eventually(settled, timeout=30, what="every event acknowledged", context=again.tail)
-        assert again.signal(signal.SIGTERM) == 0, again.tail()
+        assert again.terminate() == 0, again.tail()
     # Nothing lost: every event reached every target.
     hook, app = receiver.on("/hook"), receiver.on("/apprise")
     assert {r.header("Idempotency-Key") for r in hook} == {e.id for e in sent}
