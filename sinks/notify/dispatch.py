@@ -22,6 +22,7 @@ from typing import Protocol
 
 from lanscope.settings import PositiveFloat, PositiveInt, Section
 
+from ._redact import redact
 from .model import Note
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,11 @@ class TargetQueue:
             if reason == "":          # stopping between attempts: stays owed
                 return
             self.queue.popleft()
-            await self.settle(note, reason)
+            try:
+                await self.settle(note, reason)
+            except Exception as exc:  # the DLQ or the disk: it stays owed, and goes again after a restart
+                log.error("notify: %s to %s: cannot settle it: %s: %s", note.kind, self.name,
+                          type(exc).__name__, redact(str(exc)))
 
     async def _deliver(self, note: Note) -> str | None:
         """None once sent; the reason once given up; "" when stopped between attempts."""
@@ -126,9 +131,13 @@ class TargetQueue:
         for attempt in range(1, attempts + 1):
             try:
                 await self.sender.send(note)
-            except DeliveryError as exc:
-                reason = str(exc)
-                if not exc.retry:
+            except Exception as exc:
+                # A DeliveryError says whether a retry can help; anything else (a library's own
+                # error) is tried again like a transport failure.
+                delivery = exc if isinstance(exc, DeliveryError) else DeliveryError(
+                    redact(f"{type(exc).__name__}: {exc}"))
+                reason = str(delivery)
+                if not delivery.retry:
                     return f"{reason} (not retried)"
                 if attempt == attempts:
                     self.failing = True

@@ -73,6 +73,13 @@ class Topics:
         return f"{self.discovery}/{component}/{unique_id}/config"
 
 
+def entity_id(component: str, uid: str) -> dict[str, str]:
+    """The entity id Home Assistant should give: ``object_id`` as its MQTT discovery documents
+    it, and ``default_entity_id``, which newer releases take instead (each drops the key it
+    does not know, so both are safe)."""
+    return {"object_id": uid, "default_entity_id": f"{component}.{uid.replace('-', '_')}"}
+
+
 def _json(value: Any) -> bytes:
     return msgspec.json.encode(value)
 
@@ -90,7 +97,7 @@ def tracker(topics: Topics, host: HostFacts) -> tuple[str, bytes]:
     payload = {
         "name": None,                      # the device's name is the entity's
         "unique_id": uid,
-        "object_id": uid,
+        **entity_id("device_tracker", uid),
         "state_topic": topics.host_state(host.host_key),
         "json_attributes_topic": topics.host_attributes(host.host_key),
         "payload_home": "home",
@@ -128,7 +135,7 @@ def hub_configs(topics: Topics) -> list[tuple[str, bytes]]:
                                   ("open_findings", "Open findings", "mdi:shield-alert", "findings")):
         uid = topics.unique_id(key)
         payload: dict[str, Any] = {
-            "name": name, "unique_id": uid, "object_id": uid, "state_topic": topics.stats,
+            "name": name, "unique_id": uid, **entity_id("sensor", uid), "state_topic": topics.stats,
             "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "measurement",
             "unit_of_measurement": unit, "icon": icon, "availability_topic": topics.status, "qos": 1,
             "device": _hub(topics), "origin": ORIGIN,
@@ -138,9 +145,9 @@ def hub_configs(topics: Topics) -> list[tuple[str, bytes]]:
         out.append((topics.config("sensor", uid), _json(payload)))
     uid = topics.unique_id("notifications")
     out.append((topics.config("event", uid), _json({
-        "name": "Notifications", "unique_id": uid, "object_id": uid, "state_topic": topics.notification,
-        "event_types": EVENT_TYPES, "icon": "mdi:bell-ring", "availability_topic": topics.status, "qos": 1,
-        "device": _hub(topics), "origin": ORIGIN})))
+        "name": "Notifications", "unique_id": uid, **entity_id("event", uid),
+        "state_topic": topics.notification, "event_types": EVENT_TYPES, "icon": "mdi:bell-ring",
+        "availability_topic": topics.status, "qos": 1, "device": _hub(topics), "origin": ORIGIN})))
     return out
 
 

@@ -176,6 +176,8 @@ class Notify:
             if work.change:
                 await self.ledger.append(work.change)    # durable before the batch is acknowledged
                 self._applied(work.change)
+                if self.ledger.due():
+                    await self._compact()
         return []
 
     def _fold_host(self, event: HostChanged, work: _Batch) -> None:
@@ -327,6 +329,7 @@ class Notify:
     async def _release_due(self) -> None:
         rules = {rule.name: rule for rule, _ in self.rules}
         now = self.clock()
+        counted: set[str] = set()    # a rule's digests of one round are one message to its rate limit
         for (rule_name, target), items in self._buffers().items():
             rule = rules.get(rule_name)
             if self._effective_release(rule, items) > now:
@@ -340,7 +343,8 @@ class Notify:
                 continue
             note = self._digest(rule, target, items, now)
             await self._commit(Change(notes=[note], released=[h.key for h in items],
-                                      sends=[(rule.name, now)]))
+                                      sends=[] if rule.name in counted else [(rule.name, now)]))
+            counted.add(rule.name)
             log.info("notify: rule %s: %s -> %s", rule.name, note.title, target)
 
     def _digest(self, rule: Rule, target: str, items: list[Held], now: datetime) -> Note:

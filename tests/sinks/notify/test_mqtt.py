@@ -69,6 +69,7 @@ async def test_discovery_states_counts_and_availability(setup: Setup) -> None:
         config = doc(seen.last[tracker])
         assert config == {
             "name": None, "unique_id": f"{node}_{mac12}", "object_id": f"{node}_{mac12}",
+            "default_entity_id": f"device_tracker.{node.replace('-', '_')}_{mac12}",
             "state_topic": f"{p}/host/{mac12}/state", "json_attributes_topic": f"{p}/host/{mac12}/attributes",
             "payload_home": "home", "payload_not_home": "not_home", "source_type": "router",
             "availability_topic": f"{p}/status", "qos": 1,
