@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -52,6 +52,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     targets: dict[str, Target] = {}       # name -> one of apprise / webhook / mqtt
     rules: list[Rule] = []                # which events go to which targets, how
     inventory: str = ""                   # the registry's YAML/CSV inventory: known hosts and tags
+    known_by: list[KnownBy] = msgspec.field(default_factory=lambda: list(KNOWN_BY))  # what makes hosts known
     max_age_secs: PositiveFloat = 3600.0  # older events update states but notify nobody
     retry: Retry = msgspec.field(default_factory=Retry)
     ledger_file: str = ""                 # empty: <data_dir>/notify/ledger.jsonl
@@ -69,6 +70,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             for i, rule in enumerate(self.rules):
                 for key, problem in Templates.problems(rule.title, rule.text, rule.markdown):
                     yield f"rules[{i}].{key}", problem
+
+
+KnownBy = Literal["inventory", "hostname", "vm", "static_lease"]
+KNOWN_BY: tuple[KnownBy, ...] = ("inventory", "hostname", "vm", "static_lease")
 
 
 def _utcnow() -> datetime:
@@ -414,10 +419,14 @@ class Notify:
         await self.ledger.compact(self.state, forget_before=forget)
 
     def known(self, host: HostFacts | None) -> bool:
-        """Known: in the inventory, or with a name (hostname or Proxmox guest) or a static DHCP lease."""
+        """Known: in the inventory, or with a hostname, a Proxmox guest name or a static DHCP lease
+        (those of them ``known_by`` names)."""
         if host is None:
             return False
-        return bool(host.hostname or host.vm_name or host.dhcp_type == "static" or self.inventory.has(host))
+        by = self.config.known_by
+        return bool(("hostname" in by and host.hostname) or ("vm" in by and host.vm_name)
+                    or ("static_lease" in by and host.dhcp_type == "static")
+                    or ("inventory" in by and self.inventory.has(host)))
 
 
 def build(config: Config, ctx: StageContext) -> Notify:

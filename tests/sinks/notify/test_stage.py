@@ -301,3 +301,14 @@ async def test_one_process_per_ledger(harness: Harness) -> None:
     await harness.open(ALL)
     with pytest.raises(LedgerLocked, match="another notify process uses this ledger"):
         await harness.open(ALL)
+
+
+async def test_known_by_narrows_what_makes_a_host_known(harness: Harness) -> None:
+    stage = await harness.open("[{name: strangers, known: false, targets: [app]}]",
+                               extra="    known_by: [inventory, static_lease]")
+    named = changed("new", mac="02:00:00:00:00:aa", ip="198.18.0.50", hostname="android-5f3a")
+    leased = changed("new", mac="02:00:00:00:00:bb", ip="198.18.0.51", dhcp_type="static")
+    await stage.write([named, leased])
+    await settled(stage)
+    titles = [r.json()["title"] for r in harness.receiver.on("/apprise")]
+    assert titles == ["New host: android-5f3a (198.18.0.50)"]       # a hostname no longer counts
