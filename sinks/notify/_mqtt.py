@@ -135,6 +135,10 @@ class MqttSender:
                 if self._connected.is_set() or self.last_error == "not connected yet":
                     log.warning("notify: MQTT %s (target %s): %s; reconnecting", self._where, self.name, exc)
                 self.last_error = str(exc)
+            except Exception as exc:   # not the connection's: say so, and start over all the same
+                log.error("notify: MQTT %s (target %s): %s: %s; reconnecting", self._where, self.name,
+                          type(exc).__name__, exc, exc_info=True)
+                self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._connected.clear()
                 self._client = None
