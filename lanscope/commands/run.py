@@ -19,6 +19,7 @@ from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
 from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import dead_letters
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
@@ -134,7 +135,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
                web: socket.socket | None = None) -> int:
     bus = await Bus.connect(config.nats, url=url)
     try:
-        ctx = config.stage_context(claims=await bus.claims())
+        ctx = config.stage_context(claims=await bus.claims(), dead_letter=dead_letters(bus))
         built, skipped = build_stages(specs, config, ctx)
         # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.
