@@ -61,9 +61,9 @@ def _canonical(name: str) -> str:
 
 
 def product_exact(expected: str | None, got: str | None) -> bool:
-    if not expected:
-        return not got
-    return bool(got) and _canonical(got) == _canonical(expected)
+    if not expected or not got:
+        return not expected and not got
+    return _canonical(got) == _canonical(expected)
 
 
 def version_right(expected: str | None, got: str | None) -> bool:

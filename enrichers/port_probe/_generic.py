@@ -18,12 +18,16 @@ GENERIC_NAME_ONLY_CONFIDENCE = 4
 _GUESS = "generic"
 
 _SSH = re.compile(r"^SSH-(\d[\d.]*)-([^\s\r\n]{1,80})(?:[ \t]+([^\r\n]{0,80}))?", re.ASCII)
-# "SSH-2.0-Mocana SSH 6.3": a name, then the version among the comments.
-_SSH_COMMENT_VERSION = re.compile(r"^(?:SSH |Server |sshd )?v?(\d+\.\d+[\w.]*)", re.ASCII)
+# "SSH-2.0-Mocana SSH 6.3", "SSH-2.0-Data ONTAP SSH v9.1P5": a name of up to five words, a protocol word,
+# then the version among the comments.
+_SSH_COMMENT_VERSION = re.compile(
+    r"^((?:[A-Za-z][\w.!-]*(?: |$)){0,4}?)(?:(?:SSH|Server|sshd)(?: |$))?v?(\d+\.\d+[\w.]*)?$", re.ASCII)
 _SSH_SOFTWARE = re.compile(r"^([A-Za-z][\w.]*?(?:-[A-Za-z][\w.]*?)*)[_-]v?(\d[\w.-]*)$", re.ASCII)
 _HTTP = re.compile(r"^HTTP/\d(?:\.\d)? \d{3}", re.ASCII)
 _SERVER = re.compile(r"(?mi)^Server:[ \t]*([^\r\n]{1,200})", re.ASCII)
-_SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| v| )v?(\d[\w.-]{0,30})", re.ASCII)
+_SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| v| |-(?=\d))v?(\d[\w.-]{0,30})", re.ASCII)
+# One product of a UPnP-style list ("Linux/2.6.21, UPnP/1.0, Portable SDK for UPnP devices/1.6.6").
+_LISTED_PRODUCT = re.compile(r"^([A-Za-z][\w .+-]{0,60}?)/v?(\d[\w.-]{0,30})$", re.ASCII)
 _PRODUCT_TOKEN = re.compile(r"(?:^|\s)([A-Za-z][\w.+-]{0,40})/v?(\d[\w.-]{0,30})", re.ASCII)
 # The operating system and protocol tokens of a UPnP-style header ("Linux/3.14 UPnP/1.0 MiniUPnPd/2.1").
 _NOISE = frozenset({"linux", "unix", "windows", "win32", "win64", "upnp", "dlnadoc", "unknown", "ubuntu",
@@ -31,14 +35,25 @@ _NOISE = frozenset({"linux", "unix", "windows", "win32", "win64", "upnp", "dlnad
                     "http", "ipv6"})
 _SERVER_NAME = re.compile(r"^([A-Za-z][\w.+-]{1,40})(?:[\s(;,]|$)", re.ASCII)
 _LINE = re.compile(r"^(?:([1-5]\d\d)[ -]|(\+OK) ?|(\* ?OK) ?(?:\[[^\]\r\n]*\] ?)?)([^\r\n]*)", re.ASCII)
+# A name of up to four words ("GlobalSCAPE Secure FTP Server", "Mercury/32", "OpenBSD ftpd"), then its
+# version after a space, a slash, "(v" or a hyphen ("CompleteFTP-22.1.1").
+_NAME_WORD = r"[A-Za-z][\w+'.!-]*(?:/\d+(?= ))?"
+_MORE_WORDS = r"(?: [A-Z][\w+'.!-]*(?:/\d+(?= ))?){0,3}(?: (?:ftpd|smtpd|imapd|pop3d|httpd))?"
 _VERSIONED = re.compile(
-    r"(?:^|[\s(\[<,])([A-Za-z][\w+'.!-]*(?: [A-Z][\w+'.!-]*){0,2})[ /]\(?"
-    r"(?:[Vv]ersion:? |[Vv]er\.? |[Vv]|[Rr]elease )?(\d+\.\d+[\w.+-]*)", re.ASCII)
+    rf"(?:^|[\s(\[<,])({_NAME_WORD}{_MORE_WORDS})"
+    r"(?:[ /]\(?|-(?=\d))(?:[Vv]ersion:? |[Vv]er\.? |[Vv]|[Rr]elease )?(\d+\.\d+[\w.+-]*)", re.ASCII)
 _NAMED_READY = re.compile(
-    r"(?:^|\s)([A-Z][\w+-]{2,40}) (?:E?SMTP |FTP |POP3? |IMAP4?(?:rev1)? |[Mm]ail )?"
-    r"(?:[Ss]erver |[Ss]ervice )?(?:is )?ready", re.ASCII)
-# "220 mx.example.com ESMTP Mailtrap": one name after the protocol word, then the end of the line.
-_NAMED_AFTER = re.compile(r"(?:E?SMTP|FTP|POP3|IMAP4(?:rev1)?) ([A-Z][\w.-]{2,40})[ .]*$", re.ASCII)
+    r"(?:^|\s)([A-Z][\w+-]{2,40}(?: [A-Z][\w+-]{1,40}){0,2}) "
+    r"(?:E?SMTP |FTP |POP3? |IMAP4?(?:rev1)? |[Mm]ail )?(?:[Ss]erver |[Ss]ervice )?(?:is )?ready", re.ASCII)
+# "220 mx.example.com ESMTP Mailtrap", "ESMTP RZmta (P6 -)": a name after the protocol word, at the end.
+_NAMED_AFTER = re.compile(r"(?:E?SMTP|FTP|POP3|IMAP4(?:rev1)?) ([A-Z][\w.-]{2,40})(?: \([^)\r\n]*\))?[ .]*$",
+                          re.ASCII)
+# "* OK Yandex IMAP4rev1 at ...": a capitalised name before the protocol word (IMAP and POP3, whose greetings
+# rarely start with a host name; an SMTP greeting always does).
+_NAMED_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w.-]{2,40}) (?:IMAP4(?:rev1)?|POP3)\b", re.ASCII)
+# An operating system named alone with its version ("FTP server (SunOS 5.10) ready") is not the server.
+_OS_NAMES = frozenset({"sunos", "solaris", "linux", "freebsd", "netbsd", "openbsd", "windows", "ubuntu",
+                       "debian", "centos", "unix", "aix", "hp-ux", "darwin", "macos", "fedora", "redhat"})
 _HOSTLIKE = re.compile(r"^(?:[\w-]+\.)+[A-Za-z]{2,}$|^\d+\.\d+\.\d+\.\d+$|^\[", re.ASCII)
 _STOP = frozenset({
     "esmtp", "smtp", "ftp", "ftpd", "pop", "pop3", "imap", "imap4", "imap4rev1", "lmtp", "server",
@@ -72,12 +87,13 @@ def _ssh(text: str) -> Identity:
     if sm:
         return Identity(service="ssh", product=clean(sm.group(1)), version=clean(sm.group(2)),
                         extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
-    if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{2,40}", software) and software.lower() not in _STOP:
-        cv = _SSH_COMMENT_VERSION.match(m.group(3) or "")
-        if cv:
-            return Identity(service="ssh", product=clean(software), version=clean(cv.group(1)),
+    if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{1,40}", software) and software.lower() not in _STOP:
+        cv = _SSH_COMMENT_VERSION.match((m.group(3) or "").strip())
+        name = f"{software} {cv.group(1).strip()}" if cv and cv.group(1).strip() else software
+        if cv and cv.group(2):
+            return Identity(service="ssh", product=clean(name), version=clean(cv.group(2)),
                             extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
-        return Identity(service="ssh", product=clean(software), extra_info=extra,
+        return Identity(service="ssh", product=clean(name), extra_info=extra,
                         confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
     return Identity(service="ssh", extra_info=extra, confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
 
@@ -87,6 +103,12 @@ def _http(text: str) -> Identity:
     if not server:
         return Identity(service="http", confidence=6, method=_GUESS)
     value = server.group(1).strip()
+    parts = [_LISTED_PRODUCT.match(part.strip()) for part in value.split(",")] if "," in value else []
+    listed = [t for t in parts if t is not None and t.group(1).split()[0].lower() not in _NOISE]
+    if listed:                               # the product comes after the OS and UPnP tokens: the last one
+        last = listed[-1]
+        return Identity(service="http", product=clean(last.group(1)), version=clean(last.group(2)),
+                        confidence=GENERIC_CONFIDENCE, method=_GUESS)
     for token in _PRODUCT_TOKEN.finditer(value):
         if token.group(1).lower() not in _NOISE:
             if token.start(1) == 0:
@@ -135,11 +157,14 @@ def _line(m: re.Match[str], text: str, port: int) -> Identity:
             words = name.split()
             while words and not _product_ok(words[0]):
                 words.pop(0)
+            if len(words) == 1 and words[0].lower() in _OS_NAMES:
+                continue
             if words and _product_ok(" ".join(words)):
                 return Identity(service=service, product=clean(" ".join(words)), version=clean(v.group(2)),
                                 confidence=GENERIC_CONFIDENCE, method=_GUESS)
+    shapes = [_NAMED_READY, _NAMED_AFTER] + ([_NAMED_BEFORE] if service in ("imap", "pop3") else [])
     for line in lines:
-        n = _NAMED_READY.search(line) or _NAMED_AFTER.search(line)
+        n = next((found for shape in shapes if (found := shape.search(line))), None)
         if n and _product_ok(n.group(1)):
             return Identity(service=service, product=clean(n.group(1)),
                             confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
