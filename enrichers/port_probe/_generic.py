@@ -25,7 +25,7 @@ _SSH_COMMENT_VERSION = re.compile(
 _SSH_SOFTWARE = re.compile(r"^([A-Za-z][\w.]*?(?:-[A-Za-z][\w.]*?)*)[_-]v?(\d[\w.-]*)$", re.ASCII)
 _HTTP = re.compile(r"^HTTP/\d(?:\.\d)? \d{3}", re.ASCII)
 _SERVER = re.compile(r"(?mi)^Server:[ \t]*([^\r\n]{1,200})", re.ASCII)
-_SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| v| |-(?=\d))v?(\d[\w.-]{0,30})", re.ASCII)
+_SERVER_TOKEN = re.compile(r"^([A-Za-z][\w .+-]{0,40}?)(?:/| [vV]| |-(?=\d))[vV]?(\d[\w.-]{0,30})", re.ASCII)
 # One product of a UPnP-style list ("Linux/2.6.21, UPnP/1.0, Portable SDK for UPnP devices/1.6.6").
 _LISTED_PRODUCT = re.compile(r"^([A-Za-z][\w .+-]{0,60}?)/v?(\d[\w.-]{0,30})$", re.ASCII)
 _PRODUCT_TOKEN = re.compile(r"(?:^|\s)([A-Za-z][\w.+-]{0,40})/v?(\d[\w.-]{0,30})", re.ASCII)
@@ -38,7 +38,8 @@ _LINE = re.compile(r"^(?:([1-5]\d\d)[ -]|(\+OK) ?|(\* ?OK) ?(?:\[[^\]\r\n]*\] ?)
 # A name of up to four words ("GlobalSCAPE Secure FTP Server", "Mercury/32", "OpenBSD ftpd"), then its
 # version after a space, a slash, "(v" or a hyphen ("CompleteFTP-22.1.1").
 _NAME_WORD = r"[A-Za-z][\w+'.!-]*(?:/\d+(?= ))?"
-_MORE_WORDS = r"(?: [A-Z][\w+'.!-]*(?:/\d+(?= ))?){0,3}(?: (?:ftpd|smtpd|imapd|pop3d|httpd))?"
+_MORE_WORDS = (r"(?: (?!(?:Version|Ver|Release|Build)\b|V\d)[A-Z][\w+'.!-]*(?:/\d+(?= ))?){0,3}"
+               r"(?: (?:ftpd|smtpd|imapd|pop3d|httpd))?")
 _VERSIONED = re.compile(
     rf"(?:^|[\s(\[<,])({_NAME_WORD}{_MORE_WORDS})"
     r"(?:[ /]\(?|-(?=\d))(?:[Vv]ersion:? |[Vv]er\.? |[Vv]|[Rr]elease )?(\d+\.\d+[\w.+-]*)", re.ASCII)
@@ -61,7 +62,7 @@ _STOP = frozenset({
     "version", "ver", "release", "build", "at", "on", "host", "system", "daemon", "gateway", "for",
     "is", "by", "running", "ok", "hello", "this", "of", "and", "ip", "tcp", "http", "https", "web",
     "www", "you", "your", "are", "connected", "please", "login", "user", "users", "number", "allowed",
-    "ssh", "sshd",
+    "ssh", "sshd", "localhost",
 })
 
 
@@ -120,7 +121,7 @@ def _http(text: str) -> Identity:
         return Identity(service="http", product=clean(m.group(1)), version=clean(m.group(2)),
                         confidence=GENERIC_CONFIDENCE, method=_GUESS)
     m = _SERVER_NAME.match(value)
-    if m and m.group(1).lower() not in _STOP:
+    if m and m.group(1).lower() not in _STOP | _NOISE and not _HOSTLIKE.match(m.group(1)):
         return Identity(service="http", product=clean(m.group(1)), confidence=GENERIC_NAME_ONLY_CONFIDENCE,
                         method=_GUESS)
     return Identity(service="http", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
@@ -136,6 +137,15 @@ def _service(code: str | None, pop: str | None, line: str, port: int) -> str:
     if port in (25, 465, 587, 2525) or re.search(r"SMTP|\bmail", line, re.I):
         return "smtp"
     return "ftp"
+
+
+# Words after which a greeting names its software: the protocol, a host name, "at"/"on" ...
+_BEFORE_NAME = frozenset({"esmtp", "smtp", "lmtp", "pop", "pop3", "imap", "imap4", "imap4rev1", "at", "on",
+                          "from", "to", "welcome", "localhost"})
+
+
+def _ends_host_part(word: str) -> bool:
+    return word.lower().strip(".,") in _BEFORE_NAME or bool(_HOSTLIKE.match(word))
 
 
 def _product_ok(name: str) -> bool:
@@ -155,6 +165,11 @@ def _line(m: re.Match[str], text: str, port: int) -> Identity:
         for v in _VERSIONED.finditer(line):
             name = v.group(1)
             words = name.split()
+            # The name starts after the last protocol word or host name that other words follow
+            # ("localhost IMAP4rev1 Mercury/32").
+            cut = max((i + 1 for i, w in enumerate(words)
+                       if _ends_host_part(w) and any(map(_product_ok, words[i + 1:]))), default=0)
+            words = words[cut:]
             while words and not _product_ok(words[0]):
                 words.pop(0)
             if len(words) == 1 and words[0].lower() in _OS_NAMES:
