@@ -30,6 +30,7 @@ from enrichers.port_probe.fingerprint import rule_set
 from lanscope.commands.fingerprint import run
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "banners"
+HELDOUT = CORPUS.parent / "banners_heldout"   # real-world banners from sources no rule was written from
 NMAP_PROBES = "/usr/share/nmap/nmap-service-probes"
 
 

@@ -55,7 +55,8 @@ _NAMED_BEFORE = re.compile(r"(?:^|\s)([A-Z][\w.-]{2,40}) (?:IMAP4(?:rev1)?|POP3)
 # An operating system named alone with its version ("FTP server (SunOS 5.10) ready") is not the server.
 _OS_NAMES = frozenset({"sunos", "solaris", "linux", "freebsd", "netbsd", "openbsd", "windows", "ubuntu",
                        "debian", "centos", "unix", "aix", "hp-ux", "darwin", "macos", "fedora", "redhat"})
-_HOSTLIKE = re.compile(r"^(?:[\w-]+\.)+[A-Za-z]{2,}$|^\d+\.\d+\.\d+\.\d+$|^\[", re.ASCII)
+# Host names: dotted, an address, or a lower-case name numbered like a machine ("migmx000", "srv2196").
+_HOSTLIKE = re.compile(r"^(?:[\w-]+\.)+[A-Za-z]{2,}$|^\d+\.\d+\.\d+\.\d+$|^\[|^[a-z]+[-_]?\d{2,}$", re.ASCII)
 _STOP = frozenset({
     "esmtp", "smtp", "ftp", "ftpd", "pop", "pop3", "imap", "imap4", "imap4rev1", "lmtp", "server",
     "service", "services", "ready", "welcome", "to", "the", "a", "an", "mail", "email", "mailserver",
