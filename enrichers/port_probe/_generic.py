@@ -9,6 +9,7 @@ like host names are never taken for a product.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from ._rules import Identity, clean
@@ -91,7 +92,9 @@ def _ssh(text: str) -> Identity:
                         extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
     if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{1,40}", software) and software.lower() not in _STOP:
         cv = _SSH_COMMENT_VERSION.match((m.group(3) or "").strip())
-        name = f"{software} {cv.group(1).strip()}" if cv and cv.group(1).strip() else software
+        more = list(itertools.takewhile(lambda w: w.lower() not in _OS_NAMES | _NOISE,
+                                        cv.group(1).split() if cv else []))
+        name = " ".join([software, *more])
         if cv and cv.group(2):
             return Identity(service="ssh", product=clean(name), version=clean(cv.group(2)),
                             extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
