@@ -2,9 +2,11 @@
 
 The shapes: ``SSH-2.0-Impl_1.2``, ``Server: Name/1.2.3 (extra)``, ``220 host
 Product Version ready``, ``+OK Product vX``, ``* OK [CAPABILITY ...] Product
-ready``. What comes out is a guess (confidence 5, 4 without a version): a rule
-always beats it, and words that are protocol talk ("ESMTP", "ready") or look
-like host names are never taken for a product.
+ready``, and the variants real servers send (UPnP-style lists, names of several
+words, ``Name-1.2``). What comes out is a guess (confidence 5, 4 without a
+version): a rule always beats it (it may still lend a rule the version of the
+same product), and words that are protocol talk ("ESMTP", "ready"), look like
+host names or name an operating system alone are never taken for a product.
 """
 
 from __future__ import annotations
