@@ -10,7 +10,7 @@ NATS and no heavy I/O library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -68,6 +68,19 @@ class Producer(Protocol):
     interval_secs: float
 
     async def sweep(self) -> list[Event]: ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A producer that streams instead of sweeping (a passive listener): ``listen()`` yields
+    batches of events as they happen and the runtime publishes each one at once. It runs
+    until the runtime stops iterating it (``aclose()``), which must release its sockets;
+    when it raises, the runtime says why and calls ``listen()`` again after
+    ``restart_secs``. A stage may be both: a Producer's ``sweep()`` is then not called."""
+
+    restart_secs: float
+
+    def listen(self) -> AsyncIterator[list[Event]]: ...
 
 
 @runtime_checkable
