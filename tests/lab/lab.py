@@ -263,12 +263,16 @@ class Lab:
 
     def _host_batch(self, h: LabHost) -> list[str]:
         prefix_len = 16 if h.on_link else 24
-        lines = ["link set lo up", f"addr add {h.ip}/{prefix_len} dev eth0"]
+        lines = ["link set lo up"]
+        if not h.dhcp:        # a DHCP host's address comes from its DHCP client
+            lines.append(f"addr add {h.ip}/{prefix_len} dev eth0")
         if h.ip6:
             lines.append(f"addr add {h.ip6}/64 dev eth0 nodad")
         lines.append("link set eth0 up")
         # No default route anywhere in the lab: only the two segments are reachable.
-        if h.on_link:
+        if h.dhcp:
+            pass
+        elif h.on_link:
             lines.append(f"route add {self.OFFLINK} via {topology.ROUTER_IP}")
         else:
             lines.append(f"route add {self.SUBNET} via {topology.ROUTER_OFF_IP}")
