@@ -53,6 +53,7 @@ from lanscope.settings import (
 from producers.arp_sweep.stage import Config as ArpSweepConfig
 from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
 from producers.neighbours.stage import Config as NeighboursConfig
+from producers.passive.stage import Config as PassiveConfig
 from producers.ping_sweep.stage import Config as PingSweepConfig
 from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
 from sinks.findings.stage import Config as FindingsConfig
@@ -120,6 +121,7 @@ class Producers(Section):
     neighbours: NeighboursConfig = msgspec.field(default_factory=NeighboursConfig)
     dhcp_leases: DhcpLeasesConfig = msgspec.field(default_factory=DhcpLeasesConfig)
     proxmox_guests: ProxmoxGuestsConfig = msgspec.field(default_factory=ProxmoxGuestsConfig)
+    passive: PassiveConfig = msgspec.field(default_factory=PassiveConfig)
 
 
 class Enrichers(Section):

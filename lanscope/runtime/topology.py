@@ -21,6 +21,7 @@ import enrichers.proxmox_names.stage as proxmox_names
 import producers.arp_sweep.stage as arp_sweep
 import producers.dhcp_leases.stage as dhcp_leases
 import producers.neighbours.stage as neighbours
+import producers.passive.stage as passive
 import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
 import sinks.findings.stage as findings
@@ -112,6 +113,10 @@ STAGES: dict[str, StageSpec] = {
                   description="MikroTik DHCP leases and ARP table, local lease files"),
         StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
                   emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
+        StageSpec("passive", Kind.PRODUCER, passive.Config, passive.build,
+                  emits=(HostSeen, HostAnnotated),
+                  description="Listens for ARP, DHCP and NDP; each sighting at once (sends nothing)",
+                  raw_sockets=True),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",

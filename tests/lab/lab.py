@@ -112,8 +112,10 @@ class Lab:
         return names + [h.ns for h in self.hosts if h.ns not in names]
 
     def _all_possible_namespaces(self) -> list[str]:
-        """Including hosts only declared in other modes (for cleanup)."""
-        return [self.scanner_ns, self.router_ns] + [f"{self.prefix}-{n}" for n in topology.all_host_names()]
+        """Including hosts only declared in other modes and joined hosts (for cleanup)."""
+        joined = sorted(n for n in netns.list_netns() if re.fullmatch(rf"{self.prefix}-j\d+", n))
+        return [self.scanner_ns, self.router_ns, *joined] + [
+            f"{self.prefix}-{n}" for n in topology.all_host_names()]
 
     # --- lifecycle -----------------------------------------------------------
 
