@@ -32,6 +32,7 @@ import yaml
 
 from enrichers.dns_names.stage import Config as DnsNamesConfig
 from enrichers.mac_vendor.stage import Config as MacVendorConfig
+from enrichers.netbios.stage import Config as NetBiosConfig
 from enrichers.port_probe.stage import Config as PortProbeConfig
 from enrichers.proxmox_names.stage import Config as ProxmoxNamesConfig
 from lanscope.config_moved import MOVED, OLD_SECTIONS
@@ -129,6 +130,7 @@ class Enrichers(Section):
     dns_names: DnsNamesConfig = msgspec.field(default_factory=DnsNamesConfig)
     mac_vendor: MacVendorConfig = msgspec.field(default_factory=MacVendorConfig)
     proxmox_names: ProxmoxNamesConfig = msgspec.field(default_factory=ProxmoxNamesConfig)
+    netbios: NetBiosConfig = msgspec.field(default_factory=NetBiosConfig)
 
 
 class Sinks(Section):

@@ -19,7 +19,8 @@ flag or config key that would allow the refused targets.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
@@ -77,3 +78,48 @@ def check_scope(targets: Targets, scope: ScopeConfig, *, attached: Iterable[IPNe
 def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Private in the scope sense (RFC 1918, CGNAT, ULA, link-local, loopback)."""
     return address in _PRIVATE
+
+
+def _not_an_address(name: str) -> list[str]:
+    raise UsageError(f"{name!r} is not an address (a stage resolves no names to send to)")
+
+
+class ScopeGuard:
+    """The check a stage makes before a unicast packet to an address it learned from an
+    event or an announcement (an event is not a licence to scan): the commands' rules
+    without their flags, and, when ``targets`` are configured, inside them too.
+
+    The attached networks are read again every ``refresh_secs`` (interfaces change)."""
+
+    def __init__(self, scope: ScopeConfig, targets: Iterable[str] = (), *,
+                 attached: Callable[[], Iterable[IPNetwork]] | None = None,
+                 refresh_secs: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        from lanscope.net.interfaces import attached_private_networks
+
+        self.scope = scope
+        self.targets = parse_targets(list(targets), exclude=scope.exclude) if targets else None
+        self._attached = attached or attached_private_networks
+        self._refresh_secs = refresh_secs
+        self._clock = clock
+        self._networks: list[IPNetwork] = []
+        self._read_at: float | None = None
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` may not be sent to, or None when it may."""
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._refresh_secs:
+            self._networks = list(self._attached())
+            self._read_at = now
+        try:
+            one = parse_targets([address], exclude=self.scope.exclude, resolve=_not_an_address)
+        except UsageError as exc:
+            return str(exc)
+        if not one:
+            return f"{address} is excluded by scope.exclude"
+        if self.targets is not None and one.minus(self.targets):
+            return f"{address} is not in the configured targets"
+        try:
+            check_scope(one, self.scope, attached=self._networks)
+        except ScopeError as exc:
+            return str(exc)
+        return None

@@ -20,6 +20,7 @@ from lanscope.settings import DnsConfig, ProxmoxConfig, ScopeConfig
 from schemas import Event
 
 if TYPE_CHECKING:
+    from lanscope.net.scope import ScopeGuard
     from lanscope.net.targets import Targets
 
 Progress = Callable[[int, int], None]
@@ -59,6 +60,13 @@ class StageContext:
         targets = parse_targets(self.targets, exclude=self.scope.exclude)
         check_scope(targets, self.scope, attached=attached_private_networks())
         return targets
+
+    def scope_guard(self) -> ScopeGuard:
+        """The check before a unicast packet to an address learned from an event: the scope,
+        and the targets when configured (lanscope.net.scope.ScopeGuard)."""
+        from lanscope.net.scope import ScopeGuard
+
+        return ScopeGuard(self.scope, self.targets)
 
 
 @runtime_checkable

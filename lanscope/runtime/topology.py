@@ -16,6 +16,7 @@ from typing import Any
 
 import enrichers.dns_names.stage as dns_names
 import enrichers.mac_vendor.stage as mac_vendor
+import enrichers.netbios.stage as netbios
 import enrichers.port_probe.stage as port_probe
 import enrichers.proxmox_names.stage as proxmox_names
 import producers.arp_sweep.stage as arp_sweep
@@ -130,6 +131,9 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
                   description="Proxmox guest name, vmid, node, status by MAC or IP"),
+        StageSpec("netbios", Kind.ENRICHER, netbios.Config, netbios.build,
+                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  description="NetBIOS names and workgroups (NBSTAT, UDP 137)"),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
                   consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
                             subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
