@@ -57,6 +57,7 @@ from producers.neighbours.stage import Config as NeighboursConfig
 from producers.passive.stage import Config as PassiveConfig
 from producers.ping_sweep.stage import Config as PingSweepConfig
 from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
+from producers.mdns.stage import Config as MdnsConfig
 from sinks.findings.stage import Config as FindingsConfig
 from sinks.host_state.stage import Config as HostStateConfig
 from sinks.host_state.stage import database_path
@@ -123,6 +124,7 @@ class Producers(Section):
     dhcp_leases: DhcpLeasesConfig = msgspec.field(default_factory=DhcpLeasesConfig)
     proxmox_guests: ProxmoxGuestsConfig = msgspec.field(default_factory=ProxmoxGuestsConfig)
     passive: PassiveConfig = msgspec.field(default_factory=PassiveConfig)
+    mdns: MdnsConfig = msgspec.field(default_factory=MdnsConfig)
 
 
 class Enrichers(Section):

@@ -25,6 +25,7 @@ import producers.neighbours.stage as neighbours
 import producers.passive.stage as passive
 import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
+import producers.mdns.stage as mdns
 import sinks.findings.stage as findings
 import sinks.host_state.stage as host_state
 import sinks.registry.stage as registry
@@ -118,6 +119,8 @@ STAGES: dict[str, StageSpec] = {
                   emits=(HostSeen, HostAnnotated),
                   description="Listens for ARP, DHCP and NDP; each sighting at once (sends nothing)",
                   raw_sockets=True),
+        StageSpec("mdns", Kind.PRODUCER, mdns.Config, mdns.build, emits=(HostAnnotated,),
+                  description="mDNS/DNS-SD: services, .local names and models devices announce"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",

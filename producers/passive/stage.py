@@ -25,7 +25,7 @@ from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface
+from lanscope.net.interfaces import Interface, segment_interfaces
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, HostSeen, host_key
@@ -126,16 +126,10 @@ class Passive:
 
     async def listening_on(self) -> list[str]:
         """The configured interfaces, else every up Ethernet-like one on a private network."""
-        found = await self._interfaces()
-        if self.config.interfaces:
-            known = {i.name for i in found}
-            missing = [n for n in self.config.interfaces if n not in known]
-            if missing:
-                raise OSError(f"producers.passive.interfaces: no interface {', '.join(missing)}")
-            return list(self.config.interfaces)
-        return [i.name for i in found
-                if i.is_up and i.link_type == "ether" and i.mac
-                and any(not a.network.is_global and not a.is_link_local for a in i.addresses)]
+        try:
+            return [i.name for i in segment_interfaces(await self._interfaces(), self.config.interfaces)]
+        except OSError as exc:
+            raise OSError(f"producers.passive.interfaces: {exc}") from None
 
     async def listen(self) -> AsyncIterator[list[Event]]:
         names = await self.listening_on()
