@@ -53,11 +53,12 @@ from lanscope.settings import (
 )
 from producers.arp_sweep.stage import Config as ArpSweepConfig
 from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
+from producers.mdns.stage import Config as MdnsConfig
 from producers.neighbours.stage import Config as NeighboursConfig
 from producers.passive.stage import Config as PassiveConfig
 from producers.ping_sweep.stage import Config as PingSweepConfig
 from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
-from producers.mdns.stage import Config as MdnsConfig
+from producers.ssdp.stage import Config as SsdpConfig
 from sinks.findings.stage import Config as FindingsConfig
 from sinks.host_state.stage import Config as HostStateConfig
 from sinks.host_state.stage import database_path
@@ -125,6 +126,7 @@ class Producers(Section):
     proxmox_guests: ProxmoxGuestsConfig = msgspec.field(default_factory=ProxmoxGuestsConfig)
     passive: PassiveConfig = msgspec.field(default_factory=PassiveConfig)
     mdns: MdnsConfig = msgspec.field(default_factory=MdnsConfig)
+    ssdp: SsdpConfig = msgspec.field(default_factory=SsdpConfig)
 
 
 class Enrichers(Section):

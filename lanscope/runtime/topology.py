@@ -21,11 +21,12 @@ import enrichers.port_probe.stage as port_probe
 import enrichers.proxmox_names.stage as proxmox_names
 import producers.arp_sweep.stage as arp_sweep
 import producers.dhcp_leases.stage as dhcp_leases
+import producers.mdns.stage as mdns
 import producers.neighbours.stage as neighbours
 import producers.passive.stage as passive
 import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
-import producers.mdns.stage as mdns
+import producers.ssdp.stage as ssdp
 import sinks.findings.stage as findings
 import sinks.host_state.stage as host_state
 import sinks.registry.stage as registry
@@ -121,6 +122,8 @@ STAGES: dict[str, StageSpec] = {
                   raw_sockets=True),
         StageSpec("mdns", Kind.PRODUCER, mdns.Config, mdns.build, emits=(HostAnnotated,),
                   description="mDNS/DNS-SD: services, .local names and models devices announce"),
+        StageSpec("ssdp", Kind.PRODUCER, ssdp.Config, ssdp.build, emits=(HostAnnotated,),
+                  description="SSDP/UPnP: device names, models, makers and types"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=(subj.HOST_SEEN,), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
