@@ -232,9 +232,12 @@ class Lab:
 
     def _root_batch(self) -> list[str]:
         scan, rtr = self.scanner_ns, self.router_ns
+        # group_fwd_mask 0x4000: the scanner's bridge forwards LLDP (01:80:c2:00:00:0e) like a
+        # dumb switch, so hosts running lldpd see each other as neighbours.
         bridge = "type bridge forward_delay 0 stp_state 0"
+        scanner_bridge = f"{bridge} group_fwd_mask 0x4000"
         lines = [f"netns add {ns}" for ns in self.namespaces()]
-        lines.append(f"link add br0 netns {scan} address {topology.SCANNER_MAC} {bridge}")
+        lines.append(f"link add br0 netns {scan} address {topology.SCANNER_MAC} {scanner_bridge}")
         lines.append(f"link add br1 netns {rtr} address {self._router_off_side().mac} {bridge}")
         lines.append(_veth(rtr, self._router_lab_side(), scan))
         for h in self._host_hosts():

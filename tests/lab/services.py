@@ -48,7 +48,8 @@ class ServiceKind:
     prepare: Callable[[Context], Launch]
     stop_signal: int = signal.SIGTERM
     # How to tell it answers: 'tcp' (connect to host.tcp_open[0]), 'banner'
-    # (a server-first greeting arrives there), 'snmp' (a GET is answered), 'udp' or 'icmp'.
+    # (a server-first greeting arrives there), 'snmp' (a GET is answered), 'udp', 'icmp' or
+    # 'running' (no question to ask).
     probe: str = "tcp"
     start_timeout: float = 30.0
     # 'udp' probes: the port whose query (probes.UDP_QUERIES) must be answered; 'icmp': the
@@ -398,6 +399,7 @@ xferlog_enable=NO
 
 
 def _snmpd(ctx: Context) -> Launch:
+    # AgentX master: lldpd on the same host serves LLDP-MIB (its neighbours) through it.
     config = _write(
         ctx.dir / "snmpd.conf",
         f"""rocommunity public
@@ -405,6 +407,8 @@ sysDescr lanscope lab snmpd on {ctx.host.fqdn} (Net-SNMP)
 sysName {ctx.host.fqdn}
 sysLocation lanscope lab
 sysContact lab@{DOMAIN}
+master agentx
+agentXSocket unix:{_agentx_socket(ctx)}
 """,
     )
     return Launch(
@@ -596,6 +600,21 @@ exit 0
                    "-t", "1000", "-T", "1", "-A", "1"])
 
 
+def _agentx_socket(ctx: Context) -> Path:
+    """The AgentX socket of the host's snmpd (in snmpd's own state directory)."""
+    return ctx.dir.parent / f"{ctx.host.name}-snmpd" / "agentx.sock"
+
+
+def _lldpd(ctx: Context) -> Launch:
+    # LLDP on eth0 (the bridge forwards LLDP frames: group_fwd_mask); where the host runs
+    # snmpd too, lldpd is its AgentX subagent for LLDP-MIB (lldpRemTable: the neighbours).
+    config = _write(ctx.dir / "lldpd.conf", f"configure system hostname {ctx.host.name}\n")
+    argv = ["/usr/sbin/lldpd", "-d", "-I", "eth0", "-u", str(ctx.dir / "lldpd.socket"), "-O", str(config)]
+    if "snmpd" in ctx.host.services:
+        argv += ["-x", "-X", str(_agentx_socket(ctx))]
+    return Launch(argv)
+
+
 def _as_user(user: str) -> list[str]:
     return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env"]
 
@@ -621,6 +640,7 @@ KINDS: dict[str, ServiceKind] = {
         ServiceKind("nmbd", "/usr/sbin/nmbd", _nmbd, probe="udp", port=137),
         ServiceKind("minidlna", "/usr/sbin/minidlnad", _minidlna),
         ServiceKind("udhcpc", "/usr/sbin/udhcpc", _udhcpc, probe="icmp"),
+        ServiceKind("lldpd", "/usr/sbin/lldpd", _lldpd, probe="running"),
     )
 }
 
@@ -645,6 +665,8 @@ def answers(kind: ServiceKind, host: LabHost, timeout: float = 0.5) -> bool:
         return probes.udp_answers(host.ip, kind.port, timeout=timeout) is not None
     if kind.probe == "icmp":
         return probes.icmp_echo(host.ip, timeout=timeout)
+    if kind.probe == "running":     # nothing to ask it: started is ready (the caller checks it lives)
+        return True
     if kind.probe == "banner":
         try:
             return bool(probes.tcp_banner(host.ip, host.tcp_open[0], timeout=timeout))

@@ -105,7 +105,7 @@ _SERVICE_SPECS: tuple[_Spec, ...] = (
     _Spec("ftp", "198.18.0.18", services=("vsftpd",), tcp_open=(21,), tcp_closed=(22,)),
     _Spec("lighttpd", "198.18.0.19", services=("lighttpd",), tcp_open=(80,), tcp_closed=(443,)),
     _Spec("smtp", "198.18.0.20", services=("postfix",), tcp_open=(25,), tcp_closed=(587,)),
-    _Spec("snmp", "198.18.0.21", services=("snmpd",), udp_open=(161,), tcp_closed=(161,)),
+    _Spec("snmp", "198.18.0.21", services=("snmpd", "lldpd"), udp_open=(161,), tcp_closed=(161,)),
     _Spec("noicmp", "198.18.0.30", services=("nginx",), tcp_open=(80,), tcp_closed=(22,), drops_icmp=True),
     _Spec(
         "filtered",
@@ -123,7 +123,7 @@ _SERVICE_SPECS: tuple[_Spec, ...] = (
           tcp_closed=(445,), device_type="nas"),
     _Spec("media", "198.18.0.25", INTEL, services=("minidlna",), tcp_open=(8200,), udp_open=(1900,),
           device_type="media"),
-    _Spec("desktop", "198.18.0.26", DELL, services=("avahi", "nmbd"), udp_open=(137,),
+    _Spec("desktop", "198.18.0.26", DELL, services=("avahi", "nmbd", "lldpd"), udp_open=(137,),
           tcp_closed=(22,), device_type="computer"),
     _Spec(DHCP_HOST, "198.18.0.27", LOCAL, services=("udhcpc",), tcp_closed=(80,), dhcp=True,
           device_type="iot"),
