@@ -9,7 +9,8 @@ mirroring the folders: ``producers.arp_sweep``, ``enrichers.port_probe``,
 The one place that reads the environment: ``${VAR}``, ``${VAR:-default}`` and
 ``${VAR:?message}`` are expanded once, in string values only (so a variable
 can never inject YAML structure). ``<secret>_file`` keys (``pass_file``,
-``password_file``, ``token_file``, ``token_value_file``) read the secret from a
+``password_file``, ``token_file``, ``token_value_file``, and SNMP's
+``community_file``, ``auth_key_file``, ``priv_key_file``) read the secret from a
 file. Validation is strict and complete: every unknown key (with a "did you
 mean"), every key of the old layout (with its new place), every wrong type
 and every rule a section's ``check()`` states is reported, each as
@@ -35,6 +36,7 @@ from enrichers.mac_vendor.stage import Config as MacVendorConfig
 from enrichers.netbios.stage import Config as NetBiosConfig
 from enrichers.port_probe.stage import Config as PortProbeConfig
 from enrichers.proxmox_names.stage import Config as ProxmoxNamesConfig
+from enrichers.snmp.stage import Config as SnmpConfig
 from lanscope.config_moved import MOVED, OLD_SECTIONS
 from lanscope.settings import (
     DnsConfig,
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
-SECRET_KEYS = frozenset({"pass", "password", "token", "token_value"})
+SECRET_KEYS = frozenset({"pass", "password", "token", "token_value", "community", "auth_key", "priv_key"})
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,7 @@ class Enrichers(Section):
     mac_vendor: MacVendorConfig = msgspec.field(default_factory=MacVendorConfig)
     proxmox_names: ProxmoxNamesConfig = msgspec.field(default_factory=ProxmoxNamesConfig)
     netbios: NetBiosConfig = msgspec.field(default_factory=NetBiosConfig)
+    snmp: SnmpConfig = msgspec.field(default_factory=SnmpConfig)
 
 
 class Sinks(Section):

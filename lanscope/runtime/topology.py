@@ -19,6 +19,7 @@ import enrichers.mac_vendor.stage as mac_vendor
 import enrichers.netbios.stage as netbios
 import enrichers.port_probe.stage as port_probe
 import enrichers.proxmox_names.stage as proxmox_names
+import enrichers.snmp.stage as snmp
 import producers.arp_sweep.stage as arp_sweep
 import producers.dhcp_leases.stage as dhcp_leases
 import producers.mdns.stage as mdns
@@ -140,6 +141,9 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("netbios", Kind.ENRICHER, netbios.Config, netbios.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
                   description="NetBIOS names and workgroups (NBSTAT, UDP 137)"),
+        StageSpec("snmp", Kind.ENRICHER, snmp.Config, snmp.build,
+                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  description="SNMP system group, interfaces and LLDP neighbours (with a credential)"),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
                   consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
                             subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
