@@ -34,19 +34,28 @@ def join_mac(number: int) -> str:
     return f"{JOIN_OUI}:00:{number >> 8:02x}:{number & 0xFF:02x}"
 
 
-def join(lab: Lab, number: int, *, hostname: str | None = None, configure: bool = False,
-         timeout: float = 10.0) -> Joined:
-    """Plug in host ``j<number>`` and get it a lease; ``configure`` puts the address on its
-    interface (then it answers ARP and can talk)."""
+def _plug(lab: Lab, number: int, *, ipv6: bool) -> tuple[str, str, str, float]:
+    """A fresh namespace with eth0 (a new MAC) in the scanner's bridge: (name, ns, mac, when)."""
     name = f"j{number}"
     ns = f"{lab.prefix}-{name}"
     mac = join_mac(number)
     netns.ip_batch([f"netns add {ns}",
                     f"link add eth0 netns {ns} address {mac} type veth peer name h-{name} "
                     f"netns {lab.scanner_ns}"])
+    if not ipv6:     # no link-local address, so no DAD or router solicitation at link up
+        netns.write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+        netns.write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
     netns.ip_batch(["link set lo up", "link set eth0 up"], ns=ns)
     netns.ip("link", "set", f"h-{name}", "master", "br0", "up", ns=lab.scanner_ns)
-    plugged = time.time()
+    return name, ns, mac, time.time()
+
+
+def join(lab: Lab, number: int, *, hostname: str | None = None, configure: bool = False,
+         ipv6: bool = True, timeout: float = 10.0) -> Joined:
+    """Plug in host ``j<number>`` and get it a lease; ``configure`` puts the address on its
+    interface (then it answers ARP and can talk). ``ipv6=False``: its first packet is the
+    DHCP DISCOVER (no IPv6 duplicate address detection at link up)."""
+    name, ns, mac, plugged = _plug(lab, number, ipv6=ipv6)
     argv = ["ip", "netns", "exec", ns, "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-s", "/bin/true",
             "-t", "5", "-T", "1"]
     if hostname:
@@ -60,6 +69,18 @@ def join(lab: Lab, number: int, *, hostname: str | None = None, configure: bool 
     ip = found.group(1)
     if configure:
         netns.ip("addr", "add", f"{ip}/16", "dev", "eth0", ns=ns)
+    return Joined(name, ns, mac, ip, plugged, asked)
+
+
+def speak(lab: Lab, number: int, ip: str) -> Joined:
+    """Plug in host ``j<number>`` with the static address ``ip`` (no IPv6) and have it send
+    one datagram to the scanner: its first packet is the ARP request for the scanner."""
+    name, ns, mac, plugged = _plug(lab, number, ipv6=False)
+    netns.ip("addr", "add", f"{ip}/16", "dev", "eth0", ns=ns)
+    asked = time.time()
+    subprocess.run(["ip", "netns", "exec", ns, "python3", "-c",
+                    "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                    f".sendto(b'x', ('{lab.SCANNER_IP}', 9))"], check=True, timeout=10)
     return Joined(name, ns, mac, ip, plugged, asked)
 
 
