@@ -88,11 +88,19 @@ def instance_name(name: str, service_type: str) -> str:
     return name.removesuffix("." + service_type)[:_MAX_TEXT]
 
 
+@dataclass(frozen=True)
+class _Service:
+    advertised: Advertised
+    server: str | None
+    model: str | None
+    maker: str | None
+
+
 @dataclass
 class _Host:
     """What one address announces: its services (by instance) and what they say."""
 
-    services: dict[str, tuple[Advertised, str | None, str | None, str | None]] = field(default_factory=dict)
+    services: dict[str, _Service] = field(default_factory=dict)
     said: HostAnnotated | None = None     # the last annotation published (without its time)
 
 
@@ -152,20 +160,18 @@ class Mdns:
             for ip in resolved.addresses:
                 host = self._hosts.setdefault(ip, _Host())
                 if change.name in host.services or len(host.services) < _MAX_SERVICES:
-                    host.services[change.name] = (advertised, server, model, maker)
+                    host.services[change.name] = _Service(advertised, server, model, maker)
                     touched.add(ip)
         return [e for ip in sorted(touched) if (e := self._annotation(ip)) is not None]
 
     def _annotation(self, ip: str) -> HostAnnotated | None:
         host = self._hosts[ip]
-        values = sorted(host.services.values(), key=lambda v: (v[0].type, v[0].name or ""))
-
-        def first(index: int) -> str | None:
-            return next((v[index] for v in values if v[index]), None)   # type: ignore[misc]
-
+        values = sorted(host.services.values(), key=lambda v: (v.advertised.type, v.advertised.name or ""))
         event = HostAnnotated(host_key=host_key(None, ip), observed_at=self._clock(), source=SOURCE, ip=ip,
-                              hostname=first(1), advertised=[v[0] for v in values], model=first(2),
-                              manufacturer=first(3))
+                              hostname=next((v.server for v in values if v.server), None),
+                              advertised=[v.advertised for v in values],
+                              model=next((v.model for v in values if v.model), None),
+                              manufacturer=next((v.maker for v in values if v.maker), None))
         same = msgspec.structs.replace(event, observed_at=host.said.observed_at) if host.said else None
         if same is not None and same == host.said:
             return None

@@ -118,8 +118,8 @@ class Passive:
         self._interfaces = interfaces
         self._clock = clock
         self._monotonic = monotonic
-        self._prefixes = tuple(p for name, prefixes in _KINDS.items() if getattr(config, name)
-                               for p in prefixes)
+        wanted = {"arp": config.arp, "dhcp": config.dhcp, "ndp": config.ndp}
+        self._prefixes = tuple(p for name, prefixes in _KINDS.items() if wanted[name] for p in prefixes)
         self.limiter = Limiter(config.coalesce_secs, config.max_events_per_sec, monotonic)
         self._roles: dict[str, set[str]] = {}     # mac -> what it announced itself to be
         self._said_at = monotonic()
