@@ -11,16 +11,14 @@ most other devices stay silent.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 import msgspec
 
-from enrichers._recently import Recently
+from enrichers._asking import Guard, Recently, address_to_ask
 from lanscope.net.netbios import NodeStatus
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveInt
@@ -30,10 +28,6 @@ SOURCE = "netbios"
 log = logging.getLogger(__name__)
 
 NodeStatusQuery = Callable[..., Awaitable[NodeStatus | None]]   # (ip, *, timeout_s, retries)
-
-
-class Guard(Protocol):
-    def refusal(self, address: str) -> str | None: ...
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -61,27 +55,16 @@ class NetBios:
         self._asked = Recently(config.refresh_secs, config.negative_secs, config.max_remembered, monotonic)
 
     async def handle(self, event: Event) -> list[Event]:
-        if not isinstance(event, HostSeen) or not event.alive or not event.ip:
-            return []
-        try:
-            address = ipaddress.ip_address(event.ip)
-        except ValueError:
-            return []
-        if address.version != 4 or address.is_multicast or address.is_unspecified:
-            return []
-        ip = str(address)
-        if not self._asked.due(ip):
-            return []
-        refusal = self._guard.refusal(ip)
-        if refusal is not None:
-            log.debug("netbios: not asking %s: %s", ip, refusal)
+        ip = address_to_ask(event, self._asked, self._guard, ipv6=False, stage=SOURCE)
+        if ip is None:
             return []
         status = await self._query(ip, timeout_s=self.config.timeout_ms / 1000, retries=self.config.retries)
         self._asked.answered(ip, status is not None)
         if status is None or not (status.computer or status.workgroup):
             return []
-        return [HostAnnotated(host_key=host_key(event.mac, ip), observed_at=self._clock(), source=SOURCE,
-                              ip=ip, mac=event.mac, hostname=status.computer, workgroup=status.workgroup)]
+        mac = event.mac if isinstance(event, HostSeen) else None
+        return [HostAnnotated(host_key=host_key(mac, ip), observed_at=self._clock(), source=SOURCE,
+                              ip=ip, mac=mac, hostname=status.computer, workgroup=status.workgroup)]
 
 
 def build(config: Config, ctx: StageContext) -> NetBios:

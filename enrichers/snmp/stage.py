@@ -12,16 +12,15 @@ logs or errors.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 
-from enrichers._recently import Recently
+from enrichers._asking import Guard, Recently, address_to_ask
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveInt, Problems, Secret
 from schemas import Event, HostAnnotated, HostSeen, host_key
@@ -32,10 +31,6 @@ SOURCE = "snmp"
 log = logging.getLogger(__name__)
 
 Ask = Callable[..., Awaitable[dict[str, Any] | None]]    # (ip, *, timeout_s, retries, max_rows)
-
-
-class Guard(Protocol):
-    def refusal(self, address: str) -> str | None: ...
 
 
 class V3User(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -82,20 +77,8 @@ class Snmp:
         self._asked = Recently(config.refresh_secs, config.negative_secs, config.max_remembered, monotonic)
 
     async def handle(self, event: Event) -> list[Event]:
-        if not isinstance(event, HostSeen) or not event.alive or not event.ip:
-            return []
-        try:
-            address = ipaddress.ip_address(event.ip)
-        except ValueError:
-            return []
-        if address.is_multicast or address.is_unspecified or address.is_link_local:
-            return []
-        ip = str(address)
-        if not self._asked.due(ip):
-            return []
-        refusal = self._guard.refusal(ip)
-        if refusal is not None:
-            log.debug("snmp: not asking %s: %s", ip, refusal)
+        ip = address_to_ask(event, self._asked, self._guard, ipv6=True, stage=SOURCE)
+        if ip is None:
             return []
         try:
             values = await self._ask(ip, timeout_s=self.config.timeout_ms / 1000, retries=self.config.retries,
@@ -107,8 +90,9 @@ class Snmp:
         if not values:
             return []
         system = system_of(values, max_rows=self.config.max_rows)
-        return [HostAnnotated(host_key=host_key(event.mac, ip), observed_at=self._clock(), source=SOURCE,
-                              ip=ip, mac=event.mac, hostname=system.sys_name, snmp=system)]
+        mac = event.mac if isinstance(event, HostSeen) else None
+        return [HostAnnotated(host_key=host_key(mac, ip), observed_at=self._clock(), source=SOURCE,
+                              ip=ip, mac=mac, hostname=system.sys_name, snmp=system)]
 
 
 def build(config: Config, ctx: StageContext) -> Snmp:

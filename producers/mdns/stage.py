@@ -22,7 +22,7 @@ from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface, segment_interfaces
+from lanscope.net.interfaces import Interface, segment_addresses
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, host_key
@@ -117,17 +117,11 @@ class Mdns:
         self._hosts: dict[str, _Host] = {}
 
     async def addresses(self) -> list[str]:
-        try:
-            found = segment_interfaces(await self._interfaces(), self.config.interfaces)
-        except OSError as exc:
-            raise OSError(f"producers.mdns.interfaces: {exc}") from None
-        return [str(a.ip) for i in found for a in i.ipv4 if not a.is_link_local]
+        return segment_addresses(await self._interfaces(), self.config.interfaces,
+                                 key="producers.mdns.interfaces")
 
     async def listen(self) -> AsyncIterator[list[Event]]:
         addresses = await self.addresses()
-        if not addresses:
-            raise OSError("no interface to browse on: none is up with a private IPv4 address "
-                          "(set producers.mdns.interfaces)")
         browser = self._open(addresses)
         await browser.start()
         log.info("mdns: browsing on %s", ", ".join(addresses))

@@ -126,16 +126,12 @@ class Passive:
 
     async def listening_on(self) -> list[str]:
         """The configured interfaces, else every up Ethernet-like one on a private network."""
-        try:
-            return [i.name for i in segment_interfaces(await self._interfaces(), self.config.interfaces)]
-        except OSError as exc:
-            raise OSError(f"producers.passive.interfaces: {exc}") from None
+        found = segment_interfaces(await self._interfaces(), self.config.interfaces,
+                                   key="producers.passive.interfaces")
+        return [i.name for i in found]
 
     async def listen(self) -> AsyncIterator[list[Event]]:
         names = await self.listening_on()
-        if not names:
-            raise OSError("no interface to listen on: none is up with a private address "
-                          "(set producers.passive.interfaces)")
         tap = self._open_tap(names, self.config.promiscuous)
         log.info("passive: listening on %s%s", ", ".join(names),
                  " (promiscuous)" if self.config.promiscuous else "")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface, segment_interfaces
+from lanscope.net.interfaces import Interface, segment_addresses
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, host_key
@@ -85,17 +85,11 @@ class Ssdp:
         self._said: dict[str, HostAnnotated] = {}
 
     async def addresses(self) -> list[str]:
-        try:
-            found = segment_interfaces(await self._interfaces(), self.config.interfaces)
-        except OSError as exc:
-            raise OSError(f"producers.ssdp.interfaces: {exc}") from None
-        return [str(a.ip) for i in found for a in i.ipv4 if not a.is_link_local]
+        return segment_addresses(await self._interfaces(), self.config.interfaces,
+                                 key="producers.ssdp.interfaces")
 
     async def listen(self) -> AsyncIterator[list[Event]]:
         addresses = await self.addresses()
-        if not addresses:
-            raise OSError("no interface to search on: none is up with a private IPv4 address "
-                          "(set producers.ssdp.interfaces)")
         sock = self._open(addresses)
         await sock.start()
         log.info("ssdp: searching on %s", ", ".join(addresses))
