@@ -19,7 +19,8 @@ The kinds (``HostSeen.evidence``):
 - NDP (ICMPv6, hop limit 255): ``ndp-dad`` (a neighbour solicitation from ::,
   duplicate address detection for the target), ``ndp-ns``, ``ndp-rs``,
   ``ndp-na`` (unsolicited, to a multicast group: IPv6's gratuitous ARP) and
-  ``ndp-ra``: its sender is a router.
+  ``ndp-ra``: its sender is a router. A link-local address is not reported
+  (it is no address without its interface): such a sighting has the MAC only.
 """
 
 from __future__ import annotations
@@ -201,6 +202,14 @@ def _dhcp_client(bootp: bytes, options: dict[int, bytes]) -> Sighting | None:
 _NDP = {133: "ndp-rs", 134: "ndp-ra", 135: "ndp-ns", 136: "ndp-na"}
 
 
+def _usable(address: ipaddress.IPv6Address) -> str | None:
+    """An address others can reach the host at; a link-local one means nothing without its
+    interface (and stages cannot send to it): the sighting then carries the MAC only."""
+    if address.is_link_local or address.is_unspecified or address.is_multicast:
+        return None
+    return str(address)
+
+
 def parse_ndp(frame: bytes) -> Sighting | None:
     if len(frame) < 62 or frame[14] >> 4 != 6 or frame[20] != 58 or frame[21] != 255:
         return None
@@ -215,8 +224,8 @@ def parse_ndp(frame: bytes) -> Sighting | None:
             return None
         target = ipaddress.IPv6Address(frame[62:78])
         if kind == "ndp-ns" and source.is_unspecified:
-            return Sighting("ndp-dad", mac, str(target))
+            return Sighting("ndp-dad", mac, _usable(target))
         if kind == "ndp-na":
             # Only unsolicited advertisements (to a group) say anything without a question.
-            return Sighting(kind, mac, str(target)) if destination.is_multicast else None
-    return Sighting(kind, mac, None if source.is_unspecified else str(source))
+            return Sighting(kind, mac, _usable(target)) if destination.is_multicast else None
+    return Sighting(kind, mac, _usable(source))

@@ -56,9 +56,13 @@ async def test_a_joining_host_is_heard_by_dhcp_dad_and_arp(lab: Lab, tmp_path: o
             assert discover.dhcp.parameters[:3] == [1, 3, 6]
             request = await heard_one(heard, lambda e: e.mac == mac and e.evidence == "dhcp-request")
             assert request.ip == joined.ip
-            # The kernel checks its link-local address before using it: duplicate address detection.
-            dad = await heard_one(heard, lambda e: e.mac == mac and e.evidence == "ndp-dad")
-            assert dad.ip is not None and dad.ip.startswith("fe80::")
+            # The kernel checks an address before using it: duplicate address detection (its
+            # link-local one at link up: the MAC only; then a ULA, which is reported).
+            await heard_one(heard, lambda e: e.mac == mac and e.evidence == "ndp-dad" and e.ip is None)
+            subprocess.run(["ip", "-n", joined.ns, "addr", "add", "fd00:1a5::901/64", "dev", "eth0"],
+                           check=True, timeout=10)
+            await heard_one(heard, lambda e: e.mac == mac and e.evidence == "ndp-dad"
+                            and e.ip == "fd00:1a5::901")
             # Talking to the scanner, it asks for the scanner's MAC first.
             subprocess.run(["ip", "netns", "exec", joined.ns, "python3", "-c",
                             "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "

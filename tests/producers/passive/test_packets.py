@@ -78,14 +78,17 @@ def test_hostile_dhcp_text_is_capped_and_decoded_with_replacement() -> None:
 
 @pytest.mark.parametrize(("frame", "expected"), [
     (f.neighbour_solicitation(PHONE, "::", "fd00::20"), Sighting("ndp-dad", PHONE, "fd00::20")),
-    (f.neighbour_solicitation(PHONE, "fe80::1", "fe80::2"), Sighting("ndp-ns", PHONE, "fe80::1")),
+    (f.neighbour_solicitation(PHONE, "::", "fe80::20"), Sighting("ndp-dad", PHONE)),   # link-local: MAC only
+    (f.neighbour_solicitation(PHONE, "fd00::1", "fd00::2"), Sighting("ndp-ns", PHONE, "fd00::1")),
+    (f.neighbour_solicitation(PHONE, "fe80::1", "fe80::2"), Sighting("ndp-ns", PHONE)),
     (f.neighbour_advertisement(PHONE, "fd00::20"), Sighting("ndp-na", PHONE, "fd00::20")),
     (f.neighbour_advertisement(PHONE, "fd00::20", dst="fe80::9"), None),   # an answer, not news
     (f.router_solicitation(PHONE), Sighting("ndp-rs", PHONE)),
-    (f.router_advertisement(ROUTER, "fe80::1"), Sighting("ndp-ra", ROUTER, "fe80::1")),
+    (f.router_advertisement(ROUTER, "fe80::1"), Sighting("ndp-ra", ROUTER)),
     # Hop limit below 255: it crossed a router, so it is no neighbour discovery (RFC 4861).
     (f.icmpv6(PHONE, "::", "ff02::1:ff00:1", 135, b"\0" * 20, hop_limit=64), None),
-], ids=["dad", "ns", "unsolicited-na", "solicited-na", "rs", "ra", "hop-limit"])
+], ids=["dad", "dad-link-local", "ns", "ns-link-local", "unsolicited-na", "solicited-na", "rs", "ra",
+        "hop-limit"])
 def test_ndp(frame: bytes, expected: Sighting | None) -> None:
     assert parse_frame(frame) == expected
 
