@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+# The host tables as version 1 made them (migration 1 must not change: it is shipped).
 _HOST_COLUMNS = """
     host_key VARCHAR NOT NULL,
     ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT, ips VARCHAR[],
@@ -23,6 +24,29 @@ _HOST_COLUMNS = """
     last_seen_by JSON,
     state JSON NOT NULL
 """
+# Version 3: what hosts say about themselves and the device type (issue 23), before
+# first_seen: _rows writes a row as its head (compared, rewritten on change) then its clocks.
+_HOST_COLUMNS_V3 = _HOST_COLUMNS.replace("""
+    first_seen TIMESTAMPTZ,""", """
+    names JSON, advertised VARCHAR[], model VARCHAR, manufacturer VARCHAR, workgroup VARCHAR,
+    dhcp_fingerprint VARCHAR, dhcp_vendor_class VARCHAR, sys_object_id VARCHAR, sys_descr VARCHAR,
+    interfaces VARCHAR[], neighbours VARCHAR[],
+    device_type VARCHAR, device_type_confidence INTEGER, device_type_reasons VARCHAR[],
+    first_seen TIMESTAMPTZ,""")
+
+
+def _rebuild_hosts(columns: str) -> str:
+    """Recreate both host tables with ``columns`` (in that order), keeping every row."""
+    steps = ["DROP VIEW hosts;"]
+    for table, key in (("hosts_by_mac", "mac VARCHAR PRIMARY KEY, "), ("hosts_by_ip", "")):
+        primary = "" if key else ", PRIMARY KEY (host_key)"
+        steps += [f"ALTER TABLE {table} RENAME TO {table}_old;",
+                  f"CREATE TABLE {table} ({key}{columns}{primary});",
+                  f"INSERT INTO {table} BY NAME SELECT * FROM {table}_old;",
+                  f"DROP TABLE {table}_old;"]
+    steps.append("CREATE VIEW hosts AS "
+                 "SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;")
+    return "\n".join(steps)
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped one: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -76,6 +100,8 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
         FROM processed_batches;
     """,
+    # 3: names by source, advertised services, model, DHCP fingerprint, SNMP, device type.
+    _rebuild_hosts(_HOST_COLUMNS_V3),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
