@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from lanscope.errors import UnusableEvent
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.delivery import (
+    UNDECODABLE,
     Reader,
     RunnerOptions,
     copy_to_dlq,
@@ -137,8 +138,10 @@ class FeedRunner:
             delivered = deliveries(msg, first)
             event = decode_event(msg, delivered, max_deliver)
             if isinstance(event, str):
+                # Undecodable: the same for every stage that reads it, so dead-lettered once.
+                once = event.startswith(UNDECODABLE)
                 for reader in self.dispatch.readers(msg.subject):
-                    await reader.to_dlq(msg, event)
+                    await reader.to_dlq(msg, event, once=once)
                 await msg.term()
             else:
                 items.append((msg, event, delivered))
@@ -159,12 +162,13 @@ class ConsumerRunner(StageRunner):
         super().__init__(*args, **kwargs)
         self.feeds: list[FeedRunner] = []
 
-    async def to_dlq(self, msg: Msg, reason: str) -> None:
-        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it)."""
+    async def to_dlq(self, msg: Msg, reason: str, *, once: bool = False) -> None:
+        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it);
+        ``once``: one copy for every stage (delivery.copy_to_dlq)."""
         self.counters.events_failed_total += 1
         self.log.warning("dead-lettering %s seq %d: %s", msg.subject, msg.metadata.sequence.stream,
                          one_line(reason))
-        await copy_to_dlq(self.bus, self.spec.name, msg, reason)
+        await copy_to_dlq(self.bus, self.spec.name, msg, reason, once=once)
 
     async def run(self) -> None:
         tasks = [feed.task for feed in self.feeds if feed.task is not None]

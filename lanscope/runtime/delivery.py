@@ -3,9 +3,15 @@
 - a message is acked only after its handler (or the sink's write) returned and
   every output got its PubAck; outputs carry deterministic ids, so a
   redelivered input re-publishes the same ids and the stream drops them;
-- an undecodable message, one a stage rejects as unusable (``UnusableEvent``:
-  no retry can help), or one that failed on its last allowed delivery, is
-  copied to ``lanscope.dlq.<stage>`` with the reason in headers and terminated;
+- an undecodable message (bad JSON, or a value the schemas refuse: an IP that
+  does not parse, a string over its cap), one a stage rejects as unusable
+  (``UnusableEvent``: no retry can help), or one that failed on its last
+  allowed delivery, is copied to ``lanscope.dlq.<stage>`` with the reason in
+  headers and terminated, on that delivery. The copy keeps at most
+  DLQ_PAYLOAD_MAX bytes of the payload, with the full size and SHA-256 in
+  headers; an undecodable message, which every stage reading it would refuse
+  alike, is copied once (under the first stage that read it: the others'
+  copies carry the same ``Nats-Msg-Id`` and the stream drops them);
 - a failing handler is nak'd with exponential backoff; slow work sends
   ``in_progress()`` so the server does not hand it to another copy;
 - on SIGTERM/SIGINT fetching stops, in-flight work gets a grace period, and
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +45,11 @@ H_STREAM = "Lanscope-Original-Stream"
 H_SEQ = "Lanscope-Stream-Seq"
 H_DELIVERIES = "Lanscope-Deliveries"
 H_STAGE = "Lanscope-Stage"
+H_SIZE = "Lanscope-Payload-Size"          # the original payload's size in bytes
+H_SHA256 = "Lanscope-Payload-Sha256"      # ... and its SHA-256, hex
+H_TRUNCATED = "Lanscope-Payload-Truncated"  # "true": the copy holds only the first DLQ_PAYLOAD_MAX bytes
+DLQ_PAYLOAD_MAX = 64 * 1024
+UNDECODABLE = "undecodable: "             # how the reason of an undecodable message starts
 _MAX_REASON = 512
 
 
@@ -86,7 +98,7 @@ class Reader(Protocol):
     counters: Counters
     log: StageLog
 
-    async def to_dlq(self, msg: Msg, reason: str) -> None: ...
+    async def to_dlq(self, msg: Msg, reason: str, *, once: bool = False) -> None: ...
 
 
 def one_line(text: str) -> str:
@@ -122,7 +134,7 @@ def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
     try:
         event: Event = decode(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"undecodable: {exc}"
+        return f"{UNDECODABLE}{exc}"
     if delivered > max_deliver:
         return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
     if not event.id:
@@ -131,10 +143,12 @@ def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
     return event
 
 
-async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
+async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str, *, once: bool = False) -> str:
     """Copy ``msg`` to ``stage``'s dead-letter subject (the caller terminates it); the reason
-    as it went out."""
+    as it went out. ``once``: the same copy for every stage that reads the message (one
+    ``Nats-Msg-Id``), so the stream keeps the first and drops the others."""
     md = msg.metadata
+    data = msg.data or b""
     headers = {
         H_REASON: one_line(reason),
         H_SUBJECT: msg.subject,
@@ -142,9 +156,15 @@ async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
         H_SEQ: str(md.sequence.stream),
         H_DELIVERIES: str(md.num_delivered),
         H_STAGE: stage,
+        H_SIZE: str(len(data)),
+        H_SHA256: hashlib.sha256(data).hexdigest(),
     }
-    await bus.publish_bytes(dlq_subject(stage), msg.data, headers=headers,
-                            msg_id=f"dlq-{stage}-{md.stream}-{md.sequence.stream}")
+    if len(data) > DLQ_PAYLOAD_MAX:
+        headers[H_TRUNCATED] = "true"
+        data = data[:DLQ_PAYLOAD_MAX]
+    owner = "" if once else f"{stage}-"
+    await bus.publish_bytes(dlq_subject(stage), data, headers=headers,
+                            msg_id=f"dlq-{owner}{md.stream}-{md.sequence.stream}")
     return headers[H_REASON]
 
 

@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from lanscope.errors import UnusableEvent
-from lanscope.net.coverage import read_coverage
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
+from schemas import Event, Finding, HostChanged, RegistryEntry
 
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
@@ -135,7 +133,6 @@ class HostState:
         from ._store import Batch
 
         host_facts = [e for e in fresh if not isinstance(e, (Finding, RegistryEntry))]
-        _check_coverage(host_facts)
         try:
             folded = self.book.fold(host_facts)
             rows = Batch(
@@ -195,20 +192,6 @@ class HostState:
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
-
-
-def _check_coverage(events: list[Event]) -> None:
-    """Raise UnusableEvent for the sweeps whose coverage cannot be read, before anything is
-    folded: the runtime dead-letters them and writes the rest of the batch again."""
-    bad: dict[str, str] = {}
-    for event in events:
-        if isinstance(event, SweepCompleted):
-            try:
-                read_coverage(event.covered)
-            except ValueError as exc:
-                bad[event.id] = f"SweepCompleted {event.sweep_id or event.id} from {event.source}: {exc}"
-    if bad:
-        raise UnusableEvent("; ".join(bad.values()), bad)
 
 
 def _ports_of(folded: Folded) -> list[HostEntry]:
