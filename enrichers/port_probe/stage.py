@@ -6,7 +6,9 @@ the port set is large, else connect), banner grabs and fingerprints of the
 open ports, UDP probes, and an OS guess. ``PortProbe`` is the stage: it
 probes a host when it is new or its last probe is older than
 ``reprobe_secs``, holding a claim so two replicas never probe one host at
-once. Timeouts give a partial snapshot, never an exception.
+once. Timeouts give a partial snapshot, never an exception. An address the
+scope does not allow (lanscope.net.scope.ScopeGuard: the commands' rules) is
+never probed: the event is unusable (dead-lettered with the reason).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lanscope.errors import UnusableEvent
 from lanscope.net.ports import PortSpec, resolve
+from lanscope.net.scope import ScopeGuard
 from lanscope.runtime.claims import Claims, MemoryClaims
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
@@ -405,9 +409,10 @@ ProbeFn = Callable[[list[str]], Awaitable[dict[str, HostReport]]]
 class PortProbe:
     """Enricher: probes a host seen alive when it is new or its last probe is stale."""
 
-    def __init__(self, config: Config, *, claims: Claims | None = None, prober: Prober | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, config: Config, *, scope: ScopeGuard, claims: Claims | None = None,
+                 prober: Prober | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
         self.config = config
+        self.scope = scope
         self.claims: Claims = claims or MemoryClaims()
         self.prober = prober or Prober(config)
         self.clock = clock
@@ -416,6 +421,9 @@ class PortProbe:
         if not isinstance(event, HostSeen) or not event.alive or not event.ip:
             return []
         ip = event.ip
+        refusal = self.scope.refusal(ip)
+        if refusal is not None:          # before any packet, claim or stamp
+            raise UnusableEvent(refusal)
         key = "port_probe." + ip.replace(":", "_")
         now = self.clock()
         last = await self.claims.last_done(key)
@@ -439,4 +447,4 @@ class PortProbe:
 
 
 def build(config: Config, ctx: StageContext) -> PortProbe:
-    return PortProbe(config, claims=ctx.claims)
+    return PortProbe(config, scope=ScopeGuard.for_context(ctx), claims=ctx.claims)

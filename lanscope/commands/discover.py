@@ -227,7 +227,7 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
 
     started_wall = datetime.now(UTC)
     started = time.monotonic()
-    ctx = config.stage_context()
+    ctx = config.stage_context(sweep=targets)   # checked with the flags: the stages may probe them
     gate: _ProbeTargetsOnce | None = None
 
     def probe_gate(stage: Any) -> _ProbeTargetsOnce:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
 from lanscope.config import parse
+from lanscope.errors import UnusableEvent
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
 from lanscope.runtime.topology import STAGES
 from schemas import OsGuess, PortsProbed, PortState
-from tests.factories import T0, at, host_seen, port
+from tests.factories import T0, at, host_seen, port, scope_guard
 
 
 class FakeProber(Prober):
@@ -46,7 +48,8 @@ def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
     config = config or Config(reprobe_secs=3600)
     prober = FakeProber(config, delay)
     clock = Clock()
-    return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
+    return (PortProbe(config, scope=scope_guard(), claims=claims or MemoryClaims(), prober=prober,
+                      clock=clock), prober, clock)
 
 
 async def test_probes_a_new_host_and_publishes_a_snapshot() -> None:
@@ -134,3 +137,16 @@ def test_compact_report_summaries_match_the_full_port_list() -> None:
     assert (full.not_shown(), full.hidden_reasons(), full.state_counts()) == summaries
     assert summaries[0] == {"filtered": 29, "closed": 40}
     assert summaries[1]["filtered"] == {"admin-prohibited": 14, "no-response": 15}
+
+
+@pytest.mark.parametrize(("ip", "why"), [
+    ("127.0.0.1", "127.0.0.1 is out of scope: loopback, this machine itself"),
+    ("203.0.113.5", "203.0.113.5 is out of scope: a public address (set scope.allow_public"),
+    ("10.9.8.7", "10.9.8.7 is out of scope: private but not attached"),
+])
+async def test_an_address_out_of_scope_is_unusable_and_never_probed(ip: str, why: str) -> None:
+    stage, prober, _ = make()
+    with pytest.raises(UnusableEvent, match=re.escape(why)):
+        await stage.handle(host_seen(ip, None))
+    assert prober.calls == []
+    assert await stage.claims.last_done("port_probe." + ip) is None
