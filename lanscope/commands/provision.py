@@ -7,6 +7,7 @@ import asyncio
 
 from lanscope.config import Config
 from lanscope.output import print_table
+from lanscope.runtime.auth import ADMIN, client_config
 from lanscope.runtime.bus import Bus, Provisioned
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 
@@ -34,5 +35,8 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
-    async with await Bus.connect(config.nats, url=url, name="lanscope-provision") as bus:
-        return await bus.provision(config.stage_specs().values())
+    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    async with await Bus.connect(nats_config, url=url, name="lanscope-provision", role=ADMIN) as bus:
+        results = await bus.provision(config.stage_specs().values())
+        await bus.claims()         # port_probe's bucket: its role may use it, not create it
+        return results

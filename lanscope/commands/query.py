@@ -77,12 +77,14 @@ def ask(config: Config, sql: str, *, pipeline: bool = True) -> QueryResult:
 
 async def _request(config: Config, url: str, sql: str) -> bytes | None:
     """The owner's reply, or None when no pipeline answers (then the file is used)."""
+    from lanscope.runtime.auth import QUERY, client_config
     from lanscope.runtime.bus import Bus
 
     nats_config = msgspec.structs.replace(
-        config.nats, connect_timeout_secs=min(config.nats.connect_timeout_secs, _CONNECT_TIMEOUT_SECS))
+        client_config(config.nats, config.data_dir, QUERY),
+        connect_timeout_secs=min(config.nats.connect_timeout_secs, _CONNECT_TIMEOUT_SECS))
     try:
-        bus = await asyncio.wait_for(Bus.connect(nats_config, url=url, name="lanscope-query"),
+        bus = await asyncio.wait_for(Bus.connect(nats_config, url=url, name="lanscope-query", role=QUERY),
                                      timeout=_CONNECT_TIMEOUT_SECS * 2)
     except Exception as exc:   # TimeoutError included: nothing listens, read the file
         log.debug("no NATS at %s (%s); reading the file", url, exc)

@@ -17,6 +17,7 @@ from typing import Any
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
+from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
@@ -97,13 +98,31 @@ def build_stages(specs: list[StageSpec], config: Config,
 
 
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
-    bus = await Bus.connect(config.nats, url=url)
+    # Each process connects as its role (lanscope.runtime.auth): one stage, its own; several,
+    # the pipeline's. Provisioning needs the admin role: held for the embedded server (and for
+    # an external one with one identity, or admin.nk in nats.credentials_dir); without it the
+    # streams and consumers must exist (`lanscope provision`).
+    role = role_for(specs)
+    admin: Bus | None = None
+    if can_act_as(config.nats, config.data_dir, ADMIN):
+        admin = await Bus.connect(client_config(config.nats, config.data_dir, ADMIN), url=url,
+                                  name=f"{config.nats.name}-provision", role=ADMIN)
+    bus: Bus | None = None
     try:
-        ctx = config.stage_context(claims=await bus.claims())
+        uses_claims = any(spec.uses_claims for spec in specs)
+        if admin is not None and uses_claims:
+            await admin.claims()          # the bucket, created by the role that may
+        bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
+        ctx = config.stage_context(claims=await bus.claims() if uses_claims else None)
         built, skipped = build_stages(specs, config, ctx)
-        # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
-        # of their own on those streams, which nothing would read.
-        await bus.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+        if admin is not None:
+            # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
+            # of their own on those streams, which nothing would read.
+            await admin.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+            await admin.close()
+            admin = None
+        else:
+            log.info("no admin credentials: the streams and consumers must exist (`lanscope provision`)")
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
         rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
         print_table(["stage", "status", "detail"], rows)
@@ -122,6 +141,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
                 loop.remove_signal_handler(sig)
         return 0
     finally:
-        await bus.close()
-
-
+        if admin is not None:
+            await admin.close()
+        if bus is not None:
+            await bus.close()

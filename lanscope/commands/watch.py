@@ -20,6 +20,7 @@ from nats.js.api import DeliverPolicy
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_jsonl, stderr
+from lanscope.runtime.auth import WATCH, client_config
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import configured_url
 from schemas import ChangeKind, Event, Finding, HostChanged, decode
@@ -113,7 +114,8 @@ async def _watch(config: Config, url: str, kinds: set[str], *, findings: bool, a
             sys.stdout.write(describe(event) + "\n")
             sys.stdout.flush()
 
-    async with await Bus.connect(config.nats, url=url, name="lanscope-watch") as bus:
+    nats_config = client_config(config.nats, config.data_dir, WATCH)
+    async with await Bus.connect(nats_config, url=url, name="lanscope-watch", role=WATCH) as bus:
         subjects = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
         stderr.print(f"watching {', '.join(subjects)} on {url} (Ctrl-C to stop)", markup=False)
         for subject in subjects:

@@ -103,9 +103,12 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     return ssl_context(config.tls)
 
 
-def _auth_kind(config: NatsConfig) -> str:
+def _auth_kind(config: NatsConfig, role: str | None = None) -> str:
+    as_role = f" of role {role}" if role else ""
+    if config.nkey_seed_file:
+        return f"nkey{as_role}"
     if config.creds_file:
-        return "creds file"
+        return f"creds file{as_role}"
     if config.token:
         return "token"
     if config.user:
@@ -133,8 +136,12 @@ class Bus:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, url: str | None = None,
-                      name: str | None = None, fast: bool = True) -> Bus:
-        """Connect (``fast``: with lanscope.runtime.fastpath where this nats-py allows it)."""
+                      name: str | None = None, fast: bool = True, role: str | None = None) -> Bus:
+        """Connect (``fast``: with lanscope.runtime.fastpath where this nats-py allows it).
+
+        ``role`` (lanscope.runtime.auth): replies arrive under that role's inbox prefix, the
+        only one its permissions let it read; pass its credentials in ``config``
+        (auth.client_config)."""
         urls = servers(config, url)
         if not urls:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
@@ -152,8 +159,18 @@ class Bus:
             state["reconnects"] += 1
             log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
 
+        refused: set[str] = set()
+
         async def error(exc: Exception) -> None:
             last_error[:] = [exc]
+            text = str(exc)
+            if "permissions violation" in text.lower():
+                # The server refused one subject: say which (once each), and as whom.
+                if text not in refused:
+                    refused.add(text)
+                    log.warning("NATS refused it (%s): %s", _auth_kind(config, role),
+                                text.removeprefix("nats: "))
+                return
             # nats-py reports every failed reconnect attempt here; one line per outage is enough.
             if not state["down"] and not state["closing"]:
                 log.warning("NATS connection error: %s", type(exc).__name__)
@@ -179,21 +196,32 @@ class Bus:
             options["token"] = str(config.token)
         if config.creds_file:
             options["user_credentials"] = config.creds_file
+        if config.nkey_seed_file:
+            options["nkeys_seed"] = config.nkey_seed_file
+        if role:
+            from lanscope.runtime.auth import inbox_prefix
+
+            options["inbox_prefix"] = inbox_prefix(role)
         # nats-py retries some first-connect failures (TLS) without end: bound it here.
         budget = max(config.connect_timeout_secs * 3 * len(urls), 5.0)
         try:
             nc = FastClient(fast=fast)
             await asyncio.wait_for(nc.connect(**options), budget)
         except (OSError, nats.errors.Error, ssl.SSLError, TimeoutError) as exc:
-            cause = last_error[0] if isinstance(exc, TimeoutError) and last_error else exc
-            raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
-                           f"{type(cause).__name__}: {cause}") from None
+            hidden = (TimeoutError, nats.errors.NoServersError)   # the real reason came first
+            cause = last_error[0] if isinstance(exc, hidden) and last_error else exc
+            hint = ""
+            if "authorization violation" in str(cause).lower():
+                hint = (" (the server wants credentials this process lacks or it refuses; see "
+                        "README, Security)")
+            raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config, role)}): "
+                           f"{type(cause).__name__}: {cause}{hint}") from None
         nc.options["max_reconnect_attempts"] = -1
         if fast:
             fastpath.warn_if_unfit()
         state["down"] = False
         log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
-                 _auth_kind(config))
+                  _auth_kind(config, role))
         return cls(nc, config, state)
 
     @property

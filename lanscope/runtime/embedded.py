@@ -112,19 +112,24 @@ class EmbeddedNats:
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  sync_always: bool = False, startup_timeout_secs: float = 15.0,
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", authorization: str = "") -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
         self.sync_always = sync_always
         self.startup_timeout_secs = startup_timeout_secs
         self.extra_config = extra_config     # more server config lines (auth, TLS: tests)
+        self.authorization = authorization   # the users and their permissions (lanscope.runtime.auth)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_config(cls, config: NatsConfig, data_dir: str | Path) -> EmbeddedNats:
+        """The server ``lanscope run`` starts: closed (every role's credentials generated in
+        ``<data_dir>/credentials`` on first run, lanscope.runtime.auth)."""
+        from lanscope.runtime.auth import embedded_authorization
+
         return cls(Path(data_dir) / "nats", host=config.embedded_host, port=config.embedded_port,
-                   sync_always=config.sync_always)
+                   sync_always=config.sync_always, authorization=embedded_authorization(data_dir))
 
     @property
     def url(self) -> str:
@@ -152,9 +157,11 @@ class EmbeddedNats:
         ]
         if self.sync_always:
             lines.append("  sync_interval: always")
-        lines += ["}", self.extra_config, ""]
+        lines += ["}", self.authorization, self.extra_config, ""]
         path = self.store_dir / "nats-server.conf"
-        path.write_text("\n".join(lines))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines))
         return path
 
     def start(self) -> str:
