@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from lanscope.commands.run import provisioning_config
 from lanscope.config import Config
 from lanscope.output import print_table
-from lanscope.runtime.auth import ADMIN, client_config
+from lanscope.runtime.auth import ADMIN
 from lanscope.runtime.bus import Bus, Provisioned
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
-    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    nats_config = provisioning_config(config)
     async with await Bus.connect(nats_config, url=url, name="lanscope-provision", role=ADMIN) as bus:
         results = await bus.provision(config.stage_specs().values())
         await bus.claims()         # port_probe's bucket: its role may use it, not create it

@@ -14,12 +14,14 @@ import logging
 import signal
 from typing import Any
 
-from lanscope.config import Config
+import msgspec
+
+from lanscope.config import Config, NatsConfig
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
 from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
@@ -64,10 +66,19 @@ def main(args: argparse.Namespace, config: Config) -> int:
         stdout.print(f"NATS:   {url} ({where})")
         stdout.print(f"DuckDB: {config.duckdb_path}")
         stdout.print(f"Targets: {_describe_targets(config)}")
-        return asyncio.run(_run(config, url, specs, once=args.once))
+        return asyncio.run(_run(config, url, specs, once=args.once, embedded=embedded))
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def provisioning_config(config: Config) -> NatsConfig:
+    """The admin role's settings; with the embedded server, streams fitted to its store."""
+    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    if not config.nats.url:
+        nats_config = msgspec.structs.replace(
+            nats_config, max_bytes=embedded_stream_bytes(config.nats, config.data_dir))
+    return nats_config
 
 
 def _describe_targets(config: Config) -> str:
@@ -97,7 +108,8 @@ def build_stages(specs: list[StageSpec], config: Config,
     return built, skipped
 
 
-async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) -> int:
+async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
+               embedded: EmbeddedNats | None = None) -> int:
     # Each process connects as its role (lanscope.runtime.auth): one stage, its own; several,
     # the pipeline's. Provisioning needs the admin role: held for the embedded server (and for
     # an external one with one identity, or admin.nk in nats.credentials_dir); without it the
@@ -105,8 +117,8 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
     role = role_for(specs)
     admin: Bus | None = None
     if can_act_as(config.nats, config.data_dir, ADMIN):
-        admin = await Bus.connect(client_config(config.nats, config.data_dir, ADMIN), url=url,
-                                  name=f"{config.nats.name}-provision", role=ADMIN)
+        admin_config = provisioning_config(config)
+        admin = await Bus.connect(admin_config, url=url, name=f"{config.nats.name}-provision", role=ADMIN)
     bus: Bus | None = None
     try:
         uses_claims = any(spec.uses_claims for spec in specs)
@@ -134,11 +146,16 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool) 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        # The server this process started: restarted if a full disk stopped its store.
+        guard = asyncio.create_task(guard_store(embedded, runner.stopping)) if embedded else None
         try:
             await runner.run()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if guard is not None:
+                guard.cancel()
+                await asyncio.gather(guard, return_exceptions=True)
         return 0
     finally:
         if admin is not None:

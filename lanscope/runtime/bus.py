@@ -36,7 +36,7 @@ from nats.js.api import (
 )
 
 from lanscope.config import NatsConfig
-from lanscope.errors import LanscopeError
+from lanscope.errors import LanscopeError, storage_problem
 from lanscope.net.tls import ssl_context
 from lanscope.runtime import fastpath
 from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
@@ -162,8 +162,9 @@ class Bus:
         refused: set[str] = set()
 
         async def error(exc: Exception) -> None:
-            last_error[:] = [exc]
             text = str(exc)
+            if not (last_error and _refused(last_error[0])):   # a refusal is the reason to keep
+                last_error[:] = [exc]
             if "permissions violation" in text.lower():
                 # The server refused one subject: say which (once each), and as whom.
                 if text not in refused:
@@ -208,10 +209,12 @@ class Bus:
             nc = FastClient(fast=fast)
             await asyncio.wait_for(nc.connect(**options), budget)
         except (OSError, nats.errors.Error, ssl.SSLError, TimeoutError) as exc:
-            hidden = (TimeoutError, nats.errors.NoServersError)   # the real reason came first
-            cause = last_error[0] if isinstance(exc, hidden) and last_error else exc
+            # The real reason came first (a later attempt may just see the socket closed).
+            hidden = (TimeoutError, nats.errors.NoServersError)
+            cause = last_error[0] if last_error and (isinstance(exc, hidden) or _refused(last_error[0])) \
+                else exc
             hint = ""
-            if "authorization violation" in str(cause).lower():
+            if _refused(cause):
                 hint = (" (the server wants credentials this process lacks or it refuses; see "
                         "README, Security)")
             raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config, role)}): "
@@ -299,7 +302,11 @@ class Bus:
         try:
             info = await self.js.stream_info(wanted.name)
         except nats.js.errors.NotFoundError:
-            await self.js.add_stream(wanted)
+            try:
+                await self.js.add_stream(wanted)
+            except nats.js.errors.APIError as exc:
+                raise BusError(f"stream {wanted.name}: cannot create it: {exc.description}"
+                               + _room_hint(exc, wanted)) from None
             return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
         have = info.config
         diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
@@ -309,8 +316,8 @@ class Bus:
         try:
             await self.js.update_stream(wanted)
         except nats.js.errors.APIError as exc:
-            raise BusError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}") \
-                from None
+            raise BusError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}"
+                           + _room_hint(exc, wanted)) from None
         return Provisioned("stream", wanted.name, "updated", ", ".join(diffs))
 
     async def _ensure_consumer(self, stream: str, wanted: ConsumerConfig) -> Provisioned:
@@ -371,11 +378,17 @@ class Bus:
                 if warned:
                     log.info("publish to %s succeeded after retries", subject)
                 return ack
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+                # A stream out of storage refuses now and stores once space is back: retried
+                # like a lost PubAck (storage_problem), never dropped.
+                full = isinstance(exc, nats.js.errors.APIError) and storage_problem(exc) is not None
+                if isinstance(exc, nats.js.errors.APIError) and not full:
+                    raise
                 if self.nc.is_closed or (deadline is not None and time.monotonic() >= deadline):
                     raise BusError(f"publish to {subject} failed: {type(exc).__name__}") from None
                 if not warned:
-                    log.warning("publish to %s: %s; retrying", subject, type(exc).__name__ or exc)
+                    log.warning("publish to %s: %s; retrying", subject,
+                                storage_problem(exc) if full else (type(exc).__name__ or exc))
                     warned = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -445,7 +458,8 @@ class Bus:
                 if isinstance(outcome, PubAck):
                     acks.append(outcome)
                     continue
-                if outcome is not None and not isinstance(outcome, (_Lost, *_TRANSIENT)):
+                if outcome is not None and not isinstance(outcome, (_Lost, *_TRANSIENT)) \
+                        and storage_problem(outcome) is None:
                     raise outcome
                 acks.append(await self.publish_bytes(subject, payload, msg_id=msg_id))
             return acks
@@ -501,6 +515,17 @@ class Bus:
                                                 replicas=self.config.replicas,
                                                 description="port_probe claims and last-probe stamps")
         return KvClaims(kv)
+
+
+def _refused(exc: BaseException) -> bool:
+    return "authorization violation" in str(exc).lower()
+
+
+def _room_hint(exc: Exception, wanted: StreamConfig) -> str:
+    if storage_problem(exc) is None:
+        return ""
+    return (f" (nats.max_bytes, {wanted.max_bytes} bytes per stream, is more than the server's "
+            "JetStream storage holds: lower it, or give the server more)")
 
 
 def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | None:

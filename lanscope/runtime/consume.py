@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,12 +29,14 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
-from lanscope.errors import UnusableEvent
+from lanscope.errors import UnusableEvent, storage_problem
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.delivery import (
     UNDECODABLE,
+    HoldStopped,
     Reader,
     RunnerOptions,
+    StorageHold,
     copy_to_dlq,
     decode_event,
     deliveries,
@@ -161,6 +164,7 @@ class ConsumerRunner(StageRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.feeds: list[FeedRunner] = []
+        self.hold = StorageHold(self.log, self.stopping)   # a full disk: hold, retry, resume
 
     async def to_dlq(self, msg: Msg, reason: str, *, once: bool = False) -> None:
         """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it);
@@ -205,7 +209,9 @@ class EnricherRunner(ConsumerRunner):
         self._slots = asyncio.Semaphore(max(self.spec.concurrency, 1))
 
     async def room(self) -> int:
-        # Fetch only what can start now: a slot for each, up to a batch.
+        # Fetch only what can start now: a slot for each, up to a batch; nothing while a
+        # write waits for storage.
+        await _resumed_or_stopping(self.hold, self.stopping)
         if not await self._acquire_or_stop():
             return 0
         free = 1
@@ -247,13 +253,25 @@ class EnricherRunner(ConsumerRunner):
         """One message, holding one slot."""
         try:
             self.counters.events_received_total += 1
-            try:
-                async with heartbeat([msg], self.ack_wait):
-                    outputs: list[Event] = await self.stage.handle(event)
+            async def attempt() -> list[Event]:
+                outputs: list[Event] = await self.stage.handle(event)
                 fill_enricher_ids(outputs, event.id, self.spec.name)
                 await self.bus.publish_events(outputs)
-            except asyncio.CancelledError:
-                raise
+                return outputs
+
+            try:
+                async with heartbeat([msg], self.ack_wait):
+                    try:
+                        outputs = await attempt()
+                    except Exception as exc:
+                        problem = storage_problem(exc)
+                        if problem is None:
+                            raise
+                        outputs = await self.hold.retry(attempt, problem, f"{msg.subject} seq "
+                                                        f"{msg.metadata.sequence.stream}")
+            except (asyncio.CancelledError, HoldStopped):
+                await hand_back([msg])
+                return
             except Exception as exc:
                 await failed(msg, [(self, exc)], self.options)
                 return
@@ -370,6 +388,8 @@ class SinkBatches:
         for task in [t for t in self._batches if t.done()]:
             self._batches.discard(task)
             task.result()            # a bus failure stops the feed
+        for member in self.members:  # nothing new while a sink waits for storage
+            await _resumed_or_stopping(member.hold, member.stopping)
         return self.feed.spec.batch_size
 
     def unused(self, count: int) -> None:
@@ -435,11 +455,24 @@ class SinkBatches:
                         continue
                     if not isinstance(result, Exception):
                         raise result
-                    for item, exc in await _retry(member, share, result):
-                        failures.setdefault(id(item[0]), []).append((member, exc))
-        except asyncio.CancelledError:
+                    problem = storage_problem(result)
+                    if problem is not None:
+                        # No fault of the events: the same write again until storage is back.
+                        try:
+                            await member.hold.retry(functools.partial(member.commit, share), problem,
+                                                    f"a batch of {len(share)}")
+                            continue
+                        except HoldStopped:
+                            raise
+                        except Exception as other:
+                            result = other
+                    for item, error in await _retry(member, share, result):
+                        failures.setdefault(id(item[0]), []).append((member, error))
+        except (asyncio.CancelledError, HoldStopped) as stopped:
             await hand_back(msgs)
-            raise
+            if isinstance(stopped, asyncio.CancelledError):
+                raise
+            return
         done = [msg for msg in msgs if id(msg) not in failures]
         if done:
             await self.bus.nc.ack_all(done)
@@ -475,3 +508,14 @@ async def _retry(member: SinkRunner, share: list[Item], error: Exception) -> lis
                 failures.append((item, exc))
         return failures
     return [(item, error) for item in share]
+
+
+async def _resumed_or_stopping(hold: StorageHold, stopping: asyncio.Event) -> None:
+    """Wait while ``hold`` holds a write, unless a stop comes."""
+    if not hold.holding:
+        return
+    resumed = asyncio.ensure_future(hold.resumed.wait())
+    stop = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({resumed, stop}, return_when=asyncio.FIRST_COMPLETED)
+    resumed.cancel()
+    stop.cancel()

@@ -17,7 +17,12 @@
 - on SIGTERM/SIGINT fetching stops, in-flight work gets a grace period, and
   whatever is unfinished is nak'd so another copy takes it;
 - while NATS is unreachable, fetches and publishes are retried; nothing that
-  was not processed and published is acked.
+  was not processed and published is acked;
+- a write that fails for want of space (errors.storage_problem: a full disk,
+  DuckDB or a state file that cannot be written, a stream out of storage) is no
+  fault of the event: the stage holds the messages (unacked, in progress, no
+  delivery counted, nothing dead-lettered), says so once, fetches nothing new,
+  and retries the same write with backoff until it succeeds (StorageHold).
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
 
 from lanscope.config import NatsConfig
-from lanscope.errors import UnusableEvent
+from lanscope.errors import UnusableEvent, storage_problem
 from lanscope.runtime.bus import MSG_ID, Bus
 from lanscope.runtime.ids import payload_id
 from schemas import Event, decode, dlq_subject
@@ -217,3 +223,66 @@ async def hand_back(msgs: Sequence[Msg]) -> None:
     for msg in msgs:
         with contextlib.suppress(Exception):
             await msg.nak()
+
+
+T = TypeVar("T")
+
+
+class HoldStopped(Exception):
+    """A stop came while a write waited for storage: the caller hands its messages back."""
+
+
+class StorageHold:
+    """One stage's wait for storage to come back (a full disk): the write is retried with
+    backoff until it succeeds, however long that takes; the stage says so once when it
+    starts holding and once when it resumes. ``holding`` is set meanwhile (its feeds fetch
+    nothing new)."""
+
+    def __init__(self, log: StageLog, stopping: asyncio.Event, *, first_secs: float = 1.0,
+                 max_secs: float = 30.0) -> None:
+        self.log = log
+        self.stopping = stopping
+        self.first_secs = first_secs
+        self.max_secs = max_secs
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self._waiting = 0
+        self._since = 0.0
+
+    @property
+    def holding(self) -> bool:
+        return self._waiting > 0
+
+    async def retry(self, attempt: Callable[[], Awaitable[T]], problem: str, what: str) -> T:
+        """Call ``attempt`` again until it does not fail for want of storage; HoldStopped on a
+        stop; any other error is raised."""
+        if not self.holding:
+            self._since = time.monotonic()
+            self.log.error("cannot write (%s): holding %s unacknowledged and retrying until it "
+                           "succeeds; nothing is lost or dead-lettered for it", problem, what)
+        self._waiting += 1
+        self.resumed.clear()
+        delay = self.first_secs
+        done = False
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+                else:
+                    raise HoldStopped(problem)
+                try:
+                    result = await attempt()
+                    done = True
+                    return result
+                except Exception as exc:
+                    if storage_problem(exc) is None:
+                        raise
+                    delay = min(delay * 2, self.max_secs)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self.resumed.set()
+                if done:
+                    self.log.warning("storage is back: resumed after %.0fs", time.monotonic() - self._since)

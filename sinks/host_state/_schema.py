@@ -117,5 +117,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("INSERT INTO schema_version VALUES (?, now())", [number + 1])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back a failed transaction. A COMMIT that failed (no space for the WAL) has ended
+    it already, and a second error ("cannot rollback - no transaction is active") would hide
+    the first, the one that says what went wrong."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass

@@ -54,7 +54,7 @@ from ._rows import (
     write_hosts,
     write_ports,
 )
-from ._schema import StoreError, connect, migrate
+from ._schema import StoreError, connect, migrate, rollback
 from .fold import HistoryRow, HostEntry, PortRow
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class HostStore:
                 self._write_rows(con, batch, now)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             self._journal_seq += 1
             self.remember(batch.hosts, list(batch.removed_hosts), batch.ports_of)
@@ -360,7 +360,7 @@ class HostStore:
             con.execute("DELETE FROM host_journal WHERE seq <= ?", [job.seq])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
 
     def _settle(self, *, wait: bool) -> None:

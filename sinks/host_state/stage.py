@@ -84,6 +84,7 @@ class HostState:
         self.clock = clock
         self.book = HostBook(PresencePolicy(config.presence.missed_sweeps, config.presence.grace_secs))
         self._last_prune: datetime | None = None
+        self._ahead = False            # memory may be ahead of the file (a reload failed)
         # Held while memory may run ahead of the file (fold .. commit): a query's
         # compaction writes the book's entries, which must all be committed ones.
         self._writing = asyncio.Lock()
@@ -112,6 +113,9 @@ class HostState:
             return await self._write(batch, redelivered)
 
     async def _write(self, batch: list[Event], redelivered: Collection[str] | None) -> list[Event]:
+        if self._ahead:
+            await self._load(await self.store.reload())
+            self._ahead = False
         maybe_done = [e.id for e in batch if e.id and (redelivered is None or e.id in redelivered)]
         done = await self.store.processed(maybe_done)
         replayed: dict[str, Event] = {}
@@ -149,9 +153,14 @@ class HostState:
                 inputs = folded.contributors.get(output.id) or []
                 rows.outbox.extend((i, output) for i in inputs)
             await self.store.write(rows, self.clock())
-        except BaseException:
+        except BaseException as failure:
             # Memory ran ahead of the database: reload it so a retry folds the batch again.
-            await self._load(await self.store.reload())
+            try:
+                await self._load(await self.store.reload())
+            except Exception as exc:   # the write's error is the one to report (a full disk ...)
+                log.warning("host_state: reloading after a failed write failed too: %s", exc)
+                self._ahead = True     # the next write reloads first
+                raise failure from exc
             raise
         await self._maybe_prune()
         return [*replayed.values(), *folded.changed]
