@@ -26,6 +26,7 @@ from sinks.host_state import QueryRejected, QueryResult, StoreError, connect, ru
 
 log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_SECS = 1.0
+_REPLY_MARGIN_SECS = 2.0
 
 
 class QueryError(LanscopeError):
@@ -92,8 +93,10 @@ async def _request(config: Config, url: str, sql: str) -> bytes | None:
     try:
         from schemas.subjects import QUERY
 
+        # The pipeline stops the query after timeout_ms and says so: wait a little longer.
         msg = await bus.nc.request(QUERY, msgspec.json.encode({"sql": sql}),
-                                   timeout=config.sinks.host_state.query.timeout_ms / 1000)
+                                   timeout=config.sinks.host_state.query.timeout_ms / 1000
+                                   + _REPLY_MARGIN_SECS)
     except Exception as exc:  # no responders / timeout: no pipeline owns the file right now
         log.debug("no answer on the query subject (%s); reading the file", type(exc).__name__)
         return None
@@ -124,8 +127,9 @@ def _from_file(config: Config, sql: str) -> QueryResult:
     if not path.exists():
         raise UsageError(f"no database at {path} yet: run `lanscope discover` or `lanscope run` first "
                          "(or set duckdb.path)")
+    limits = config.sinks.host_state.query
     try:
-        con = connect(path, read_only=True)
+        con = connect(path, read_only=True, memory_limit_mb=limits.memory_limit_mb, threads=limits.threads)
     except StoreError as exc:
         raise QueryError(f"{exc} — if the pipeline is running, it did not answer on lanscope.query "
                          "(is the host_state stage running?)") from None
@@ -134,7 +138,7 @@ def _from_file(config: Config, sql: str) -> QueryResult:
         if lagging:
             warn(f"{lagging} batches in the host journal are not in hosts/host_ports yet (host_state "
                  "did not stop cleanly); they are applied when it runs again")
-        return run_query(con, sql, config.sinks.host_state.query.max_rows)
+        return run_query(con, sql, limits.max_rows, limits.timeout_ms / 1000)
     except QueryRejected as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -35,8 +35,13 @@ log = logging.getLogger(__name__)
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Bounds of every query, through the pipeline or on the file (``lanscope query``)."""
+
     max_rows: PositiveInt = 10000           # a query returns at most this many rows
-    timeout_ms: PositiveInt = 3000          # `lanscope query` waits this long for the pipeline
+    timeout_ms: PositiveInt = 3000          # a query still running after this is interrupted
+    memory_limit_mb: PositiveInt = 1024     # DuckDB's memory (queries and ingest); nothing spills to disk
+    threads: PositiveInt = 2                # DuckDB's worker threads
+    concurrency: PositiveInt = 2            # queries the pipeline runs at once; more are refused as busy
 
 
 class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -78,7 +83,7 @@ class HostState:
         if store is None:
             from ._store import HostStore
 
-            store = HostStore(Path(config.path), compact_secs=config.compact_secs)
+            store = HostStore(Path(config.path), compact_secs=config.compact_secs, limits=config.query)
         self.config = config
         self.store = store
         self.clock = clock
@@ -178,7 +183,8 @@ class HostState:
         """JSON ``{"sql": ...}`` -> ``{"columns": [...], "rows": [...]}`` or ``{"error": ...}``.
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
-        its own cursor, with file access disabled for the whole database."""
+        its own cursor, with file access disabled for the whole database; bounded by
+        ``query`` (rows, time, memory, threads, how many at once)."""
         from ._query import QueryRejected
         from ._schema import StoreError
 
@@ -189,7 +195,7 @@ class HostState:
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(sql, self.config.query.max_rows)
+            result = await self.store.query(sql)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:

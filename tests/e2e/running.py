@@ -47,14 +47,16 @@ class Running:
         assert url, f"no embedded server in {self.data_dir}\n{self.tail()}"
         return url
 
-    def wait_serving(self, timeout: float = 30.0) -> None:
-        """Until its embedded server accepts connections and its stages run."""
+    def wait_serving(self, timeout: float = 30.0, *, says: str = "") -> None:
+        """Until its embedded server accepts connections and its stages run (and its log
+        ``says`` that, when given: "answering queries" ...)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"lanscope run exited with {self.process.returncode}\n{self.tail()}")
-            if configured_url(NatsConfig(), self.data_dir) and "runs" in self.text():
+            text = self.text()
+            if configured_url(NatsConfig(), self.data_dir) and "runs" in text and says in text:
                 return
             time.sleep(0.05)
         raise AssertionError(f"lanscope run did not start within {timeout}s\n{self.tail()}")

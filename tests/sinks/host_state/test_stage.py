@@ -366,3 +366,19 @@ async def test_the_writer_checkpoints_rarely_and_readers_keep_duckdbs_default(tm
         assert threshold(reader) == default
     finally:
         reader.close()
+
+
+async def test_queries_beyond_the_concurrency_are_refused_as_busy_and_close_stops_a_running_one(
+        tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    sink = await opened(tmp_path, query=QueryConfig(concurrency=1, timeout_ms=60_000))
+    slow = asyncio.ensure_future(sink.query(b'{"sql": "SELECT sum(i * i) FROM range(1000000000000) t(i)"}'))
+    await asyncio.sleep(0.3)
+    busy = json.loads(await sink.query(b'{"sql": "SELECT 1"}'))
+    assert busy["error"].startswith("busy: 1 queries are running (sinks.host_state.query.concurrency)")
+    started = time.monotonic()
+    await sink.close()                              # interrupts the running query: no waiting for it
+    assert time.monotonic() - started < 2.0
+    assert json.loads(await slow)["error"] == "the query was stopped: lanscope is stopping"
