@@ -223,8 +223,10 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
     """Discover ``targets`` (already scope-checked), persist through the sinks, summarise."""
     from lanscope.commands._discovery import discover_sweep
     from lanscope.net.interfaces import local_ip
+    from lanscope.runtime.datadir import make_private
     from sinks.host_state import HostState, StoreError
 
+    make_private(config.data_dir)          # the store it writes is private (0700/0600)
     started_wall = datetime.now(UTC)
     started = time.monotonic()
     ctx = config.stage_context(sweep=targets)   # checked with the flags: the stages may probe them

@@ -10,6 +10,7 @@ from lanscope.config import Config
 from lanscope.output import print_table
 from lanscope.runtime.auth import ADMIN
 from lanscope.runtime.bus import Bus, Provisioned
+from lanscope.runtime.datadir import make_private
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 
 
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    make_private(config.data_dir)
     embedded: EmbeddedNats | None = None
     url = configured_url(config.nats, config.data_dir)
     if not url:

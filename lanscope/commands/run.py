@@ -21,6 +21,7 @@ from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
 from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
+from lanscope.runtime.datadir import StageLocks, make_private, starting
 from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
@@ -51,18 +52,23 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    """Every failure before the stages run is one line and exit code 2 (StartupError)."""
     configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    make_private(config.data_dir)
+    # Before anything else: a sink already running on this data_dir is said in one line.
+    locks = StageLocks(config.data_dir).take(specs)
     embedded: EmbeddedNats | None = None
-    # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
-    url = configured_url(config.nats, config.data_dir)
-    where = "configured" if config.nats.url else "embedded server of another lanscope run"
-    if not url:
-        # Started here, in the main thread, so the server dies with this process.
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
-        url = embedded.start()
-        where = f"embedded, store {embedded.store_dir}"
     try:
+        with starting("NATS"):
+            # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
+            url = configured_url(config.nats, config.data_dir)
+            where = "configured" if config.nats.url else "embedded server of another lanscope run"
+            if not url:
+                # Started here, in the main thread, so the server dies with this process.
+                embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+                url = embedded.start()
+                where = f"embedded, store {embedded.store_dir}"
         stdout.print(f"NATS:   {url} ({where})")
         stdout.print(f"DuckDB: {config.duckdb_path}")
         stdout.print(f"Targets: {_describe_targets(config)}")
@@ -70,6 +76,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        locks.release()
 
 
 def provisioning_config(config: Config) -> NatsConfig:
@@ -116,33 +123,35 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
     # streams and consumers must exist (`lanscope provision`).
     role = role_for(specs)
     admin: Bus | None = None
-    if can_act_as(config.nats, config.data_dir, ADMIN):
-        admin_config = provisioning_config(config)
-        admin = await Bus.connect(admin_config, url=url, name=f"{config.nats.name}-provision", role=ADMIN)
     bus: Bus | None = None
     try:
-        uses_claims = any(spec.uses_claims for spec in specs)
-        if admin is not None and uses_claims:
-            await admin.claims()          # the bucket, created by the role that may
-        bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
-        ctx = config.stage_context(claims=await bus.claims() if uses_claims else None)
-        built, skipped = build_stages(specs, config, ctx)
-        if admin is not None:
-            # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
-            # of their own on those streams, which nothing would read.
-            await admin.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
-            await admin.close()
-            admin = None
-        else:
-            log.info("no admin credentials: the streams and consumers must exist (`lanscope provision`)")
-        rows = [(s.qualified, "runs", s.description) for s, _ in built]
-        rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
-        print_table(["stage", "status", "detail"], rows)
-        if not built:
-            raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
-        for spec, stage in built:
-            runner.add(spec, stage, flush_ms=spec.flush_ms)
+        with starting():
+            if can_act_as(config.nats, config.data_dir, ADMIN):
+                admin = await Bus.connect(provisioning_config(config), url=url,
+                                          name=f"{config.nats.name}-provision", role=ADMIN)
+            uses_claims = any(spec.uses_claims for spec in specs)
+            if admin is not None and uses_claims:
+                await admin.claims()          # the bucket, created by the role that may
+            bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
+            ctx = config.stage_context(claims=await bus.claims() if uses_claims else None)
+            built, skipped = build_stages(specs, config, ctx)
+            if admin is not None:
+                # Sinks run here together share their streams' deliveries (topology.Feed): no
+                # consumer of their own on those streams, which nothing would read.
+                await admin.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+                await admin.close()
+                admin = None
+            else:
+                log.info("no admin credentials: the streams and consumers must exist (`lanscope provision`)")
+            rows = [(s.qualified, "runs", s.description) for s, _ in built]
+            rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
+            print_table(["stage", "status", "detail"], rows)
+            if not built:
+                raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+            runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
+            for spec, stage in built:
+                runner.add(spec, stage, flush_ms=spec.flush_ms)
+            await runner.start()              # a sink's store opens here (DuckDB's lock ...)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)

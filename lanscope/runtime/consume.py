@@ -189,9 +189,6 @@ class ConsumerRunner(StageRunner):
             await self.finish()
             self.done = True
 
-    async def finish(self) -> None:
-        """After the feeds ended."""
-
     async def idle(self) -> bool:
         return all([await feed.idle() for feed in self.feeds])
 

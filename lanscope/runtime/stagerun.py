@@ -85,6 +85,9 @@ class StageRunner:
     async def run(self) -> None:
         raise NotImplementedError
 
+    async def finish(self) -> None:
+        """After the stage stopped: close what it holds (a sink's store)."""
+
     async def idle(self) -> bool:
         """True when this stage has nothing left to do (for --once)."""
         return self.done
