@@ -1,6 +1,7 @@
 """The connection to NATS: connect, provision streams and consumers, publish with de-duplication.
 
-Every NATS call of lanscope goes through here, the puller or the runner (the
+Every NATS call of lanscope goes through here (provisioning's in
+lanscope.runtime.provisioning), the puller or the runner (the
 client itself, with its fast receive path, is lanscope.runtime.fastpath). Secrets (password,
 token, creds) are handed to nats-py and never logged: the log names the
 servers and the kind of authentication only.
@@ -14,7 +15,6 @@ import logging
 import ssl
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,25 +25,19 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     DEFAULT_PREFIX,
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
     PubAck,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError, storage_problem
 from lanscope.net.tls import ssl_context
-from lanscope.runtime import fastpath
+from lanscope.runtime import fastpath, provisioning
 from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
 from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
+from lanscope.runtime.provisioning import Provisioned
 from lanscope.runtime.puller import SUB_PENDING_BYTES
-from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
+from lanscope.runtime.topology import Feed, StageSpec
 from schemas import STREAMS, Event, StreamSpec, encode, subject_for
 
 log = logging.getLogger(__name__)
@@ -81,14 +75,6 @@ _puback_decoder = msgspec.json.Decoder(_PubAckReply)
 
 class _Lost(Exception):
     """A pipelined publish that got no usable PubAck in time: retried the slow way."""
-
-
-@dataclass(frozen=True)
-class Provisioned:
-    kind: str       # stream | consumer
-    name: str       # LANSCOPE_FACTS | LANSCOPE_FACTS/port_probe
-    action: str     # created | updated | unchanged
-    detail: str = ""
 
 
 def servers(config: NatsConfig, url: str | None = None) -> list[str]:
@@ -251,97 +237,11 @@ class Bus:
 
     # ------------------------------------------------------------------ provisioning
 
-    def stream_config(self, spec: StreamSpec) -> StreamConfig:
-        c = self.config
-        return StreamConfig(
-            name=spec.name, subjects=list(spec.subjects), description=spec.description,
-            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
-            num_replicas=c.replicas, max_age=c.max_age_days * 86400.0, max_bytes=c.max_bytes,
-            duplicate_window=c.duplicate_window_secs,
-        )
-
-    def consumer_config(self, spec: StageSpec, filters: list[str]) -> ConsumerConfig:
-        c = self.config
-        return ConsumerConfig(
-            name=spec.durable, durable_name=spec.durable, description=spec.description or None,
-            deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=spec.ack_wait_secs or c.ack_wait_secs,
-            # One delivery more than the runner's budget: the runner dead-letters a message it
-            # sees for the (max_deliver+1)th time, so a message whose handler timed out or
-            # crashed on its last try still reaches the DLQ instead of silently stopping.
-            max_deliver=c.max_deliver + 1,
-            # At least three batches: a sink's next batch is delivered while one is written
-            # and the one before publishes its outputs.
-            max_ack_pending=max(c.max_ack_pending, 3 * spec.batch_size),
-            filter_subjects=filters,
-        )
-
     async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] = STREAMS,
                         *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-        """Create or update the streams and one durable pull consumer per consuming stage.
-
-        ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
-        sinks has one consumer in place of theirs on its stream."""
-        results: list[Provisioned] = []
-        for stream in streams:
-            results.append(await self._ensure_stream(self.stream_config(stream)))
-        shared = [feed for feed in feeds if feed.shared]
-        fed = {(member, feed.stream) for feed in shared for member in feed.members}
-        for spec in specs:
-            for stream_name, filters in consumer_bindings(spec).items():
-                if (spec.name, stream_name) not in fed:
-                    results.append(await self._ensure_consumer(stream_name,
-                                                               self.consumer_config(spec, filters)))
-        for feed in shared:
-            results.append(await self._ensure_consumer(
-                feed.stream, self.consumer_config(feed.spec, list(feed.spec.consumes))))
-        return results
-
-    async def _ensure_stream(self, wanted: StreamConfig) -> Provisioned:
-        assert wanted.name
-        try:
-            info = await self.js.stream_info(wanted.name)
-        except nats.js.errors.NotFoundError:
-            try:
-                await self.js.add_stream(wanted)
-            except nats.js.errors.APIError as exc:
-                raise BusError(f"stream {wanted.name}: cannot create it: {exc.description}"
-                               + _room_hint(exc, wanted)) from None
-            return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
-        have = info.config
-        diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
-                                     "duplicate_window", "discard"))
-        if not diffs:
-            return Provisioned("stream", wanted.name, "unchanged")
-        try:
-            await self.js.update_stream(wanted)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}"
-                           + _room_hint(exc, wanted)) from None
-        return Provisioned("stream", wanted.name, "updated", ", ".join(diffs))
-
-    async def _ensure_consumer(self, stream: str, wanted: ConsumerConfig) -> Provisioned:
-        assert wanted.durable_name
-        label = f"{stream}/{wanted.durable_name}"
-        try:
-            info = await self.js.consumer_info(stream, wanted.durable_name)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_consumer(stream, wanted)
-            return Provisioned("consumer", label, "created", " ".join(wanted.filter_subjects or ()))
-        have = info.config
-        if not have.filter_subjects and have.filter_subject:
-            have.filter_subjects = [have.filter_subject]
-        diffs = _diff(have, wanted, ("filter_subjects", "ack_wait", "max_deliver", "max_ack_pending",
-                                     "description"))
-        if not diffs:
-            return Provisioned("consumer", label, "unchanged")
-        try:
-            # CONSUMER.CREATE on an existing name updates the fields the server allows to change.
-            await self.js.add_consumer(stream, wanted)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"consumer {label}: cannot update {', '.join(diffs)}: {exc.description}") \
-                from None
-        return Provisioned("consumer", label, "updated", ", ".join(diffs))
+        """Create or update the streams and one durable pull consumer per consuming stage
+        (lanscope.runtime.provisioning)."""
+        return await provisioning.provision(self.js, self.config, specs, streams, feeds=feeds)
 
     # ------------------------------------------------------------------ publishing
 
@@ -521,29 +421,8 @@ def _refused(exc: BaseException) -> bool:
     return "authorization violation" in str(exc).lower()
 
 
-def _room_hint(exc: Exception, wanted: StreamConfig) -> str:
-    if storage_problem(exc) is None:
-        return ""
-    return (f" (nats.max_bytes, {wanted.max_bytes} bytes per stream, is more than the server's "
-            "JetStream storage holds: lower it, or give the server more)")
-
-
 def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | None:
     """A pipelined publish's PubAck, its error, or None (never sent, unsettled, cancelled)."""
     if sent is None or not sent.done() or sent.cancelled():
         return None
     return sent.exception() or sent.result()
-
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-3
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return sorted(a or ()) == sorted(b or ())
-    return bool(a == b or (not a and not b))
-
-
-def _diff(have: Any, wanted: Any, fields: tuple[str, ...]) -> list[str]:
-    return [f for f in fields if getattr(wanted, f) is not None
-            and not _same(getattr(have, f), getattr(wanted, f))]

@@ -208,7 +208,7 @@ class EnricherRunner(ConsumerRunner):
     async def room(self) -> int:
         # Fetch only what can start now: a slot for each, up to a batch; nothing while a
         # write waits for storage.
-        await _resumed_or_stopping(self.hold, self.stopping)
+        await self.hold.resumed_or_stopping()
         if not await self._acquire_or_stop():
             return 0
         free = 1
@@ -386,7 +386,7 @@ class SinkBatches:
             self._batches.discard(task)
             task.result()            # a bus failure stops the feed
         for member in self.members:  # nothing new while a sink waits for storage
-            await _resumed_or_stopping(member.hold, member.stopping)
+            await member.hold.resumed_or_stopping()
         return self.feed.spec.batch_size
 
     def unused(self, count: int) -> None:
@@ -506,13 +506,3 @@ async def _retry(member: SinkRunner, share: list[Item], error: Exception) -> lis
         return failures
     return [(item, error) for item in share]
 
-
-async def _resumed_or_stopping(hold: StorageHold, stopping: asyncio.Event) -> None:
-    """Wait while ``hold`` holds a write, unless a stop comes."""
-    if not hold.holding:
-        return
-    resumed = asyncio.ensure_future(hold.resumed.wait())
-    stop = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({resumed, stop}, return_when=asyncio.FIRST_COMPLETED)
-    resumed.cancel()
-    stop.cancel()

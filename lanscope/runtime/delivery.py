@@ -253,6 +253,16 @@ class StorageHold:
     def holding(self) -> bool:
         return self._waiting > 0
 
+    async def resumed_or_stopping(self) -> None:
+        """Wait while a write is held, unless a stop comes."""
+        if not self.holding:
+            return
+        resumed = asyncio.ensure_future(self.resumed.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({resumed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        resumed.cancel()
+        stop.cancel()
+
     async def retry(self, attempt: Callable[[], Awaitable[T]], problem: str, what: str) -> T:
         """Call ``attempt`` again until it does not fail for want of storage; HoldStopped on a
         stop; any other error is raised."""

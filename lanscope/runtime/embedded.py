@@ -388,12 +388,14 @@ async def guard_store(server: EmbeddedNats, stopping: asyncio.Event, *, every_se
     """Watch the embedded server for a store write error (a full disk); once there is room
     again, restart it. Until then publishes are not acknowledged and wait (the clients
     retry), so nothing acknowledged is lost and nothing has to be restarted by hand."""
-    offset = server.log_size()
-    while not stopping.is_set():
+
+    async def stopped_after_a_while() -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), every_secs)
-        if stopping.is_set():
-            return
+        return stopping.is_set()
+
+    offset = server.log_size()
+    while not await stopped_after_a_while():
         offset, failure = server.write_failure(offset)
         if failure is None:
             continue
@@ -401,9 +403,7 @@ async def guard_store(server: EmbeddedNats, stopping: asyncio.Event, *, every_se
                   "it restarts once there is room again", server.store_dir, failure)
         started = time.monotonic()
         while not server.has_room():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), every_secs)
-            if stopping.is_set():
+            if await stopped_after_a_while():
                 return
         await server.restart()
         offset = server.log_size()
