@@ -208,9 +208,10 @@ class Credentials:
 def authorization(names_to_keys: dict[str, str], all_roles: dict[str, Role]) -> str:
     """The nats-server ``authorization`` block: one NKEY user per role with its permissions.
     No user without credentials: a client that presents none is refused."""
-    users = [{"nkey": key, "permissions": all_roles[name].permissions()}
+    users = [f"    # {name}\n    " + json.dumps({"nkey": key, "permissions": all_roles[name].permissions()})
              for name, key in names_to_keys.items()]
-    return "authorization: " + json.dumps({"users": users}, indent=1) + "\n"
+    return ("# lanscope's roles (lanscope.runtime.auth): one NKEY user each, with its permissions.\n"
+            "authorization {\n  users = [\n" + ",\n".join(users) + "\n  ]\n}\n")
 
 
 def embedded_authorization(data_dir: str | Path) -> str:
