@@ -10,7 +10,7 @@ from lanscope.config import Config
 from lanscope.output import print_table
 from lanscope.runtime.auth import ADMIN
 from lanscope.runtime.bus import Bus, Provisioned
-from lanscope.runtime.datadir import make_private
+from lanscope.runtime.datadir import private
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 
 
@@ -21,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    make_private(config.data_dir)
+    with private(config.data_dir):
+        return _provision_and_show(config)
+
+
+def _provision_and_show(config: Config) -> int:
     embedded: EmbeddedNats | None = None
     url = configured_url(config.nats, config.data_dir)
     if not url:

@@ -21,7 +21,7 @@ from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_table, stdout
 from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.datadir import StageLocks, make_private, starting
+from lanscope.runtime.datadir import StageLocks, private, starting
 from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
@@ -55,9 +55,16 @@ def main(args: argparse.Namespace, config: Config) -> int:
     """Every failure before the stages run is one line and exit code 2 (StartupError)."""
     configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
-    make_private(config.data_dir)
-    # Before anything else: a sink already running on this data_dir is said in one line.
-    locks = StageLocks(config.data_dir).take(specs)
+    with private(config.data_dir):
+        # Before anything else: a sink already running on this data_dir is said in one line.
+        locks = StageLocks(config.data_dir).take(specs)
+        try:
+            return _serve(args, config, specs)
+        finally:
+            locks.release()
+
+
+def _serve(args: argparse.Namespace, config: Config, specs: list[StageSpec]) -> int:
     embedded: EmbeddedNats | None = None
     try:
         with starting("NATS"):
@@ -76,7 +83,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
-        locks.release()
 
 
 def provisioning_config(config: Config) -> NatsConfig:

@@ -2,9 +2,9 @@
 
 ``<data_dir>`` holds the NATS store, the DuckDB file and its WAL, the sinks'
 state files and journals, and the NATS credentials: everything about the LAN.
-``make_private`` makes it 0700 and what is in it 0600 (tightening what an
-older version left readable) and sets the process umask to 077, so whatever
-lanscope and its nats-server create later is private too.
+``private`` makes it 0700 and what is in it 0600 (tightening what an older
+version left readable) and holds the umask at 077 while a command runs, so
+whatever lanscope and its nats-server create meanwhile is private too.
 
 A sink keeps state in the data directory, so two processes running the same
 sink on one directory would corrupt it (or, for DuckDB, fail on its lock with
@@ -27,17 +27,28 @@ from lanscope.errors import LanscopeError, StartupError
 from lanscope.runtime.topology import Kind, StageSpec
 
 
-def make_private(data_dir: str | Path) -> Path:
-    """Create ``data_dir`` 0700 (or make it so), its files 0600 and its directories 0700;
-    set the umask to 077 for what this process (and its children) create from now on."""
-    os.umask(0o077)
-    path = Path(data_dir)
+@contextlib.contextmanager
+def private(data_dir: str | Path) -> Iterator[Path]:
+    """Create ``data_dir`` 0700 (or make it so), its files 0600 and its directories 0700, and
+    hold the umask at 077 meanwhile, so whatever this process and the children it starts
+    (nats-server) create is private too; the umask is restored on exit (the commands also
+    run inside other processes: tests, a dashboard)."""
+    before = os.umask(0o077)
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"cannot create data_dir {path}: {exc.strerror}") from None
-    if not path.is_dir():
-        raise StartupError(f"data_dir {path} is not a directory")
+        path = Path(data_dir)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create data_dir {path}: {exc.strerror}") from None
+        if not path.is_dir():
+            raise StartupError(f"data_dir {path} is not a directory")
+        _tighten(path)
+        yield path
+    finally:
+        os.umask(before)
+
+
+def _tighten(path: Path) -> None:
     uid = os.geteuid()
     for entry in (path, *_tree(path)):
         with contextlib.suppress(OSError):
@@ -48,7 +59,6 @@ def make_private(data_dir: str | Path) -> Path:
             wanted = 0o700 if stat.S_ISDIR(info.st_mode) else mode & 0o700
             if mode != wanted and (mode & 0o077 or stat.S_ISDIR(info.st_mode)):
                 os.chmod(entry, wanted)
-    return path
 
 
 def _tree(path: Path) -> Iterable[Path]:
