@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .types import _CANONICAL_IPS as _known_ips
+from .types import _CANONICAL_IPS as _canonical_ips
 from .types import (
     ChangeKind,
     Cidr,
@@ -218,9 +218,9 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
     sweep_id: ShortText | None = None     # one id per producer sweep, for "missed sweeps" presence
 
     def __post_init__(self) -> None:
-        ip = self.ip
-        if ip is not None:      # the hot path: a known address is one dict lookup, inline
-            self.ip = _known_ips.get(ip) or canonical_ip(ip)
+        # The hot path: an address already seen in canonical form is one dict lookup.
+        if self.ip is not None and self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
@@ -275,7 +275,8 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
     duration_ms: NonNegative = 0.0
 
     def __post_init__(self) -> None:
-        self.ip = _known_ips.get(self.ip) or canonical_ip(self.ip)
+        if self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):
