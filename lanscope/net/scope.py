@@ -89,6 +89,7 @@ def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 # ----------------------------------------------------------------------- stages
 
 AttachedNetworks = Callable[[], Iterable[IPNetwork]]
+_MAX_ANSWERS = 65536
 
 
 def _lan_networks() -> list[IPNetwork]:
@@ -152,6 +153,8 @@ class ScopeGuard:
         self._refresh()
         answer = self._answers.get(address, "")
         if answer == "":
+            if len(self._answers) >= _MAX_ANSWERS:      # events name any address they like
+                self._answers.clear()
             answer = self._answers[address] = self._judge(address)
         return answer
 
