@@ -19,7 +19,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lanscope.config import NatsConfig, Secret, TlsConfig
 from lanscope.errors import UnusableEvent
-from lanscope.runtime.auth import ADMIN, QUERY, WATCH, client_config, roles, stage_role
+from lanscope.runtime.auth import ADMIN, PIPELINE, QUERY, WATCH, client_config, role_for, roles, stage_role
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.runner import Runner, RunnerOptions
@@ -249,3 +249,9 @@ def test_a_role_has_only_what_its_stage_needs() -> None:
     assert owner.subscribe == (subj.QUERY,) and owner.responses
     assert roles()[QUERY].publish == (subj.QUERY,)
     assert not any(p.startswith("lanscope.") and p != subj.QUERY for p in roles()[WATCH].publish)
+
+
+def test_a_process_connects_as_its_stage_or_as_the_pipeline() -> None:
+    assert role_for([STAGES["host_state"]]) == "host_state"          # run --stage host_state
+    assert role_for([STAGES["port_probe"], STAGES["dns_names"]]) == PIPELINE
+    assert role_for(STAGES.values()) == PIPELINE                     # lanscope run
