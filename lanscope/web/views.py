@@ -207,7 +207,7 @@ async def probe(request: Request) -> Response:
     if not found or not found[0]["ip"]:
         return _probe_answer(dash, request, error=f"no address known for {key}")
     ip, mac = str(found[0]["ip"]), found[0]["mac"]
-    refusal = ScopeGuard(dash.config.scope, dash.config.targets).refusal(ip)
+    refusal = ScopeGuard(dash.config.scope).refusal(ip)
     if refusal is not None:
         return _probe_answer(dash, request, error=f"not probed: {refusal}")
     bus = dash.source.bus
