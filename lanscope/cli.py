@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("lanscope.commands.status", "a host's record, ports and recent history"),
     "schema": ("lanscope.commands.schema", "print the JSON Schema of every event"),
     "config": ("lanscope.commands.config", "check or show the configuration"),
+    "notify": ("lanscope.commands.notify", "notifications: send a sample to a target (notify test TARGET)"),
 }
 
 
@@ -142,11 +144,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = _load_command(args.command).main(args, config)
         return result
     except (ConfigError, LanscopeError) as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"lanscope {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print(f"lanscope {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:   # a bug or an unforeseen failure: one line; -v for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        text = " ".join(str(exc).split())[:500]
+        print(f"lanscope {args.command}: error: {type(exc).__name__}: {text}"
+              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
+        return 1
 
 
 def _tune_gc() -> None:

@@ -9,6 +9,14 @@ type's field set; readers must not depend on it for decoding.
 Every event is a small fact keyed by ``host_key`` (the MAC when known, else
 the IP) with ``observed_at`` (UTC) and ``source``. ``id`` is deterministic and
 filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
+
+Decoding checks meaning as well as shape, so a value no stage can use is
+refused where the message is read (and dead-lettered at once), not deep in a
+sink: every IP must parse (it is replaced by its canonical text), MACs are in
+lower-case colon form, ports and TTLs are in range, text, ids and keys are
+capped. The address checks are ``__post_init__`` methods (msgspec turns their
+ValueError into a ValidationError naming the value); they run on construction
+too, so a stage cannot publish what a reader would refuse.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .types import _CANONICAL_IPS as _canonical_ips
 from .types import (
     ChangeKind,
     Cidr,
     Confidence,
     FindingState,
     Ip,
+    Key,
     LongText,
     Mac,
     Port,
@@ -33,7 +43,17 @@ from .types import (
     Severity,
     ShortText,
     Ttl,
+    canonical_ip,
+    check_cidrs,
 )
+
+HttpStatus = Annotated[int, msgspec.Meta(ge=0, le=999)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _ip(value: str | None, field: str) -> str | None:
+    return None if value is None else canonical_ip(value, field)
 
 
 # gc=False on events and their parts: they hold values, lists and other parts, never a
@@ -42,11 +62,11 @@ from .types import (
 class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False, gc=False):
     """Fields common to every event."""
 
-    id: str = ""
+    id: Key = ""
     v: int = 1
-    host_key: str
+    host_key: Key
     observed_at: datetime
-    source: str
+    source: ShortText
 
 
 # --------------------------------------------------------------------------
@@ -74,9 +94,65 @@ class DhcpLease(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     gateway: ShortText | None = None     # which router or file reported it
     origin: ShortText | None = None      # mikrotik, dnsmasq, dhcpd, kea, dhclient, ...
 
+    def __post_init__(self) -> None:
+        self.address = _ip(self.address, "lease.address")
+        self.active_address = _ip(self.active_address, "lease.active_address")
+
+
+class DhcpRequest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """What a DHCP client broadcast (DISCOVER, REQUEST, INFORM ...), as the passive listener
+    heard it: the client's own word, not the server's lease."""
+
+    message: ShortText                    # discover | request | inform | decline | release
+    hostname: ShortText | None = None     # option 12
+    vendor_class: ShortText | None = None  # option 60, e.g. "MSFT 5.0", "android-dhcp-13"
+    parameters: list[int] = []            # option 55 in the client's order: its fingerprint
+    client_id: ShortText | None = None    # option 61, hex "01:aa:bb:cc:dd:ee:ff"
+    requested_ip: Ip | None = None        # option 50
+
+    def __post_init__(self) -> None:
+        self.requested_ip = _ip(self.requested_ip, "dhcp.requested_ip")
+
+
+class Advertised(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A service a host announces itself (mDNS/DNS-SD, SSDP/UPnP, router advertisements)."""
+
+    type: ShortText                       # "_ipp._tcp", "urn:schemas-upnp-org:device:MediaServer:1"
+    name: ShortText | None = None         # the instance name ("Office printer")
+    port: Port | None = None
+
+
+class SnmpInterface(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    index: int
+    name: ShortText | None = None         # ifDescr / ifName
+    mac: Mac | None = None                # ifPhysAddress
+    type: int | None = None               # ifType (6 ethernetCsmacd, 71 ieee80211, 24 loopback ...)
+
+
+class LldpNeighbour(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One row of LLDP-MIB lldpRemTable: a device seen on one of the agent's ports."""
+
+    local_port: ShortText | None = None   # the agent's port (lldpLocPortId / its number)
+    chassis_id: ShortText | None = None   # often the neighbour's MAC
+    port_id: ShortText | None = None
+    port_description: ShortText | None = None
+    system_name: ShortText | None = None
+    system_description: LongText | None = None
+
+
+class SnmpSystem(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """What an SNMP agent says about its device (SNMPv2-MIB system, IF-MIB, LLDP-MIB)."""
+
+    sys_name: ShortText | None = None
+    sys_descr: LongText | None = None
+    sys_object_id: ShortText | None = None
+    sys_services: int | None = None       # RFC 1213 bit mask: 2 bridge, 4 router, 64 application
+    interfaces: list[SnmpInterface] = []
+    neighbours: list[LldpNeighbour] = []
+
 
 class ProxmoxGuest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
-    vm_id: int
+    vm_id: Count
     name: ShortText | None = None
     vm_type: ShortText | None = None     # qemu | lxc
     node: ShortText | None = None
@@ -113,7 +189,7 @@ class PortResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     device_type: ShortText | None = None
     confidence: Confidence | None = None
     tunnel: ShortText | None = None       # "ssl" when the service speaks TLS
-    http_status: int | None = None
+    http_status: HttpStatus | None = None
     http_title: ShortText | None = None
     tls: TlsCert | None = None
     auth_required: bool | None = None     # False = answered a data command without credentials
@@ -137,7 +213,7 @@ class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 class FieldChange(msgspec.Struct, kw_only=True, gc=False):
     """One fact of a HostRecord that changed (never an observation: see HostRecord)."""
 
-    field: str
+    field: ShortText
     old: Any = None
     new: Any = None
 
@@ -146,6 +222,7 @@ class FieldChange(msgspec.Struct, kw_only=True, gc=False):
 # of a fact is a `HostChanged` and a history row; an observation only updates its column.
 def _fact(what: str) -> msgspec.Meta:
     return msgspec.Meta(description=f"fact (a change is a HostChanged and a history row): {what}")
+
 
 
 def _observation(what: str) -> msgspec.Meta:
@@ -158,14 +235,17 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     Facts are what the host is (identity, addresses, names, services, presence); a
     change of one is reported. Observations are how it was last seen (per-source
     times, neighbour state, round-trip time, TTL); they move with every sighting and
-    are never reported as changes."""
+    are never reported as changes. Undescribed fields move with a fact (vm_id with
+    vm_name, the device type's confidence and reasons with device_type, names with
+    hostname) and are never reported alone."""
 
-    host_key: Annotated[str, _fact("identity: the MAC when known, else the IP")]
+    host_key: Annotated[Key, _fact("identity: the MAC when known, else the IP")]
     mac: Annotated[Mac | None, _fact("identity: the hardware address")] = None
     ip: Annotated[Ip | None, _fact("the primary address (IPv4 before IPv6, a new address "
                                    "before a known one)")] = None
     ips: Annotated[list[Ip], _fact("every address of the host, newest first (up to 16)")] = []
-    hostname: Annotated[ShortText | None, _fact("name (DNS, then DHCP, then Proxmox)")] = None
+    hostname: Annotated[ShortText | None, _fact("name (DNS, then DHCP, then Proxmox, then what "
+                                                "the host calls itself)")] = None
     vendor: Annotated[ShortText | None, _fact("MAC vendor")] = None
     mac_randomized: bool | None = None
     os_hint: Annotated[ShortText | None, _fact("operating system")] = None
@@ -180,15 +260,38 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     flapping: Annotated[bool, _fact("gone and back more often than the configured limit within "
                                     "the window; reported once per window while it lasts")] = False
     vm_name: Annotated[ShortText | None, _fact("Proxmox guest name")] = None
-    vm_id: int | None = None
+    vm_id: Count | None = None
     vm_type: ShortText | None = None
     vm_node: ShortText | None = None
     vm_status: ShortText | None = None
     first_seen: datetime | None = None
     last_seen: Annotated[datetime | None, _observation("the newest sighting")] = None
-    last_seen_by: Annotated[dict[str, datetime], _observation("the newest sighting per source")] = {}
+    last_seen_by: Annotated[dict[ShortText, datetime], _observation("the newest sighting per source")] = {}
+    # Since HostChanged v2: names and identity from the passive sources, and the device type.
+    names: dict[str, ShortText] = {}      # name source (dns, dhcp, mdns, netbios ...) -> name
+    advertised: Annotated[list[ShortText], _fact(
+        "service types the host announces (mDNS, SSDP, RA)")] = []
+    model: Annotated[ShortText | None, _fact("model")] = None
+    manufacturer: Annotated[ShortText | None, _fact("manufacturer")] = None
+    workgroup: Annotated[ShortText | None, _fact("NetBIOS workgroup or domain")] = None
+    dhcp_fingerprint: Annotated[ShortText | None, _fact('DHCP option 55 as "1,3,6,15,..."')] = None
+    dhcp_vendor_class: Annotated[ShortText | None, _fact("DHCP option 60")] = None
+    sys_object_id: Annotated[ShortText | None, _fact("SNMP sysObjectID")] = None
+    sys_descr: Annotated[LongText | None, _fact("SNMP sysDescr")] = None
+    interfaces: Annotated[list[ShortText], _fact('SNMP ifTable: "eth0 aa:bb:cc:dd:ee:ff"')] = []
+    neighbours: Annotated[list[ShortText], _fact('LLDP: "port 3: switch2 (Gi0/1)"')] = []
+    device_type: Annotated[ShortText | None, _fact(
+        "router, switch, printer, nas ... (see device_types.yaml)")] = None
+    device_type_confidence: Confidence | None = None
+    device_type_reasons: list[ShortText] = []
+    # Since HostChanged v3: flapping above, and how the host was last seen.
     rtt_ms: Annotated[float | None, _observation("round-trip time of the newest timed reply")] = None
     ttl: Annotated[Ttl | None, _observation("TTL of the newest reply that carried one")] = None
+
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "host.ip")
+        if self.ips:
+            self.ips = [canonical_ip(ip, "host.ips") for ip in self.ips]
 
 
 # --------------------------------------------------------------------------
@@ -196,20 +299,29 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
 
 
 class HostSeen(Event, tag="host_seen", kw_only=True):
-    """A producer saw a host (or heard about one from a lease or an API)."""
+    """A producer saw a host (or heard about one from a lease or an API).
 
+    Since v2: ``dhcp``, what a DHCP client broadcast (the passive listener)."""
+
+    v: int = 2
     ip: Ip | None = None
     mac: Mac | None = None
     alive: bool = True                    # False: not evidence of presence (a STALE neighbour)
     evidence: ShortText = ""              # arp-reply, echo-reply, syn-ack, neighbour:REACHABLE, lease:bound
     interface: ShortText | None = None
-    rtt_ms: float | None = None
+    rtt_ms: NonNegative | None = None
     ttl: Ttl | None = None
     hostname: ShortText | None = None     # a hint (lease host-name, DNS, guest name)
     neighbour_state: ShortText | None = None
     lease: DhcpLease | None = None
     guest: ProxmoxGuest | None = None
     sweep_id: ShortText | None = None     # one id per producer sweep, for "missed sweeps" presence
+    dhcp: DhcpRequest | None = None       # a DHCP client's DISCOVER/REQUEST (source "passive")
+
+    def __post_init__(self) -> None:
+        # The hot path: an address already seen in canonical form is one dict lookup.
+        if self.ip is not None and self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
@@ -228,20 +340,39 @@ class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
     v: int = 2
     targets: list[ShortText] = []         # what was asked for (informational)
     sweep_id: ShortText = ""
-    hosts_found: int = 0
-    duration_ms: float = 0.0
+    hosts_found: Count = 0
+    duration_ms: NonNegative = 0.0
     covered: list[Cidr] = []              # the addresses probed, as CIDRs (see above)
+
+    def __post_init__(self) -> None:
+        if self.covered:
+            check_cidrs(self.covered)
 
 
 class HostAnnotated(Event, tag="host_annotated", kw_only=True):
-    """An enricher's addition to a host: a name, a vendor, a Proxmox guest."""
+    """An enricher's addition to a host: a name, a vendor, a Proxmox guest.
 
+    Since v2, what a host says about itself (sources mdns, ssdp, netbios, snmp, passive):
+    the services it announces, its model and maker, its NetBIOS workgroup, its SNMP system.
+    ``advertised`` is the source's whole current list for the host (it replaces that
+    source's previous one); None fields say nothing."""
+
+    v: int = 2
     ip: Ip | None = None
     mac: Mac | None = None
     hostname: ShortText | None = None
     vendor: ShortText | None = None
     mac_randomized: bool | None = None
     guest: ProxmoxGuest | None = None
+    advertised: list[Advertised] | None = None
+    model: ShortText | None = None
+    manufacturer: ShortText | None = None
+    workgroup: ShortText | None = None
+    snmp: SnmpSystem | None = None
+
+    def __post_init__(self) -> None:
+        if self.ip is not None:
+            self.ip = canonical_ip(self.ip)
 
 
 class PortsProbed(Event, tag="ports_probed", kw_only=True):
@@ -253,15 +384,24 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
     scanned: list[ShortText] = []         # port specs that were probed, e.g. "tcp:1-1024"
     scan_type: ShortText = "connect"      # connect | syn | udp
     os: OsGuess | None = None
-    duration_ms: float = 0.0
+    duration_ms: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):
     """What the host_state sink concluded: a host is new, changed, gone or back.
 
     Published only when a fact changed; the history table holds one row per change,
-    keyed by this event's id."""
+    keyed by this event's id.
 
+    v2: the host record has names by source, advertised services, model, SNMP system
+    and the device type with its confidence and reasons. v3: the record's ``flapping``
+    (a fact), ``rtt_ms`` and ``ttl`` (observations); ``changes`` are facts only."""
+
+    v: int = 3
     kind: ChangeKind
     changes: Annotated[list[FieldChange], msgspec.Meta(
         description="the facts that changed (first old, last new value in the batch); "
@@ -284,22 +424,28 @@ class HostCheckRequested(Event, tag="host_check_requested", kw_only=True):
     open_ports: list[Port] = []           # TCP ports the host last had open (off-link checks)
     reason: ShortText = ""                # "missed 2 sweeps covering ... since ..."
 
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
+
 
 class HostUnreachable(Event, tag="host_unreachable", kw_only=True):
     """presence_check tried a host directly and it did not answer: host_state may say gone."""
 
     ip: Ip
     mac: Mac | None = None
-    request_id: str                       # the HostCheckRequested this answers
+    request_id: Key                       # the HostCheckRequested this answers
     tried: list[ShortText] = []           # "arp 198.18.0.2 on br0 to dc:a6:32:00:00:02 x3", ...
     started_at: datetime                  # when the first probe went out
-    duration_ms: float = 0.0
+    duration_ms: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
 
 
 class Finding(Event, tag="finding", kw_only=True):
     """A security finding opened or resolved (a lifecycle, not a one-off alert)."""
 
-    finding_id: str                       # stable: rule + host + detail
+    finding_id: Key                       # stable: rule + host + detail
     state: FindingState
     rule: ShortText
     severity: Severity
@@ -312,11 +458,14 @@ class Finding(Event, tag="finding", kw_only=True):
     first_seen: datetime
     last_seen: datetime
 
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "ip")
+
 
 class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     """The host registry's view of one inventory entry after a register/sync."""
 
-    entry_id: str
+    entry_id: Key
     action: ShortText                     # created | updated
     ip: Ip | None = None
     internal_ip: Ip | None = None
@@ -327,6 +476,10 @@ class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     owner: ShortText | None = None
     notes: LongText | None = None
     last_seen: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "ip")
+        self.internal_ip = _ip(self.internal_ip, "internal_ip")
 
 
 class ProbeRequested(Event, tag="probe_requested", kw_only=True):
@@ -340,6 +493,9 @@ class ProbeRequested(Event, tag="probe_requested", kw_only=True):
     ip: Ip
     mac: Mac | None = None
     requested_by: ShortText = ""
+
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
 
 
 AnyEvent = (

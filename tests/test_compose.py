@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,41 @@ def test_stage_services_share_one_image_and_wait_for_provisioning() -> None:
         assert service["image"] == services["provision"]["image"], name
         assert "provision" in service["depends_on"], name
     assert services["provision"]["command"] == ["provision"]
-    assert "-js" in services["nats"]["command"]
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
+
+
+def test_each_service_holds_only_its_own_roles_key() -> None:
+    """Issue 20: the bus is closed in compose too; a stage's container gets its role's NKEY
+    seed and no other (a stage without the admin key does not provision)."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        stage = _stage_of(service)
+        role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
+        if role is None:
+            assert "secrets" not in service, name
+            continue
+        assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
+        assert compose["secrets"][role] == {"file": f"./nats-credentials/{role}.nk"}
+    assert set(compose["secrets"]) == {"admin", "web", *STAGES}
+    setup = services["credentials"]
+    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
+    assert setup["profiles"] == ["setup"]
+    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+
+
+def test_the_compose_nats_config_is_valid_with_the_generated_users(tmp_path: Path) -> None:
+    from lanscope.runtime.auth import main
+    from lanscope.runtime.embedded import find_binary
+
+    assert main([str(tmp_path / "credentials")]) == 0
+    conf = (ROOT / "deploy" / "nats.conf").read_text().replace("/data", str(tmp_path / "data"))
+    assert "include ./credentials/auth.conf" in conf and "jetstream" in conf
+    (tmp_path / "nats.conf").write_text(conf)
+    checked = subprocess.run([str(find_binary()), "-c", str(tmp_path / "nats.conf"), "-t"],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_duckdb_owner_stays_single_and_raw_socket_stages_get_capabilities() -> None:

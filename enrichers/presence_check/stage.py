@@ -11,10 +11,11 @@ host missed enough sweeps. This enricher tries the host itself, a few times:
 
 An answer is a ``HostSeen`` (source ``presence_check``, alive), which host_state
 takes as evidence; silence is a ``HostUnreachable`` naming what was tried, on
-which host_state says gone. The address must be in scope (the same rule as every
-scan): an out-of-scope request is refused, nothing is sent and nothing
-published. A request older than ``max_age_secs`` (a replay of the stream) is
-dropped: checking a host now says nothing about then.
+which host_state says gone. The address must pass the scope check every stage
+applies to an address an event names (lanscope.net.scope.ScopeGuard): an
+out-of-scope request is dead-lettered with the reason, and nothing is sent. A request
+older than ``max_age_secs`` (a replay of the stream) is dropped: checking a host now
+says nothing about then.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from lanscope.errors import ScopeError
-from lanscope.net.interfaces import Interface, IPNetwork
+from enrichers._asking import Guard
+from lanscope.errors import UnusableEvent
+from lanscope.net.interfaces import Interface
 from lanscope.net.rawsweep import Reply
-from lanscope.net.targets import IPAddress, Targets, parse_targets
+from lanscope.net.targets import IPAddress
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, HostCheckRequested, HostSeen, HostUnreachable, host_key
@@ -46,8 +48,6 @@ ArpScan = Callable[..., Awaitable[dict[int, Reply]]]
 IcmpScan = Callable[..., Awaitable[dict[IPAddress, Reply]]]
 TcpConnect = Callable[[IPAddress, int, int], Awaitable[tuple[str, float] | None]]
 InterfaceList = Callable[[], Awaitable[list[Interface]]]
-# Raises ScopeError when the targets may not be probed (lanscope.net.scope.check_scope).
-ScopeCheck = Callable[[Targets, Sequence[IPNetwork]], None]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,14 +66,14 @@ class PresenceCheck:
     """Enricher: HostCheckRequested -> HostSeen (it answered) or HostUnreachable."""
 
     def __init__(self, config: Config, *, arp: ArpScan, icmp: IcmpScan, tcp_connect: TcpConnect,
-                 interfaces: InterfaceList, check_scope: ScopeCheck,
+                 interfaces: InterfaceList, guard: Guard,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
         self._arp = arp
         self._icmp = icmp
         self._tcp_connect = tcp_connect
         self._interfaces = interfaces
-        self._check_scope = check_scope
+        self._guard = guard
         self._clock = clock
 
     async def handle(self, event: Event) -> list[Event]:
@@ -83,14 +83,11 @@ class PresenceCheck:
         if age > timedelta(seconds=self.config.max_age_secs):
             log.info("presence_check: %s: request %.0f s old, dropped", event.ip, age.total_seconds())
             return []
+        refusal = self._guard.refusal(event.ip)
+        if refusal is not None:              # dead-lettered with the reason, nothing sent
+            raise UnusableEvent(f"presence check of {event.host_key}: {refusal}")
         address = ipaddress.ip_address(event.ip)
         found = await self._interfaces()
-        try:
-            self._check_scope(parse_targets([str(address)]),
-                              [a.network for i in found if i.is_up for a in i.addresses])
-        except ScopeError as exc:
-            log.warning("presence_check: refused to check %s: %s", address, exc)
-            return []
         started = self._clock()
         start = time.monotonic()
         link = _on_link(found, address)
@@ -158,14 +155,10 @@ def _on_link(found: list[Interface], address: IPAddress) -> tuple[Interface, ipa
 
 
 def build(config: Config, ctx: StageContext) -> PresenceCheck:
-    """Checks through the sweeps' own I/O, within the shared `scope:`."""
+    """Checks through the sweeps' own I/O, every address through the scope check."""
     from lanscope.net.interfaces import interfaces_async
-    from lanscope.net.scope import check_scope
     from producers.arp_sweep._io import arp_sweep_async
     from producers.ping_sweep._io import icmp_sweep_async, tcp_connect
 
-    def in_scope(targets: Targets, attached: Sequence[IPNetwork]) -> None:
-        check_scope(targets, ctx.scope, attached=attached)
-
     return PresenceCheck(config, arp=arp_sweep_async, icmp=icmp_sweep_async, tcp_connect=tcp_connect,
-                         interfaces=interfaces_async, check_scope=in_scope)
+                         interfaces=interfaces_async, guard=ctx.scope_guard())

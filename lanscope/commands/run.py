@@ -15,11 +15,16 @@ import signal
 import socket
 from typing import Any
 
-from lanscope.config import Config
+import msgspec
+
+from lanscope.config import Config, NatsConfig
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
+from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.datadir import StageLocks, private, starting
+from lanscope.runtime.delivery import dead_letters
+from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
@@ -51,25 +56,37 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    """Every failure before the stages run is one line and exit code 2 (StartupError)."""
     configured = config.stage_specs()
     specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    with private(config.data_dir):
+        # Before anything else: a sink already running on this data_dir is said in one line.
+        locks = StageLocks(config.data_dir).take(specs)
+        try:
+            return _serve(args, config, specs)
+        finally:
+            locks.release()
+
+
+def _serve(args: argparse.Namespace, config: Config, specs: list[StageSpec]) -> int:
     # The dashboard's port first: a taken port is one clear error, before NATS starts.
     web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
         and not args.once else None
     embedded: EmbeddedNats | None = None
-    # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
-    url = configured_url(config.nats, config.data_dir)
-    where = "configured" if config.nats.url else "embedded server of another lanscope run"
-    if not url:
-        # Started here, in the main thread, so the server dies with this process.
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
-        url = embedded.start()
-        where = f"embedded, store {embedded.store_dir}"
     try:
+        with starting("NATS"):
+            # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
+            url = configured_url(config.nats, config.data_dir)
+            where = "configured" if config.nats.url else "embedded server of another lanscope run"
+            if not url:
+                # Started here, in the main thread, so the server dies with this process.
+                embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+                url = embedded.start()
+                where = f"embedded, store {embedded.store_dir}"
         print_line(f"NATS:   {url} ({where})")
         print_line(f"DuckDB: {config.duckdb_path}")
         print_line(f"Targets: {_describe_targets(config)}")
-        return asyncio.run(_run(config, url, specs, once=args.once, web=web))
+        return asyncio.run(_run(config, url, specs, once=args.once, embedded=embedded, web=web))
     finally:
         if web is not None:
             web.close()
@@ -83,6 +100,15 @@ def _web_socket(config: Config) -> socket.socket:
     sock = bind(config)
     print_line(f"Web:    {url_of(sock)} (dashboard)")
     return sock
+
+
+def provisioning_config(config: Config) -> NatsConfig:
+    """The admin role's settings; with the embedded server, streams fitted to its store."""
+    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    if not config.nats.url:
+        nats_config = msgspec.structs.replace(
+            nats_config, max_bytes=embedded_stream_bytes(config.nats, config.data_dir))
+    return nats_config
 
 
 def _describe_targets(config: Config) -> str:
@@ -131,25 +157,48 @@ async def _stop_dashboard(server: Any, task: asyncio.Task[None]) -> None:
 
 
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
-               web: socket.socket | None = None) -> int:
-    bus = await Bus.connect(config.nats, url=url)
+               embedded: EmbeddedNats | None = None, web: socket.socket | None = None) -> int:
+    # Each process connects as its role (lanscope.runtime.auth): one stage, its own; several,
+    # the pipeline's. Provisioning needs the admin role: held for the embedded server (and for
+    # an external one with one identity, or admin.nk in nats.credentials_dir); without it the
+    # streams and consumers must exist (`lanscope provision`).
+    role = role_for(specs)
+    admin: Bus | None = None
+    bus: Bus | None = None
     try:
-        ctx = config.stage_context(claims=await bus.claims())
-        built, skipped = build_stages(specs, config, ctx)
-        # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
-        # of their own on those streams, which nothing would read.
-        await bus.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
-        rows = [(s.qualified, "runs", s.description) for s, _ in built]
-        rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
-        print_table(["stage", "status", "detail"], rows)
-        if not built:
-            raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
-        for spec, stage in built:
-            runner.add(spec, stage, flush_ms=spec.flush_ms)
+        with starting():
+            if can_act_as(config.nats, config.data_dir, ADMIN):
+                admin = await Bus.connect(provisioning_config(config), url=url,
+                                          name=f"{config.nats.name}-provision", role=ADMIN)
+            uses_claims = any(spec.uses_claims for spec in specs)
+            if admin is not None and uses_claims:
+                await admin.claims()          # the bucket, created by the role that may
+            bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
+            ctx = config.stage_context(claims=await bus.claims() if uses_claims else None,
+                                       dead_letter=dead_letters(bus))
+            built, skipped = build_stages(specs, config, ctx)
+            if admin is not None:
+                # Sinks run here together share their streams' deliveries (topology.Feed): no
+                # consumer of their own on those streams, which nothing would read.
+                await admin.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+                await admin.close()
+                admin = None
+            else:
+                log.info("no admin credentials: the streams and consumers must exist (`lanscope provision`)")
+            rows = [(s.qualified, "runs", s.description) for s, _ in built]
+            rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
+            print_table(["stage", "status", "detail"], rows)
+            if not built:
+                raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+            runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
+            for spec, stage in built:
+                runner.add(spec, stage, flush_ms=spec.flush_ms)
+            await runner.start()              # a sink's store opens here (DuckDB's lock ...)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        # The server this process started: restarted if a full disk stopped its store.
+        guard = asyncio.create_task(guard_store(embedded, runner.stopping)) if embedded else None
         dashboard = _start_dashboard(config, url, web)
         try:
             await runner.run()
@@ -158,8 +207,12 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
                 loop.remove_signal_handler(sig)
             if dashboard is not None:
                 await _stop_dashboard(*dashboard)
+            if guard is not None:
+                guard.cancel()
+                await asyncio.gather(guard, return_exceptions=True)
         return 0
     finally:
-        await bus.close()
-
-
+        if admin is not None:
+            await admin.close()
+        if bus is not None:
+            await bus.close()

@@ -10,7 +10,7 @@ NATS and no heavy I/O library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -20,9 +20,22 @@ from lanscope.settings import DnsConfig, ProxmoxConfig, ScopeConfig
 from schemas import Event
 
 if TYPE_CHECKING:
+    from lanscope.net.scope import ScopeGuard
     from lanscope.net.targets import Targets
 
 Progress = Callable[[int, int], None]
+
+
+class DeadLetter(Protocol):
+    """Copies what a stage gave up on to ``lanscope.dlq.<stage>``, with the reason in headers.
+
+    For work a stage does after its input was acknowledged (a notification that could not
+    be delivered); what fails while an input is handled is the runtime's to dead-letter.
+    ``key`` makes the copy's Nats-Msg-Id, so a retried call stores it once. Returns once
+    the stream has it."""
+
+    async def __call__(self, stage: str, payload: bytes, *, reason: str, key: str,
+                       headers: Mapping[str, str] | None = None) -> None: ...
 
 
 class StageDisabled(Exception):
@@ -44,6 +57,7 @@ class StageContext:
     claims: Claims = field(default_factory=MemoryClaims)
     progress: Progress | None = None       # long sweeps call it as (done, total)
     sweep: Targets | None = None           # one-shot commands: sweep these (parsed, scope-checked)
+    dead_letter: DeadLetter | None = None  # the pipeline's DLQ; None: nowhere (one-shot commands)
 
     def sweep_targets(self) -> Targets | None:
         """What a sweep covers: the command's targets, else ``targets:`` parsed and checked
@@ -60,6 +74,13 @@ class StageContext:
         check_scope(targets, self.scope, attached=attached_private_networks())
         return targets
 
+    def scope_guard(self) -> ScopeGuard:
+        """The check before a packet to an address learned from an event: the scope rules
+        without flags, and a one-shot command's checked targets (lanscope.net.scope.ScopeGuard)."""
+        from lanscope.net.scope import ScopeGuard
+
+        return ScopeGuard.for_context(self)
+
 
 @runtime_checkable
 class Producer(Protocol):
@@ -68,6 +89,19 @@ class Producer(Protocol):
     interval_secs: float
 
     async def sweep(self) -> list[Event]: ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A producer that streams instead of sweeping (a passive listener): ``listen()`` yields
+    batches of events as they happen and the runtime publishes each one at once. It runs
+    until the runtime stops iterating it (``aclose()``), which must release its sockets;
+    when it raises, the runtime says why and calls ``listen()`` again after
+    ``restart_secs``. A stage may be both: a Producer's ``sweep()`` is then not called."""
+
+    restart_secs: float
+
+    def listen(self) -> AsyncIterator[list[Event]]: ...
 
 
 @runtime_checkable

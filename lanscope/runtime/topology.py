@@ -16,16 +16,22 @@ from typing import Any
 
 import enrichers.dns_names.stage as dns_names
 import enrichers.mac_vendor.stage as mac_vendor
+import enrichers.netbios.stage as netbios
 import enrichers.port_probe.stage as port_probe
 import enrichers.presence_check.stage as presence_check
 import enrichers.proxmox_names.stage as proxmox_names
+import enrichers.snmp.stage as snmp
 import producers.arp_sweep.stage as arp_sweep
 import producers.dhcp_leases.stage as dhcp_leases
+import producers.mdns.stage as mdns
 import producers.neighbours.stage as neighbours
+import producers.passive.stage as passive
 import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
+import producers.ssdp.stage as ssdp
 import sinks.findings.stage as findings
 import sinks.host_state.stage as host_state
+import sinks.notify.stage as notify
 import sinks.registry.stage as registry
 from lanscope.runtime.stage import Enricher, Producer, Sink, StageContext, StageDisabled
 from schemas import (
@@ -70,6 +76,8 @@ class StageSpec:
                                            # Config's where it has one)
     flush_ms: int | None = None            # a sink's batch waits this long to fill (its Config's)
     ack_wait_secs: float | None = None     # None: the nats config's ack_wait_secs
+    uses_claims: bool = False              # reads and writes the claims KV bucket (its role may)
+    answers: tuple[str, ...] = ()          # subjects it answers requests on (core NATS)
 
     @property
     def qualified(self) -> str:
@@ -115,10 +123,18 @@ STAGES: dict[str, StageSpec] = {
                   description="MikroTik DHCP leases and ARP table, local lease files"),
         StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
                   emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
+        StageSpec("passive", Kind.PRODUCER, passive.Config, passive.build,
+                  emits=(HostSeen, HostAnnotated),
+                  description="Listens for ARP, DHCP and NDP; each sighting at once (sends nothing)",
+                  raw_sockets=True),
+        StageSpec("mdns", Kind.PRODUCER, mdns.Config, mdns.build, emits=(HostAnnotated,),
+                  description="mDNS/DNS-SD: services, .local names and models devices announce"),
+        StageSpec("ssdp", Kind.PRODUCER, ssdp.Config, ssdp.build, emits=(HostAnnotated,),
+                  description="SSDP/UPnP: device names, models, makers and types"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
-                  raw_sockets=True, batch_size=16, ack_wait_secs=60),
+                  raw_sockets=True, batch_size=16, ack_wait_secs=60, uses_claims=True),
         StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
                   description="Reverse DNS names (dnspython)"),
@@ -128,6 +144,12 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
                   consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
                   description="Proxmox guest name, vmid, node, status by MAC or IP"),
+        StageSpec("netbios", Kind.ENRICHER, netbios.Config, netbios.build,
+                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  description="NetBIOS names and workgroups (NBSTAT, UDP 137)"),
+        StageSpec("snmp", Kind.ENRICHER, snmp.Config, snmp.build,
+                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  description="SNMP system group, interfaces and LLDP neighbours (with a credential)"),
         StageSpec("presence_check", Kind.ENRICHER, presence_check.Config, presence_check.build,
                   consumes=(subj.HOST_CHECK,), emits=(HostSeen, HostUnreachable),
                   description="ARP / ICMP / TCP check of a host before it is said to be gone",
@@ -137,13 +159,16 @@ STAGES: dict[str, StageSpec] = {
                             subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE, subj.FINDING, subj.REGISTRY),
                   emits=(HostChanged, HostCheckRequested),
                   description="Host records, change detection, history; owns DuckDB",
-                  max_replicas=1),
+                  max_replicas=1, answers=(subj.QUERY,)),
         StageSpec("findings", Kind.SINK, findings.Config, findings.build,
                   consumes=(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
                   emits=(Finding,), description="Security findings, opened and resolved"),
         StageSpec("registry", Kind.SINK, registry.Config, registry.build,
                   consumes=(subj.HOST_CHANGED,), emits=(RegistryEntry,),
                   description="Host registry: register new hosts or sync existing entries"),
+        StageSpec("notify", Kind.SINK, notify.Config, notify.build,
+                  consumes=(subj.HOST_CHANGED, subj.FINDING),
+                  description="Notifications: Apprise, webhooks, MQTT with Home Assistant discovery"),
     )
 }
 

@@ -13,8 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
-from lanscope.net.interfaces import attached_private_networks
-from lanscope.net.scope import scope_refusal
+from lanscope.net.scope import ScopeGuard
 from lanscope.runtime.observe import last_sweeps, pipeline_health
 from lanscope.web import charts, queries
 from lanscope.web.app import Dashboard
@@ -208,7 +207,7 @@ async def probe(request: Request) -> Response:
     if not found or not found[0]["ip"]:
         return _probe_answer(dash, request, error=f"no address known for {key}")
     ip, mac = str(found[0]["ip"]), found[0]["mac"]
-    refusal = scope_refusal(ip, dash.config.scope, attached=attached_private_networks())
+    refusal = ScopeGuard(dash.config.scope).refusal(ip)
     if refusal is not None:
         return _probe_answer(dash, request, error=f"not probed: {refusal}")
     bus = dash.source.bus

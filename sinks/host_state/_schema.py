@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+# The host tables as version 1 made them (migration 1 must not change: it is shipped).
 _HOST_COLUMNS = """
     host_key VARCHAR NOT NULL,
     ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT, ips VARCHAR[],
@@ -23,6 +24,29 @@ _HOST_COLUMNS = """
     last_seen_by JSON,
     state JSON NOT NULL
 """
+# Version 3: what hosts say about themselves and the device type (issue 23), before
+# first_seen: _rows writes a row as its head (compared, rewritten on change) then its clocks.
+_HOST_COLUMNS_V3 = _HOST_COLUMNS.replace("""
+    first_seen TIMESTAMPTZ,""", """
+    names JSON, advertised VARCHAR[], model VARCHAR, manufacturer VARCHAR, workgroup VARCHAR,
+    dhcp_fingerprint VARCHAR, dhcp_vendor_class VARCHAR, sys_object_id VARCHAR, sys_descr VARCHAR,
+    interfaces VARCHAR[], neighbours VARCHAR[],
+    device_type VARCHAR, device_type_confidence INTEGER, device_type_reasons VARCHAR[],
+    first_seen TIMESTAMPTZ,""")
+
+
+def _rebuild_hosts(columns: str) -> str:
+    """Recreate both host tables with ``columns`` (in that order), keeping every row."""
+    steps = ["DROP VIEW hosts;"]
+    for table, key in (("hosts_by_mac", "mac VARCHAR PRIMARY KEY, "), ("hosts_by_ip", "")):
+        primary = "" if key else ", PRIMARY KEY (host_key)"
+        steps += [f"ALTER TABLE {table} RENAME TO {table}_old;",
+                  f"CREATE TABLE {table} ({key}{columns}{primary});",
+                  f"INSERT INTO {table} BY NAME SELECT * FROM {table}_old;",
+                  f"DROP TABLE {table}_old;"]
+    steps.append("CREATE VIEW hosts AS "
+                 "SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;")
+    return "\n".join(steps)
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped one: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -76,7 +100,10 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
         FROM processed_batches;
     """,
-    # 3: flapping (a fact), round-trip time and TTL (observations); history is what was published.
+    # 3: names by source, advertised services, model, DHCP fingerprint, SNMP, device type.
+    _rebuild_hosts(_HOST_COLUMNS_V3),
+    # 4: flapping (a fact), round-trip time and TTL (observations), at the end: _rows updates
+    # them in place with the clocks; history is what was published (issue 18).
     """
     ALTER TABLE hosts_by_mac ADD COLUMN flapping BOOLEAN;
     ALTER TABLE hosts_by_mac ADD COLUMN rtt_ms DOUBLE;
@@ -99,9 +126,19 @@ class StoreError(Exception):
 # compaction every 5 s and up to 20 us with 700,000 facts journaled; at 256 MB, under 1 us.
 # Replaying a WAL that size after a crash takes ~0.4 s at open.
 CHECKPOINT_THRESHOLD = "256MB"
-def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file; no file-system access from SQL (queries cannot read or write other files)."""
+def connect(path: Path, *, read_only: bool, memory_limit_mb: int | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the file; no file-system access from SQL (queries cannot read or write other files).
+
+    ``memory_limit_mb``/``threads``: DuckDB's limits for everything on this database. Nothing
+    spills to a temporary directory (an expensive query fails instead of filling the disk),
+    and freed memory goes back to the system at once (allocator background threads)."""
     config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
+    if memory_limit_mb is not None:
+        config |= {"memory_limit": f"{memory_limit_mb}MB", "temp_directory": "",
+                   "allocator_flush_threshold": "32MB", "allocator_background_threads": True}
+    if threads is not None:
+        config["threads"] = threads
     if not read_only:
         config["checkpoint_threshold"] = CHECKPOINT_THRESHOLD
     try:
@@ -126,5 +163,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("INSERT INTO schema_version VALUES (?, now())", [number + 1])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back a failed transaction. A COMMIT that failed (no space for the WAL) has ended
+    it already, and a second error ("cannot rollback - no transaction is active") would hide
+    the first, the one that says what went wrong."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass

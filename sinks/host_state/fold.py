@@ -56,6 +56,7 @@ from schemas import (
     port_name,
 )
 
+from . import describe
 from .ports import ANSWERED, open_results, service_texts, update_rows
 from .presence import Presence, PresenceConfig
 from .records import STAGE, Folded, HistoryRow, HostEntry, Pending
@@ -63,12 +64,12 @@ from .records import STAGE, Folded, HistoryRow, HostEntry, Pending
 # The facts: their changes are HostChanged field changes and history rows. Every other
 # field of the record is an observation (or a detail that moves with a fact, like vm_id).
 FACTS = ("mac", "ip", "ips", "hostname", "vendor", "vm_name", "services", "open_ports", "os_hint",
-         "dhcp_type", "dhcp_status", "dhcp_comment", "active", "flapping")
+         "dhcp_type", "dhcp_status", "dhcp_comment", "active", "flapping", *describe.TRACKED)
 OBSERVATIONS = ("arp_state", "rtt_ms", "ttl", "last_seen", "last_seen_by")
 
 # Hostname sources from most to least trusted; the name shown is the first one
 # known, so two sources that disagree do not make the name flap every sweep.
-_HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox")
+_HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox", *describe.NAME_SOURCES)
 _MAX_IPS = 16
 IP_STALE_SECS = 300.0      # a known address takes over as `ip` once the current one is this old
 
@@ -149,6 +150,7 @@ class HostBook(Presence):
             entry = self.hosts.get(key)
             if entry is None:      # merged away later in the batch
                 continue
+            self._device_type(entry, pending)
             folded.upserts[key] = entry
             self._report_presence(entry, pending)
             if not pending.changes:
@@ -270,6 +272,7 @@ class HostBook(Presence):
         if pending.observed_at is None or event.observed_at > pending.observed_at:
             pending.observed_at = event.observed_at
         pending.source = event.source
+        pending.event = event
         return pending
 
     # ------------------------------------------------------------------ fields
@@ -344,6 +347,7 @@ class HostBook(Presence):
         if not name:
             return
         entry.hostnames[source] = name[:255]
+        entry.record.names = dict(entry.hostnames)
         ranked = sorted(entry.hostnames.items(),
                         key=lambda kv: (_HOSTNAME_PRIORITY.index(kv[0])
                                         if kv[0] in _HOSTNAME_PRIORITY else len(_HOSTNAME_PRIORITY),
@@ -393,6 +397,7 @@ class HostBook(Presence):
             self._hostname(entry, pending, "proxmox" if event.guest else event.source,
                            event.hostname, event)
         self._guest(entry, pending, event.guest, event)
+        self._facts(entry, pending, describe.seen_facts(event), event)
         if event.alive:
             self._evidence(entry, pending, event)
 
@@ -406,6 +411,10 @@ class HostBook(Presence):
         if event.mac_randomized is not None:
             entry.record.mac_randomized = event.mac_randomized
         self._guest(entry, pending, event.guest, event)
+        if event.advertised is not None:
+            self._set(entry, pending, "advertised",
+                      describe.advertised(entry.advertised_by, event.source, event.advertised), event)
+        self._facts(entry, pending, describe.annotated_facts(event), event)
 
     def _probed(self, event: PortsProbed) -> None:
         entry, pending = self._resolve(event, event.mac, event.ip)
@@ -437,6 +446,24 @@ class HostBook(Presence):
         if os_hint:
             self._set(entry, pending, "os_hint", os_hint, event)
         self._evidence(entry, pending, event, "tcp-answer")
+
+    # -------------------------------------------- what hosts say about themselves (issue 23)
+
+    def _facts(self, entry: HostEntry, pending: Pending, facts: dict[str, Any], event: Event) -> None:
+        for name, value in facts.items():
+            self._set(entry, pending, name, value, event)
+
+    def _device_type(self, entry: HostEntry, pending: Pending) -> None:
+        """The device type again when the host's evidence changed: a fact, derived from the
+        record as the batch left it (so however the facts were batched, it ends the same)."""
+        rec = entry.record
+        if pending.event is None or not describe.needs_device_type(rec, pending.created,
+                                                                   pending.changes.keys()):
+            return
+        old, new = rec.device_type, describe.device_type(rec).type
+        if old != new:
+            rec.device_type = new
+            self._change(entry, pending, "device_type", old, new)
 
 
 def _output_id(key: str, kind: ChangeKind, pending: Pending) -> str:

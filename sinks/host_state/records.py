@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from schemas import FieldChange, HostChanged, HostCheckRequested, HostRecord, PortResult
+from schemas import Event, FieldChange, HostChanged, HostCheckRequested, HostRecord, PortResult
 
 STAGE = "host_state"
 
@@ -38,6 +38,7 @@ class HostEntry(msgspec.Struct, kw_only=True, gc=False):
     ips_at: dict[str, datetime] = {}         # every IP of this host -> last seen
     ports: dict[str, PortRow] = {}           # "tcp/22" -> row
     ports_at: datetime | None = None
+    advertised_by: dict[str, list[str]] = {}  # source -> the service types it last reported
     last_evidence_at: datetime | None = None
     last_evidence: str | None = None
     missed_sweeps: int = 0
@@ -79,6 +80,7 @@ class Pending:
     source: str = ""
     first_active: bool = False               # became active for the first time (not "back")
     flap_started: bool = False
+    event: Event | None = None               # the newest fact folded into the host
 
 
 @dataclass

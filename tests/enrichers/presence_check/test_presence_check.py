@@ -10,11 +10,10 @@ import pytest
 
 from enrichers.presence_check import Config, PresenceCheck
 from lanscope.config import ScopeConfig
-from lanscope.errors import ScopeError
+from lanscope.errors import UnusableEvent
 from lanscope.net.interfaces import Interface, interfaces_async
 from lanscope.net.rawsweep import Reply
-from lanscope.net.scope import check_scope
-from lanscope.net.targets import parse_targets
+from lanscope.net.scope import ScopeGuard
 from producers.arp_sweep._io import arp_sweep_async
 from producers.ping_sweep._io import icmp_sweep_async, tcp_connect
 from schemas import HostCheckRequested, HostSeen, HostUnreachable
@@ -57,12 +56,10 @@ class Wire:
         async def interfaces() -> list[Interface]:
             return [BRIDGE]
 
-        def in_scope(targets: Any, attached: Any) -> None:
-            check_scope(targets, scope or ScopeConfig(allow=["198.19.0.0/24"]), attached=attached)
-
+        guard = ScopeGuard(scope or ScopeConfig(allow=["198.19.0.0/24"]),
+                           attached=lambda: [ipaddress.ip_network("198.18.0.0/16")])
         return PresenceCheck(Config(**config), arp=self.arp, icmp=self.icmp, tcp_connect=self.tcp,
-                             interfaces=interfaces, check_scope=in_scope,
-                             clock=lambda: T0 + timedelta(seconds=1))
+                             interfaces=interfaces, guard=guard, clock=lambda: T0 + timedelta(seconds=1))
 
 
 def ip_int(ip: str) -> int:
@@ -110,10 +107,12 @@ async def test_an_echo_reply_off_link_is_enough() -> None:
     assert [k for k, _ in wire.sent] == ["icmp"]
 
 
-async def test_an_address_out_of_scope_is_refused_and_nothing_is_sent() -> None:
+async def test_an_address_out_of_scope_is_dead_lettered_and_nothing_is_sent() -> None:
     wire = Wire()
-    assert await wire.stage().handle(request("198.51.100.7", None, ports=[22])) == []
-    assert await wire.stage(ScopeConfig(attached=False)).handle(request()) == []
+    with pytest.raises(UnusableEvent, match=r"presence check of 198.51.100.7: 198.51.100.7 is "):
+        await wire.stage().handle(request("198.51.100.7", None, ports=[22]))
+    with pytest.raises(UnusableEvent, match="out of scope"):
+        await wire.stage(ScopeConfig(attached=False)).handle(request())
     assert wire.sent == []
 
 
@@ -135,12 +134,9 @@ async def test_an_answer_from_another_mac_does_not_vouch_for_the_host() -> None:
 
 
 def lab_stage(lab: Any) -> PresenceCheck:
-    def in_scope(targets: Any, attached: Any) -> None:
-        check_scope(targets, ScopeConfig(allow=[lab.SUBNET, lab.OFFLINK]), attached=attached)
-
     return PresenceCheck(Config(tries=2, timeout_ms=300, tcp_timeout_ms=500), arp=arp_sweep_async,
                          icmp=icmp_sweep_async, tcp_connect=tcp_connect, interfaces=interfaces_async,
-                         check_scope=in_scope)
+                         guard=ScopeGuard(ScopeConfig(allow=[lab.SUBNET, lab.OFFLINK])))
 
 
 @pytest.mark.lab
@@ -170,12 +166,10 @@ async def test_the_real_scope_check_refuses_an_address_outside_the_lab(lab: Any)
         sent.append(args)
         raise AssertionError("a probe was sent")
 
-    def in_scope(targets: Any, attached: Any) -> None:
-        # Attached networks may be scanned: not with attached off and nothing allowed.
-        check_scope(targets, ScopeConfig(attached=False), attached=attached)
-
+    # The lab's segments are attached, so allowed: not with attached off and nothing allowed.
+    guard = ScopeGuard(ScopeConfig(attached=False))
     stage = PresenceCheck(Config(), arp=never, icmp=never, tcp_connect=never, interfaces=interfaces_async,
-                          check_scope=in_scope)
-    assert await stage.handle(request(lab.host("f02").ip, None, now=True)) == [] and sent == []
-    with pytest.raises(ScopeError):
-        in_scope(parse_targets(["10.1.2.3"]), [])
+                          guard=guard)
+    with pytest.raises(UnusableEvent):
+        await stage.handle(request(lab.host("f02").ip, None, now=True))
+    assert sent == [] and guard.refusal("10.1.2.3") is not None

@@ -27,7 +27,7 @@ def test_new_host_is_one_new_event_with_its_fields() -> None:
     event = only(b.fold([host_seen("198.18.0.10", MAC_A, t=0)]).changed)
     assert event.kind is ChangeKind.NEW
     assert event.host.host_key == MAC_A and event.host.ip == "198.18.0.10" and event.host.active
-    assert [c.field for c in event.changes] == ["mac", "ips", "ip", "active"]
+    assert [c.field for c in event.changes] == ["mac", "ips", "ip", "device_type", "active"]
     assert event.evidence == "arp-reply via arp"
     assert event.host.arp_state == "reply"       # an observation: on the record, not a change
 

@@ -11,8 +11,7 @@ import duckdb
 import msgspec
 import pytest
 
-from lanscope.errors import UnusableEvent
-from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity, SweepCompleted
+from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
 from sinks.host_state import Config, HostState
 from sinks.host_state._rows import ip_ints
 from sinks.host_state._schema import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect
@@ -92,21 +91,6 @@ async def test_redelivered_inputs_return_the_same_events_and_write_nothing_twice
     assert rows(db, "SELECT count(*) FROM hosts") == [(3,)]
     assert rows(db, "SELECT count(*) FROM history WHERE field = 'ip'") == [(3,)]
     assert rows(db, "SELECT count(*) FROM processed_events") == [(3,)]
-
-
-async def test_a_sweep_with_an_unreadable_coverage_is_unusable_and_nothing_is_folded(
-        tmp_path: Path) -> None:
-    sink = await opened(tmp_path)
-    bad = SweepCompleted(host_key="s1", observed_at=at(5), source="arp", sweep_id="s1",
-                         covered=["198.18.0.0/24", "198.18.0.300/32"], id="sweep-1")
-    batch = [host_seen("198.18.0.10", MAC_A, t=0, id="e1"), bad]
-    with pytest.raises(UnusableEvent, match=r"SweepCompleted s1 from arp: covered\[1\]") as error:
-        await sink.write(batch)
-    assert error.value.event_ids == {"sweep-1"}
-    assert sink.book.hosts == {}                   # nothing folded ahead of the file
-    out = await sink.write([batch[0]])             # the rest, written again (as the runtime does)
-    assert [e.kind for e in out if isinstance(e, HostChanged)] == [ChangeKind.NEW]
-    await sink.close()
 
 
 async def test_findings_and_registry_rows_dedupe_newest_wins(tmp_path: Path) -> None:
@@ -327,9 +311,36 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     await sink.write([host_seen("198.18.0.10", MAC_A, t=1, rtt_ms=0.5, ttl=64)])
     await sink.close()
     db = tmp_path / "lanscope.duckdb"
-    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)] == [(3,)]
-    # The columns version 3 added, in the `hosts` view too.
+    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    # The columns version 4 added, in the `hosts` view too.
     assert rows(db, "SELECT flapping, rtt_ms, ttl FROM hosts") == [(False, 0.5, 64)]
+
+
+async def test_a_version_2_file_keeps_its_hosts_and_gets_the_device_type_columns(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="v2")])
+    await sink.close()
+    # Back to version 2's tables, as a file written before issue 23 has them.
+    con = duckdb.connect(str(tmp_path / "lanscope.duckdb"))
+    con.execute("DROP VIEW hosts")
+    for table in ("hosts_by_mac", "hosts_by_ip"):
+        for column in ("device_type", "flapping", "rtt_ms", "ttl"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.execute("CREATE VIEW hosts AS SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip")
+    con.execute("DELETE FROM schema_version WHERE version >= 3")
+    # ... and its state: a record without the fields version 3 added.
+    [(state,)] = con.execute("SELECT state FROM hosts_by_mac").fetchall()
+    old_state = json.loads(state)
+    for name in ("device_type", "device_type_confidence", "device_type_reasons", "names", "advertised"):
+        old_state["record"].pop(name, None)
+    con.execute("UPDATE hosts_by_mac SET state = ?", [json.dumps(old_state)])
+    con.close()
+    sink = await opened(tmp_path)
+    assert MAC_A in sink.book.hosts
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=5, id="v3")])
+    await sink.close()
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT host_key, ip, device_type FROM hosts") == [
+        (MAC_A, "198.18.0.10", "unknown")]
 
 
 async def test_a_failed_background_compaction_is_retried_and_loses_nothing(
@@ -389,3 +400,24 @@ async def test_the_writer_checkpoints_rarely_and_readers_keep_duckdbs_default(tm
         assert threshold(reader) == default
     finally:
         reader.close()
+
+
+async def test_queries_beyond_the_concurrency_wait_then_are_refused_as_busy_and_close_stops_them(
+        tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    sink = await opened(tmp_path, query=QueryConfig(concurrency=1, waiting=1, timeout_ms=60_000))
+    slow = asyncio.ensure_future(sink.query(b'{"sql": "SELECT sum(i * i) FROM range(1000000000000) t(i)"}'))
+    await asyncio.sleep(0.3)
+    waiting = asyncio.ensure_future(sink.query(b'{"sql": "SELECT 1"}'))   # its turn comes after slow
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    busy = json.loads(await sink.query(b'{"sql": "SELECT 2"}'))
+    assert busy["error"].startswith("busy: 2 queries are running or waiting "
+                                    "(sinks.host_state.query.concurrency, .waiting)")
+    started = time.monotonic()
+    await sink.close()                              # interrupts the running query: no waiting for it
+    assert time.monotonic() - started < 2.0
+    assert json.loads(await slow)["error"] == "the query was stopped: lanscope is stopping"
+    assert "error" in json.loads(await asyncio.wait_for(waiting, 5))   # the store closed under it
