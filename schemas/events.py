@@ -9,6 +9,13 @@ type's field set; readers must not depend on it for decoding.
 Every event is a small fact keyed by ``host_key`` (the MAC when known, else
 the IP) with ``observed_at`` (UTC) and ``source``. ``id`` is deterministic and
 filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
+``site`` (since v2) says where it was observed: "" is the default site (a
+single-site install, whose events keep the subjects they always had); a named
+site's events travel under ``lanscope.<site>.…`` (schemas.subjects), and the
+hosts they name are that site's (types.site_key): the same private range at two
+sites is two sets of hosts. The runtime stamps it: producers' events get the
+site of the process (``site:`` in config.yaml), an enricher's outputs that of
+their input, and sinks carry their host's.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from .types import (
     Protocol,
     Severity,
     ShortText,
+    Site,
     Ttl,
 )
 
@@ -43,10 +51,11 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False,
     """Fields common to every event."""
 
     id: str = ""
-    v: int = 1
+    v: int = 2
     host_key: str
     observed_at: datetime
     source: str
+    site: Site = ""                       # since v2; "" = the default site
 
 
 # --------------------------------------------------------------------------
@@ -143,7 +152,7 @@ class FieldChange(msgspec.Struct, kw_only=True, gc=False):
 class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     """A host's current state as the host_state sink knows it."""
 
-    host_key: str
+    host_key: str                         # types.site_key(site, MAC or IP)
     mac: Mac | None = None
     ip: Ip | None = None
     ips: list[Ip] = []
@@ -166,6 +175,7 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     last_seen_by: dict[str, datetime] = {}
+    site: Site = ""                       # the host's site ("" = the default site)
 
 
 # --------------------------------------------------------------------------
@@ -199,10 +209,10 @@ class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
     is not in it; a sweep that sent nothing (DHCP leases read from a router) covers
     nothing. Readers must reject (not skip) an entry that is not a CIDR.
     ``targets`` is what was asked for, as written (nmap syntax, lease sources):
-    for people, not for presence.
+    for people, not for presence. A sweep covers addresses of its own site only.
     """
 
-    v: int = 2
+    v: int = 3
     targets: list[ShortText] = []         # what was asked for (informational)
     sweep_id: ShortText = ""
     hosts_found: int = 0

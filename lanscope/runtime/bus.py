@@ -42,9 +42,10 @@ from lanscope.runtime import fastpath
 from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
 from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
+from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.puller import SUB_PENDING_BYTES
 from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
-from schemas import STREAMS, Event, StreamSpec, encode, subject_for
+from schemas import Event, StreamSpec, encode, subject_for
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Bus:
         self.nc = nc
         self._state = state if state is not None else {}
         self.config = config
+        self.layout: Layout = STANDALONE          # the process's site and streams (set by its command)
         self.api_prefix = DEFAULT_PREFIX          # JetStream's API subjects (no domain)
         self.js: JetStreamContext = nc.jetstream(prefix=self.api_prefix, timeout=10.0)
         self._publish_timeout = 5.0
@@ -226,7 +228,7 @@ class Bus:
             name=spec.name, subjects=list(spec.subjects), description=spec.description,
             retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
             num_replicas=c.replicas, max_age=c.max_age_days * 86400.0, max_bytes=c.max_bytes,
-            duplicate_window=c.duplicate_window_secs,
+            duplicate_window=c.duplicate_window_secs, sources=self.layout.sources(spec) or None,
         )
 
     def consumer_config(self, spec: StageSpec, filters: list[str]) -> ConsumerConfig:
@@ -245,19 +247,21 @@ class Bus:
             filter_subjects=filters,
         )
 
-    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] = STREAMS,
+    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] | None = None,
                         *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-        """Create or update the streams and one durable pull consumer per consuming stage.
+        """Create or update the streams (the layout's, by default) and one durable pull
+        consumer per consuming stage that this layout runs.
 
         ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
         sinks has one consumer in place of theirs on its stream."""
+        layout = self.layout
         results: list[Provisioned] = []
-        for stream in streams:
+        for stream in layout.streams if streams is None else streams:
             results.append(await self._ensure_stream(self.stream_config(stream)))
         shared = [feed for feed in feeds if feed.shared]
         fed = {(member, feed.stream) for feed in shared for member in feed.members}
-        for spec in specs:
-            for stream_name, filters in consumer_bindings(spec).items():
+        for spec in (layout.spec(s) for s in specs if layout.runs(s)):
+            for stream_name, filters in consumer_bindings(spec, layout.streams).items():
                 if (spec.name, stream_name) not in fed:
                     results.append(await self._ensure_consumer(stream_name,
                                                                self.consumer_config(spec, filters)))
@@ -276,6 +280,8 @@ class Bus:
         have = info.config
         diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
                                      "duplicate_window", "discard"))
+        if _sources(have) != _sources(wanted):
+            diffs.append("sources")
         if not diffs:
             return Provisioned("stream", wanted.name, "unchanged")
         try:
@@ -481,6 +487,12 @@ def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | No
         return None
     return sent.exception() or sent.result()
 
+
+
+def _sources(config: StreamConfig) -> list[tuple[str, str | None, str | None, str | None]]:
+    """A stream's sources, comparable: (name, filter, API prefix, deliver prefix)."""
+    return sorted((s.name, s.filter_subject, s.external.api if s.external else None,
+                   s.external.deliver if s.external else None) for s in config.sources or ())
 
 
 def _same(a: Any, b: Any) -> bool:

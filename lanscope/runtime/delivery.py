@@ -30,7 +30,7 @@ from lanscope.config import NatsConfig
 from lanscope.errors import UnusableEvent
 from lanscope.runtime.bus import MSG_ID, Bus
 from lanscope.runtime.ids import payload_id
-from schemas import Event, decode, dlq_subject
+from schemas import Event, decode, dlq_subject, site_of_stream, site_of_subject
 
 H_REASON = "Lanscope-Dlq-Reason"
 H_SUBJECT = "Lanscope-Original-Subject"
@@ -38,6 +38,9 @@ H_STREAM = "Lanscope-Original-Stream"
 H_SEQ = "Lanscope-Stream-Seq"
 H_DELIVERIES = "Lanscope-Deliveries"
 H_STAGE = "Lanscope-Stage"
+# Set by a stream on each message it copied from another (sourcing); its first word names the
+# stream copied from. The server writes it (replacing any the sender put there).
+H_STREAM_SOURCE = "Nats-Stream-Source"
 _MAX_REASON = 512
 
 
@@ -125,10 +128,40 @@ def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
         return f"undecodable: {exc}"
     if delivered > max_deliver:
         return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
+    wrong_site = site_problem(event, msg)
+    if wrong_site:
+        return wrong_site
     if not event.id:
         # Published by another tool without an id: derive one, so our outputs stay stable.
         event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
     return event
+
+
+def site_problem(event: Event, msg: Msg) -> str | None:
+    """Why an event cannot be its site's, or None.
+
+    An event's site, its subject's site and, for one a hub copied from a sensor, the
+    site of that sensor must agree. The leaf node permissions let a sensor deliver
+    only on its own site's subjects, but a copied message carries its original
+    subject inside that delivery, where no permission looks: this is the check that
+    a sensor cannot speak for another site."""
+    claimed = site_of_subject(msg.subject)
+    if event.site != claimed:
+        return f"the event says site {event.site!r}, its subject {msg.subject} site {claimed!r}"
+    if not claimed:
+        return None
+    origin = (msg.headers or {}).get(H_STREAM_SOURCE)
+    if not origin:
+        return None
+    word = origin.split(" ", 1)[0]
+    # "<stream>:<hash>" (nats-server 2.10+) or, from older servers, the ack subject
+    # "$JS.ACK.<stream>.<consumer>...".
+    old_style = word.startswith("$JS.ACK.") and word.count(".") > 2
+    stream = word.split(".")[2] if old_style else word.split(":", 1)[0]
+    sensor = site_of_stream(stream)
+    if sensor is not None and sensor != claimed:
+        return f"site {claimed!r} event copied from the sensor of site {sensor!r} (stream {stream}): refused"
+    return None
 
 
 async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
@@ -143,7 +176,7 @@ async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
         H_DELIVERIES: str(md.num_delivered),
         H_STAGE: stage,
     }
-    await bus.publish_bytes(dlq_subject(stage), msg.data, headers=headers,
+    await bus.publish_bytes(dlq_subject(stage, bus.layout.site), msg.data, headers=headers,
                             msg_id=f"dlq-{stage}-{md.stream}-{md.sequence.stream}")
     return headers[H_REASON]
 

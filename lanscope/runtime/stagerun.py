@@ -103,7 +103,7 @@ class ProducerRunner(StageRunner):
             self.log.error("sweep failed: %s: %s", type(exc).__name__, exc,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
             return
-        fill_producer_ids(events)
+        fill_producer_ids(events, self.bus.layout.site)
         acks = await self.bus.publish_events(events)
         duplicates = sum(bool(ack.duplicate) for ack in acks)
         self.counters.events_emitted_total += len(events)

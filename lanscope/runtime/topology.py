@@ -67,6 +67,8 @@ class StageSpec:
                                            # Config's where it has one)
     flush_ms: int | None = None            # a sink's batch waits this long to fill (its Config's)
     ack_wait_secs: float | None = None     # None: the nats config's ack_wait_secs
+    segment: bool = False                  # an enricher that talks to the hosts themselves: on a
+                                           # sensor (role: sensor runs these and the producers)
 
     @property
     def qualified(self) -> str:
@@ -113,29 +115,29 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
                   emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
-                  consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
-                  raw_sockets=True, batch_size=16, ack_wait_secs=60),
+                  raw_sockets=True, batch_size=16, ack_wait_secs=60, segment=True),
         StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Reverse DNS names (dnspython)"),
         StageSpec("mac_vendor", Kind.ENRICHER, mac_vendor.Config, mac_vendor.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="MAC vendor from offline OUI data", batch_size=256),
         StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Proxmox guest name, vmid, node, status by MAC or IP"),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
-                  consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
-                            subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
+                                           subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
                   emits=(HostChanged,),
                   description="Host records, change detection, history; owns DuckDB",
                   max_replicas=1),
         StageSpec("findings", Kind.SINK, findings.Config, findings.build,
-                  consumes=(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
                   emits=(Finding,), description="Security findings, opened and resolved"),
         StageSpec("registry", Kind.SINK, registry.Config, registry.build,
-                  consumes=(subj.HOST_CHANGED,), emits=(RegistryEntry,),
+                  consumes=subj.everywhere(subj.HOST_CHANGED), emits=(RegistryEntry,),
                   description="Host registry: register new hosts or sync existing entries"),
     )
 }
@@ -160,11 +162,13 @@ PUBLISHED_BY_PEOPLE: dict[str, str] = {
 # ---------------------------------------------------------------------- feeds
 
 
-def consumer_bindings(spec: StageSpec) -> dict[str, list[str]]:
-    """Stream name -> the stage's filter subjects in it (a sink may read from two streams)."""
+def consumer_bindings(spec: StageSpec, streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) \
+        -> dict[str, list[str]]:
+    """Stream name -> the stage's filter subjects in it (a sink may read from two streams);
+    ``streams``: the process's (a sensor has its own, lanscope.runtime.layout)."""
     bindings: dict[str, list[str]] = {}
     for pattern in spec.consumes:
-        bindings.setdefault(subj.stream_for(pattern).name, []).append(pattern)
+        bindings.setdefault(subj.stream_for(pattern, streams).name, []).append(pattern)
     return bindings
 
 
@@ -186,17 +190,17 @@ class Feed:
         return len(self.members) > 1
 
 
-def own_feeds(spec: StageSpec) -> list[Feed]:
+def own_feeds(spec: StageSpec, streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) -> list[Feed]:
     """A stage's own durable on each stream it reads."""
-    return [Feed(stream, spec, (spec.name,)) for stream in consumer_bindings(spec)]
+    return [Feed(stream, spec, (spec.name,)) for stream in consumer_bindings(spec, streams)]
 
 
-def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
+def sink_feeds(specs: Iterable[StageSpec], streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) -> list[Feed]:
     """How the sinks among ``specs``, run in one process, read their streams."""
     readers: dict[str, list[StageSpec]] = {}
     for spec in specs:
         if spec.kind is Kind.SINK:
-            for stream in consumer_bindings(spec):
+            for stream in consumer_bindings(spec, streams):
                 readers.setdefault(stream, []).append(spec)
     feeds: list[Feed] = []
     for stream, sinks in readers.items():
@@ -204,7 +208,7 @@ def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
             feeds.append(Feed(stream, sinks[0], (sinks[0].name,)))
             continue
         sinks = sorted(sinks, key=lambda s: s.name)
-        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
+        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s, streams)[stream]))
         waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
         names = tuple(s.name for s in sinks)
         # The group's consumer: built from the first sink's spec (it is never built as a stage).

@@ -76,6 +76,29 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
         FROM processed_batches;
     """,
+    # 3: sites. Every host, port, history row, finding and registry entry says its site ('' is
+    # the default site); a host's key holds it (schemas.site_key), so hosts_by_mac is keyed by
+    # host_key: one MAC may be a host at two sites.
+    f"""
+    DROP VIEW hosts;
+    DROP VIEW services;
+    CREATE TABLE hosts_by_mac_v3 (mac VARCHAR NOT NULL, {_HOST_COLUMNS}, site VARCHAR NOT NULL DEFAULT '',
+                                  PRIMARY KEY (host_key));
+    INSERT INTO hosts_by_mac_v3 SELECT *, '' FROM hosts_by_mac;
+    DROP TABLE hosts_by_mac;
+    ALTER TABLE hosts_by_mac_v3 RENAME TO hosts_by_mac;
+    ALTER TABLE hosts_by_ip ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE host_ports ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE history ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE findings ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE registry ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    CREATE VIEW hosts AS
+        SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;
+    CREATE VIEW services AS
+        SELECT host_key, site, ip, protocol, port, service, product, version, extra_info,
+               first_seen, last_seen
+        FROM host_ports WHERE state = 'open' AND service IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -82,6 +82,7 @@ def test_every_event_has_a_subject_in_a_stream() -> None:
 def test_every_consumed_subject_is_produced_by_someone() -> None:
     produced = {subj.SUBJECTS[t][0] for spec in STAGES.values() for t in spec.emits}
     produced |= set(PUBLISHED_BY_PEOPLE)       # probe now, from the dashboard
+    produced |= {subj.any_site(p) for p in produced}   # ... at every site
     for spec in STAGES.values():
         for pattern in spec.consumes:
             assert pattern in produced, f"{spec.qualified} consumes {pattern} that nobody emits"

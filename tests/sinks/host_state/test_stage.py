@@ -322,7 +322,8 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     sink = await opened(tmp_path)
     assert set(await sink.store.processed(["old1", "old2", "new"])) == {"old1", "old2"}
     await sink.close()
-    assert rows(tmp_path / "lanscope.duckdb", "SELECT max(version) FROM schema_version") == [(2,)]
+    assert rows(tmp_path / "lanscope.duckdb",
+                "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_a_failed_background_compaction_is_retried_and_loses_nothing(
