@@ -21,7 +21,9 @@ def main(args: argparse.Namespace, config: Config) -> int:
     embedded: EmbeddedNats | None = None
     url = configured_url(config.nats, config.data_dir)
     if not url:
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+        from lanscope.runtime.leafnodes import server_role
+
+        embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
         url = embedded.start()
     try:
         results = asyncio.run(_provision(config, url))
@@ -35,4 +37,5 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
     async with await Bus.connect(config.nats, url=url, name="lanscope-provision") as bus:
+        bus.layout = config.layout()
         return await bus.provision(config.stage_specs().values())

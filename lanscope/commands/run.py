@@ -1,9 +1,12 @@
-"""``lanscope run``: the continuous pipeline, every stage or the ones named with --stage.
+"""``lanscope run``: the continuous pipeline, every stage of the role or the ones named with --stage.
 
 With no ``nats.url`` the bundled nats-server is started first (and stopped
 last); then streams and consumers are provisioned and the stages run until
 SIGTERM/SIGINT. ``--once`` runs each producer once and exits when every
-consumer has caught up.
+consumer has caught up. ``role:`` picks the stages (lanscope.runtime.layout):
+``all`` every one, ``sensor`` the producers and port_probe (``lanscope sensor``),
+``hub`` the rest; a hub's or sensor's embedded server is a leaf node hub or
+leaf (lanscope.runtime.leafnodes).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.layout import Layout
+from lanscope.runtime.leafnodes import server_role
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
@@ -36,39 +41,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not serve the dashboard (served when every stage runs and web.enabled)")
 
 
-def selected_stages(names: list[str]) -> list[StageSpec]:
+def selected_stages(names: list[str], layout: Layout | None = None) -> list[StageSpec]:
+    """The stages to run: the named ones, else every one of the role (``layout``)."""
     if not names:
-        return list(STAGES.values())
+        return [spec for spec in STAGES.values() if layout is None or layout.runs(spec)]
     specs: list[StageSpec] = []
     for name in names:
         try:
             spec = resolve(name)
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from None
+        if layout is not None and not layout.runs(spec):
+            raise UsageError(f"stage {spec.qualified} does not run with role: {layout.role} (a sensor runs "
+                             "the producers and the stages that talk to its segment; a hub the others)")
         if spec not in specs:
             specs.append(spec)
     return specs
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    layout = config.layout()
     configured = config.stage_specs()
-    specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    specs = [layout.spec(configured[spec.name]) for spec in selected_stages(args.stage, layout)]
     # The dashboard's port first: a taken port is one clear error, before NATS starts.
     web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
-        and not args.once else None
+        and not args.once and not layout.sensor else None
     embedded: EmbeddedNats | None = None
     # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
     url = configured_url(config.nats, config.data_dir)
     where = "configured" if config.nats.url else "embedded server of another lanscope run"
     if not url:
         # Started here, in the main thread, so the server dies with this process.
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+        embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
         url = embedded.start()
         where = f"embedded, store {embedded.store_dir}"
     try:
         print_line(f"NATS:   {url} ({where})")
-        print_line(f"DuckDB: {config.duckdb_path}")
-        print_line(f"Targets: {_describe_targets(config)}")
+        if layout.role != "all" or layout.site:
+            print_line(f"Site:   {_describe_site(config)}")
+        if not layout.sensor:
+            print_line(f"DuckDB: {config.duckdb_path}")
+        if layout.role != "hub":
+            print_line(f"Targets: {_describe_targets(config)}")
         return asyncio.run(_run(config, url, specs, once=args.once, web=web))
     finally:
         if web is not None:
@@ -83,6 +97,17 @@ def _web_socket(config: Config) -> socket.socket:
     sock = bind(config)
     print_line(f"Web:    {url_of(sock)} (dashboard)")
     return sock
+
+
+def _describe_site(config: Config) -> str:
+    site = config.site or "(default site)"
+    if config.role == "sensor":
+        return f"{site}, sensor of {' '.join(config.sensor.hub)} (JetStream domain lanscope-{config.site})"
+    if config.role == "hub":
+        sites = ", ".join(sorted(config.hub.sites)) or "none yet (hub.sites)"
+        return (f"hub: sensors connect to {config.hub.leaf_host}:{config.hub.leaf_port}; "
+                f"sites {sites}")
+    return site
 
 
 def _describe_targets(config: Config) -> str:
@@ -133,12 +158,14 @@ async def _stop_dashboard(server: Any, task: asyncio.Task[None]) -> None:
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
                web: socket.socket | None = None) -> int:
     bus = await Bus.connect(config.nats, url=url)
+    bus.layout = config.layout()
     try:
         ctx = config.stage_context(claims=await bus.claims())
         built, skipped = build_stages(specs, config, ctx)
         # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.
-        await bus.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+        await bus.provision(config.stage_specs().values(),
+                            feeds=sink_feeds((s for s, _ in built), bus.layout.streams))
         rows = [(s.qualified, "runs", s.description) for s, _ in built]
         rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
         print_table(["stage", "status", "detail"], rows)

@@ -5,8 +5,11 @@ environment's scripts directory (next to the ``python`` that runs us). The
 server gets a small generated config file (JetStream store in
 ``<data_dir>/nats``, ``sync_interval: always`` when asked), listens on
 ``embedded_host`` and a free port, and is stopped with SIGTERM (then SIGKILL)
-on exit. The API is synchronous on purpose: ``lanscope run`` and the test
-fixtures start it before (or outside) an event loop, and on Linux the child is
+on exit. A hub's or a sensor's server also gets its part from
+lanscope.runtime.leafnodes (``ServerRole``: a name, a JetStream domain,
+the leaf node listener or remote, and the hub's site users). The API is
+synchronous on purpose: ``lanscope run`` and the test fixtures start it
+before (or outside) an event loop, and on Linux the child is
 tied to the starting thread with PR_SET_PDEATHSIG, so a crashed lanscope does
 not leave a server holding the store.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
+from lanscope.runtime.leafnodes import ServerRole
 
 log = logging.getLogger(__name__)
 
@@ -205,19 +209,21 @@ class EmbeddedNats:
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  sync_always: bool = False, startup_timeout_secs: float = 15.0,
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", role: ServerRole | None = None) -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
         self.sync_always = sync_always
         self.startup_timeout_secs = startup_timeout_secs
         self.extra_config = extra_config     # more server config lines (auth, TLS: tests)
+        self.role = role or ServerRole()     # a hub's or a sensor's part (lanscope.runtime.leafnodes)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def from_config(cls, config: NatsConfig, data_dir: str | Path) -> EmbeddedNats:
+    def from_config(cls, config: NatsConfig, data_dir: str | Path,
+                    role: ServerRole | None = None) -> EmbeddedNats:
         return cls(Path(data_dir) / "nats", host=config.embedded_host, port=config.embedded_port,
-                   sync_always=config.sync_always)
+                   sync_always=config.sync_always, role=role)
 
     @property
     def url(self) -> str:
@@ -240,14 +246,21 @@ class EmbeddedNats:
         lines = [
             f"host: {_quote(self.host)}",
             f"port: {self.port}",
+            *self.role.lines(),
             "jetstream {",
             f"  store_dir: {_quote(str(self.store_dir.resolve()))}",
         ]
+        if self.role.domain:
+            lines.append(f"  domain: {_quote(self.role.domain)}")
         if self.sync_always:
             lines.append("  sync_interval: always")
-        lines += ["}", self.extra_config, ""]
+        lines += ["}", *self.role.blocks, self.extra_config, ""]
         path = self.store_dir / "nats-server.conf"
-        path.write_text("\n".join(lines))
+        # 0600: a sensor's config holds its leaf seed.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines))
+        os.chmod(path, 0o600)
         return path
 
     def start(self) -> str:

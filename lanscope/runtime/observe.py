@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lanscope.runtime.bus import Bus
-from schemas import STREAMS, AnyEvent, SweepCompleted, decode
+from schemas import AnyEvent, SweepCompleted, decode
 from schemas import subjects as subj
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class LastSweep:
 async def pipeline_health(bus: Bus) -> PipelineHealth:
     """Every lanscope stream, every consumer's lag, and dead letters per stage."""
     health = PipelineHealth()
-    for spec in STREAMS:
+    for spec in bus.layout.streams:
         try:
             info = await bus.js.stream_info(spec.name)
         except Exception as exc:      # not provisioned yet
@@ -76,20 +76,21 @@ async def pipeline_health(bus: Bus) -> PipelineHealth:
                 spec.name, name, consumer.num_pending or 0, consumer.num_ack_pending or 0,
                 consumer.num_redelivered or 0, consumer.num_waiting or 0))
     with contextlib.suppress(Exception):
-        info = await bus.js.stream_info(subj.DEAD_LETTERS.name, subjects_filter=subj.DLQ)
-        prefix = subj.DLQ[:-1]
-        health.dead_letters = {s[len(prefix):]: n for s, n in sorted((info.state.subjects or {}).items())}
+        info = await bus.js.stream_info(subj.DEAD_LETTERS.name, subjects_filter=">")
+        # lanscope.dlq.<stage>, or lanscope.<site>.dlq.<stage> (a sensor's stage)
+        health.dead_letters = {_dlq_name(s): n for s, n in sorted((info.state.subjects or {}).items())}
     return health
 
 
 async def last_sweeps(bus: Bus) -> list[LastSweep]:
     """Each producer's latest ``sweep_completed`` (from the FACTS stream)."""
     try:
-        info = await bus.js.stream_info(subj.FACTS.name, subjects_filter=subj.SWEEP_COMPLETED)
+        info = await bus.js.stream_info(subj.FACTS.name, subjects_filter=">")
     except Exception:
         return []
     sweeps: list[LastSweep] = []
-    for subject in sorted(info.state.subjects or {}):
+    for subject in sorted(s for s in info.state.subjects or {}
+                          if any(subj.matches(p, s) for p in subj.everywhere(subj.SWEEP_COMPLETED))):
         try:
             raw = await bus.js.get_last_msg(subj.FACTS.name, subject)
             event = decode(raw.data or b"")
@@ -100,6 +101,13 @@ async def last_sweeps(bus: Bus) -> list[LastSweep]:
             sweeps.append(LastSweep(event.source, event.observed_at, event.hosts_found,
                                     event.duration_ms, tuple(event.targets)))
     return sweeps
+
+
+def _dlq_name(subject: str) -> str:
+    """``stage``, or ``stage@site`` for a sensor's stage (lanscope.<site>.dlq.<stage>)."""
+    site = subj.site_of_subject(subject)
+    stage = subject.rsplit(".", 1)[1]
+    return f"{stage}@{site}" if site else stage
 
 
 class Follower:

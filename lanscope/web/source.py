@@ -74,9 +74,11 @@ class Source:
 
     async def _connect(self, url: str) -> None:
         bus = await Bus.connect(self.config.nats, url=url, name="lanscope-web")
+        bus.layout = self.config.layout()
         if self.on_event is not None:
-            follower = Follower(bus, subj.CHANGES.name, [subj.HOST_CHANGED, subj.FINDING], self.on_event,
-                                backlog=self.backlog)
+            follower = Follower(bus, subj.CHANGES.name,
+                                list(subj.everywhere(subj.HOST_CHANGED, subj.FINDING)),
+                                self.on_event, backlog=self.backlog)
             try:
                 await follower.start()
             except Exception:

@@ -1,0 +1,205 @@
+"""A hub and a sensor's embedded servers on loopback: copying, least privilege, the site check.
+
+Real nats-servers (the embedded ones, configured by lanscope.runtime.leafnodes)
+on 127.0.0.1; events are published at the sensor the way its producers publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, StreamConfig
+
+from lanscope.config import Config, parse
+from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import decode_event
+from lanscope.runtime.embedded import EmbeddedNats, free_port
+from lanscope.runtime.leafnodes import public_key, sensor_seed, server_role, site_permissions
+from schemas import ProbeRequested, encode, subject_for
+from schemas import subjects as subj
+from tests.factories import at, host_seen
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("not within the timeout")
+        await asyncio.sleep(0.1)
+
+
+def sensor_config(tmp: Path, site: str, leaf_port: int) -> Config:
+    return parse({"data_dir": str(tmp / f"sensor-{site}"), "site": site, "role": "sensor",
+                  "sensor": {"hub": [f"nats-leaf://127.0.0.1:{leaf_port}"]}})
+
+
+@dataclass
+class Sites:
+    hub: Bus
+    paris: Bus
+    servers: dict[str, EmbeddedNats]
+    tmp: Path
+    leaf_port: int
+
+    def start_sensor(self, site: str, config: Config | None = None) -> EmbeddedNats:
+        config = config or sensor_config(self.tmp, site, self.leaf_port)
+        server = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
+        server.start()
+        self.servers[site] = server
+        return server
+
+
+@pytest.fixture
+def leaf_port() -> int:
+    return free_port("127.0.0.1")
+
+
+@pytest.fixture
+def hub_config(tmp_path: Path, leaf_port: int) -> Config:
+    key = public_key(sensor_seed(sensor_config(tmp_path, "paris", leaf_port)))
+    berlin = public_key(sensor_seed(sensor_config(tmp_path, "berlin", leaf_port)))
+    return parse({"data_dir": str(tmp_path / "hub"), "role": "hub",
+                  "hub": {"leaf_host": "127.0.0.1", "leaf_port": leaf_port,
+                          "sites": {"paris": {"nkey": key}, "berlin": {"nkey": berlin}}}})
+
+
+@pytest.fixture
+async def sites(tmp_path: Path, hub_config: Config, leaf_port: int) -> AsyncIterator[Sites]:
+    hub_server = EmbeddedNats.from_config(hub_config.nats, hub_config.data_dir, role=server_role(hub_config))
+    hub_server.start()
+    servers = {"hub": hub_server}
+    made = Sites(None, None, servers, tmp_path, leaf_port)  # type: ignore[arg-type]
+    try:
+        paris_server = made.start_sensor("paris")
+        made.hub = await Bus.connect(hub_config.nats, url=hub_server.url)
+        made.hub.layout = hub_config.layout()
+        await made.hub.provision([])
+        paris = sensor_config(tmp_path, "paris", leaf_port)
+        made.paris = await Bus.connect(paris.nats, url=paris_server.url)
+        made.paris.layout = paris.layout()
+        await made.paris.provision([])
+        yield made
+    finally:
+        for bus in (made.hub, made.paris):
+            if bus is not None:
+                await bus.close()
+        for server in servers.values():
+            server.stop()
+
+
+async def stored(bus: Bus, stream: str, subject: str) -> int:
+    info = await bus.js.stream_info(stream, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_a_sensors_events_reach_the_hub_and_probe_requests_reach_the_sensor(sites: Sites) -> None:
+    seen = [msgspec.structs.replace(host_seen("10.20.0.5", t=i), site="paris") for i in range(5)]
+    await sites.paris.publish_events(seen)
+    assert await stored(sites.paris, "LANSCOPE_FACTS-paris", ">") == 5
+
+    async def copied() -> bool:
+        return await stored(sites.hub, subj.FACTS.name, "lanscope.paris.host.seen.>") == 5
+    await eventually(copied)
+    # The hub asks paris's sensor to probe a host; berlin's request stays at the hub.
+    for site in ("paris", "berlin"):
+        await sites.hub.publish(ProbeRequested(host_key="10.20.0.5", observed_at=at(0), source="web",
+                                               ip="10.20.0.5", site=site))
+
+    async def requested() -> bool:
+        return await stored(sites.paris, "LANSCOPE_REQUESTS-paris", ">") == 1
+    await eventually(requested)
+    assert await stored(sites.paris, "LANSCOPE_REQUESTS-paris", "lanscope.paris.host.probe.requested") == 1
+
+
+async def test_a_sensor_cannot_publish_another_sites_subjects(sites: Sites) -> None:
+    berlin = msgspec.structs.replace(host_seen("10.20.0.5"), site="berlin")
+    # At the sensor: no stream of its own takes another site's subject, and its leaf node may
+    # not carry it to the hub: refused (no stream answers).
+    with pytest.raises((nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+                        nats.errors.TimeoutError)):
+        await sites.paris.js.publish(subject_for(berlin), encode(berlin), timeout=2)
+    # A plain message crosses to the hub neither: only the deliveries of its streams do (a
+    # plain message of its own site goes into its stream, and so to the hub, once).
+    got: list[str] = []
+
+    async def record(msg: Msg) -> None:
+        got.append(msg.subject)
+    watcher = await sites.hub.nc.subscribe("lanscope.>", cb=record)
+    await sites.hub.nc.flush()
+    paris = msgspec.structs.replace(host_seen("10.20.0.6"), site="paris")
+    for event in (berlin, paris):
+        await sites.paris.nc.publish(subject_for(event), encode(event))
+    await sites.paris.nc.flush()
+    probe = msgspec.structs.replace(host_seen("10.20.0.7"), site="paris")   # a marker that does cross
+    await sites.paris.publish(probe)
+
+    async def marker_arrived() -> bool:
+        return await stored(sites.hub, subj.FACTS.name, "lanscope.paris.host.seen.>") == 2
+    await eventually(marker_arrived)
+    await watcher.unsubscribe()
+    assert "lanscope.berlin.host.seen.arp" not in got
+    assert await stored(sites.hub, subj.FACTS.name, "lanscope.berlin.>") == 0
+
+
+async def test_a_rogue_sensor_that_stores_another_sites_events_is_refused_at_the_hub(sites: Sites) -> None:
+    # A sensor server under someone else's control: its paris stream also holds berlin's subjects.
+    await sites.paris.js.update_stream(StreamConfig(
+        name="LANSCOPE_FACTS-paris",
+        subjects=["lanscope.paris.host.seen.>", "lanscope.paris.sweep.completed.>",
+                  "lanscope.paris.host.ports", "lanscope.berlin.host.seen.>"]))
+    forged = msgspec.structs.replace(host_seen("10.20.0.5", "02:00:00:00:00:66"), site="berlin")
+    honest = msgspec.structs.replace(host_seen("10.20.0.5"), site="paris")
+    await sites.paris.publish_events([forged, honest])
+
+    async def copied() -> bool:
+        return await stored(sites.hub, subj.FACTS.name, ">") == 2
+    await eventually(copied)
+    # NATS copied both (the subject rides inside the delivery); the hub's decoding refuses the
+    # forged one for every stage, so no berlin host comes from paris's sensor.
+    sub = await sites.hub.js.pull_subscribe("", durable="check", stream=subj.FACTS.name,
+                                            config=ConsumerConfig(filter_subjects=list(subj.FACTS.subjects)))
+    verdicts = {}
+    for msg in await sub.fetch(2, timeout=5):
+        verdicts[msg.subject] = decode_event(msg, 1, 5)
+    assert isinstance(verdicts["lanscope.paris.host.seen.arp"], msgspec.Struct)
+    refusal = verdicts["lanscope.berlin.host.seen.arp"]
+    assert isinstance(refusal, str) and "copied from the sensor of site 'paris'" in refusal
+
+
+async def test_a_leaf_without_its_sites_key_is_refused(sites: Sites, tmp_path: Path) -> None:
+    # A sensor whose key the hub does not list (another seed file) never gets its events in.
+    stranger = parse({"data_dir": str(tmp_path / "stranger"), "site": "oslo", "role": "sensor",
+                      "sensor": {"hub": [f"nats-leaf://127.0.0.1:{sites.leaf_port}"]}})
+    server = sites.start_sensor("oslo", stranger)
+    log = server.log_file
+
+    def refused() -> bool:
+        return "Authorization Violation" in log.read_text(errors="replace") or \
+            "authorization violation" in log.read_text(errors="replace").lower()
+    deadline = time.monotonic() + 15
+    while not refused():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        await asyncio.sleep(0.1)
+
+
+def test_a_sites_permissions_name_only_that_site() -> None:
+    perms = site_permissions("paris", "lanscope-hub")
+    subjects = perms["publish"]["allow"] + perms["subscribe"]["allow"]
+    assert not any("berlin" in s for s in subjects)
+    assert "lanscope.paris.sourced.>" in perms["publish"]["allow"]
+    assert not any(s.startswith("lanscope.paris.host") for s in perms["publish"]["allow"])
+    assert "$JS.lanscope-paris.API.CONSUMER.CREATE.LANSCOPE_FACTS-paris" in perms["subscribe"]["allow"]
+
+
