@@ -1,15 +1,19 @@
 """Service identification on a corpus of real-world banners: product and version accuracy per family.
 
-    .venv/bin/python -m bench.fingerprints [--nmap-probes [FILE]] [--cli] [--misses]
+    .venv/bin/python -m bench.fingerprints [--corpus DIR] [--strict] [--nmap-probes [FILE]] [--cli] [--misses]
 
-The corpus is ``tests/data/banners/<family>.jsonl`` (see SOURCES.md there):
+The corpus is ``tests/data/banners/<family>.jsonl`` (see SOURCES.md there;
+``--corpus tests/data/banners_heldout`` scores the held-out corpus):
 one banner per line with the port it was read on and the expected product
 and version. Each line goes through ``lanscope fingerprint --jsonl``: in
 process through the command's own ``run()`` (the default), or as the real
 command in a subprocess with ``--cli``. A product is right when every word of
 the expected name appears in lanscope's product ("Postfix" in "Postfix
 smtpd"); a version is right when it is exactly the expected one (no version
-expected and none given is right too).
+expected and none given is right too). ``--strict`` asks for the name
+itself: lanscope's product, less a trailing daemon word ("httpd", "smtpd",
+"sshd" ...), must equal the expected name, case and punctuation aside
+("Postfix smtpd" is "Postfix", "Yahoo popgate" is not "Yahoo").
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from enrichers.port_probe.fingerprint import rule_set
 from lanscope.commands.fingerprint import run
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "banners"
+HELDOUT = CORPUS.parent / "banners_heldout"   # real-world banners from sources no rule was written from
 NMAP_PROBES = "/usr/share/nmap/nmap-service-probes"
 
 
@@ -43,6 +48,23 @@ def product_right(expected: str | None, got: str | None) -> bool:
         return not got
     have = set(_words(got or ""))
     return bool(got) and all(w in have for w in _words(expected))
+
+
+# The daemon words lanscope appends to a product name ("Postfix smtpd", "Apache httpd").
+_DAEMON_WORDS = frozenset({"httpd", "smtpd", "ftpd", "sshd", "imapd", "pop3d", "telnetd", "daemon"})
+
+
+def _canonical(name: str) -> str:
+    words = _words(name)
+    while len(words) > 1 and words[-1] in _DAEMON_WORDS:
+        words.pop()
+    return " ".join(words)
+
+
+def product_exact(expected: str | None, got: str | None) -> bool:
+    if not expected or not got:
+        return not expected and not got
+    return _canonical(got) == _canonical(expected)
 
 
 def version_right(expected: str | None, got: str | None) -> bool:
@@ -66,16 +88,20 @@ def identify(rows: list[dict[str, Any]], nmap_probes: str, cli: bool) -> list[di
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+Scores = dict[str, tuple[int, int, int, list[tuple[dict[str, Any], dict[str, Any]]]]]
+
+
 def score(corpus: dict[str, list[dict[str, Any]]], nmap_probes: str = "", cli: bool = False,
-          ) -> dict[str, tuple[int, int, int, list[tuple[dict[str, Any], dict[str, Any]]]]]:
+          strict: bool = False) -> Scores:
     """family -> (lines, products right, versions right, misses)."""
+    right = product_exact if strict else product_right
     out = {}
     for family, rows in corpus.items():
         results = identify(rows, nmap_probes, cli)
         products = versions = 0
         misses = []
         for row, got in zip(rows, results, strict=True):
-            p = product_right(row["product"], got.get("product"))
+            p = right(row["product"], got.get("product"))
             v = version_right(row["version"], got.get("version"))
             products += p
             versions += v
@@ -105,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also use nmap's match lines (default file {NMAP_PROBES})")
     parser.add_argument("--cli", action="store_true", help="run the lanscope command in a subprocess")
     parser.add_argument("--misses", action="store_true", help="list the banners that were not fully right")
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--corpus", type=Path, default=CORPUS,
+                        help="a folder of <family>.jsonl files (default %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="a product is right only when its name is the expected one, daemon word aside")
     args = parser.parse_args(argv)
     if args.nmap_probes and not Path(args.nmap_probes).is_file():
         print(f"{args.nmap_probes} not found (install nmap)", file=sys.stderr)
         return 1
-    scores = score(load(args.corpus), args.nmap_probes, args.cli)
+    scores = score(load(args.corpus), args.nmap_probes, args.cli, args.strict)
     print(table(scores))
     if args.misses:
         for family, (_, _, _, misses) in scores.items():

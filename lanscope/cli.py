@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("lanscope.commands.status", "a host's record, ports and recent history"),
     "schema": ("lanscope.commands.schema", "print the JSON Schema of every event"),
     "config": ("lanscope.commands.config", "check or show the configuration"),
+    "notify": ("lanscope.commands.notify", "notifications: send a sample to a target (notify test TARGET)"),
 }
 
 

@@ -9,8 +9,11 @@ mirroring the folders: ``producers.arp_sweep``, ``enrichers.port_probe``,
 The one place that reads the environment: ``${VAR}``, ``${VAR:-default}`` and
 ``${VAR:?message}`` are expanded once, in string values only (so a variable
 can never inject YAML structure). ``<secret>_file`` keys (``pass_file``,
-``password_file``, ``token_file``, ``token_value_file``) read the secret from a
-file. Validation is strict and complete: every unknown key (with a "did you
+``password_file``, ``token_file``, ``token_value_file``, and ``<key>_file`` for every
+field of type ``Secret``, such as a notify target's ``url_file``) read the secret from
+a file. Lists and maps of sections (``sinks.notify.rules``, ``.targets``) are walked
+like sections, so their keys get the same checks. Validation is strict and complete:
+every unknown key (with a "did you
 mean"), every key of the old layout (with its new place), every wrong type
 and every rule a section's ``check()`` states is reported, each as
 ``FILE: key.path: problem``, in one ConfigError.
@@ -60,13 +63,14 @@ from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
 from sinks.findings.stage import Config as FindingsConfig
 from sinks.host_state.stage import Config as HostStateConfig
 from sinks.host_state.stage import database_path
+from sinks.notify.stage import Config as NotifyConfig
 from sinks.registry.stage import Config as RegistryConfig
 
 if TYPE_CHECKING:
     from lanscope.net.targets import Targets
     from lanscope.runtime.claims import Claims
     from lanscope.runtime.layout import Layout
-    from lanscope.runtime.stage import Progress, StageContext
+    from lanscope.runtime.stage import DeadLetter, Progress, StageContext
     from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
@@ -136,6 +140,7 @@ class Sinks(Section):
     host_state: HostStateConfig = msgspec.field(default_factory=HostStateConfig)
     findings: FindingsConfig = msgspec.field(default_factory=FindingsConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
 
 
 class Config(Section):
@@ -189,14 +194,14 @@ class Config(Section):
         return Layout.of(self)
 
     def stage_context(self, *, claims: Claims | None = None, progress: Progress | None = None,
-                      sweep: Targets | None = None) -> StageContext:
+                      sweep: Targets | None = None, dead_letter: DeadLetter | None = None) -> StageContext:
         """What the stage builders get besides their own section: the shared settings."""
         from lanscope.runtime.claims import MemoryClaims
         from lanscope.runtime.stage import StageContext
 
         return StageContext(data_dir=Path(self.data_dir), targets=tuple(self.targets), scope=self.scope,
                             dns=self.dns, proxmox=self.proxmox, claims=claims or MemoryClaims(),
-                            progress=progress, sweep=sweep)
+                            progress=progress, sweep=sweep, dead_letter=dead_letter)
 
 
 # --------------------------------------------------------------------------- expansion
@@ -252,6 +257,32 @@ def _struct_of(annotation: Any) -> type[msgspec.Struct] | None:
     return None
 
 
+def _is_secret(annotation: Any) -> bool:
+    """A ``Secret`` or ``Secret | None`` field."""
+    if annotation is Secret:
+        return True
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and \
+        Secret in typing.get_args(annotation)
+
+
+def _secret_key(key: str, fields: Mapping[str, Any]) -> bool:
+    """Whether ``<key>_file`` may hold field ``key``'s value (a secret)."""
+    info = fields.get(key)
+    return info is not None and (key in SECRET_KEYS or _is_secret(info.type))
+
+
+def _items_of(annotation: Any) -> tuple[type, type[msgspec.Struct]] | None:
+    """``(list, S)`` for ``list[S]``, ``(dict, S)`` for ``dict[str, S]`` (S a Struct), else None."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list and len(args) == 1:
+        struct = _struct_of(args[0])
+        return (list, struct) if struct is not None else None
+    if origin is dict and len(args) == 2 and args[0] is str:
+        struct = _struct_of(args[1])
+        return (dict, struct) if struct is not None else None
+    return None
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -284,6 +315,10 @@ class _Decoder:
             if struct is not None and (isinstance(value, dict) or empty):
                 out[key] = self.section(value, struct, here)
                 continue
+            items = _items_of(info.type)
+            if items is not None and isinstance(value, (list, dict)) and isinstance(value, items[0]):
+                out[key] = self._items(value, items[1], here)
+                continue
             value = self._expand(value, here)
             if value is _DROP:
                 continue
@@ -300,6 +335,21 @@ class _Decoder:
             out[key] = value
         return out
 
+    def _items(self, node: list[Any] | dict[Any, Any], cls: type[msgspec.Struct],
+               where: str) -> list[Any] | dict[Any, Any]:
+        """A list or a map of sections, each decoded like a section (``rules[0].kinds``)."""
+        if isinstance(node, list):
+            return [self.section(item, cls, f"{where}[{i}]") for i, item in enumerate(node)
+                    if self._is_section(item, f"{where}[{i}]")]
+        return {str(name): self.section(item, cls, _join(where, str(name))) for name, item in node.items()
+                if self._is_section(item, _join(where, str(name)))}
+
+    def _is_section(self, node: Any, where: str) -> bool:
+        if isinstance(node, dict):
+            return True
+        self.problems.append((where, f"expected a section (key: value lines), got {type(node).__name__}"))
+        return False
+
     def _secret_files(self, node: dict[Any, Any], fields: Mapping[str, Any], where: str) -> dict[str, Any]:
         """``pass_file: PATH`` -> ``pass: <the file's text>`` (a Secret)."""
         out: dict[str, Any] = {}
@@ -308,7 +358,7 @@ class _Decoder:
                 self.problems.append((where or "<top>", f"key {key!r} is not a string"))
                 continue
             secret = key.removesuffix("_file")
-            if key == secret or secret not in SECRET_KEYS or secret not in fields:
+            if key == secret or not _secret_key(secret, fields):
                 out.setdefault(key, value)
                 continue
             here = _join(where, key)
@@ -360,21 +410,31 @@ class _Decoder:
         if spec is not None:
             self.problems.append((here, f"unknown key; the {key} stage's section is {spec.qualified}"))
             return
-        names = [*fields, *(f"{k}_file" for k in fields if k in SECRET_KEYS)]
+        names = [*fields, *(f"{k}_file" for k in fields if _secret_key(k, fields))]
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
         self.problems.append((here, "unknown key" + (f"; did you mean {close[0]}?" if close else "")))
 
 
 def _checks(section: msgspec.Struct, where: str) -> Iterator[tuple[str, str]]:
-    """What every section's check() finds, with the section's key path in front."""
+    """What every section's check() finds, with the section's key path in front (sections
+    in lists and maps too: ``rules[0].name``, ``targets.phone.url``)."""
     check = getattr(section, "check", None)
     if callable(check):
         for key, message in check():
-            yield _join(where, key), message
+            yield (_join(where, key) if key else where or "<top>"), message
     for info in msgspec.structs.fields(section):
         value = getattr(section, info.name)
+        here = _join(where, info.encode_name)
         if isinstance(value, msgspec.Struct):
-            yield from _checks(value, _join(where, info.encode_name))
+            yield from _checks(value, here)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, msgspec.Struct):
+                    yield from _checks(item, f"{here}[{i}]")
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                if isinstance(item, msgspec.Struct):
+                    yield from _checks(item, _join(here, str(name)))
 
 
 def parse(raw: Any, *, source: str = "config", env: Mapping[str, str] | None = None,

@@ -1,3 +1,3 @@
-"""Shared pytest setup: the lab plugin (network namespaces) and the nats-server fixture."""
+"""Shared pytest setup: the lab plugin (network namespaces), the nats-server and Mosquitto fixtures."""
 
-pytest_plugins = ["tests.lab.fixtures", "tests.natsd"]
+pytest_plugins = ["tests.lab.fixtures", "tests.natsd", "tests.mqtt"]

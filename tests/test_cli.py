@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[list[str], bool]] = {
     "schema": (["--subjects"], True),
     "config": (["show"], True),
     "web": ([], False),
+    "notify": (["test", "hook"], False),
 }
 
 

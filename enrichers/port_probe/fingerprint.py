@@ -10,8 +10,13 @@ keeps the most specific, most confident answer:
    they may fill in what a shipped rule left open for the same product, or
    answer where no shipped rule knew the software, never replace a more
    specific answer;
-3. generic extraction (``_generic.py``), only where no rule named a product;
+3. generic extraction (``_generic.py``): the answer where no rule named a
+   product, and the version of a product a rule named without one when the
+   reply's own ``Name/1.2`` token names the same product ("Server: Caddy/2.7.6");
 4. a port-number hint.
+
+A version no software prints (nine digits or more and nothing else: a build
+id, a timestamp) is dropped, whoever read it.
 
 A greeting given without its status code (``host ESMTP Postfix`` on port 25)
 is read again with the code the port's protocol would have sent. Everything
@@ -73,9 +78,25 @@ def _specificity(found: Identity) -> int:
     return (2 if found.product else 0) + (1 if found.version else 0)
 
 
+# Words two names of different software share: a vendor, a protocol, a daemon suffix.
+_COMMON_WORDS = frozenset({
+    "apache", "microsoft", "oracle", "ibm", "sun", "hp", "hpe", "cisco", "google", "huawei", "novell",
+    "lotus", "amazon", "aws", "gnu", "http", "httpd", "web", "server", "service", "smtpd", "ftpd", "ftp",
+    "sshd", "ssh", "imapd", "imap", "imap4", "pop3d", "pop3", "telnetd", "mail", "proxy", "daemon", "and",
+    "for", "the",
+})
+
+
+def _name_words(name: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", name.lower()) if len(w) > 2 and w not in _COMMON_WORDS}
+
+
 def _same_product(a: str, b: str) -> bool:
-    first = re.split(r"[\s/_-]", a.lower(), maxsplit=1)[0]
-    return bool(first) and first in b.lower()
+    """Whether two names share a word that names software ("Yahoo popgate", "popgate")."""
+    return bool(_name_words(a) & _name_words(b))
+
+
+_NO_VERSION = re.compile(r"\d{9,}", re.ASCII)    # a build id or timestamp, not a version
 
 
 class RuleSet:
@@ -126,6 +147,8 @@ class RuleSet:
             hint = self._port_hint(port, protocol)
             found = hint if found is None else found
             found.service = found.service or hint.service
+        if found.version and _NO_VERSION.fullmatch(found.version):
+            found.version = None
         if text:
             self._os(found, text)
         return found
@@ -155,12 +178,16 @@ class RuleSet:
         if ours is not None and ours.product and ours.version:
             return ours                      # nothing can be more specific than a rule's product + version
         theirs = self._nmap(text, port)
+        guess = generic(text, port)
         if ours is not None and ours.product:
-            if (theirs is not None and theirs.version and theirs.version[0].isdigit() and theirs.product
-                    and _same_product(ours.product, theirs.product)):
-                ours.version = theirs.version    # nmap knew the version of the product our rule named
+            # nmap, then the reply's own name/version token, may know the version of the product a rule named.
+            for other in (theirs, guess):
+                if (other is not None and other.version and other.version[0].isdigit() and other.product
+                        and _same_product(ours.product, other.product)):
+                    ours.version = other.version
+                    break
             return ours
-        candidates = [c for c in (ours, theirs, generic(text, port)) if c is not None]
+        candidates = [c for c in (ours, theirs, guess) if c is not None]
         if not candidates:
             return None
         # Most specific first, then most confident; on a tie the earlier source (ours, nmap, generic).

@@ -22,6 +22,7 @@ from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
 from lanscope.runtime.bus import Bus
+from lanscope.runtime.delivery import dead_letters
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 from lanscope.runtime.layout import Layout
 from lanscope.runtime.leafnodes import server_role
@@ -160,7 +161,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
     bus = await Bus.connect(config.nats, url=url)
     bus.layout = config.layout()
     try:
-        ctx = config.stage_context(claims=await bus.claims())
+        ctx = config.stage_context(claims=await bus.claims(), dead_letter=dead_letters(bus))
         built, skipped = build_stages(specs, config, ctx)
         # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
         # of their own on those streams, which nothing would read.

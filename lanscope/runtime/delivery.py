@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from lanscope.config import NatsConfig
 from lanscope.errors import UnusableEvent
 from lanscope.runtime.bus import MSG_ID, Bus
 from lanscope.runtime.ids import payload_id
+from lanscope.runtime.stage import DeadLetter
 from schemas import Event, decode, dlq_subject, site_of_stream, site_of_subject
 
 H_REASON = "Lanscope-Dlq-Reason"
@@ -169,16 +170,34 @@ async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
     as it went out."""
     md = msg.metadata
     headers = {
-        H_REASON: one_line(reason),
         H_SUBJECT: msg.subject,
         H_STREAM: md.stream,
         H_SEQ: str(md.sequence.stream),
         H_DELIVERIES: str(md.num_delivered),
-        H_STAGE: stage,
     }
-    await bus.publish_bytes(dlq_subject(stage, bus.layout.site), msg.data, headers=headers,
-                            msg_id=f"dlq-{stage}-{md.stream}-{md.sequence.stream}")
-    return headers[H_REASON]
+    return await dead_letter(bus, stage, msg.data, reason=reason, key=f"{md.stream}-{md.sequence.stream}",
+                             headers=headers)
+
+
+async def dead_letter(bus: Bus, stage: str, payload: bytes, *, reason: str, key: str,
+                      headers: Mapping[str, str] | None = None) -> str:
+    """Publish ``payload`` to ``lanscope.dlq.<stage>`` with the reason and stage in headers, once
+    per ``key`` (its Nats-Msg-Id); the reason as it went out."""
+    all_headers = {**(headers or {}), H_REASON: one_line(reason), H_STAGE: stage}
+    await bus.publish_bytes(dlq_subject(stage, bus.layout.site), payload, headers=all_headers,
+                            msg_id=f"dlq-{stage}-{key}")
+    return all_headers[H_REASON]
+
+
+def dead_letters(bus: Bus) -> DeadLetter:
+    """The StageContext's ``dead_letter`` on ``bus``: what a stage gives up on after its input
+    was acknowledged (a notification no target took) goes to its DLQ subject."""
+
+    async def to_dlq(stage: str, payload: bytes, *, reason: str, key: str,
+                     headers: Mapping[str, str] | None = None) -> None:
+        await dead_letter(bus, stage, payload, reason=reason, key=key, headers=headers)
+
+    return to_dlq
 
 
 async def failed(msg: Msg, failures: Sequence[tuple[Reader, BaseException]],

@@ -10,7 +10,7 @@ NATS and no heavy I/O library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from lanscope.net.targets import Targets
 
 Progress = Callable[[int, int], None]
+
+
+class DeadLetter(Protocol):
+    """Copies what a stage gave up on to ``lanscope.dlq.<stage>``, with the reason in headers.
+
+    For work a stage does after its input was acknowledged (a notification that could not
+    be delivered); what fails while an input is handled is the runtime's to dead-letter.
+    ``key`` makes the copy's Nats-Msg-Id, so a retried call stores it once. Returns once
+    the stream has it."""
+
+    async def __call__(self, stage: str, payload: bytes, *, reason: str, key: str,
+                       headers: Mapping[str, str] | None = None) -> None: ...
 
 
 class StageDisabled(Exception):
@@ -44,6 +56,7 @@ class StageContext:
     claims: Claims = field(default_factory=MemoryClaims)
     progress: Progress | None = None       # long sweeps call it as (done, total)
     sweep: Targets | None = None           # one-shot commands: sweep these (parsed, scope-checked)
+    dead_letter: DeadLetter | None = None  # the pipeline's DLQ; None: nowhere (one-shot commands)
 
     def sweep_targets(self) -> Targets | None:
         """What a sweep covers: the command's targets, else ``targets:`` parsed and checked

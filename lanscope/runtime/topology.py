@@ -25,6 +25,7 @@ import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
 import sinks.findings.stage as findings
 import sinks.host_state.stage as host_state
+import sinks.notify.stage as notify
 import sinks.registry.stage as registry
 from lanscope.runtime.stage import Enricher, Producer, Sink, StageContext, StageDisabled
 from schemas import (
@@ -139,6 +140,9 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("registry", Kind.SINK, registry.Config, registry.build,
                   consumes=subj.everywhere(subj.HOST_CHANGED), emits=(RegistryEntry,),
                   description="Host registry: register new hosts or sync existing entries"),
+        StageSpec("notify", Kind.SINK, notify.Config, notify.build,
+                  consumes=subj.everywhere(subj.HOST_CHANGED, subj.FINDING),
+                  description="Notifications: Apprise, webhooks, MQTT with Home Assistant discovery"),
     )
 }
 

@@ -256,7 +256,7 @@ class Findings:
         holds = self._holds(where, event)
         for rule, finding_id, evidence, port in holds:
             out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
-                                 mac=event.mac, port=port, key=event.host_key)
+                                 mac=event.mac, port=port, key=site_key(event.site, event.host_key))
         open_here = self._open_at.get(where)
         if not open_here:
             return out
@@ -290,7 +290,7 @@ class Findings:
     def _seen(self, event: HostSeen) -> list[Finding]:
         out: list[Finding] = []
         ip, mac, site = event.ip, event.mac, event.site
-        key = event.host_key
+        key = site_key(site, event.host_key)     # the host's key at its site, as host_state keys it
         lease = event.lease
         rule = self._rule("rogue_dhcp")
         if rule and lease is not None and lease.server and self.config.dhcp_servers \

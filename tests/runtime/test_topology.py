@@ -12,9 +12,9 @@ FACTS = subj.FACTS.name
 def test_sinks_of_one_process_share_a_feed_per_stream() -> None:
     feeds = {(f.stream, f.spec.durable): f for f in sink_feeds(STAGES.values())}
     # Producers and enrichers have no feed; host_state and findings share the facts,
-    # all three sinks the changes, each message of which one of them wants at least.
+    # all four sinks the changes, each message of which one of them wants at least.
     assert set(feeds) == {(FACTS, "findings+host_state"),
-                          (subj.CHANGES.name, "findings+host_state+registry")}
+                          (subj.CHANGES.name, "findings+host_state+notify+registry")}
     facts = feeds[FACTS, "findings+host_state"]
     assert facts.members == ("findings", "host_state") and facts.shared
     assert list(facts.spec.consumes) == list(subj.everywhere(    # the union, each once

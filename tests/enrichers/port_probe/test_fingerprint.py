@@ -50,7 +50,7 @@ BANNERS: list[tuple[int, bytes | str, str | None, str | None, str | None, str | 
     (21, "220 JD FTP Server Ready\r\n", "ftp", "HP JetDirect ftpd", None, None),
     (21, "220 DiskStation FTP server ready.\r\n", "ftp", "Synology DiskStation NAS ftpd", None,
      "Synology DSM"),
-    (21, "220 MikroTik FTP server (MikroTik 6.49.10) ready\r\n", "ftp", "MikroTik router ftpd", "6.49.10",
+    (21, "220 MikroTik FTP server (MikroTik 6.49.10) ready\r\n", "ftp", "MikroTik RouterOS ftpd", "6.49.10",
      "MikroTik RouterOS"),
     # Mail
     (25, "220 mail.example.org ESMTP Postfix (Debian/GNU)\r\n", "smtp", "Postfix smtpd", None, "Debian"),
