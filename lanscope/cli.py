@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lanscope.commands.run", "run the pipeline: every stage, or one with --stage"),
     "sensor": ("lanscope.commands.sensor", "a site's sensor: producers and port_probe, a leaf of the hub"),
+    "hub-config": ("lanscope.commands.hub_config", "the nats-server config a hub's NATS cluster includes"),
     "provision": ("lanscope.commands.provision", "create the NATS streams and consumers"),
     "watch": ("lanscope.commands.watch", "print host-change events live"),
     "web": ("lanscope.commands.web", "the live web dashboard (on its own; `run` serves it too)"),

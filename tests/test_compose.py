@@ -78,3 +78,64 @@ def test_every_variable_compose_sets_is_read_by_config_yaml_where_the_comment_sa
         for part in key.group(1).split("."):
             node = node[part]
         assert node == values[name], (name, key.group(1))
+
+
+# ---- compose.hub.yaml: a hub of many sites on a 3-node NATS cluster (README: Many sites) ----
+
+
+def _hub() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "compose.hub.yaml").read_text())
+    return compose
+
+
+def test_the_hub_runs_every_stage_of_role_hub_and_no_sensor_stage() -> None:
+    from lanscope.runtime.layout import Layout
+
+    services = _hub()["services"]
+    named = {resolve(stage).name for s in services.values() if (stage := _stage_of(s)) is not None}
+    hub = Layout(role="hub")
+    assert named == {name for name, spec in STAGES.items() if hub.runs(spec)}
+    assert services["host_state"]["deploy"]["replicas"] == 1
+    assert "provision" in services["host_state"]["depends_on"]
+
+
+def test_the_hub_cluster_is_three_nodes_of_one_config_and_r3_streams() -> None:
+    from lanscope.config import load
+
+    services = _hub()["services"]
+    nodes = {name: s for name, s in services.items() if s.get("image", "").startswith("nats:")}
+    assert sorted(nodes) == ["nats1", "nats2", "nats3"]
+    assert {s["environment"]["NATS_NAME"] for s in nodes.values()} == set(nodes)
+    assert all(any("nats-hub.conf" in v for v in s["volumes"]) for s in nodes.values())
+    config = load(ROOT / "deploy" / "hub.yaml")
+    assert config.role == "hub" and config.nats.replicas == 3 and config.nats.user
+    assert len(config.nats.url.split(",")) == 3
+
+
+def test_the_shipped_hub_sites_conf_is_what_hub_config_prints(capsys: Any) -> None:
+    from lanscope.cli import main
+
+    assert main(["-c", str(ROOT / "deploy" / "hub.yaml"), "hub-config"]) == 0
+    assert capsys.readouterr().out == (ROOT / "deploy" / "hub-sites.conf").read_text()
+
+
+def test_nats_server_accepts_the_hub_node_config_with_sites(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    import nkeys
+
+    from lanscope.config import parse
+    from lanscope.runtime.embedded import find_binary
+    from lanscope.runtime.leafnodes import hub_server_config
+
+    raw = yaml.safe_load((ROOT / "deploy" / "hub.yaml").read_text())
+    raw["hub"]["sites"] = {site: {"nkey": nkeys.from_seed(bytearray(nkeys.encode_seed(
+        os.urandom(32), nkeys.PREFIX_BYTE_USER))).public_key.decode()} for site in ("paris", "berlin")}
+    (tmp_path / "hub-sites.conf").write_text(hub_server_config(parse(raw, env={})))
+    shutil.copy(ROOT / "deploy" / "nats-hub.conf", tmp_path)
+    done = subprocess.run([str(find_binary()), "-t", "-c", str(tmp_path / "nats-hub.conf")],
+                          capture_output=True, text=True, timeout=30,
+                          env={"NATS_NAME": "nats1", "LANSCOPE_NATS_PASSWORD": "secret"})
+    assert done.returncode == 0, done.stdout + done.stderr

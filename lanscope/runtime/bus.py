@@ -257,17 +257,17 @@ class Bus:
         layout = self.layout
         results: list[Provisioned] = []
         for stream in layout.streams if streams is None else streams:
-            results.append(await self._ensure_stream(self.stream_config(stream)))
+            results.append(await _settled(self._ensure_stream, self.stream_config(stream)))
         shared = [feed for feed in feeds if feed.shared]
         fed = {(member, feed.stream) for feed in shared for member in feed.members}
         for spec in (layout.spec(s) for s in specs if layout.runs(s)):
             for stream_name, filters in consumer_bindings(spec, layout.streams).items():
                 if (spec.name, stream_name) not in fed:
-                    results.append(await self._ensure_consumer(stream_name,
-                                                               self.consumer_config(spec, filters)))
+                    results.append(await _settled(self._ensure_consumer, stream_name,
+                                                  self.consumer_config(spec, filters)))
         for feed in shared:
-            results.append(await self._ensure_consumer(
-                feed.stream, self.consumer_config(feed.spec, list(feed.spec.consumes))))
+            wanted = self.consumer_config(feed.spec, list(feed.spec.consumes))
+            results.append(await _settled(self._ensure_consumer, feed.stream, wanted))
         return results
 
     async def _ensure_stream(self, wanted: StreamConfig) -> Provisioned:
@@ -479,6 +479,28 @@ class Bus:
                                                 replicas=self.config.replicas,
                                                 description="port_probe claims and last-probe stamps")
         return KvClaims(kv)
+
+
+# How long provisioning waits out a JetStream that cannot answer yet: a cluster electing a
+# leader (a node just died, or the cluster just started) answers with timeouts and 503s.
+PROVISION_PATIENCE_SECS = 60.0
+
+
+async def _settled(step: Any, *args: Any) -> Provisioned:
+    """``await step(*args)``, again while JetStream is only temporarily unable to answer."""
+    deadline = time.monotonic() + PROVISION_PATIENCE_SECS
+    delay = 0.25
+    while True:
+        try:
+            result: Provisioned = await step(*args)
+            return result
+        except _TRANSIENT as exc:
+            if time.monotonic() >= deadline:
+                raise BusError(f"provisioning: JetStream did not answer for {PROVISION_PATIENCE_SECS:g}s "
+                               f"({type(exc).__name__})") from None
+            log.warning("provisioning: %s; retrying", type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | None:

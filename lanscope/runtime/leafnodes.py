@@ -205,12 +205,17 @@ def server_role(config: Config) -> ServerRole:
 
 def hub_server_config(config: Config) -> str:
     """The hub's part of a nats-server config, for a hub whose NATS is not embedded (a
-    cluster: each node includes it): its JetStream domain, the leaf node listener and
-    the sites' users (add the users of lanscope's own processes to the same list)."""
+    cluster: each node includes it): the leaf node listener, the user of lanscope's hub
+    processes (``nats.user``, password from the node's environment) and the sites' users.
+    Each node's own config sets ``jetstream { domain: <hub.domain> }``."""
     role = server_role(config)
-    return (f"# lanscope hub: every node of the cluster sets `jetstream {{ domain: {role.domain} }}`\n"
-            + "".join(role.blocks[:1])
-            + authorization_block(site_users(config.hub), local=False))
+    own = {"user": config.nats.user, "password": "$LANSCOPE_NATS_PASSWORD",
+           "allowed_connection_types": ["STANDARD", "WEBSOCKET"]}
+    block = authorization_block([own, *site_users(config.hub)], local=False)
+    # An unquoted $NAME is the node's environment variable (nats-server's config syntax).
+    block = block.replace('"$LANSCOPE_NATS_PASSWORD"', "$LANSCOPE_NATS_PASSWORD")
+    return (f"# lanscope hub (`lanscope hub-config`); each node: jetstream {{ domain: {role.domain} }}\n"
+            + role.blocks[0] + block)
 
 
 __all__ = ["LeafError", "ServerRole", "authorization_block", "hub_server_config", "public_key",

@@ -27,6 +27,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +167,23 @@ class SitesLab:
     def set_host_link(self, site: str, index: int, up: bool) -> None:
         host = self.site(site).hosts[index - 1]
         netns.ip("link", "set", "eth0", "up" if up else "down", ns=host.ns)
+
+
+@contextmanager
+def scratch_namespace(name: str) -> Iterator[str]:
+    """A namespace with only loopback up (the hub cluster's test runs its servers there);
+    whatever runs in it is killed and the namespace deleted on the way out."""
+    def clean() -> None:
+        if name in netns.list_netns():
+            netns.terminate(netns.pids_in_netns([name]), timeout=10.0)
+            netns.ip("netns", "del", name)
+    clean()
+    netns.ip("netns", "add", name)
+    try:
+        netns.ip("link", "set", "lo", "up", ns=name)
+        yield name
+    finally:
+        clean()
 
 
 def _answers(ip: str, port: int) -> bool:
