@@ -9,11 +9,12 @@ mirroring the folders: ``producers.arp_sweep``, ``enrichers.port_probe``,
 The one place that reads the environment: ``${VAR}``, ``${VAR:-default}`` and
 ``${VAR:?message}`` are expanded once, in string values only (so a variable
 can never inject YAML structure). ``<secret>_file`` keys (``pass_file``,
-``password_file``, ``token_file``, ``token_value_file``, and ``<key>_file`` for every
-field of type ``Secret``, such as a notify target's ``url_file``) read the secret from
-a file. Lists and maps of sections (``sinks.notify.rules``, ``.targets``) are walked
-like sections, so their keys get the same checks. Validation is strict and complete:
-every unknown key (with a "did you
+``password_file``, ``token_file``, ``token_value_file``, SNMP's ``community_file``,
+``auth_key_file``, ``priv_key_file``, and ``<key>_file`` for every field of type
+``Secret``, such as a notify target's ``url_file``) read the secret from a file. Lists
+and maps of sections (``sinks.notify.rules``, ``.targets``) are walked like sections, so
+their keys get the same checks. Validation is strict and complete: every unknown key
+(with a "did you
 mean"), every key of the old layout (with its new place), every wrong type
 and every rule a section's ``check()`` states is reported, each as
 ``FILE: key.path: problem``, in one ConfigError.
@@ -35,8 +36,10 @@ import yaml
 
 from enrichers.dns_names.stage import Config as DnsNamesConfig
 from enrichers.mac_vendor.stage import Config as MacVendorConfig
+from enrichers.netbios.stage import Config as NetBiosConfig
 from enrichers.port_probe.stage import Config as PortProbeConfig
 from enrichers.proxmox_names.stage import Config as ProxmoxNamesConfig
+from enrichers.snmp.stage import Config as SnmpConfig
 from lanscope.config_moved import MOVED, OLD_SECTIONS
 from lanscope.settings import (
     DnsConfig,
@@ -57,9 +60,12 @@ from lanscope.sites import HubConfig, Role, SensorConfig, check_roles
 from lanscope.web.config import WebConfig
 from producers.arp_sweep.stage import Config as ArpSweepConfig
 from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
+from producers.mdns.stage import Config as MdnsConfig
 from producers.neighbours.stage import Config as NeighboursConfig
+from producers.passive.stage import Config as PassiveConfig
 from producers.ping_sweep.stage import Config as PingSweepConfig
 from producers.proxmox_guests.stage import Config as ProxmoxGuestsConfig
+from producers.ssdp.stage import Config as SsdpConfig
 from sinks.findings.stage import Config as FindingsConfig
 from sinks.host_state.stage import Config as HostStateConfig
 from sinks.host_state.stage import database_path
@@ -74,7 +80,7 @@ if TYPE_CHECKING:
     from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
-SECRET_KEYS = frozenset({"pass", "password", "token", "token_value"})
+SECRET_KEYS = frozenset({"pass", "password", "token", "token_value", "community", "auth_key", "priv_key"})
 
 
 class ConfigError(ValueError):
@@ -127,6 +133,9 @@ class Producers(Section):
     neighbours: NeighboursConfig = msgspec.field(default_factory=NeighboursConfig)
     dhcp_leases: DhcpLeasesConfig = msgspec.field(default_factory=DhcpLeasesConfig)
     proxmox_guests: ProxmoxGuestsConfig = msgspec.field(default_factory=ProxmoxGuestsConfig)
+    passive: PassiveConfig = msgspec.field(default_factory=PassiveConfig)
+    mdns: MdnsConfig = msgspec.field(default_factory=MdnsConfig)
+    ssdp: SsdpConfig = msgspec.field(default_factory=SsdpConfig)
 
 
 class Enrichers(Section):
@@ -134,6 +143,8 @@ class Enrichers(Section):
     dns_names: DnsNamesConfig = msgspec.field(default_factory=DnsNamesConfig)
     mac_vendor: MacVendorConfig = msgspec.field(default_factory=MacVendorConfig)
     proxmox_names: ProxmoxNamesConfig = msgspec.field(default_factory=ProxmoxNamesConfig)
+    netbios: NetBiosConfig = msgspec.field(default_factory=NetBiosConfig)
+    snmp: SnmpConfig = msgspec.field(default_factory=SnmpConfig)
 
 
 class Sinks(Section):

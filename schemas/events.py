@@ -9,7 +9,8 @@ type's field set; readers must not depend on it for decoding.
 Every event is a small fact keyed by ``host_key`` (the MAC when known, else
 the IP) with ``observed_at`` (UTC) and ``source``. ``id`` is deterministic and
 filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
-``site`` (since v2) says where it was observed: "" is the default site (a
+``site`` (since Event v2; HostSeen, HostAnnotated, HostChanged and
+SweepCompleted v3) says where it was observed: "" is the default site (a
 single-site install, whose events keep the subjects they always had); a named
 site's events travel under ``lanscope.<site>.…`` (schemas.subjects), and the
 hosts they name are that site's (types.site_key): the same private range at two
@@ -82,6 +83,55 @@ class DhcpLease(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     active_mac: Mac | None = None
     gateway: ShortText | None = None     # which router or file reported it
     origin: ShortText | None = None      # mikrotik, dnsmasq, dhcpd, kea, dhclient, ...
+
+
+class DhcpRequest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """What a DHCP client broadcast (DISCOVER, REQUEST, INFORM ...), as the passive listener
+    heard it: the client's own word, not the server's lease."""
+
+    message: ShortText                    # discover | request | inform | decline | release
+    hostname: ShortText | None = None     # option 12
+    vendor_class: ShortText | None = None  # option 60, e.g. "MSFT 5.0", "android-dhcp-13"
+    parameters: list[int] = []            # option 55 in the client's order: its fingerprint
+    client_id: ShortText | None = None    # option 61, hex "01:aa:bb:cc:dd:ee:ff"
+    requested_ip: Ip | None = None        # option 50
+
+
+class Advertised(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A service a host announces itself (mDNS/DNS-SD, SSDP/UPnP, router advertisements)."""
+
+    type: ShortText                       # "_ipp._tcp", "urn:schemas-upnp-org:device:MediaServer:1"
+    name: ShortText | None = None         # the instance name ("Office printer")
+    port: Port | None = None
+
+
+class SnmpInterface(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    index: int
+    name: ShortText | None = None         # ifDescr / ifName
+    mac: Mac | None = None                # ifPhysAddress
+    type: int | None = None               # ifType (6 ethernetCsmacd, 71 ieee80211, 24 loopback ...)
+
+
+class LldpNeighbour(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One row of LLDP-MIB lldpRemTable: a device seen on one of the agent's ports."""
+
+    local_port: ShortText | None = None   # the agent's port (lldpLocPortId / its number)
+    chassis_id: ShortText | None = None   # often the neighbour's MAC
+    port_id: ShortText | None = None
+    port_description: ShortText | None = None
+    system_name: ShortText | None = None
+    system_description: LongText | None = None
+
+
+class SnmpSystem(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """What an SNMP agent says about its device (SNMPv2-MIB system, IF-MIB, LLDP-MIB)."""
+
+    sys_name: ShortText | None = None
+    sys_descr: LongText | None = None
+    sys_object_id: ShortText | None = None
+    sys_services: int | None = None       # RFC 1213 bit mask: 2 bridge, 4 router, 64 application
+    interfaces: list[SnmpInterface] = []
+    neighbours: list[LldpNeighbour] = []
 
 
 class ProxmoxGuest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -175,6 +225,21 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     last_seen_by: dict[str, datetime] = {}
+    # Since HostChanged v2: names and identity from the passive sources, and the device type.
+    names: dict[str, ShortText] = {}      # name source (dns, dhcp, mdns, netbios ...) -> name
+    advertised: list[ShortText] = []      # service types the host announces (mDNS, SSDP, RA)
+    model: ShortText | None = None
+    manufacturer: ShortText | None = None
+    workgroup: ShortText | None = None    # NetBIOS workgroup or domain
+    dhcp_fingerprint: ShortText | None = None   # option 55 as "1,3,6,15,..."
+    dhcp_vendor_class: ShortText | None = None  # option 60
+    sys_object_id: ShortText | None = None      # SNMP
+    sys_descr: LongText | None = None           # SNMP
+    interfaces: list[ShortText] = []      # SNMP ifTable: "eth0 aa:bb:cc:dd:ee:ff"
+    neighbours: list[ShortText] = []      # LLDP: "port 3: switch2 (Gi0/1)"
+    device_type: ShortText | None = None  # router, switch, printer, nas ... (see device_types.yaml)
+    device_type_confidence: Confidence | None = None
+    device_type_reasons: list[ShortText] = []
     site: Site = ""                       # the host's site ("" = the default site)
 
 
@@ -183,8 +248,11 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
 
 
 class HostSeen(Event, tag="host_seen", kw_only=True):
-    """A producer saw a host (or heard about one from a lease or an API)."""
+    """A producer saw a host (or heard about one from a lease or an API).
 
+    Since v2: ``dhcp``, what a DHCP client broadcast (the passive listener)."""
+
+    v: int = 3
     ip: Ip | None = None
     mac: Mac | None = None
     alive: bool = True                    # False: not evidence of presence (a STALE neighbour)
@@ -197,6 +265,7 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
     lease: DhcpLease | None = None
     guest: ProxmoxGuest | None = None
     sweep_id: ShortText | None = None     # one id per producer sweep, for "missed sweeps" presence
+    dhcp: DhcpRequest | None = None       # a DHCP client's DISCOVER/REQUEST (source "passive")
 
 
 class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
@@ -221,14 +290,25 @@ class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
 
 
 class HostAnnotated(Event, tag="host_annotated", kw_only=True):
-    """An enricher's addition to a host: a name, a vendor, a Proxmox guest."""
+    """An enricher's addition to a host: a name, a vendor, a Proxmox guest.
 
+    Since v2, what a host says about itself (sources mdns, ssdp, netbios, snmp, passive):
+    the services it announces, its model and maker, its NetBIOS workgroup, its SNMP system.
+    ``advertised`` is the source's whole current list for the host (it replaces that
+    source's previous one); None fields say nothing."""
+
+    v: int = 3
     ip: Ip | None = None
     mac: Mac | None = None
     hostname: ShortText | None = None
     vendor: ShortText | None = None
     mac_randomized: bool | None = None
     guest: ProxmoxGuest | None = None
+    advertised: list[Advertised] | None = None
+    model: ShortText | None = None
+    manufacturer: ShortText | None = None
+    workgroup: ShortText | None = None
+    snmp: SnmpSystem | None = None
 
 
 class PortsProbed(Event, tag="ports_probed", kw_only=True):
@@ -244,8 +324,12 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):
-    """What the host_state sink concluded: a host is new, changed, gone or back."""
+    """What the host_state sink concluded: a host is new, changed, gone or back.
 
+    v2: the host record has names by source, advertised services, model, SNMP system
+    and the device type with its confidence and reasons."""
+
+    v: int = 3
     kind: ChangeKind
     changes: list[FieldChange] = []
     host: HostRecord

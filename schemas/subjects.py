@@ -106,10 +106,11 @@ REQUESTS = StreamSpec(
 )
 STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS, REQUESTS)
 
-# What a sensor produces and keeps until its hub has copied it: its sightings, sweeps and
-# probe results, its stages' dead letters, and the probe requests for its site.
+# What a sensor produces and keeps until its hub has copied it: its sightings, sweeps, probe
+# results and what its hosts say of themselves (mDNS, SSDP, NetBIOS, SNMP), its stages' dead
+# letters, and the probe requests for its site.
 _SENSOR_STREAMS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
-    (FACTS, (HOST_SEEN, SWEEP_COMPLETED, HOST_PORTS)),
+    (FACTS, (HOST_SEEN, SWEEP_COMPLETED, HOST_PORTS, HOST_ANNOTATED)),
     (DEAD_LETTERS, (DLQ,)),
     (REQUESTS, (PROBE_REQUESTED,)),
 )

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from lanscope.net.netbios import NBSTAT_QUERY, parse_nbstat
+
 CAP = 4096
 
 
@@ -41,8 +43,6 @@ class UdpOutcome:
 DNS_QUERY = (b"\x13\x37\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
              b"\x07version\x04bind\x00\x00\x10\x00\x03")
 NTP_QUERY = b"\xe3\x00\x04\xfa" + b"\x00" * 44
-NBSTAT_QUERY = (b"\x80\xf0\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-                b"\x20CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00\x00\x21\x00\x01")
 MDNS_QUERY = (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
               b"\x09_services\x07_dns-sd\x04_udp\x05local\x00\x00\x0c\x80\x01")
 SSDP_QUERY = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
@@ -200,16 +200,10 @@ def render(port: int, reply: bytes) -> bytes:
                 line = "SNMP reply"
         elif port == 123 and len(reply) >= 48:
             line = f"NTP version={(reply[0] >> 3) & 7} stratum={reply[1]}"
-        elif port == 137 and len(reply) > 57:
-            count = reply[56]
-            names = []
-            for n in range(min(count, 20)):
-                entry = reply[57 + 18 * n:57 + 18 * n + 18]
-                if len(entry) < 16:
-                    break
-                name = entry[:15].decode("ascii", "replace").strip()
-                names.append(f"{name}<{entry[15]:02x}>")
-            line = "NBSTAT names=" + ",".join(names)
+        elif port == 137:
+            status = parse_nbstat(reply)
+            if status is not None:
+                line = "NBSTAT names=" + ",".join(f"{n.name}<{n.suffix:02x}>" for n in status.names[:20])
         elif port == 5353:
             line = "MDNS reply"
     except (IndexError, ValueError, struct.error):

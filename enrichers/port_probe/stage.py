@@ -485,7 +485,5 @@ def _claim_key(ip: str) -> str:
 
 
 def build(config: Config, ctx: StageContext) -> PortProbe:
-    from lanscope.net.scope import scope_check
-
     # scope: "probe now" requests (lanscope.web) are refused outside the shared scope section.
-    return PortProbe(config, claims=ctx.claims, scope=scope_check(ctx.scope))
+    return PortProbe(config, claims=ctx.claims, scope=ctx.scope_guard().refusal)

@@ -105,6 +105,36 @@ def attached_private_networks(found: list[Interface] | None = None) -> list[IPNe
     return networks
 
 
+def segment_interfaces(found: list[Interface], names: list[str] | None = None, *,
+                       key: str = "interfaces") -> list[Interface]:
+    """Where the passive sources listen and ask (ARP/DHCP/NDP, mDNS, SSDP): the interfaces
+    ``names`` (an unknown one is an error), else every up Ethernet-like interface with a
+    private (non-global, not only link-local) address: the attached segments. None: an
+    error that names the config ``key`` to set."""
+    if names:
+        by_name = {i.name: i for i in found}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise OSError(f"{key}: no interface {', '.join(missing)}")
+        return [by_name[n] for n in names]
+    chosen = [i for i in found
+              if i.is_up and i.link_type == "ether" and i.mac
+              and any(_attached_private(a.network) and not a.is_link_local for a in i.addresses)]
+    if not chosen:
+        raise OSError(f"no interface on an attached segment: none is up with a private address (set {key})")
+    return chosen
+
+
+def segment_addresses(found: list[Interface], names: list[str] | None = None, *,
+                      key: str = "interfaces") -> list[str]:
+    """The IPv4 addresses of segment_interfaces() (multicast sockets bind to them)."""
+    addresses = [str(a.ip) for i in segment_interfaces(found, names, key=key)
+                 for a in i.ipv4 if not a.is_link_local]
+    if not addresses:
+        raise OSError(f"no IPv4 address on the interfaces to use (set {key})")
+    return addresses
+
+
 def default_target_networks(found: list[Interface] | None = None) -> list[ipaddress.IPv4Network]:
     """What to sweep when no targets are given: attached private IPv4 subnets, not loopback or
     link-local, no larger than a /16 (a /8 on an interface is a mistake to sweep blindly)."""

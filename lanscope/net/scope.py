@@ -22,6 +22,7 @@ flag or config key that would allow the refused targets.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable, Iterable
 
 from lanscope.errors import ScopeError, UsageError
@@ -98,30 +99,46 @@ def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address in _PRIVATE
 
 
-def scope_refusal(ip: str, scope: ScopeConfig, *, attached: Iterable[IPNetwork]) -> str | None:
-    """Why one address may not be probed under ``scope`` with no flag given, or None if it may.
+def _not_an_address(name: str) -> list[str]:
+    raise UsageError(f"{name!r} is not an address (a stage resolves no names to send to)")
 
-    What a stage asked by an event (not a person at a command line) checks: no --force,
-    no --allow-public beyond ``scope.allow_public``."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return f"{ip!r} is not an IP address"
-    try:
-        if scope.exclude and address in parse_targets(scope.exclude, resolve=_no_resolve):
+
+class ScopeGuard:
+    """The check a stage makes before a unicast packet to an address it learned from an
+    event or an announcement (an event is not a licence to scan): the commands' rules
+    without their flags, and, when ``targets`` are configured, inside them too.
+
+    The attached networks are read again every ``refresh_secs`` (interfaces change)."""
+
+    def __init__(self, scope: ScopeConfig, targets: Iterable[str] = (), *,
+                 attached: Callable[[], Iterable[IPNetwork]] | None = None,
+                 refresh_secs: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        from lanscope.net.interfaces import attached_private_networks
+
+        self.scope = scope
+        self.targets = parse_targets(list(targets), exclude=scope.exclude) if targets else None
+        self._attached = attached or attached_private_networks
+        self._refresh_secs = refresh_secs
+        self._clock = clock
+        self._networks: list[IPNetwork] = []
+        self._read_at: float | None = None
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` may not be sent to, or None when it may."""
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._refresh_secs:
+            self._networks = list(self._attached())
+            self._read_at = now
+        try:
+            one = parse_targets([address], exclude=self.scope.exclude, resolve=_not_an_address)
+        except UsageError as exc:
+            return str(exc)
+        if not one:
             return f"{address} is excluded by scope.exclude"
-        check_scope(parse_targets([str(address)]), scope, attached=attached)
-    except (ScopeError, UsageError) as exc:
-        # The flags the message suggests are the command line's; here only the config helps.
-        return str(exc).split("; ", 1)[0] + " (scope.allow would allow it)"
-    return None
-
-
-def scope_check(scope: ScopeConfig) -> Callable[[str], str | None]:
-    """scope_refusal against the networks attached right now (stages that probe on request)."""
-    from lanscope.net.interfaces import attached_private_networks
-
-    def refusal(ip: str) -> str | None:
-        return scope_refusal(ip, scope, attached=attached_private_networks())
-
-    return refusal
+        if self.targets is not None and one.minus(self.targets):
+            return f"{address} is not in the configured targets"
+        try:
+            check_scope(one, self.scope, attached=self._networks)
+        except ScopeError as exc:
+            return str(exc)
+        return None

@@ -18,7 +18,8 @@ from typing import Any
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.consume import ConsumerRunner, EnricherRunner, FeedRunner, SinkBatches, SinkRunner
 from lanscope.runtime.delivery import Counters, RunnerOptions
-from lanscope.runtime.stagerun import ProducerRunner, StageRunner
+from lanscope.runtime.stage import Listener
+from lanscope.runtime.stagerun import ListenerRunner, ProducerRunner, StageRunner
 from lanscope.runtime.topology import Feed, Kind, StageSpec, own_feeds, sink_feeds
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Runner:
         runner: StageRunner
         args = (spec, stage, self.bus, self.options, self.stopping)
         if spec.kind is Kind.PRODUCER:
-            runner = ProducerRunner(*args)
+            runner = ListenerRunner(*args) if isinstance(stage, Listener) else ProducerRunner(*args)
         elif spec.kind is Kind.ENRICHER:
             runner = EnricherRunner(*args)
         else:

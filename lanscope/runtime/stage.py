@@ -10,7 +10,7 @@ NATS and no heavy I/O library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -20,6 +20,7 @@ from lanscope.settings import DnsConfig, ProxmoxConfig, ScopeConfig
 from schemas import Event
 
 if TYPE_CHECKING:
+    from lanscope.net.scope import ScopeGuard
     from lanscope.net.targets import Targets
 
 Progress = Callable[[int, int], None]
@@ -73,6 +74,13 @@ class StageContext:
         check_scope(targets, self.scope, attached=attached_private_networks())
         return targets
 
+    def scope_guard(self) -> ScopeGuard:
+        """The check before a unicast packet to an address learned from an event: the scope,
+        and the targets when configured (lanscope.net.scope.ScopeGuard)."""
+        from lanscope.net.scope import ScopeGuard
+
+        return ScopeGuard(self.scope, self.targets)
+
 
 @runtime_checkable
 class Producer(Protocol):
@@ -81,6 +89,19 @@ class Producer(Protocol):
     interval_secs: float
 
     async def sweep(self) -> list[Event]: ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """A producer that streams instead of sweeping (a passive listener): ``listen()`` yields
+    batches of events as they happen and the runtime publishes each one at once. It runs
+    until the runtime stops iterating it (``aclose()``), which must release its sockets;
+    when it raises, the runtime says why and calls ``listen()`` again after
+    ``restart_secs``. A stage may be both: a Producer's ``sweep()`` is then not called."""
+
+    restart_secs: float
+
+    def listen(self) -> AsyncIterator[list[Event]]: ...
 
 
 @runtime_checkable

@@ -3,8 +3,9 @@
 A ``StageRunner`` holds one stage with its spec, counters, ``stage=`` log and
 the process's stop signal, and answers the query subject for a stage that
 has ``query()``. ``ProducerRunner`` calls ``sweep()`` every ``interval_secs``
-and publishes what it returns; the consuming kinds are in
-lanscope.runtime.consume.
+and publishes what it returns; ``ListenerRunner`` publishes each batch a
+streaming producer's ``listen()`` yields, as it comes; the consuming kinds are
+in lanscope.runtime.consume.
 """
 
 from __future__ import annotations
@@ -81,7 +82,17 @@ class StageRunner:
         return self.done
 
 
-class ProducerRunner(StageRunner):
+class _Publishing(StageRunner):
+    async def _publish(self, events: list[Event]) -> int:
+        """Publish a producer's events (of this process's site; ids from their content); the
+        duplicates dropped."""
+        fill_producer_ids(events, self.bus.layout.site)
+        acks = await self.bus.publish_events(events)
+        self.counters.events_emitted_total += len(events)
+        return sum(bool(ack.duplicate) for ack in acks)
+
+
+class ProducerRunner(_Publishing):
     async def run(self) -> None:
         interval = float(getattr(self.stage, "interval_secs", 0) or 0)
         while not self.stopping.is_set():
@@ -103,13 +114,63 @@ class ProducerRunner(StageRunner):
             self.log.error("sweep failed: %s: %s", type(exc).__name__, exc,
                            exc_info=self.log.isEnabledFor(logging.DEBUG))
             return
-        fill_producer_ids(events, self.bus.layout.site)
-        acks = await self.bus.publish_events(events)
-        duplicates = sum(bool(ack.duplicate) for ack in acks)
-        self.counters.events_emitted_total += len(events)
+        duplicates = await self._publish(events)
         kinds: dict[str, int] = {}
         for event in events:
             kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing"
         self.log.info("sweep published %s in %.2fs%s", summary, time.monotonic() - started,
                       f" ({duplicates} duplicates dropped)" if duplicates else "")
+
+
+class ListenerRunner(_Publishing):
+    """Drives a streaming producer (runtime.stage.Listener): every batch ``listen()``
+    yields is published at once; a listener that fails is started again after its
+    ``restart_secs``. It never holds up ``--once`` (idle() is always true)."""
+
+    async def run(self) -> None:
+        restart = float(getattr(self.stage, "restart_secs", 5.0) or 5.0)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._listen(stop)
+                except Exception as exc:
+                    self.counters.events_failed_total += 1
+                    self.log.error("listener failed: %s: %s; listening again in %gs",
+                                   type(exc).__name__, exc, restart,
+                                   exc_info=self.log.isEnabledFor(logging.DEBUG))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(stop), restart)
+                else:
+                    break
+        finally:
+            stop.cancel()
+            self.done = True
+
+    async def _listen(self, stop: asyncio.Future[Any]) -> None:
+        """One life of the listener: until it ends, fails, or the runtime stops."""
+        stream = self.stage.listen()
+        published = 0
+        try:
+            while True:
+                batch = asyncio.ensure_future(anext(stream))
+                await asyncio.wait({batch, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not batch.done():
+                    batch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await batch
+                    return
+                try:
+                    events: list[Event] = batch.result()
+                except StopAsyncIteration:
+                    return
+                if events:
+                    await self._publish(events)
+                    published += len(events)
+        finally:
+            await stream.aclose()
+            self.log.info("listener stopped after %d events", published)
+
+    async def idle(self) -> bool:
+        return True

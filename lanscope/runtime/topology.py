@@ -16,13 +16,18 @@ from typing import Any
 
 import enrichers.dns_names.stage as dns_names
 import enrichers.mac_vendor.stage as mac_vendor
+import enrichers.netbios.stage as netbios
 import enrichers.port_probe.stage as port_probe
 import enrichers.proxmox_names.stage as proxmox_names
+import enrichers.snmp.stage as snmp
 import producers.arp_sweep.stage as arp_sweep
 import producers.dhcp_leases.stage as dhcp_leases
+import producers.mdns.stage as mdns
 import producers.neighbours.stage as neighbours
+import producers.passive.stage as passive
 import producers.ping_sweep.stage as ping_sweep
 import producers.proxmox_guests.stage as proxmox_guests
+import producers.ssdp.stage as ssdp
 import sinks.findings.stage as findings
 import sinks.host_state.stage as host_state
 import sinks.notify.stage as notify
@@ -115,6 +120,14 @@ STAGES: dict[str, StageSpec] = {
                   description="MikroTik DHCP leases and ARP table, local lease files"),
         StageSpec("proxmox_guests", Kind.PRODUCER, proxmox_guests.Config, proxmox_guests.build,
                   emits=(HostSeen,), description="Proxmox VMs and containers as sightings"),
+        StageSpec("passive", Kind.PRODUCER, passive.Config, passive.build,
+                  emits=(HostSeen, HostAnnotated),
+                  description="Listens for ARP, DHCP and NDP; each sighting at once (sends nothing)",
+                  raw_sockets=True),
+        StageSpec("mdns", Kind.PRODUCER, mdns.Config, mdns.build, emits=(HostAnnotated,),
+                  description="mDNS/DNS-SD: services, .local names and models devices announce"),
+        StageSpec("ssdp", Kind.PRODUCER, ssdp.Config, ssdp.build, emits=(HostAnnotated,),
+                  description="SSDP/UPnP: device names, models, makers and types"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=subj.everywhere(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
@@ -128,6 +141,13 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
                   consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Proxmox guest name, vmid, node, status by MAC or IP"),
+        StageSpec("netbios", Kind.ENRICHER, netbios.Config, netbios.build,
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
+                  description="NetBIOS names and workgroups (NBSTAT, UDP 137)", segment=True),
+        StageSpec("snmp", Kind.ENRICHER, snmp.Config, snmp.build,
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
+                  description="SNMP system group, interfaces and LLDP neighbours (with a credential)",
+                  segment=True),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
                   consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
                                            subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),

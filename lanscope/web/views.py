@@ -13,8 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
-from lanscope.net.interfaces import attached_private_networks
-from lanscope.net.scope import scope_refusal
+from lanscope.net.scope import ScopeGuard
 from lanscope.runtime.observe import last_sweeps, pipeline_health
 from lanscope.web import charts, queries
 from lanscope.web.app import Dashboard
@@ -212,8 +211,8 @@ async def probe(request: Request) -> Response:
     ip, mac, site = str(found[0]["ip"]), found[0]["mac"], str(found[0]["site"] or "")
     # Another site's host is probed by that site's sensor, which applies its own scope; this
     # machine's scope says nothing about that site's ranges.
-    refusal = None if site != dash.config.site else scope_refusal(ip, dash.config.scope,
-                                                                 attached=attached_private_networks())
+    refusal = None if site != dash.config.site else \
+        ScopeGuard(dash.config.scope, dash.config.targets).refusal(ip)
     if refusal is not None:
         return _probe_answer(dash, request, error=f"not probed: {refusal}")
     bus = dash.source.bus

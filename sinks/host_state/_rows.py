@@ -36,7 +36,7 @@ _MICROSECOND = timedelta(microseconds=1)
 # A host row is (host_key .. first_seen | last_seen .. state): the columns after
 # _HOST_CLOCKS change on every sighting and are updated in place; a change before
 # it rewrites the row. A port row's only such column is last_seen (_PORT_LAST_SEEN).
-_HOST_CLOCKS = 22
+_HOST_CLOCKS = 36
 _PORT_LAST_SEEN = 23
 _PORT_TLS, _PORT_RESULT = 19, 25     # the JSON columns of a port row (see port_rows)
 _TEXT: dict[Any, str] = {m: m.value for m in (*Protocol, *PortState)}   # no enum descriptor per use
@@ -105,6 +105,10 @@ def host_head(entry: HostEntry, table: str) -> tuple[Any, ...]:
     return (*mac, r.host_key, r.ip, v4, v6, list(r.ips), r.hostname, r.vendor, r.mac_randomized, r.os_hint,
             list(r.services), list(r.open_ports), r.dhcp_type, r.dhcp_status, r.dhcp_comment,
             r.arp_state, r.active, r.vm_name, r.vm_id, r.vm_type, r.vm_node, r.vm_status,
+            json_text(r.names) if r.names else None, list(r.advertised), r.model, r.manufacturer,
+            r.workgroup, r.dhcp_fingerprint, r.dhcp_vendor_class, r.sys_object_id, r.sys_descr,
+            list(r.interfaces), list(r.neighbours), r.device_type, r.device_type_confidence,
+            list(r.device_type_reasons),
             r.first_seen)
 
 

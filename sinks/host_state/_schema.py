@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+# The host tables as version 1 made them (migration 1 must not change: it is shipped).
 _HOST_COLUMNS = """
     host_key VARCHAR NOT NULL,
     ip VARCHAR, ipv4 UINTEGER, ipv6 UHUGEINT, ips VARCHAR[],
@@ -23,6 +24,33 @@ _HOST_COLUMNS = """
     last_seen_by JSON,
     state JSON NOT NULL
 """
+# Version 3: what hosts say about themselves and the device type (issue 23), before
+# first_seen: _rows writes a row as its head (compared, rewritten on change) then its clocks.
+_HOST_COLUMNS_V3 = _HOST_COLUMNS.replace("""
+    first_seen TIMESTAMPTZ,""", """
+    names JSON, advertised VARCHAR[], model VARCHAR, manufacturer VARCHAR, workgroup VARCHAR,
+    dhcp_fingerprint VARCHAR, dhcp_vendor_class VARCHAR, sys_object_id VARCHAR, sys_descr VARCHAR,
+    interfaces VARCHAR[], neighbours VARCHAR[],
+    device_type VARCHAR, device_type_confidence INTEGER, device_type_reasons VARCHAR[],
+    first_seen TIMESTAMPTZ,""")
+# Version 4: the site, after the clocks (a host's site never changes: it is in its key).
+_HOST_COLUMNS_V4 = _HOST_COLUMNS_V3 + ",\n    site VARCHAR NOT NULL DEFAULT ''\n"
+
+
+def _rebuild_hosts(columns: str, *, by_host_key: bool = False) -> str:
+    """Recreate both host tables with ``columns`` (in that order), keeping every row;
+    ``by_host_key``: hosts_by_mac keyed by host_key, not by its MAC (schema 4: sites)."""
+    steps = ["DROP VIEW hosts;"]
+    mac_key = "mac VARCHAR NOT NULL, " if by_host_key else "mac VARCHAR PRIMARY KEY, "
+    for table, key in (("hosts_by_mac", mac_key), ("hosts_by_ip", "")):
+        primary = "" if key and not by_host_key else ", PRIMARY KEY (host_key)"
+        steps += [f"ALTER TABLE {table} RENAME TO {table}_old;",
+                  f"CREATE TABLE {table} ({key}{columns}{primary});",
+                  f"INSERT INTO {table} BY NAME SELECT * FROM {table}_old;",
+                  f"DROP TABLE {table}_old;"]
+    steps.append("CREATE VIEW hosts AS "
+                 "SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;")
+    return "\n".join(steps)
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped one: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -76,24 +104,16 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT unnest(string_split(event_ids, chr(10))) AS event_id, processed_at
         FROM processed_batches;
     """,
-    # 3: sites. Every host, port, history row, finding and registry entry says its site ('' is
+    # 3: names by source, advertised services, model, DHCP fingerprint, SNMP, device type.
+    _rebuild_hosts(_HOST_COLUMNS_V3),
+    # 4: sites. Every host, port, history row, finding and registry entry says its site ('' is
     # the default site); a host's key holds it (schemas.site_key), so hosts_by_mac is keyed by
     # host_key: one MAC may be a host at two sites.
-    f"""
-    DROP VIEW hosts;
-    DROP VIEW services;
-    CREATE TABLE hosts_by_mac_v3 (mac VARCHAR NOT NULL, {_HOST_COLUMNS}, site VARCHAR NOT NULL DEFAULT '',
-                                  PRIMARY KEY (host_key));
-    INSERT INTO hosts_by_mac_v3 SELECT *, '' FROM hosts_by_mac;
-    DROP TABLE hosts_by_mac;
-    ALTER TABLE hosts_by_mac_v3 RENAME TO hosts_by_mac;
-    ALTER TABLE hosts_by_ip ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    "DROP VIEW services;\n" + _rebuild_hosts(_HOST_COLUMNS_V4, by_host_key=True) + """
     ALTER TABLE host_ports ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
     ALTER TABLE history ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
     ALTER TABLE findings ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
     ALTER TABLE registry ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
-    CREATE VIEW hosts AS
-        SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip;
     CREATE VIEW services AS
         SELECT host_key, site, ip, protocol, port, service, product, version, extra_info,
                first_seen, last_seen

@@ -61,15 +61,17 @@ from schemas import (
     site_key,
 )
 
+from . import describe
+
 STAGE = "host_state"
 
 # Fields whose changes become history rows and HostChanged field changes.
 TRACKED = ("ip", "hostname", "os_hint", "services", "open_ports", "dhcp_type", "dhcp_status",
-           "dhcp_comment", "arp_state", "active", "vendor", "vm_name")
+           "dhcp_comment", "arp_state", "active", "vendor", "vm_name", *describe.TRACKED)
 
 # Hostname sources from most to least trusted; the name shown is the first one
 # known, so two sources that disagree do not make the name flap every sweep.
-_HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox")
+_HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox", *describe.NAME_SOURCES)
 _MAX_IPS = 16
 _ANSWERED = (PortState.OPEN, PortState.CLOSED)
 
@@ -94,6 +96,7 @@ class HostEntry(msgspec.Struct, kw_only=True, gc=False):
     ips_at: dict[str, datetime] = {}         # every IP of this host -> last seen
     ports: dict[str, PortRow] = {}           # "tcp/22" -> row
     ports_at: datetime | None = None
+    advertised_by: dict[str, list[str]] = {}  # source -> the service types it last reported
     last_evidence_at: datetime | None = None
     last_evidence: str | None = None
     missed_sweeps: int = 0
@@ -122,6 +125,7 @@ class _Pending:
     inputs: list[str] = field(default_factory=list)
     observed_at: datetime | None = None
     source: str = ""
+    event: Event | None = None               # the newest fact folded into the host
 
 
 @dataclass
@@ -221,6 +225,7 @@ class HostBook:
             entry = self.hosts.get(key)
             if entry is None:      # merged away later in the batch
                 continue
+            self._device_type(entry, pending)
             folded.upserts[key] = entry
             if pending.created:
                 kind = ChangeKind.NEW
@@ -338,6 +343,7 @@ class HostBook:
         if pending.observed_at is None or event.observed_at > pending.observed_at:
             pending.observed_at = event.observed_at
         pending.source = event.source
+        pending.event = event
         return pending
 
     # ------------------------------------------------------------------ fields
@@ -397,6 +403,7 @@ class HostBook:
         if not name:
             return
         entry.hostnames[source] = name[:255]
+        entry.record.names = dict(entry.hostnames)
         ranked = sorted(entry.hostnames.items(),
                         key=lambda kv: (_HOSTNAME_PRIORITY.index(kv[0])
                                         if kv[0] in _HOSTNAME_PRIORITY else len(_HOSTNAME_PRIORITY),
@@ -442,6 +449,7 @@ class HostBook:
             self._hostname(entry, pending, "proxmox" if event.guest else event.source,
                            event.hostname, event)
         self._guest(entry, pending, event.guest, event)
+        self._facts(entry, pending, describe.seen_facts(event), event)
         if event.alive:
             self._evidence(entry, pending, event)
 
@@ -455,6 +463,10 @@ class HostBook:
         if event.mac_randomized is not None:
             entry.record.mac_randomized = event.mac_randomized
         self._guest(entry, pending, event.guest, event)
+        if event.advertised is not None:
+            self._set(entry, pending, "advertised",
+                      describe.advertised(entry.advertised_by, event.source, event.advertised), event)
+        self._facts(entry, pending, describe.annotated_facts(event), event)
 
     def _probed(self, event: PortsProbed) -> None:
         entry, pending = self._resolve(event, event.mac, event.ip)
@@ -514,6 +526,24 @@ class HostBook:
             self._set(entry, pending, "os_hint", os_hint, event)
         if answered:
             self._evidence(entry, pending, event, "tcp-answer")
+
+    # -------------------------------------------- what hosts say about themselves (issue 23)
+
+    def _facts(self, entry: HostEntry, pending: _Pending, facts: dict[str, Any], event: Event) -> None:
+        for name, value in facts.items():
+            self._set(entry, pending, name, value, event)
+
+    def _device_type(self, entry: HostEntry, pending: _Pending) -> None:
+        """The device type again when the host's evidence changed: a tracked fact, derived from
+        the record as the batch left it (so however the facts were batched, it ends the same)."""
+        rec = entry.record
+        if pending.event is None or not describe.needs_device_type(rec, pending.created,
+                                                                   pending.changes.keys()):
+            return
+        old, new = rec.device_type, describe.device_type(rec).type
+        if old != new:
+            rec.device_type = new
+            self._change(entry, pending, "device_type", old, new, pending.event)
 
     # ---------------------------------------------------------------- presence
 

@@ -23,7 +23,7 @@ class HostFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
     ip: str | None = None
     hostname: str | None = None
     vendor: str | None = None
-    device_type: str | None = None        # HostRecord.device_type where host_state has it
+    device_type: str | None = None        # HostRecord.device_type
     vm_name: str | None = None
     dhcp_type: str | None = None
     os_hint: str | None = None
@@ -37,7 +37,7 @@ class HostFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
     def of(cls, event: HostChanged) -> HostFacts:
         host = event.host
         return cls(host_key=event.host_key, mac=host.mac, ip=host.ip, hostname=host.hostname,
-                   vendor=host.vendor, device_type=getattr(host, "device_type", None), vm_name=host.vm_name,
+                   vendor=host.vendor, device_type=host.device_type, vm_name=host.vm_name,
                    dhcp_type=host.dhcp_type, os_hint=host.os_hint, open_ports=list(host.open_ports),
                    active=host.active, first_seen=host.first_seen, last_seen=host.last_seen,
                    observed_at=event.observed_at)

@@ -95,9 +95,11 @@ def sensor_config(tmp: Path, lab: SitesLab, site: str) -> Path:
     return write(tmp / f"{site}.yaml", {
         "data_dir": str(tmp / site), "site": site, "role": "sensor", "targets": [SUBNET],
         "sensor": {"hub": [lab.site(site).leaf_url]},
+        # ARP sweeps and port_probe only: the listeners would also hear the hub's end of the uplink.
         "producers": {"arp_sweep": {"interval_secs": SWEEP_SECS}, "ping_sweep": {"enabled": False},
-                      "neighbours": {"enabled": False}, "dhcp_leases": {"enabled": False}},
-        "enrichers": {"port_probe": {"tcp": "22,80", "udp": ""}},
+                      "neighbours": {"enabled": False}, "dhcp_leases": {"enabled": False},
+                      "passive": {"enabled": False}, "mdns": {"enabled": False}, "ssdp": {"enabled": False}},
+        "enrichers": {"port_probe": {"tcp": "22,80", "udp": ""}, "netbios": {"enabled": False}},
     })
 
 

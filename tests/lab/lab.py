@@ -112,8 +112,10 @@ class Lab:
         return names + [h.ns for h in self.hosts if h.ns not in names]
 
     def _all_possible_namespaces(self) -> list[str]:
-        """Including hosts only declared in other modes (for cleanup)."""
-        return [self.scanner_ns, self.router_ns] + [f"{self.prefix}-{n}" for n in topology.all_host_names()]
+        """Including hosts only declared in other modes and joined hosts (for cleanup)."""
+        joined = sorted(n for n in netns.list_netns() if re.fullmatch(rf"{self.prefix}-j\d+", n))
+        return [self.scanner_ns, self.router_ns, *joined] + [
+            f"{self.prefix}-{n}" for n in topology.all_host_names()]
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -230,9 +232,12 @@ class Lab:
 
     def _root_batch(self) -> list[str]:
         scan, rtr = self.scanner_ns, self.router_ns
+        # group_fwd_mask 0x4000: the scanner's bridge forwards LLDP (01:80:c2:00:00:0e) like a
+        # dumb switch, so hosts running lldpd see each other as neighbours.
         bridge = "type bridge forward_delay 0 stp_state 0"
+        scanner_bridge = f"{bridge} group_fwd_mask 0x4000"
         lines = [f"netns add {ns}" for ns in self.namespaces()]
-        lines.append(f"link add br0 netns {scan} address {topology.SCANNER_MAC} {bridge}")
+        lines.append(f"link add br0 netns {scan} address {topology.SCANNER_MAC} {scanner_bridge}")
         lines.append(f"link add br1 netns {rtr} address {self._router_off_side().mac} {bridge}")
         lines.append(_veth(rtr, self._router_lab_side(), scan))
         for h in self._host_hosts():
@@ -263,12 +268,16 @@ class Lab:
 
     def _host_batch(self, h: LabHost) -> list[str]:
         prefix_len = 16 if h.on_link else 24
-        lines = ["link set lo up", f"addr add {h.ip}/{prefix_len} dev eth0"]
+        lines = ["link set lo up"]
+        if not h.dhcp:        # a DHCP host's address comes from its DHCP client
+            lines.append(f"addr add {h.ip}/{prefix_len} dev eth0")
         if h.ip6:
             lines.append(f"addr add {h.ip6}/64 dev eth0 nodad")
         lines.append("link set eth0 up")
         # No default route anywhere in the lab: only the two segments are reachable.
-        if h.on_link:
+        if h.dhcp:
+            pass
+        elif h.on_link:
             lines.append(f"route add {self.OFFLINK} via {topology.ROUTER_IP}")
         else:
             lines.append(f"route add {self.SUBNET} via {topology.ROUTER_OFF_IP}")

@@ -218,3 +218,26 @@ def snmp_get(
         return None
     _, value, _ = _read_tlv(reply, at + len(oid_bytes))
     return value
+
+
+# --- UDP discovery protocols ----------------------------------------------------
+
+# A legacy-unicast mDNS question (PTR _services._dns-sd._udp.local) and a NetBIOS node status
+# request (NBSTAT for "*"): enough to tell that avahi-daemon / nmbd answer.
+MDNS_SERVICES_QUERY = (b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                       b"\x09_services\x07_dns-sd\x04_udp\x05local\x00\x00\x0c\x00\x01")
+NBSTAT_QUERY = (b"\x13\x37\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                b"\x20CKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\x00\x00\x21\x00\x01")
+UDP_QUERIES = {5353: MDNS_SERVICES_QUERY, 137: NBSTAT_QUERY}
+
+
+def udp_answers(ip: str, port: int, timeout: float = 1.0) -> bytes | None:
+    """Send the port's query (UDP_QUERIES) and return the first reply, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(UDP_QUERIES[port], (ip, port))
+        try:
+            reply, _ = sock.recvfrom(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+    return reply

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from . import probes
 from .netns import LabError
-from .topology import DOMAIN, SCANNER_IP, SCANNER_IP6, LabHost
+from .topology import DHCP_RANGE, DOMAIN, SCANNER_IP, SCANNER_IP6, LabHost
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,13 @@ class ServiceKind:
     prepare: Callable[[Context], Launch]
     stop_signal: int = signal.SIGTERM
     # How to tell it answers: 'tcp' (connect to host.tcp_open[0]), 'banner'
-    # (a server-first greeting arrives there) or 'snmp' (a GET is answered).
+    # (a server-first greeting arrives there), 'snmp' (a GET is answered), 'udp', 'icmp' or
+    # 'running' (no question to ask).
     probe: str = "tcp"
     start_timeout: float = 30.0
+    # 'udp' probes: the port whose query (probes.UDP_QUERIES) must be answered; 'icmp': the
+    # host answers an echo (it has its address).
+    port: int = 0
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> Path:
@@ -352,6 +356,16 @@ def _dnsmasq(ctx: Context) -> Launch:
                 "local=/19.198.in-addr.arpa/",
                 f"pid-file={ctx.dir / 'dnsmasq.pid'}",
                 "log-facility=-",
+                # DHCP for the lab's DHCP host (a reservation) and for joining hosts (the pool);
+                # no ping check before an offer (it would delay every join by seconds).
+                "interface=eth0",
+                f"dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.0.0,10m",
+                *(f"dhcp-host={h.mac},{h.ip},{h.name}" for h in ctx.hosts if h.dhcp),
+                f"dhcp-leasefile={ctx.dir / 'dnsmasq.leases'}",
+                "dhcp-authoritative",
+                "no-ping",
+                "dhcp-option=option:router",
+                f"dhcp-option=option:dns-server,{ctx.host.ip}",
                 *records,
                 "",
             ]
@@ -385,6 +399,7 @@ xferlog_enable=NO
 
 
 def _snmpd(ctx: Context) -> Launch:
+    # AgentX master: lldpd on the same host serves LLDP-MIB (its neighbours) through it.
     config = _write(
         ctx.dir / "snmpd.conf",
         f"""rocommunity public
@@ -392,6 +407,8 @@ sysDescr lanscope lab snmpd on {ctx.host.fqdn} (Net-SNMP)
 sysName {ctx.host.fqdn}
 sysLocation lanscope lab
 sysContact lab@{DOMAIN}
+master agentx
+agentXSocket unix:{_agentx_socket(ctx)}
 """,
     )
     return Launch(
@@ -460,6 +477,144 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     return Launch(["/usr/lib/postfix/sbin/master", "-c", str(conf), "-s"], env={"MAIL_CONFIG": str(conf)})
 
 
+# --- Devices that announce themselves (mDNS, NetBIOS, UPnP, a DHCP client) -------------
+
+# What each avahi host advertises: (instance name, type, port, TXT records). Shapes of what
+# such devices publish: an IPP printer's TXT keys (ty, usb_MFG, usb_MDL), a Synology's
+# _http._tcp with vendor/model, a Linux desktop's workstation and SSH.
+_AVAHI_SERVICES: dict[str, list[tuple[str, str, int, list[str]]]] = {
+    "printer": [
+        ("Lab LaserJet", "_ipp._tcp", 631, ["txtvers=1", "ty=HP LaserJet Pro M404dn", "usb_MFG=HP",
+                                            "usb_MDL=LaserJet Pro M404dn", "rp=ipp/print",
+                                            "pdl=application/pdf,image/urf"]),
+        ("Lab LaserJet", "_pdl-datastream._tcp", 9100, ["ty=HP LaserJet Pro M404dn"]),
+    ],
+    "nas": [
+        ("nas", "_smb._tcp", 445, []),
+        ("nas", "_http._tcp", 5000, ["vendor=Synology", "model=DS920+", "version_major=7"]),
+        ("nas", "_adisk._tcp", 9, ["sys=waMa=0,adVF=0x100", "dk0=adVN=TimeMachine,adVF=0x82"]),
+    ],
+    "desktop": [
+        ("desktop", "_ssh._tcp", 22, []),
+        ("desktop", "_sftp-ssh._tcp", 22, []),
+    ],
+}
+
+
+def _avahi(ctx: Context) -> Launch:
+    services = ctx.dir / "services"
+    run = ctx.dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    for i, (name, kind, port, txt) in enumerate(_AVAHI_SERVICES.get(ctx.host.name, [])):
+        records = "".join(f"<txt-record>{t}</txt-record>" for t in txt)
+        _write(services / f"{i}.service",
+               f'<?xml version="1.0" standalone="no"?>\n<service-group><name>{name}</name>'
+               f"<service><type>{kind}</type><port>{port}</port>{records}</service></service-group>\n")
+    services.mkdir(parents=True, exist_ok=True)
+    config = _write(
+        ctx.dir / "avahi-daemon.conf",
+        f"""[server]
+host-name={ctx.host.name}
+domain-name=local
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces=eth0
+enable-dbus=no
+[wide-area]
+enable-wide-area=no
+[publish]
+publish-hinfo=no
+publish-workstation={"yes" if ctx.host.name == "desktop" else "no"}
+""",
+    )
+    # avahi-daemon's pid file and service directory are fixed paths: bind-mount the
+    # instance's own over them (`ip netns exec` gives every process a private mount
+    # namespace, so nothing outside the state dir changes but the empty /run/avahi-daemon).
+    script = (f"mkdir -p /run/avahi-daemon && mount --bind {run} /run/avahi-daemon && "
+              f"mount --bind {services} /etc/avahi/services && "
+              f"exec /usr/sbin/avahi-daemon -f {config} --no-drop-root --no-chroot --no-rlimits")
+    return Launch(["sh", "-c", script])
+
+
+def _nmbd(ctx: Context) -> Launch:
+    dirs = {key: ctx.dir / key for key in ("lock", "state", "cache", "pid", "private", "log")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    config = _write(
+        ctx.dir / "smb.conf",
+        f"""[global]
+netbios name = {ctx.host.name.upper()}
+workgroup = LAB
+server string = {ctx.host.name} in the lanscope lab
+interfaces = eth0
+bind interfaces only = yes
+disable netbios = no
+local master = no
+lock directory = {dirs["lock"]}
+state directory = {dirs["state"]}
+cache directory = {dirs["cache"]}
+pid directory = {dirs["pid"]}
+private dir = {dirs["private"]}
+ncalrpc dir = {dirs["lock"] / "ncalrpc"}
+log file = {dirs["log"] / "%m.log"}
+""",
+    )
+    return Launch(["/usr/sbin/nmbd", "-F", "--no-process-group", "--debug-stdout", "-s", str(config)])
+
+
+def _minidlna(ctx: Context) -> Launch:
+    for sub in ("media", "db", "log"):
+        (ctx.dir / sub).mkdir(parents=True, exist_ok=True)
+    config = _write(
+        ctx.dir / "minidlna.conf",
+        f"""media_dir={ctx.dir / "media"}
+db_dir={ctx.dir / "db"}
+log_dir={ctx.dir / "log"}
+network_interface=eth0
+port={ctx.host.tcp_open[0]}
+friendly_name=Lab Media Server
+model_name=MiniDLNA
+inotify=no
+notify_interval=60
+""",
+    )
+    return Launch(["/usr/sbin/minidlnad", "-S", "-f", str(config), "-P", str(ctx.dir / "minidlna.pid"),
+                   "-u", "root"])
+
+
+def _udhcpc(ctx: Context) -> Launch:
+    # BusyBox's DHCP client, in the foreground, keeping its lease; the script puts the
+    # address it got on the interface (udhcpc's default script wants resolvconf and /etc).
+    script = _write(
+        ctx.dir / "udhcpc.script",
+        """#!/bin/sh
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface" ;;
+  bound|renew) ip -4 addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;
+esac
+exit 0
+""",
+        mode=0o755,
+    )
+    return Launch(["/usr/sbin/udhcpc", "-f", "-i", "eth0", "-s", str(script), "-x", "hostname:thermostat",
+                   "-t", "1000", "-T", "1", "-A", "1"])
+
+
+def _agentx_socket(ctx: Context) -> Path:
+    """The AgentX socket of the host's snmpd (in snmpd's own state directory)."""
+    return ctx.dir.parent / f"{ctx.host.name}-snmpd" / "agentx.sock"
+
+
+def _lldpd(ctx: Context) -> Launch:
+    # LLDP on eth0 (the bridge forwards LLDP frames: group_fwd_mask); where the host runs
+    # snmpd too, lldpd is its AgentX subagent for LLDP-MIB (lldpRemTable: the neighbours).
+    config = _write(ctx.dir / "lldpd.conf", f"configure system hostname {ctx.host.name}\n")
+    argv = ["/usr/sbin/lldpd", "-d", "-I", "eth0", "-u", str(ctx.dir / "lldpd.socket"), "-O", str(config)]
+    if "snmpd" in ctx.host.services:
+        argv += ["-x", "-X", str(_agentx_socket(ctx))]
+    return Launch(argv)
+
+
 def _as_user(user: str) -> list[str]:
     return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env"]
 
@@ -481,6 +636,11 @@ KINDS: dict[str, ServiceKind] = {
         ServiceKind("vsftpd", "/usr/sbin/vsftpd", _vsftpd, probe="banner"),
         ServiceKind("snmpd", "/usr/sbin/snmpd", _snmpd, probe="snmp"),
         ServiceKind("postfix", "/usr/sbin/postfix", _postfix, probe="banner"),
+        ServiceKind("avahi", "/usr/sbin/avahi-daemon", _avahi, probe="udp", port=5353),
+        ServiceKind("nmbd", "/usr/sbin/nmbd", _nmbd, probe="udp", port=137),
+        ServiceKind("minidlna", "/usr/sbin/minidlnad", _minidlna),
+        ServiceKind("udhcpc", "/usr/sbin/udhcpc", _udhcpc, probe="icmp"),
+        ServiceKind("lldpd", "/usr/sbin/lldpd", _lldpd, probe="running"),
     )
 }
 
@@ -501,6 +661,12 @@ def answers(kind: ServiceKind, host: LabHost, timeout: float = 0.5) -> bool:
     """Does this service on `host` answer? Call from inside the scanner ns."""
     if kind.probe == "snmp":
         return probes.snmp_get(host.ip, timeout=timeout) is not None
+    if kind.probe == "udp":
+        return probes.udp_answers(host.ip, kind.port, timeout=timeout) is not None
+    if kind.probe == "icmp":
+        return probes.icmp_echo(host.ip, timeout=timeout)
+    if kind.probe == "running":     # nothing to ask it: started is ready (the caller checks it lives)
+        return True
     if kind.probe == "banner":
         try:
             return bool(probes.tcp_banner(host.ip, host.tcp_open[0], timeout=timeout))

@@ -32,6 +32,18 @@ DELL = ("00:14:22", "Dell Inc.")
 VMWARE = ("00:50:56", "VMware, Inc.")
 VMWARE_GUEST = ("00:0c:29", "VMware, Inc.")
 LOCAL = ("02:1a:5c", "")  # locally administered: no vendor
+HP = ("3c:d9:2b", "Hewlett Packard")
+SYNOLOGY = ("00:11:32", "Synology Incorporated")
+
+# Guest NICs of hypervisors: a host with one of these is a virtual machine (or container).
+_VM_OUIS = (PROXMOX, VMWARE, VMWARE_GUEST)
+
+# DHCP in the lab (dnsmasq on the dns host): the pool joining hosts get addresses from,
+# and the reserved address of the lab's one DHCP client host.
+DHCP_RANGE = ("198.18.2.1", "198.18.2.254")
+DHCP_HOST = "iot"
+# Joining hosts (Lab.join): locally administered MACs of their own, never a declared host's.
+JOIN_OUI = "02:1a:5d"
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,9 @@ class LabHost:
     udp_open: tuple[int, ...]
     services: tuple[str, ...]
     vendor: str = ""
+    dhcp: bool = False  # gets its address from the lab's DHCP server (a reservation)
+    # What a device-type classifier should call it ("" for hosts whose evidence says nothing).
+    device_type: str = ""
     # Interface name of the host's veth peer in the namespace holding its
     # segment's bridge (scanner ns for on-link hosts, router ns otherwise).
     peer_if: str = field(default="", compare=False)
@@ -73,6 +88,8 @@ class _Spec:
     udp_open: tuple[int, ...] = ()
     drops_icmp: bool = False
     ipv6: bool = False
+    dhcp: bool = False
+    device_type: str = ""
 
 
 # Service hosts: each runs one real server bound to its lab address.
@@ -88,7 +105,7 @@ _SERVICE_SPECS: tuple[_Spec, ...] = (
     _Spec("ftp", "198.18.0.18", services=("vsftpd",), tcp_open=(21,), tcp_closed=(22,)),
     _Spec("lighttpd", "198.18.0.19", services=("lighttpd",), tcp_open=(80,), tcp_closed=(443,)),
     _Spec("smtp", "198.18.0.20", services=("postfix",), tcp_open=(25,), tcp_closed=(587,)),
-    _Spec("snmp", "198.18.0.21", services=("snmpd",), udp_open=(161,), tcp_closed=(161,)),
+    _Spec("snmp", "198.18.0.21", services=("snmpd", "lldpd"), udp_open=(161,), tcp_closed=(161,)),
     _Spec("noicmp", "198.18.0.30", services=("nginx",), tcp_open=(80,), tcp_closed=(22,), drops_icmp=True),
     _Spec(
         "filtered",
@@ -99,6 +116,17 @@ _SERVICE_SPECS: tuple[_Spec, ...] = (
         tcp_filtered=(8081,),
     ),
     _Spec("dns", DNS_IP, services=("dnsmasq",), tcp_open=(53,), udp_open=(53,), tcp_closed=(80,)),
+    # Devices that say what they are (issue 23): mDNS (avahi), NetBIOS (nmbd), UPnP (minidlna),
+    # a DHCP client (BusyBox udhcpc), SNMP with LLDP (snmpd + lldpd).
+    _Spec("printer", "198.18.0.23", HP, services=("avahi",), tcp_closed=(631,), device_type="printer"),
+    _Spec("nas", "198.18.0.24", SYNOLOGY, services=("avahi", "nmbd"), udp_open=(137,),
+          tcp_closed=(445,), device_type="nas"),
+    _Spec("media", "198.18.0.25", INTEL, services=("minidlna",), tcp_open=(8200,), udp_open=(1900,),
+          device_type="media"),
+    _Spec("desktop", "198.18.0.26", DELL, services=("avahi", "nmbd", "lldpd"), udp_open=(137,),
+          tcp_closed=(22,), device_type="computer"),
+    _Spec(DHCP_HOST, "198.18.0.27", LOCAL, services=("udhcpc",), tcp_closed=(80,), dhcp=True,
+          device_type="iot"),
 )
 
 _RABBITMQ_SPEC = _Spec(
@@ -157,6 +185,8 @@ def _host(prefix: str, spec: _Spec, *, on_link: bool, with_ip6: bool) -> LabHost
         udp_open=spec.udp_open,
         services=spec.services,
         vendor=spec.oui[1],
+        dhcp=spec.dhcp,
+        device_type=spec.device_type or ("virtual_machine" if spec.oui in _VM_OUIS else ""),
         peer_if=f"h-{spec.name}",
     )
 

@@ -112,3 +112,44 @@ def test_the_largest_enumerable_target_needs_force() -> None:
     check("10.0.0.0/8", ScopeConfig(allow=["10.0.0.0/8"]), force=True)
     with pytest.raises(ScopeError, match="IPv6 subnets are too large to sweep"):
         check("fd00::/64", ScopeConfig(allow=["fd00::/64"]), force=True)
+
+
+# ------------------------------------------------------------------ ScopeGuard (stages)
+
+def test_the_stage_guard_allows_attached_and_allowed_addresses_only() -> None:
+    import ipaddress
+
+    from lanscope.net.scope import ScopeGuard
+    from lanscope.settings import ScopeConfig
+
+    reads = []
+
+    def attached() -> list[ipaddress.IPv4Network]:
+        reads.append(1)
+        return [ipaddress.ip_network("192.168.1.0/24")]
+
+    now = [0.0]
+    guard = ScopeGuard(ScopeConfig(allow=["10.9.0.0/16"], exclude=["192.168.1.66"]), attached=attached,
+                       clock=lambda: now[0])
+    assert guard.refusal("192.168.1.20") is None
+    assert guard.refusal("10.9.3.4") is None
+    assert "not attached" in (guard.refusal("10.20.0.1") or "")
+    assert "--allow-public" in (guard.refusal("8.8.8.8") or "")
+    assert "excluded" in (guard.refusal("192.168.1.66") or "")
+    assert "is not an address" in (guard.refusal("not-an-address") or "")
+    assert len(reads) == 1
+    now[0] = 61.0
+    guard.refusal("192.168.1.20")
+    assert len(reads) == 2            # the attached networks are read again after a minute
+
+
+def test_the_stage_guard_keeps_to_configured_targets() -> None:
+    import ipaddress
+
+    from lanscope.net.scope import ScopeGuard
+    from lanscope.settings import ScopeConfig
+
+    guard = ScopeGuard(ScopeConfig(), ["192.168.1.0/25"],
+                       attached=lambda: [ipaddress.ip_network("192.168.1.0/24")])
+    assert guard.refusal("192.168.1.20") is None
+    assert guard.refusal("192.168.1.200") == "192.168.1.200 is not in the configured targets"

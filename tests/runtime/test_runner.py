@@ -279,6 +279,54 @@ async def test_producer_sweeps_on_schedule_and_survives_a_failed_sweep(bus: Bus)
     assert await subject_count(bus, FACTS, "lanscope.host.seen.>") == 2
 
 
+class Listening:
+    """A streaming producer: yields a batch whenever the test feeds one; its first life
+    fails after one batch, the second runs until the runtime closes it."""
+
+    restart_secs = 0.05
+
+    def __init__(self) -> None:
+        self.lives = 0
+        self.closed = 0
+        self.feed: asyncio.Queue[list[Any]] = asyncio.Queue()
+
+    async def listen(self) -> AsyncIterator[list[Any]]:
+        self.lives += 1
+        try:
+            while True:
+                batch = await self.feed.get()
+                yield batch
+                if self.lives == 1:
+                    raise OSError("interface went away")
+        finally:
+            self.closed += 1
+
+
+async def test_a_listener_publishes_each_batch_at_once_and_is_restarted_after_a_failure(bus: Bus) -> None:
+    listener = Listening()
+    stage = StageSpec("listener", Kind.PRODUCER)
+    async with running(bus, (stage, listener)) as runner:
+        listener.feed.put_nowait([seen(1)])
+        await eventually(lambda: listener.lives == 2, what="a second life after the failure")
+        listener.feed.put_nowait([seen(2), seen(3)])
+
+        async def published() -> bool:
+            return await subject_count(bus, FACTS, "lanscope.host.seen.>") == 3
+        await eventually(published, what="three sightings on the bus")
+    # Stopping closed the second life's generator (its sockets would be released there).
+    assert listener.closed == 2
+    counters = runner.counters()["listener"]
+    assert counters.events_failed_total == 1 and counters.events_emitted_total == 3
+
+
+async def test_once_is_not_held_up_by_a_listener(bus: Bus) -> None:
+    listener = Listening()
+    runner = Runner(bus, options(bus.config, once=True))
+    runner.add(StageSpec("listener_once", Kind.PRODUCER), listener)
+    await asyncio.wait_for(runner.run(), 20)
+    assert listener.closed == listener.lives == 1
+
+
 class QueryingSink(MemorySink):
     async def query(self, request: bytes) -> bytes:
         if request == b"boom":

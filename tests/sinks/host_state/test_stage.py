@@ -322,8 +322,38 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     sink = await opened(tmp_path)
     assert set(await sink.store.processed(["old1", "old2", "new"])) == {"old1", "old2"}
     await sink.close()
-    assert rows(tmp_path / "lanscope.duckdb",
-                "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT max(version) FROM schema_version") == [
+        (SCHEMA_VERSION,)]
+
+
+async def test_a_version_2_file_keeps_its_hosts_and_gets_the_device_type_columns(tmp_path: Path) -> None:
+    sink = await opened(tmp_path)
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="v2")])
+    await sink.close()
+    # Back to version 2's tables, as a file written before issue 23 has them (and before sites).
+    con = duckdb.connect(str(tmp_path / "lanscope.duckdb"))
+    con.execute("DROP VIEW hosts")
+    con.execute("DROP VIEW services")
+    for table in ("hosts_by_mac", "hosts_by_ip"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN device_type")
+    for table in ("hosts_by_mac", "hosts_by_ip", "host_ports", "history", "findings", "registry"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN site")
+    con.execute("CREATE VIEW hosts AS SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip")
+    con.execute("CREATE VIEW services AS SELECT host_key, ip, protocol, port, service FROM host_ports")
+    con.execute("DELETE FROM schema_version WHERE version >= 3")
+    # ... and its state: a record without the fields version 3 added.
+    [(state,)] = con.execute("SELECT state FROM hosts_by_mac").fetchall()
+    old_state = json.loads(state)
+    for name in ("device_type", "device_type_confidence", "device_type_reasons", "names", "advertised"):
+        old_state["record"].pop(name, None)
+    con.execute("UPDATE hosts_by_mac SET state = ?", [json.dumps(old_state)])
+    con.close()
+    sink = await opened(tmp_path)
+    assert MAC_A in sink.book.hosts
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=5, id="v3")])
+    await sink.close()
+    assert rows(tmp_path / "lanscope.duckdb", "SELECT host_key, ip, device_type FROM hosts") == [
+        (MAC_A, "198.18.0.10", "unknown")]
 
 
 async def test_a_failed_background_compaction_is_retried_and_loses_nothing(
