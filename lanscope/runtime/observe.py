@@ -42,11 +42,23 @@ class StreamUse:
     bytes: int
 
 
+@dataclass(frozen=True)
+class SiteCopy:
+    """How far a hub's stream has copied a site's sensor stream (a source across a leaf node)."""
+
+    stream: str
+    site: str
+    lag: int                # messages the sensor holds that the hub has not copied yet
+    active_secs: float | None   # since the copy last heard from the sensor; None: never
+    error: str | None
+
+
 @dataclass
 class PipelineHealth:
     streams: list[StreamUse] = field(default_factory=list)
     consumers: list[ConsumerLag] = field(default_factory=list)
     dead_letters: dict[str, int] = field(default_factory=dict)   # stage -> messages in its DLQ
+    sites: list[SiteCopy] = field(default_factory=list)          # a hub: its sensors' streams
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,13 @@ async def pipeline_health(bus: Bus) -> PipelineHealth:
             log.debug("stream %s: %s", spec.name, type(exc).__name__)
             continue
         health.streams.append(StreamUse(spec.name, info.state.messages, info.state.bytes))
+        for source in info.sources or ():
+            site = subj.site_of_stream(source.name or "")
+            if site is not None:
+                # nats-py reports `active` in nanoseconds (-1: never)
+                active = None if source.active is None or source.active < 0 else source.active / 1e9
+                error = source.error.get("description") if isinstance(source.error, dict) else None
+                health.sites.append(SiteCopy(spec.name, site, source.lag or 0, active, error))
         for consumer in await bus.js.consumers_info(spec.name):
             name = consumer.config.durable_name or consumer.name
             if not consumer.config.durable_name:

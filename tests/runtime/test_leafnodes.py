@@ -25,6 +25,7 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.delivery import decode_event
 from lanscope.runtime.embedded import EmbeddedNats, free_port
 from lanscope.runtime.leafnodes import public_key, sensor_seed, server_role, site_permissions
+from lanscope.runtime.observe import pipeline_health
 from schemas import ProbeRequested, encode, subject_for
 from schemas import subjects as subj
 from tests.factories import at, host_seen
@@ -112,6 +113,13 @@ async def test_a_sensors_events_reach_the_hub_and_probe_requests_reach_the_senso
     async def copied() -> bool:
         return await stored(sites.hub, subj.FACTS.name, "lanscope.paris.host.seen.>") == 5
     await eventually(copied)
+    # The dashboard's pipeline health says how far each site's copy got.
+    copies = {(c.stream, c.site): c for c in (await pipeline_health(sites.hub)).sites}
+    assert set(copies) == {(s, site) for s in (subj.FACTS.name, subj.DEAD_LETTERS.name)
+                           for site in ("paris", "berlin")}
+    paris = copies[subj.FACTS.name, "paris"]
+    assert paris.lag == 0 and paris.active_secs is not None and paris.active_secs < 30
+    assert copies[subj.FACTS.name, "berlin"].active_secs is None        # its sensor never came
     # The hub asks paris's sensor to probe a host; berlin's request stays at the hub.
     for site in ("paris", "berlin"):
         await sites.hub.publish(ProbeRequested(host_key="10.20.0.5", observed_at=at(0), source="web",
