@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -33,12 +32,11 @@ from schemas import HostSeen, host_key
 from schemas import subjects as subj
 from tests.factories import at
 from tests.lab import netns
-from tests.lab.sites import SitesLab, scratch_namespace
+from tests.lab.sites import LANSCOPE, SitesLab, scratch_namespace
 
 NODES = 3
 EVENTS = 3000
 CHUNK = 50
-LANSCOPE = str(Path(sys.executable).parent / "lanscope")
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -83,6 +81,7 @@ def nodes(tmp_path: Path, cluster_ns: str) -> Iterator[list[EmbeddedNats]]:
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while True:
         try:
             if await check():

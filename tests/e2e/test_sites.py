@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -32,11 +31,10 @@ from lanscope.runtime.bus import Bus
 from schemas import HostSeen, decode
 from schemas import subjects as subj
 from tests.lab import netns
-from tests.lab.sites import LEAF_PORT, SHARED_MAC, SUBNET, SitesLab
+from tests.lab.sites import LANSCOPE, LEAF_PORT, SHARED_MAC, SUBNET, SitesLab
 
 CUT_SECS = 60
 SWEEP_SECS = 5
-LANSCOPE = str(Path(sys.executable).parent / "lanscope")
 
 pytestmark = [
     pytest.mark.timeout(480),

@@ -41,6 +41,7 @@ HOSTS = 3
 SHARED_MAC = "02:1a:5c:24:00:01"  # host 1 of every site: one MAC, two hosts
 HTTP_PORT = 80
 LEAF_PORT = 7422
+LANSCOPE = str(Path(sys.executable).parent / "lanscope")    # the CLI of this environment
 
 
 @dataclass(frozen=True)

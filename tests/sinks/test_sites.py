@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from schemas import ChangeKind, Finding, HostChanged, HostRecord, RegistryEntry
+from schemas import ChangeKind, Event, Finding, HostChanged, HostRecord, RegistryEntry
 from sinks.findings import Config as FindingsConfig
 from sinks.findings import Findings
 from sinks.registry import Config as RegistryConfig
@@ -41,8 +41,8 @@ async def test_a_port_finding_of_one_site_is_not_resolved_by_the_same_address_at
 async def test_duplicate_ip_is_judged_within_a_site(tmp_path: Path) -> None:
     sink = Findings(FindingsConfig(state_file=str(tmp_path / "findings.json")))
     await sink.open()
-    seen = [msgspec.structs.replace(host_seen("10.20.0.5", mac, t=0), site=site, id=site)
-            for site, mac in (("paris", MAC), ("berlin", "02:00:00:00:00:0b"))]
+    seen: list[Event] = [msgspec.structs.replace(host_seen("10.20.0.5", mac, t=0), site=site, id=site)
+                         for site, mac in (("paris", MAC), ("berlin", "02:00:00:00:00:0b"))]
     assert [f for f in await sink.write(seen) if isinstance(f, Finding)] == []
 
 

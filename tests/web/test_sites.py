@@ -8,11 +8,8 @@ from typing import Any
 import httpx
 import msgspec
 
-from lanscope.runtime.ids import content_id
-from sinks.host_state import Config as HostStateConfig
-from sinks.host_state import HostState
 from tests.factories import host_seen, port, ports_probed
-from tests.web.conftest import serving, web_config
+from tests.web.conftest import serving, web_config, write_store
 
 MAC = "02:00:00:00:00:0a"
 
@@ -24,12 +21,7 @@ async def two_sites(path: Path) -> None:
             host_seen("10.20.0.5", MAC, t=t), host_seen("10.20.0.6", f"02:00:00:00:0{t}:06", t=t),
             ports_probed("10.20.0.5", MAC, [port(22, service="ssh")], t=t + 1))]
     events.append(host_seen("198.18.0.10", "02:00:00:00:00:10", t=3))       # a host of the default site
-    for event in events:
-        event.id = content_id(event)
-    sink = HostState(HostStateConfig(path=str(path)))
-    await sink.open()
-    await sink.write(events)
-    await sink.close()
+    await write_store(path, events)
 
 
 async def test_the_hosts_page_filters_by_site_and_a_site_host_has_its_page(tmp_path: Path) -> None:

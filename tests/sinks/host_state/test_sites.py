@@ -12,6 +12,7 @@ from sinks.host_state import HostBook, PresencePolicy
 from sinks.host_state._schema import MIGRATIONS
 from sinks.host_state.stage import Config, HostState
 from tests.factories import at, host_seen, ports_probed
+from tests.sinks.host_state.test_stage import rows
 
 MAC = "02:00:00:00:00:0a"
 
@@ -105,20 +106,13 @@ async def test_the_store_keys_every_row_with_its_site_and_migrates_a_version_2_f
                       at_site("berlin", host_seen("10.20.0.5", MAC, t=0, id="b1")),
                       at_site("berlin", host_seen("10.20.0.9", None, source="icmp", t=0, id="b2"))])
     await sink.close()
-    assert _rows(db, "SELECT site, host_key, mac, ip FROM hosts ORDER BY host_key") == [
+    assert rows(db, "SELECT site, host_key, mac, ip FROM hosts ORDER BY host_key") == [
         ("berlin", f"berlin/{MAC}", MAC, "10.20.0.5"), ("berlin", "berlin/10.20.0.9", None, "10.20.0.9"),
         ("paris", f"paris/{MAC}", MAC, "10.20.0.5")]
-    assert _rows(db, "SELECT DISTINCT site FROM history ORDER BY site") == [("berlin",), ("paris",)]
-    assert _rows(db, "SELECT site, host_key, port FROM services") == [("paris", f"paris/{MAC}", 22)]
+    assert rows(db, "SELECT DISTINCT site FROM history ORDER BY site") == [("berlin",), ("paris",)]
+    assert rows(db, "SELECT site, host_key, port FROM services") == [("paris", f"paris/{MAC}", 22)]
     again = HostState(Config(path=str(db)))
     await again.open()
     assert again.book.hosts[f"berlin/{MAC}"].record.site == "berlin"
     await again.close()
 
-
-def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
