@@ -9,7 +9,7 @@ it (``--scale port_probe=N``): all of them pull the one durable consumer
 ``port_probe`` of an embedded nats-server, and the claims bucket keeps two of
 them off one host. The work is the sightings of a sweep: every live host of
 the lab's 198.18.0.0/24 (servers: banners and fingerprints) and ``--dead``
-addresses of 198.18.2.0/24 where nothing answers (the probe waits out its
+addresses of 198.18.3.0/24 where nothing answers (the probe waits out its
 timeouts), each probed once on the top ``--ports`` TCP ports. Time: from the
 first sighting published to the last ``PortsProbed`` in the stream; a run
 starts on a fresh store, with the replicas already reading. Throughput is
@@ -47,7 +47,7 @@ def sightings(lab: Lab, dead: int) -> list[HostSeen]:
 
     now = datetime.now(UTC)
     live = [(h.ip, h.mac) for h in lab.live_hosts(Lab.LIVE_24)]
-    gone = [(f"198.18.2.{i + 1}", None) for i in range(dead)]
+    gone = [(f"198.18.3.{i + 1}", None) for i in range(dead)]
     return [HostSeen(host_key=host_key(mac, ip), observed_at=now, source="arp", ip=ip, mac=mac,
                      evidence="arp-reply" if mac else "bench") for ip, mac in [*live, *gone]]
 
