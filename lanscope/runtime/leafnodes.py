@@ -119,7 +119,9 @@ def site_permissions(site: str, hub_domain: str) -> dict[str, Any]:
     return {
         "publish": {"allow": [
             f"{sourced_prefix(site)}.>",              # its streams, delivered to the hub's copies
-            "$JSC.R.>",                               # replies to the hub's consumer requests
+            # Replies to the hub's consumer requests: their inboxes carry no site, and a user's
+            # allow_responses does not reach leaf node connections (tried: the copy never starts).
+            "$JSC.R.>",
             f"$JS.{hub_domain}.API.CONSUMER.CREATE.{requests}.*.{site_subject(site, subj.PROBE_REQUESTED)}",
             f"$JS.FC.{hub_domain}.>",                 # flow control of its copy of the requests
         ]},
