@@ -43,6 +43,7 @@ from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
 from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
 from lanscope.runtime.layout import STANDALONE, Layout
+from lanscope.runtime.provisioning import differences, settled, sources_of
 from lanscope.runtime.puller import SUB_PENDING_BYTES
 from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
 from schemas import Event, StreamSpec, encode, subject_for
@@ -257,17 +258,17 @@ class Bus:
         layout = self.layout
         results: list[Provisioned] = []
         for stream in layout.streams if streams is None else streams:
-            results.append(await _settled(self._ensure_stream, self.stream_config(stream)))
+            results.append(await settled(self._ensure_stream, _TRANSIENT, self.stream_config(stream)))
         shared = [feed for feed in feeds if feed.shared]
         fed = {(member, feed.stream) for feed in shared for member in feed.members}
         for spec in (layout.spec(s) for s in specs if layout.runs(s)):
             for stream_name, filters in consumer_bindings(spec, layout.streams).items():
                 if (spec.name, stream_name) not in fed:
-                    results.append(await _settled(self._ensure_consumer, stream_name,
+                    results.append(await settled(self._ensure_consumer, _TRANSIENT, stream_name,
                                                   self.consumer_config(spec, filters)))
         for feed in shared:
             wanted = self.consumer_config(feed.spec, list(feed.spec.consumes))
-            results.append(await _settled(self._ensure_consumer, feed.stream, wanted))
+            results.append(await settled(self._ensure_consumer, _TRANSIENT, feed.stream, wanted))
         return results
 
     async def _ensure_stream(self, wanted: StreamConfig) -> Provisioned:
@@ -278,9 +279,9 @@ class Bus:
             await self.js.add_stream(wanted)
             return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
         have = info.config
-        diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
+        diffs = differences(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
                                      "duplicate_window", "discard"))
-        if _sources(have) != _sources(wanted):
+        if sources_of(have) != sources_of(wanted):
             diffs.append("sources")
         if not diffs:
             return Provisioned("stream", wanted.name, "unchanged")
@@ -302,7 +303,7 @@ class Bus:
         have = info.config
         if not have.filter_subjects and have.filter_subject:
             have.filter_subjects = [have.filter_subject]
-        diffs = _diff(have, wanted, ("filter_subjects", "ack_wait", "max_deliver", "max_ack_pending",
+        diffs = differences(have, wanted, ("filter_subjects", "ack_wait", "max_deliver", "max_ack_pending",
                                      "description"))
         if not diffs:
             return Provisioned("consumer", label, "unchanged")
@@ -481,50 +482,8 @@ class Bus:
         return KvClaims(kv)
 
 
-# How long provisioning waits out a JetStream that cannot answer yet: a cluster electing a
-# leader (a node just died, or the cluster just started) answers with timeouts and 503s.
-PROVISION_PATIENCE_SECS = 60.0
-
-
-async def _settled(step: Any, *args: Any) -> Provisioned:
-    """``await step(*args)``, again while JetStream is only temporarily unable to answer."""
-    deadline = time.monotonic() + PROVISION_PATIENCE_SECS
-    delay = 0.25
-    while True:
-        try:
-            result: Provisioned = await step(*args)
-            return result
-        except _TRANSIENT as exc:
-            if time.monotonic() >= deadline:
-                raise BusError(f"provisioning: JetStream did not answer for {PROVISION_PATIENCE_SECS:g}s "
-                               f"({type(exc).__name__})") from None
-            log.warning("provisioning: %s; retrying", type(exc).__name__)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-
-
 def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | None:
     """A pipelined publish's PubAck, its error, or None (never sent, unsettled, cancelled)."""
     if sent is None or not sent.done() or sent.cancelled():
         return None
     return sent.exception() or sent.result()
-
-
-
-def _sources(config: StreamConfig) -> list[tuple[str, str | None, str | None, str | None]]:
-    """A stream's sources, comparable: (name, filter, API prefix, deliver prefix)."""
-    return sorted((s.name, s.filter_subject, s.external.api if s.external else None,
-                   s.external.deliver if s.external else None) for s in config.sources or ())
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-3
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return sorted(a or ()) == sorted(b or ())
-    return bool(a == b or (not a and not b))
-
-
-def _diff(have: Any, wanted: Any, fields: tuple[str, ...]) -> list[str]:
-    return [f for f in fields if getattr(wanted, f) is not None
-            and not _same(getattr(have, f), getattr(wanted, f))]
