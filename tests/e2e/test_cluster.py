@@ -96,7 +96,15 @@ async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: f
 
 
 @pytest.fixture
-async def bus(cluster_ns: str, nodes: list[EmbeddedNats]) -> AsyncIterator[Bus]:
+def inside(cluster_ns: str) -> Iterator[None]:
+    """The test's thread (its event loop) in the cluster's namespace: a client whose node dies
+    reconnects to another, and a socket belongs to the namespace it is made in."""
+    with netns.in_netns(cluster_ns):
+        yield
+
+
+@pytest.fixture
+async def bus(cluster_ns: str, nodes: list[EmbeddedNats], inside: None) -> AsyncIterator[Bus]:
     config = msgspec.structs.replace(NatsConfig(), url=urls(), replicas=3)
     with netns.in_netns(cluster_ns):
         connected = await Bus.connect(config, name="lanscope-cluster-test")
@@ -139,24 +147,27 @@ async def test_one_node_killed_under_load_loses_nothing_and_catches_up_when_back
             info = await bus.js.consumer_info(subj.FACTS.name, "host_state")
             return (info.num_waiting or 0) > 0
         await eventually("host_state reading", sink_reading, 60)
+        # The publisher connects to the node leading the FACTS stream (it learns the others from
+        # it): the node that dies takes both the stream's leader and the publisher's connection.
+        killed = await leader(bus)
+        victim = nodes[int(killed[1:]) - 1]
+        publisher = await Bus.connect(msgspec.structs.replace(NatsConfig(), url=victim.url),
+                                      name="lanscope-cluster-publisher")
         sent: list[str] = []
-        victim: EmbeddedNats | None = None
-        killed = ""
         for start in range(0, EVENTS, CHUNK):
-            if start == EVENTS // 3:         # under load: kill the node leading the FACTS stream
-                killed = await leader(bus)
-                victim = nodes[int(killed[1:]) - 1]
+            if start == EVENTS // 3:         # under load: kill it
                 victim.kill()
             if start == 2 * EVENTS // 3:     # ... and start it again
-                assert victim is not None
                 with netns.in_netns(cluster_ns):
                     victim.start()
             events = [sighting(n) for n in range(start, start + CHUNK)]
-            await bus.publish_events(events)      # each waits for its PubAck (retried, same Msg-Id)
+            await publisher.publish_events(events)    # each waits for its PubAck (retried, same Msg-Id)
             sent += [e.id for e in events]
             await asyncio.sleep(0.05)
-        assert victim is not None and len(set(sent)) == EVENTS
+        assert len(set(sent)) == EVENTS
         assert await leader(bus) != killed          # another node took over the stream
+        assert publisher.reconnects >= 1            # and the publisher moved to another node
+        await publisher.close()
 
         async def stored_once() -> bool:
             info = await bus.js.stream_info(subj.FACTS.name)
