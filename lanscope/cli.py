@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lanscope.commands.run", "run the pipeline: every stage, or one with --stage"),
     "sensor": ("lanscope.commands.sensor", "a site's sensor: producers and port_probe, a leaf of the hub"),
-    "hub-config": ("lanscope.commands.hub_config", "the nats-server config a hub's NATS cluster includes"),
+    "hub-config": ("lanscope.commands.hub_config", "credentials and nats-server config of a hub's cluster"),
     "provision": ("lanscope.commands.provision", "create the NATS streams and consumers"),
     "watch": ("lanscope.commands.watch", "print host-change events live"),
     "web": ("lanscope.commands.web", "the live web dashboard (on its own; `run` serves it too)"),
@@ -145,11 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = _load_command(args.command).main(args, config)
         return result
     except (ConfigError, LanscopeError) as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"lanscope {args.command}: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print(f"lanscope {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:   # a bug or an unforeseen failure: one line; -v for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        text = " ".join(str(exc).split())[:500]
+        print(f"lanscope {args.command}: error: {type(exc).__name__}: {text}"
+              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
+        return 1
 
 
 def _tune_gc() -> None:

@@ -97,6 +97,10 @@ class NatsConfig(Section):
     password: Secret | None = None
     token: Secret | None = None
     creds_file: str | None = None
+    nkey_seed_file: str | None = None     # an NKEY seed file (the server lists its public key)
+    # One credentials file per role (<role>.nk or <role>.creds): each process connects as its
+    # role (lanscope.runtime.auth). The embedded server's are in <data_dir>/credentials.
+    credentials_dir: str = ""
     tls: TlsConfig | None = None
     name: str = "lanscope"
     connect_timeout_secs: PositiveFloat = 5.0

@@ -17,22 +17,33 @@ hosts they name are that site's (types.site_key): the same private range at two
 sites is two sets of hosts. The runtime stamps it: producers' events get the
 site of the process (``site:`` in config.yaml), an enricher's outputs that of
 their input, and sinks carry their host's.
+
+Decoding checks meaning as well as shape, so a value no stage can use is
+refused where the message is read (and dead-lettered at once), not deep in a
+sink: every IP must parse (it is replaced by its canonical text), MACs are in
+lower-case colon form, ports and TTLs are in range, text, ids and keys are
+capped, a site is a subject token of at most 32 characters. The address
+checks are ``__post_init__`` methods (msgspec turns their ValueError into a
+ValidationError naming the value); they run on construction too, so a stage
+cannot publish what a reader would refuse.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from .types import _CANONICAL_IPS as _canonical_ips
 from .types import (
     ChangeKind,
     Cidr,
     Confidence,
     FindingState,
     Ip,
+    Key,
     LongText,
     Mac,
     Port,
@@ -42,7 +53,17 @@ from .types import (
     ShortText,
     Site,
     Ttl,
+    canonical_ip,
+    check_cidrs,
 )
+
+HttpStatus = Annotated[int, msgspec.Meta(ge=0, le=999)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def _ip(value: str | None, field: str) -> str | None:
+    return None if value is None else canonical_ip(value, field)
 
 
 # gc=False on events and their parts: they hold values, lists and other parts, never a
@@ -51,11 +72,11 @@ from .types import (
 class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False, gc=False):
     """Fields common to every event."""
 
-    id: str = ""
+    id: Key = ""
     v: int = 2
-    host_key: str
+    host_key: Key
     observed_at: datetime
-    source: str
+    source: ShortText
     site: Site = ""                       # since v2; "" = the default site
 
 
@@ -84,6 +105,10 @@ class DhcpLease(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     gateway: ShortText | None = None     # which router or file reported it
     origin: ShortText | None = None      # mikrotik, dnsmasq, dhcpd, kea, dhclient, ...
 
+    def __post_init__(self) -> None:
+        self.address = _ip(self.address, "lease.address")
+        self.active_address = _ip(self.active_address, "lease.active_address")
+
 
 class DhcpRequest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """What a DHCP client broadcast (DISCOVER, REQUEST, INFORM ...), as the passive listener
@@ -95,6 +120,9 @@ class DhcpRequest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     parameters: list[int] = []            # option 55 in the client's order: its fingerprint
     client_id: ShortText | None = None    # option 61, hex "01:aa:bb:cc:dd:ee:ff"
     requested_ip: Ip | None = None        # option 50
+
+    def __post_init__(self) -> None:
+        self.requested_ip = _ip(self.requested_ip, "dhcp.requested_ip")
 
 
 class Advertised(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -135,7 +163,7 @@ class SnmpSystem(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class ProxmoxGuest(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
-    vm_id: int
+    vm_id: Count
     name: ShortText | None = None
     vm_type: ShortText | None = None     # qemu | lxc
     node: ShortText | None = None
@@ -172,7 +200,7 @@ class PortResult(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     device_type: ShortText | None = None
     confidence: Confidence | None = None
     tunnel: ShortText | None = None       # "ssl" when the service speaks TLS
-    http_status: int | None = None
+    http_status: HttpStatus | None = None
     http_title: ShortText | None = None
     tls: TlsCert | None = None
     auth_required: bool | None = None     # False = answered a data command without credentials
@@ -194,7 +222,7 @@ class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
 
 
 class FieldChange(msgspec.Struct, kw_only=True, gc=False):
-    field: str
+    field: ShortText
     old: Any = None
     new: Any = None
 
@@ -202,7 +230,7 @@ class FieldChange(msgspec.Struct, kw_only=True, gc=False):
 class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     """A host's current state as the host_state sink knows it."""
 
-    host_key: str                         # types.site_key(site, MAC or IP)
+    host_key: Key                         # types.site_key(site, MAC or IP)
     mac: Mac | None = None
     ip: Ip | None = None
     ips: list[Ip] = []
@@ -218,13 +246,13 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     arp_state: ShortText | None = None    # REACHABLE, STALE, ... or "reply"
     active: bool = False
     vm_name: ShortText | None = None
-    vm_id: int | None = None
+    vm_id: Count | None = None
     vm_type: ShortText | None = None
     vm_node: ShortText | None = None
     vm_status: ShortText | None = None
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    last_seen_by: dict[str, datetime] = {}
+    last_seen_by: dict[ShortText, datetime] = {}
     # Since HostChanged v2: names and identity from the passive sources, and the device type.
     names: dict[str, ShortText] = {}      # name source (dns, dhcp, mdns, netbios ...) -> name
     advertised: list[ShortText] = []      # service types the host announces (mDNS, SSDP, RA)
@@ -242,6 +270,11 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     device_type_reasons: list[ShortText] = []
     site: Site = ""                       # the host's site ("" = the default site)
 
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "host.ip")
+        if self.ips:
+            self.ips = [canonical_ip(ip, "host.ips") for ip in self.ips]
+
 
 # --------------------------------------------------------------------------
 # Events
@@ -258,7 +291,7 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
     alive: bool = True                    # False: not evidence of presence (a STALE neighbour)
     evidence: ShortText = ""              # arp-reply, echo-reply, syn-ack, neighbour:REACHABLE, lease:bound
     interface: ShortText | None = None
-    rtt_ms: float | None = None
+    rtt_ms: NonNegative | None = None
     ttl: Ttl | None = None
     hostname: ShortText | None = None     # a hint (lease host-name, DNS, guest name)
     neighbour_state: ShortText | None = None
@@ -266,6 +299,11 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
     guest: ProxmoxGuest | None = None
     sweep_id: ShortText | None = None     # one id per producer sweep, for "missed sweeps" presence
     dhcp: DhcpRequest | None = None       # a DHCP client's DISCOVER/REQUEST (source "passive")
+
+    def __post_init__(self) -> None:
+        # The hot path: an address already seen in canonical form is one dict lookup.
+        if self.ip is not None and self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
@@ -284,9 +322,13 @@ class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
     v: int = 3
     targets: list[ShortText] = []         # what was asked for (informational)
     sweep_id: ShortText = ""
-    hosts_found: int = 0
-    duration_ms: float = 0.0
+    hosts_found: Count = 0
+    duration_ms: NonNegative = 0.0
     covered: list[Cidr] = []              # the addresses probed, as CIDRs (see above)
+
+    def __post_init__(self) -> None:
+        if self.covered:
+            check_cidrs(self.covered)
 
 
 class HostAnnotated(Event, tag="host_annotated", kw_only=True):
@@ -310,6 +352,10 @@ class HostAnnotated(Event, tag="host_annotated", kw_only=True):
     workgroup: ShortText | None = None
     snmp: SnmpSystem | None = None
 
+    def __post_init__(self) -> None:
+        if self.ip is not None:
+            self.ip = canonical_ip(self.ip)
+
 
 class PortsProbed(Event, tag="ports_probed", kw_only=True):
     """The result of probing one host's ports (a full snapshot for the probed set)."""
@@ -320,7 +366,11 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
     scanned: list[ShortText] = []         # port specs that were probed, e.g. "tcp:1-1024"
     scan_type: ShortText = "connect"      # connect | syn | udp
     os: OsGuess | None = None
-    duration_ms: float = 0.0
+    duration_ms: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        if self.ip not in _canonical_ips:
+            self.ip = canonical_ip(self.ip)
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):
@@ -339,7 +389,7 @@ class HostChanged(Event, tag="host_changed", kw_only=True):
 class Finding(Event, tag="finding", kw_only=True):
     """A security finding opened or resolved (a lifecycle, not a one-off alert)."""
 
-    finding_id: str                       # stable: rule + host + detail
+    finding_id: Key                       # stable: rule + host + detail
     state: FindingState
     rule: ShortText
     severity: Severity
@@ -352,11 +402,14 @@ class Finding(Event, tag="finding", kw_only=True):
     first_seen: datetime
     last_seen: datetime
 
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "ip")
+
 
 class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     """The host registry's view of one inventory entry after a register/sync."""
 
-    entry_id: str
+    entry_id: Key
     action: ShortText                     # created | updated
     ip: Ip | None = None
     internal_ip: Ip | None = None
@@ -367,6 +420,10 @@ class RegistryEntry(Event, tag="registry_entry", kw_only=True):
     owner: ShortText | None = None
     notes: LongText | None = None
     last_seen: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.ip = _ip(self.ip, "ip")
+        self.internal_ip = _ip(self.internal_ip, "internal_ip")
 
 
 class ProbeRequested(Event, tag="probe_requested", kw_only=True):
@@ -380,6 +437,9 @@ class ProbeRequested(Event, tag="probe_requested", kw_only=True):
     ip: Ip
     mac: Mac | None = None
     requested_by: ShortText = ""
+
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
 
 
 AnyEvent = (

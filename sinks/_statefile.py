@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 class StateFileError(ValueError):
@@ -36,13 +37,22 @@ async def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with _private(tmp, os.O_TRUNC) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)     # a full disk: leave no half-written copy taking room
+        raise
+
+
+def _private(path: Path, mode: int) -> BinaryIO:
+    """Open for writing, created 0600: state files hold the LAN's inventory."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600), "wb")
 
 
 async def append_durable(path: Path, data: bytes) -> None:
@@ -51,7 +61,7 @@ async def append_durable(path: Path, data: bytes) -> None:
 
 
 def _append_durable(path: Path, data: bytes) -> None:
-    with open(path, "ab") as handle:
+    with _private(path, os.O_APPEND) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lanscope.net.scope import ScopeGuard
+from lanscope.settings import ScopeConfig
 from schemas import (
     HostAnnotated,
     HostSeen,
@@ -16,6 +18,13 @@ from schemas import (
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+LAB_RANGES = ("198.18.0.0/15", "fd00:1a5::/64")
+
+
+def scope_guard(*allow: str) -> ScopeGuard:
+    """A stage's scope guard that allows ``allow`` (default: the lab's ranges) and nothing
+    attached: what unit tests of packet-sending stages are built with."""
+    return ScopeGuard(ScopeConfig(allow=list(allow or LAB_RANGES)), attached=list)
 
 
 def at(seconds: float) -> datetime:

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from lanscope import cli
+from lanscope.config import NatsConfig
 from lanscope.runtime.embedded import EmbeddedNats
 
 # The fewest arguments each command needs, and whether it offers --json.
 COMMANDS: dict[str, tuple[list[str], bool]] = {
     "run": ([], False),
     "sensor": (["--key"], False),
-    "hub-config": ([], False),
+    "hub-config": (["/tmp/hub-credentials"], False),
     "provision": ([], False),
     "watch": ([], True),
     "discover": (["198.18.0.0/24"], True),
@@ -112,7 +113,7 @@ def test_watch_names_the_data_dir_of_a_running_pipeline(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A pipeline started with another config (make lab-run: data_dir var/lab) is named in the
     hint, and the command finds it when pointed at that data_dir."""
-    server = EmbeddedNats(tmp_path / "elsewhere" / "nats")
+    server = EmbeddedNats.from_config(NatsConfig(), tmp_path / "elsewhere")   # as `lanscope run` starts it
     server.start()
     try:
         assert cli.main(["watch", "-c", config_file(tmp_path, tmp_path / "empty")]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,41 @@ def test_stage_services_share_one_image_and_wait_for_provisioning() -> None:
         assert service["image"] == services["provision"]["image"], name
         assert "provision" in service["depends_on"], name
     assert services["provision"]["command"] == ["provision"]
-    assert "-js" in services["nats"]["command"]
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
+
+
+def test_each_service_holds_only_its_own_roles_key() -> None:
+    """Issue 20: the bus is closed in compose too; a stage's container gets its role's NKEY
+    seed and no other (a stage without the admin key does not provision)."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        stage = _stage_of(service)
+        role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
+        if role is None:
+            assert "secrets" not in service, name
+            continue
+        assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
+        assert compose["secrets"][role] == {"file": f"./nats-credentials/{role}.nk"}
+    assert set(compose["secrets"]) == {"admin", "web", *STAGES}
+    setup = services["credentials"]
+    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
+    assert setup["profiles"] == ["setup"]
+    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+
+
+def test_the_compose_nats_config_is_valid_with_the_generated_users(tmp_path: Path) -> None:
+    from lanscope.runtime.auth import main
+    from lanscope.runtime.embedded import find_binary
+
+    assert main([str(tmp_path / "credentials")]) == 0
+    conf = (ROOT / "deploy" / "nats.conf").read_text().replace("/data", str(tmp_path / "data"))
+    assert "include ./credentials/auth.conf" in conf and "jetstream" in conf
+    (tmp_path / "nats.conf").write_text(conf)
+    checked = subprocess.run([str(find_binary()), "-c", str(tmp_path / "nats.conf"), "-t"],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_duckdb_owner_stays_single_and_raw_socket_stages_get_capabilities() -> None:
@@ -106,36 +141,65 @@ def test_the_hub_cluster_is_three_nodes_of_one_config_and_r3_streams() -> None:
     nodes = {name: s for name, s in services.items() if s.get("image", "").startswith("nats:")}
     assert sorted(nodes) == ["nats1", "nats2", "nats3"]
     assert {s["environment"]["NATS_NAME"] for s in nodes.values()} == set(nodes)
-    assert all(any("nats-hub.conf" in v for v in s["volumes"]) for s in nodes.values())
+    for node in nodes.values():
+        assert "./deploy/nats-hub.conf:/etc/nats/nats-hub.conf:ro" in node["volumes"]
+        assert "./nats-credentials-hub/auth.conf:/etc/nats/credentials/auth.conf:ro" in node["volumes"]
     config = load(ROOT / "deploy" / "hub.yaml")
-    assert config.role == "hub" and config.nats.replicas == 3 and config.nats.user
+    assert config.role == "hub" and config.nats.replicas == 3
     assert len(config.nats.url.split(",")) == 3
+    # The closed bus of issue 20: each process connects with its role's key, no shared password.
+    assert config.nats.credentials_dir == "/run/secrets" and not config.nats.user
 
 
-def test_the_shipped_hub_sites_conf_is_what_hub_config_prints(capsys: Any) -> None:
-    from lanscope.cli import main
+def test_each_hub_service_holds_only_its_own_roles_key() -> None:
+    """compose.hub.yaml follows compose.yaml's model: a service gets its role's NKEY seed and
+    no other, and `credentials` (hub-config) writes every seed and the nodes' users."""
+    from lanscope.config import load
+    from lanscope.runtime.auth import roles
 
-    assert main(["-c", str(ROOT / "deploy" / "hub.yaml"), "hub-config"]) == 0
-    assert capsys.readouterr().out == (ROOT / "deploy" / "hub-sites.conf").read_text()
+    compose = _hub()
+    services = compose["services"]
+    hub_roles = roles(layout=load(ROOT / "deploy" / "hub.yaml").layout())
+    used = set()
+    for name, service in services.items():
+        stage = _stage_of(service)
+        role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
+        if role is None:
+            assert "secrets" not in service, name
+            continue
+        assert role in hub_roles, name
+        assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
+        assert compose["secrets"][role] == {"file": f"./nats-credentials-hub/{role}.nk"}
+        used.add(role)
+    assert set(compose["secrets"]) == used
+    setup = services["credentials"]
+    assert setup["command"] == ["hub-config", "/credentials"] and setup["profiles"] == ["setup"]
+    assert "./nats-credentials-hub:/credentials" in setup["volumes"]
 
 
-def test_nats_server_accepts_the_hub_node_config_with_sites(tmp_path: Path) -> None:
+def test_nats_server_accepts_the_hub_node_config_with_sites(tmp_path: Path, capsys: Any) -> None:
     import os
     import shutil
     import subprocess
 
     import nkeys
 
-    from lanscope.config import parse
+    from lanscope.cli import main
     from lanscope.runtime.embedded import find_binary
-    from lanscope.runtime.leafnodes import hub_server_config
 
     raw = yaml.safe_load((ROOT / "deploy" / "hub.yaml").read_text())
-    raw["hub"]["sites"] = {site: {"nkey": nkeys.from_seed(bytearray(nkeys.encode_seed(
-        os.urandom(32), nkeys.PREFIX_BYTE_USER))).public_key.decode()} for site in ("paris", "berlin")}
-    (tmp_path / "hub-sites.conf").write_text(hub_server_config(parse(raw, env={})))
+    keys = {site: nkeys.from_seed(bytearray(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)))
+            .public_key.decode() for site in ("paris", "berlin")}
+    raw["hub"]["sites"] = {site: {"nkey": key} for site, key in keys.items()}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["-c", str(tmp_path / "hub.yaml"), "hub-config", str(tmp_path / "credentials")]) == 0
+    assert "2 sites" in capsys.readouterr().out
+    auth = (tmp_path / "credentials" / "auth.conf").read_text()
+    assert all(key in auth for key in keys.values()) and "no_auth_user" not in auth
+    assert '"port": 7422' in auth
+    for seed in (tmp_path / "credentials").glob("*.nk"):
+        assert seed.read_text().strip() not in auth
     shutil.copy(ROOT / "deploy" / "nats-hub.conf", tmp_path)
     done = subprocess.run([str(find_binary()), "-t", "-c", str(tmp_path / "nats-hub.conf")],
-                          capture_output=True, text=True, timeout=30,
-                          env={"NATS_NAME": "nats1", "LANSCOPE_NATS_PASSWORD": "secret"})
+                          capture_output=True, text=True, timeout=30, env={"NATS_NAME": "nats1"})
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,6 +6,8 @@ cached for ``negative_cache_secs``) keeps repeat sightings from hitting the
 DNS server: a cached answer was already announced, so it emits nothing. A
 timeout returns nothing and caches nothing (the next sighting tries again).
 Names are attacker-controlled text: capped at 255 characters, kept as data.
+A lookup tells the resolver the address, so an address the scope does not
+allow (lanscope.net.scope.ScopeGuard) is not looked up: the event is unusable.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from lanscope.errors import UnusableEvent
+from lanscope.net.scope import ScopeGuard
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen, host_key
@@ -37,9 +41,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class DnsNames:
     """Enricher: reverse DNS names with a TTL cache."""
 
-    def __init__(self, config: Config, *, lookup: ReverseLookup,
+    def __init__(self, config: Config, *, lookup: ReverseLookup, scope: ScopeGuard,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
+        self.scope = scope
         self._lookup = lookup
         self._clock = clock
         self._cache: dict[str, tuple[float, str | None]] = {}   # ip -> (expires, name)
@@ -72,6 +77,9 @@ class DnsNames:
             return []
         if address.is_multicast or address.is_unspecified:
             return []
+        refusal = self.scope.refusal(str(address))
+        if refusal is not None:
+            raise UnusableEvent(refusal)
         name, fresh = await self.name_of(str(address))
         if not name or not fresh:
             return []
@@ -83,4 +91,5 @@ def build(config: Config, ctx: StageContext) -> DnsNames:
     """Reverse lookups through the shared `dns:` resolver settings."""
     from ._io import make_reverse_lookup  # dnspython: only when the stage is built
 
-    return DnsNames(config, lookup=make_reverse_lookup(ctx.dns.servers, ctx.dns.timeout_ms))
+    return DnsNames(config, lookup=make_reverse_lookup(ctx.dns.servers, ctx.dns.timeout_ms),
+                    scope=ScopeGuard.for_context(ctx))

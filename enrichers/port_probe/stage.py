@@ -6,7 +6,9 @@ the port set is large, else connect), banner grabs and fingerprints of the
 open ports, UDP probes, and an OS guess. ``PortProbe`` is the stage: it
 probes a host when it is new or its last probe is older than
 ``reprobe_secs``, holding a claim so two replicas never probe one host at
-once. Timeouts give a partial snapshot, never an exception.
+once. Timeouts give a partial snapshot, never an exception. An address the
+scope does not allow (lanscope.net.scope.ScopeGuard: the commands' rules) is
+never probed: the event is unusable (dead-lettered with the reason).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from lanscope.errors import UnusableEvent
 from lanscope.net.ports import PortSpec, resolve
+from lanscope.net.scope import ScopeGuard
 from lanscope.runtime.claims import Claims, MemoryClaims
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt, Problems
@@ -419,28 +423,30 @@ def _utcnow() -> datetime:
 
 
 ProbeFn = Callable[[list[str]], Awaitable[dict[str, HostReport]]]
-# Why an address may not be probed (None: it may); the runtime builds it from the scope config.
-ScopeCheck = Callable[[str], str | None]
 
 
 class PortProbe:
     """Enricher: probes a host seen alive when it is new or its last probe is stale, and a host
     someone asked to probe now (``ProbeRequested``) at once, if its address is in scope."""
 
-    def __init__(self, config: Config, *, claims: Claims | None = None, prober: Prober | None = None,
-                 clock: Callable[[], datetime] = _utcnow, scope: ScopeCheck | None = None) -> None:
+    def __init__(self, config: Config, *, scope: ScopeGuard, claims: Claims | None = None,
+                 prober: Prober | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
         self.config = config
+        self.scope = scope
         self.claims: Claims = claims or MemoryClaims()
         self.prober = prober or Prober(config)
         self.clock = clock
-        self.scope = scope
 
     async def handle(self, event: Event) -> list[Event]:
         if isinstance(event, ProbeRequested):
             return await self._requested(event)
         if not isinstance(event, HostSeen) or not event.alive or not event.ip:
             return []
-        key = _claim_key(event.ip)
+        ip = event.ip
+        refusal = self.scope.refusal(ip)
+        if refusal is not None:          # before any packet, claim or stamp
+            raise UnusableEvent(refusal)
+        key = _claim_key(ip)
         last = await self.claims.last_done(key)
         if last is not None and (self.clock() - last).total_seconds() < self.config.reprobe_secs:
             return []
@@ -454,10 +460,9 @@ class PortProbe:
             log.info("port_probe: dropping a probe request for %s by %s: %.0f s old (more than "
                      "request_max_age_secs)", event.ip, who, age)
             return []
-        refusal = self.scope(event.ip) if self.scope is not None else None
-        if refusal is not None:
-            log.warning("port_probe: refusing a probe request for %s by %s: %s", event.ip, who, refusal)
-            return []
+        refusal = self.scope.refusal(event.ip)
+        if refusal is not None:          # dead-lettered with the reason, nothing sent
+            raise UnusableEvent(f"probe request by {who}: {refusal}")
         log.info("port_probe: probing %s now, as %s asked", event.ip, who)
         return await self._probe(event.ip, event.host_key, event.mac)
 
@@ -485,5 +490,4 @@ def _claim_key(ip: str) -> str:
 
 
 def build(config: Config, ctx: StageContext) -> PortProbe:
-    # scope: "probe now" requests (lanscope.web) are refused outside the shared scope section.
-    return PortProbe(config, claims=ctx.claims, scope=ctx.scope_guard().refusal)
+    return PortProbe(config, scope=ScopeGuard.for_context(ctx), claims=ctx.claims)

@@ -225,11 +225,12 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
     """Discover ``targets`` (already scope-checked), persist through the sinks, summarise."""
     from lanscope.commands._discovery import discover_sweep
     from lanscope.net.interfaces import local_ip
+    from lanscope.runtime.datadir import private
     from sinks.host_state import HostState, StoreError
 
     started_wall = datetime.now(UTC)
     started = time.monotonic()
-    ctx = config.stage_context()
+    ctx = config.stage_context(sweep=targets)   # checked with the flags: the stages may probe them
     gate: _ProbeTargetsOnce | None = None
 
     def probe_gate(stage: Any) -> _ProbeTargetsOnce:
@@ -241,6 +242,7 @@ async def discover(targets: Targets, config: Config, leases_config: Any, *,
     host_state = next(stage for spec, stage in stages if spec.name == "host_state")
     assert isinstance(host_state, HostState)
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(private(config.data_dir))    # the store it writes is private
         try:
             pipeline = await stack.enter_async_context(LocalPipeline(stages))
         except StoreError as exc:

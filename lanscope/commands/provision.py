@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from lanscope.commands.run import provisioning_config
 from lanscope.config import Config
 from lanscope.output import print_table
+from lanscope.runtime.auth import ADMIN
 from lanscope.runtime.bus import Bus, Provisioned
+from lanscope.runtime.datadir import private
 from lanscope.runtime.embedded import EmbeddedNats, configured_url
 
 
@@ -18,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    with private(config.data_dir):
+        return _provision_and_show(config)
+
+
+def _provision_and_show(config: Config) -> int:
     embedded: EmbeddedNats | None = None
     url = configured_url(config.nats, config.data_dir)
     if not url:
@@ -36,6 +44,10 @@ def main(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
-    async with await Bus.connect(config.nats, url=url, name="lanscope-provision") as bus:
+    nats_config = provisioning_config(config)
+    async with await Bus.connect(nats_config, url=url, name="lanscope-provision", role=ADMIN) as bus:
         bus.layout = config.layout()
-        return await bus.provision(config.stage_specs().values())
+        results = await bus.provision(config.stage_specs().values())
+        if any(spec.uses_claims and bus.layout.runs(spec) for spec in config.stage_specs().values()):
+            await bus.claims()     # port_probe's bucket: its role may use it, not create it
+        return results

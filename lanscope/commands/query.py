@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_SECS = 1.0
+_REPLY_MARGIN_SECS = 2.0
 
 
 class QueryError(LanscopeError):
@@ -92,18 +93,22 @@ def ask(config: Config, sql: str, *, pipeline: bool = True) -> QueryResult:
 
 async def _request(config: Config, url: str, sql: str) -> QueryResult | None:
     """The owner's answer, or None when no pipeline answers (then the file is used)."""
+    from lanscope.runtime.auth import QUERY, client_config
     from lanscope.runtime.bus import Bus
 
     nats_config = msgspec.structs.replace(
-        config.nats, connect_timeout_secs=min(config.nats.connect_timeout_secs, _CONNECT_TIMEOUT_SECS))
+        client_config(config.nats, config.data_dir, QUERY),
+        connect_timeout_secs=min(config.nats.connect_timeout_secs, _CONNECT_TIMEOUT_SECS))
     try:
-        bus = await asyncio.wait_for(Bus.connect(nats_config, url=url, name="lanscope-query"),
+        bus = await asyncio.wait_for(Bus.connect(nats_config, url=url, name="lanscope-query", role=QUERY),
                                      timeout=_CONNECT_TIMEOUT_SECS * 2)
     except Exception as exc:   # TimeoutError included: nothing listens, read the file
         log.debug("no NATS at %s (%s); reading the file", url, exc)
         return None
     try:
-        return await ask_pipeline(bus, sql, timeout_secs=config.sinks.host_state.query.timeout_ms / 1000)
+        # The pipeline stops the query after timeout_ms and says so: wait a little longer.
+        return await ask_pipeline(bus, sql, timeout_secs=config.sinks.host_state.query.timeout_ms / 1000
+                                  + _REPLY_MARGIN_SECS)
     finally:
         await bus.close()
 
@@ -155,8 +160,9 @@ def ask_file(config: Config, queries: Sequence[tuple[str, Sequence[QueryParam]]]
     if not path.exists():
         raise UsageError(f"no database at {path} yet: run `lanscope discover` or `lanscope run` first "
                          "(or set sinks.host_state.path)")
+    limits = config.sinks.host_state.query
     try:
-        con = connect(path, read_only=True)
+        con = connect(path, read_only=True, memory_limit_mb=limits.memory_limit_mb, threads=limits.threads)
     except StoreError as exc:
         raise QueryError(f"{exc} — if the pipeline is running, it did not answer on lanscope.query "
                          "(is the host_state stage running?)") from None
@@ -165,8 +171,8 @@ def ask_file(config: Config, queries: Sequence[tuple[str, Sequence[QueryParam]]]
         if lagging:
             warn(f"{lagging} batches in the host journal are not in hosts/host_ports yet (host_state "
                  "did not stop cleanly); they are applied when it runs again")
-        max_rows = config.sinks.host_state.query.max_rows
-        return [run_query(con, sql, max_rows, params) for sql, params in queries]
+        return [run_query(con, sql, limits.max_rows, params, limits.timeout_ms / 1000)
+                for sql, params in queries]
     except QueryRejected as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -18,12 +18,16 @@ import signal
 import socket
 from typing import Any
 
-from lanscope.config import Config
+import msgspec
+
+from lanscope.config import Config, NatsConfig
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
+from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
+from lanscope.runtime.datadir import StageLocks, private, starting
 from lanscope.runtime.delivery import dead_letters
-from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
 from lanscope.runtime.layout import Layout
 from lanscope.runtime.leafnodes import server_role
 from lanscope.runtime.runner import Runner, RunnerOptions
@@ -61,22 +65,34 @@ def selected_stages(names: list[str], layout: Layout | None = None) -> list[Stag
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
+    """Every failure before the stages run is one line and exit code 2 (StartupError)."""
     layout = config.layout()
     configured = config.stage_specs()
     specs = [layout.spec(configured[spec.name]) for spec in selected_stages(args.stage, layout)]
+    with private(config.data_dir):
+        # Before anything else: a sink already running on this data_dir is said in one line.
+        locks = StageLocks(config.data_dir).take(specs)
+        try:
+            return _serve(args, config, layout, specs)
+        finally:
+            locks.release()
+
+
+def _serve(args: argparse.Namespace, config: Config, layout: Layout, specs: list[StageSpec]) -> int:
     # The dashboard's port first: a taken port is one clear error, before NATS starts.
     web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
         and not args.once and not layout.sensor else None
     embedded: EmbeddedNats | None = None
-    # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
-    url = configured_url(config.nats, config.data_dir)
-    where = "configured" if config.nats.url else "embedded server of another lanscope run"
-    if not url:
-        # Started here, in the main thread, so the server dies with this process.
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
-        url = embedded.start()
-        where = f"embedded, store {embedded.store_dir}"
     try:
+        with starting("NATS"):
+            # A second `lanscope run --stage X` on the same data_dir joins the first one's server.
+            url = configured_url(config.nats, config.data_dir)
+            where = "configured" if config.nats.url else "embedded server of another lanscope run"
+            if not url:
+                # Started here, in the main thread, so the server dies with this process.
+                embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
+                url = embedded.start()
+                where = f"embedded, store {embedded.store_dir}"
         print_line(f"NATS:   {url} ({where})")
         if layout.role != "all" or layout.site:
             print_line(f"Site:   {_describe_site(config)}")
@@ -84,7 +100,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
             print_line(f"DuckDB: {config.duckdb_path}")
         if layout.role != "hub":
             print_line(f"Targets: {_describe_targets(config)}")
-        return asyncio.run(_run(config, url, specs, once=args.once, web=web))
+        return asyncio.run(_run(config, url, specs, once=args.once, embedded=embedded, web=web))
     finally:
         if web is not None:
             web.close()
@@ -109,6 +125,15 @@ def _describe_site(config: Config) -> str:
         return (f"hub: sensors connect to {config.hub.leaf_host}:{config.hub.leaf_port}; "
                 f"sites {sites}")
     return site
+
+
+def provisioning_config(config: Config) -> NatsConfig:
+    """The admin role's settings; with the embedded server, streams fitted to its store."""
+    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    if not config.nats.url:
+        nats_config = msgspec.structs.replace(nats_config, max_bytes=embedded_stream_bytes(
+            config.nats, config.data_dir, len(config.layout().streams)))
+    return nats_config
 
 
 def _describe_targets(config: Config) -> str:
@@ -157,27 +182,52 @@ async def _stop_dashboard(server: Any, task: asyncio.Task[None]) -> None:
 
 
 async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
-               web: socket.socket | None = None) -> int:
-    bus = await Bus.connect(config.nats, url=url)
-    bus.layout = config.layout()
+               embedded: EmbeddedNats | None = None, web: socket.socket | None = None) -> int:
+    # Each process connects as its role (lanscope.runtime.auth): one stage, its own; several,
+    # the pipeline's. Provisioning needs the admin role: held for the embedded server (and for
+    # an external one with one identity, or admin.nk in nats.credentials_dir); without it the
+    # streams and consumers must exist (`lanscope provision`).
+    role = role_for(specs)
+    layout = config.layout()
+    admin: Bus | None = None
+    bus: Bus | None = None
     try:
-        ctx = config.stage_context(claims=await bus.claims(), dead_letter=dead_letters(bus))
-        built, skipped = build_stages(specs, config, ctx)
-        # Sinks run here together share their streams' deliveries (topology.Feed): no consumer
-        # of their own on those streams, which nothing would read.
-        await bus.provision(config.stage_specs().values(),
-                            feeds=sink_feeds((s for s, _ in built), bus.layout.streams))
-        rows = [(s.qualified, "runs", s.description) for s, _ in built]
-        rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
-        print_table(["stage", "status", "detail"], rows)
-        if not built:
-            raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
-        for spec, stage in built:
-            runner.add(spec, stage, flush_ms=spec.flush_ms)
+        with starting():
+            if can_act_as(config.nats, config.data_dir, ADMIN):
+                admin = await Bus.connect(provisioning_config(config), url=url,
+                                          name=f"{config.nats.name}-provision", role=ADMIN)
+                admin.layout = layout
+            uses_claims = any(spec.uses_claims for spec in specs)
+            if admin is not None and uses_claims:
+                await admin.claims()          # the bucket, created by the role that may
+            bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
+            bus.layout = layout
+            ctx = config.stage_context(claims=await bus.claims() if uses_claims else None,
+                                       dead_letter=dead_letters(bus))
+            built, skipped = build_stages(specs, config, ctx)
+            if admin is not None:
+                # Sinks run here together share their streams' deliveries (topology.Feed): no
+                # consumer of their own on those streams, which nothing would read.
+                await admin.provision(config.stage_specs().values(),
+                                      feeds=sink_feeds((s for s, _ in built), layout.streams))
+                await admin.close()
+                admin = None
+            else:
+                log.info("no admin credentials: the streams and consumers must exist (`lanscope provision`)")
+            rows = [(s.qualified, "runs", s.description) for s, _ in built]
+            rows += [(STAGES[name].qualified, "skipped", why) for name, why in skipped.items()]
+            print_table(["stage", "status", "detail"], rows)
+            if not built:
+                raise LanscopeError("no stage to run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+            runner = Runner(bus, RunnerOptions.from_config(config.nats, once=once))
+            for spec, stage in built:
+                runner.add(spec, stage, flush_ms=spec.flush_ms)
+            await runner.start()              # a sink's store opens here (DuckDB's lock ...)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runner.stop)
+        # The server this process started: restarted if a full disk stopped its store.
+        guard = asyncio.create_task(guard_store(embedded, runner.stopping)) if embedded else None
         dashboard = _start_dashboard(config, url, web)
         try:
             await runner.run()
@@ -186,8 +236,12 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
                 loop.remove_signal_handler(sig)
             if dashboard is not None:
                 await _stop_dashboard(*dashboard)
+            if guard is not None:
+                guard.cancel()
+                await asyncio.gather(guard, return_exceptions=True)
         return 0
     finally:
-        await bus.close()
-
-
+        if admin is not None:
+            await admin.close()
+        if bus is not None:
+            await bus.close()

@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_jsonl, print_line, printable
+from lanscope.runtime.auth import WATCH, client_config
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import no_server_hint, pipeline_url
 from schemas import ChangeKind, Event, Finding, HostChanged, check_site, decode
@@ -121,7 +122,8 @@ async def _watch(config: Config, url: str, where: str, kinds: set[str], *, findi
             sys.stdout.write(describe(event) + "\n")
             sys.stdout.flush()
 
-    async with await Bus.connect(config.nats, url=url, name="lanscope-watch") as bus:
+    nats_config = client_config(config.nats, config.data_dir, WATCH)
+    async with await Bus.connect(nats_config, url=url, name="lanscope-watch", role=WATCH) as bus:
         wanted = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
         # Every site's, or one site's (its subjects: lanscope.<site>.host.changed.> ...).
         subjects = list(subj.everywhere(*wanted)) if site is None \

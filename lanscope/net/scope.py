@@ -16,7 +16,9 @@ The default policy (design.md "Safety"):
   never end. Sizes are counted without enumerating (``Targets.count``).
 
 ``check_scope`` runs before the first packet and raises ScopeError naming the
-flag or config key that would allow the refused targets.
+flag or config key that would allow the refused targets. ``ScopeGuard`` applies
+the same rules to the addresses events name, in every stage that sends packets
+because of an event (without flags: only the config can widen the scope).
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
 from lanscope.settings import ScopeConfig
+
+if TYPE_CHECKING:
+    from lanscope.runtime.stage import StageContext
 
 # Ranges that are "private" for scope purposes: nobody else's network.
 PRIVATE_RANGES: tuple[str, ...] = (
@@ -99,46 +105,123 @@ def is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address in _PRIVATE
 
 
-def _not_an_address(name: str) -> list[str]:
-    raise UsageError(f"{name!r} is not an address (a stage resolves no names to send to)")
+# ----------------------------------------------------------------------- stages
+
+AttachedNetworks = Callable[[], Iterable[IPNetwork]]
+_MAX_ANSWERS = 65536
+
+
+def _lan_networks() -> list[IPNetwork]:
+    """The attached networks an event may name: loopback is this machine, not the LAN."""
+    from lanscope.net.interfaces import attached_private_networks
+
+    return [n for n in attached_private_networks() if not n.is_loopback]
 
 
 class ScopeGuard:
-    """The check a stage makes before a unicast packet to an address it learned from an
-    event or an announcement (an event is not a licence to scan): the commands' rules
-    without their flags, and, when ``targets`` are configured, inside them too.
+    """The scope rules for one address at a time, for every stage that sends packets because
+    of an event (port_probe, dns_names, presence checks ...): an event is not a licence to
+    scan. The rules are check_scope's, as a pipeline without flags applies them:
 
-    The attached networks are read again every ``refresh_secs`` (interfaces change)."""
+    * an address in ``scope.exclude`` is refused;
+    * an address of a private network attached to one of this machine's interfaces
+      (``scope.attached``; loopback does not count: 127.0.0.1 in an event is refused
+      unless ``scope.allow`` names it), or in ``scope.allow``, is allowed, except the
+      network and broadcast addresses of those networks;
+    * a public address needs ``scope.allow_public``; another private address needs
+      ``scope.allow`` (there is no --force for events);
+    * multicast and unspecified addresses are never allowed.
 
-    def __init__(self, scope: ScopeConfig, targets: Iterable[str] = (), *,
-                 attached: Callable[[], Iterable[IPNetwork]] | None = None,
-                 refresh_secs: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        from lanscope.net.interfaces import attached_private_networks
+    ``granted``: targets a one-shot command already checked with its flags
+    (StageContext.sweep); they are allowed as the command allowed them, exclusions aside.
+    Attached networks are read again every ``refresh_secs`` (interfaces come and go);
+    answers are remembered until then, so a check costs a dict lookup.
+    """
 
+    def __init__(self, scope: ScopeConfig, *, granted: Targets | None = None,
+                 attached: AttachedNetworks = _lan_networks, refresh_secs: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.scope = scope
-        self.targets = parse_targets(list(targets), exclude=scope.exclude) if targets else None
-        self._attached = attached or attached_private_networks
+        self.granted = granted
+        self._attached = attached
         self._refresh_secs = refresh_secs
         self._clock = clock
-        self._networks: list[IPNetwork] = []
-        self._read_at: float | None = None
+        self._excluded = parse_targets(scope.exclude, resolve=_no_resolve) if scope.exclude else None
+        self._allowed: Targets | None = None
+        self._never: set[int] = set()
+        self._read_at = -float("inf")
+        self._answers: dict[str, str | None] = {}
+
+    @classmethod
+    def for_context(cls, ctx: StageContext) -> ScopeGuard:
+        """The guard of a stage built with ``ctx``: its scope, and a command's checked targets."""
+        return cls(ctx.scope, granted=ctx.sweep)
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if now - self._read_at < self._refresh_secs:
+            return
+        networks = list(self._attached())
+        self._allowed = allowed_targets(self.scope, networks)
+        self._never = self._allowed.never_send4(networks)
+        self._answers = {}
+        self._read_at = now
 
     def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be sent to, or None when it may."""
-        now = self._clock()
-        if self._read_at is None or now - self._read_at >= self._refresh_secs:
-            self._networks = list(self._attached())
-            self._read_at = now
+        """None if a packet may go to ``address``; else why not, naming the key that would allow it."""
+        self._refresh()
+        answer = self._answers.get(address, "")
+        if answer == "":
+            if len(self._answers) >= _MAX_ANSWERS:      # events name any address they like
+                self._answers.clear()
+            answer = self._answers[address] = self._judge(address)
+        return answer
+
+    def check(self, address: str) -> None:
+        """Raise ScopeError when ``address`` is out of scope."""
+        refusal = self.refusal(address)
+        if refusal is not None:
+            raise ScopeError(refusal)
+
+    def _judge(self, text: str) -> str | None:
         try:
-            one = parse_targets([address], exclude=self.scope.exclude, resolve=_not_an_address)
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return f"{text[:60]!r} is not an IP address"
+        if address.is_multicast or address.is_unspecified:
+            return f"{address} is a multicast or unspecified address: never probed"
+        if self._excluded is not None and address in self._excluded:
+            return f"{address} is out of scope: scope.exclude names it"
+        if self.granted is not None and address in self.granted:
+            return None
+        assert self._allowed is not None
+        if address in self._allowed:
+            if address.version == 4 and int(address) in self._never:
+                return f"{address} is the network or broadcast address of an attached subnet: never probed"
+            return None
+        if not is_private(address):
+            if self.scope.allow_public:
+                return None
+            return (f"{address} is out of scope: a public address (set scope.allow_public, or add it "
+                    "to scope.allow)")
+        what = "loopback, this machine itself" if address.is_loopback else \
+            "private but not attached to this machine's interfaces"
+        return f"{address} is out of scope: {what} (add it to scope.allow to allow it)"
+
+    def refusal_of_targets(self, specs: Iterable[str]) -> str | None:
+        """The same rules for many addresses (a probe request naming a range): None, or why
+        not — also when they are more than scope.max_addresses."""
+        try:
+            targets = parse_targets(specs, exclude=self.scope.exclude, resolve=_no_resolve)
         except UsageError as exc:
             return str(exc)
-        if not one:
-            return f"{address} is excluded by scope.exclude"
-        if self.targets is not None and one.minus(self.targets):
-            return f"{address} is not in the configured targets"
-        try:
-            check_scope(one, self.scope, attached=self._networks)
-        except ScopeError as exc:
-            return str(exc)
-        return None
+        if targets.count > self.scope.max_addresses:
+            return (f"{targets.count} addresses is more than scope.max_addresses "
+                    f"({self.scope.max_addresses})")
+        self._refresh()
+        assert self._allowed is not None
+        outside = targets.minus(self._allowed)
+        if self.granted is not None:
+            outside = outside.minus(self.granted)
+        first = outside.first()
+        return None if first is None else self.refusal(str(first))

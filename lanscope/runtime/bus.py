@@ -1,6 +1,7 @@
 """The connection to NATS: connect, provision streams and consumers, publish with de-duplication.
 
-Every NATS call of lanscope goes through here, the puller or the runner (the
+Every NATS call of lanscope goes through here (provisioning's in
+lanscope.runtime.provisioning), the puller or the runner (the
 client itself, with its fast receive path, is lanscope.runtime.fastpath). Secrets (password,
 token, creds) are handed to nats-py and never logged: the log names the
 servers and the kind of authentication only.
@@ -14,7 +15,6 @@ import logging
 import ssl
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,27 +25,20 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import (
     DEFAULT_PREFIX,
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
     PubAck,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
 
 from lanscope.config import NatsConfig
-from lanscope.errors import LanscopeError
+from lanscope.errors import LanscopeError, storage_problem
 from lanscope.net.tls import ssl_context
-from lanscope.runtime import fastpath
+from lanscope.runtime import fastpath, provisioning
 from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
 from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
 from lanscope.runtime.layout import STANDALONE, Layout
-from lanscope.runtime.provisioning import differences, settled, sources_of
+from lanscope.runtime.provisioning import Provisioned
 from lanscope.runtime.puller import SUB_PENDING_BYTES
-from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
+from lanscope.runtime.topology import Feed, StageSpec
 from schemas import Event, StreamSpec, encode, subject_for
 
 log = logging.getLogger(__name__)
@@ -85,14 +78,6 @@ class _Lost(Exception):
     """A pipelined publish that got no usable PubAck in time: retried the slow way."""
 
 
-@dataclass(frozen=True)
-class Provisioned:
-    kind: str       # stream | consumer
-    name: str       # LANSCOPE_FACTS | LANSCOPE_FACTS/port_probe
-    action: str     # created | updated | unchanged
-    detail: str = ""
-
-
 def servers(config: NatsConfig, url: str | None = None) -> list[str]:
     raw = url if url is not None else config.url
     return [part.strip() for part in raw.split(",") if part.strip()]
@@ -105,9 +90,12 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     return ssl_context(config.tls)
 
 
-def _auth_kind(config: NatsConfig) -> str:
+def _auth_kind(config: NatsConfig, role: str | None = None) -> str:
+    as_role = f" of role {role}" if role else ""
+    if config.nkey_seed_file:
+        return f"nkey{as_role}"
     if config.creds_file:
-        return "creds file"
+        return f"creds file{as_role}"
     if config.token:
         return "token"
     if config.user:
@@ -136,8 +124,12 @@ class Bus:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, url: str | None = None,
-                      name: str | None = None, fast: bool = True) -> Bus:
-        """Connect (``fast``: with lanscope.runtime.fastpath where this nats-py allows it)."""
+                      name: str | None = None, fast: bool = True, role: str | None = None) -> Bus:
+        """Connect (``fast``: with lanscope.runtime.fastpath where this nats-py allows it).
+
+        ``role`` (lanscope.runtime.auth): replies arrive under that role's inbox prefix, the
+        only one its permissions let it read; pass its credentials in ``config``
+        (auth.client_config)."""
         urls = servers(config, url)
         if not urls:
             raise BusError("no NATS server: set nats.url (or let `lanscope run` start the embedded one)")
@@ -155,8 +147,19 @@ class Bus:
             state["reconnects"] += 1
             log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
 
+        refused: set[str] = set()
+
         async def error(exc: Exception) -> None:
-            last_error[:] = [exc]
+            text = str(exc)
+            if not (last_error and _refused(last_error[0])):   # a refusal is the reason to keep
+                last_error[:] = [exc]
+            if "permissions violation" in text.lower():
+                # The server refused one subject: say which (once each), and as whom.
+                if text not in refused:
+                    refused.add(text)
+                    log.warning("NATS refused it (%s): %s", _auth_kind(config, role),
+                                text.removeprefix("nats: "))
+                return
             # nats-py reports every failed reconnect attempt here; one line per outage is enough.
             if not state["down"] and not state["closing"]:
                 log.warning("NATS connection error: %s", type(exc).__name__)
@@ -182,21 +185,34 @@ class Bus:
             options["token"] = str(config.token)
         if config.creds_file:
             options["user_credentials"] = config.creds_file
+        if config.nkey_seed_file:
+            options["nkeys_seed"] = config.nkey_seed_file
+        if role:
+            from lanscope.runtime.auth import inbox_prefix
+
+            options["inbox_prefix"] = inbox_prefix(role)
         # nats-py retries some first-connect failures (TLS) without end: bound it here.
         budget = max(config.connect_timeout_secs * 3 * len(urls), 5.0)
         try:
             nc = FastClient(fast=fast)
             await asyncio.wait_for(nc.connect(**options), budget)
         except (OSError, nats.errors.Error, ssl.SSLError, TimeoutError) as exc:
-            cause = last_error[0] if isinstance(exc, TimeoutError) and last_error else exc
-            raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config)}): "
-                           f"{type(cause).__name__}: {cause}") from None
+            # The real reason came first (a later attempt may just see the socket closed).
+            hidden = (TimeoutError, nats.errors.NoServersError)
+            cause = last_error[0] if last_error and (isinstance(exc, hidden) or _refused(last_error[0])) \
+                else exc
+            hint = ""
+            if _refused(cause):
+                hint = (" (the server wants credentials this process lacks or it refuses; see "
+                        "README, Security)")
+            raise BusError(f"cannot connect to NATS at {', '.join(urls)} ({_auth_kind(config, role)}): "
+                           f"{type(cause).__name__}: {cause}{hint}") from None
         nc.options["max_reconnect_attempts"] = -1
         if fast:
             fastpath.warn_if_unfit()
         state["down"] = False
         log.debug("connected to NATS at %s (%s)", nc.connected_url.netloc if nc.connected_url else urls[0],
-                 _auth_kind(config))
+                  _auth_kind(config, role))
         return cls(nc, config, state)
 
     @property
@@ -223,97 +239,12 @@ class Bus:
 
     # ------------------------------------------------------------------ provisioning
 
-    def stream_config(self, spec: StreamSpec) -> StreamConfig:
-        c = self.config
-        return StreamConfig(
-            name=spec.name, subjects=list(spec.subjects), description=spec.description,
-            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
-            num_replicas=c.replicas, max_age=c.max_age_days * 86400.0, max_bytes=c.max_bytes,
-            duplicate_window=c.duplicate_window_secs, sources=self.layout.sources(spec) or None,
-        )
-
-    def consumer_config(self, spec: StageSpec, filters: list[str]) -> ConsumerConfig:
-        c = self.config
-        return ConsumerConfig(
-            name=spec.durable, durable_name=spec.durable, description=spec.description or None,
-            deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=spec.ack_wait_secs or c.ack_wait_secs,
-            # One delivery more than the runner's budget: the runner dead-letters a message it
-            # sees for the (max_deliver+1)th time, so a message whose handler timed out or
-            # crashed on its last try still reaches the DLQ instead of silently stopping.
-            max_deliver=c.max_deliver + 1,
-            # At least three batches: a sink's next batch is delivered while one is written
-            # and the one before publishes its outputs.
-            max_ack_pending=max(c.max_ack_pending, 3 * spec.batch_size),
-            filter_subjects=filters,
-        )
-
     async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] | None = None,
                         *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
         """Create or update the streams (the layout's, by default) and one durable pull
-        consumer per consuming stage that this layout runs.
-
-        ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
-        sinks has one consumer in place of theirs on its stream."""
-        layout = self.layout
-        results: list[Provisioned] = []
-        for stream in layout.streams if streams is None else streams:
-            results.append(await settled(self._ensure_stream, _TRANSIENT, self.stream_config(stream)))
-        shared = [feed for feed in feeds if feed.shared]
-        fed = {(member, feed.stream) for feed in shared for member in feed.members}
-        for spec in (layout.spec(s) for s in specs if layout.runs(s)):
-            for stream_name, filters in consumer_bindings(spec, layout.streams).items():
-                if (spec.name, stream_name) not in fed:
-                    results.append(await settled(self._ensure_consumer, _TRANSIENT, stream_name,
-                                                  self.consumer_config(spec, filters)))
-        for feed in shared:
-            wanted = self.consumer_config(feed.spec, list(feed.spec.consumes))
-            results.append(await settled(self._ensure_consumer, _TRANSIENT, feed.stream, wanted))
-        return results
-
-    async def _ensure_stream(self, wanted: StreamConfig) -> Provisioned:
-        assert wanted.name
-        try:
-            info = await self.js.stream_info(wanted.name)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_stream(wanted)
-            return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
-        have = info.config
-        diffs = differences(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
-                                     "duplicate_window", "discard"))
-        if sources_of(have) != sources_of(wanted):
-            diffs.append("sources")
-        if not diffs:
-            return Provisioned("stream", wanted.name, "unchanged")
-        try:
-            await self.js.update_stream(wanted)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}") \
-                from None
-        return Provisioned("stream", wanted.name, "updated", ", ".join(diffs))
-
-    async def _ensure_consumer(self, stream: str, wanted: ConsumerConfig) -> Provisioned:
-        assert wanted.durable_name
-        label = f"{stream}/{wanted.durable_name}"
-        try:
-            info = await self.js.consumer_info(stream, wanted.durable_name)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_consumer(stream, wanted)
-            return Provisioned("consumer", label, "created", " ".join(wanted.filter_subjects or ()))
-        have = info.config
-        if not have.filter_subjects and have.filter_subject:
-            have.filter_subjects = [have.filter_subject]
-        diffs = differences(have, wanted, ("filter_subjects", "ack_wait", "max_deliver", "max_ack_pending",
-                                     "description"))
-        if not diffs:
-            return Provisioned("consumer", label, "unchanged")
-        try:
-            # CONSUMER.CREATE on an existing name updates the fields the server allows to change.
-            await self.js.add_consumer(stream, wanted)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"consumer {label}: cannot update {', '.join(diffs)}: {exc.description}") \
-                from None
-        return Provisioned("consumer", label, "updated", ", ".join(diffs))
+        consumer per consuming stage that the layout runs (lanscope.runtime.provisioning)."""
+        return await provisioning.provision(self.js, self.config, specs, streams, layout=self.layout,
+                                            feeds=feeds)
 
     # ------------------------------------------------------------------ publishing
 
@@ -350,11 +281,17 @@ class Bus:
                 if warned:
                     log.info("publish to %s succeeded after retries", subject)
                 return ack
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, nats.js.errors.APIError) as exc:
+                # A stream out of storage refuses now and stores once space is back: retried
+                # like a lost PubAck (storage_problem), never dropped.
+                full = isinstance(exc, nats.js.errors.APIError) and storage_problem(exc) is not None
+                if isinstance(exc, nats.js.errors.APIError) and not full:
+                    raise
                 if self.nc.is_closed or (deadline is not None and time.monotonic() >= deadline):
                     raise BusError(f"publish to {subject} failed: {type(exc).__name__}") from None
                 if not warned:
-                    log.warning("publish to %s: %s; retrying", subject, type(exc).__name__ or exc)
+                    log.warning("publish to %s: %s; retrying", subject,
+                                storage_problem(exc) if full else (type(exc).__name__ or exc))
                     warned = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -424,7 +361,8 @@ class Bus:
                 if isinstance(outcome, PubAck):
                     acks.append(outcome)
                     continue
-                if outcome is not None and not isinstance(outcome, (_Lost, *_TRANSIENT)):
+                if outcome is not None and not isinstance(outcome, (_Lost, *_TRANSIENT)) \
+                        and storage_problem(outcome) is None:
                     raise outcome
                 acks.append(await self.publish_bytes(subject, payload, msg_id=msg_id))
             return acks
@@ -480,6 +418,10 @@ class Bus:
                                                 replicas=self.config.replicas,
                                                 description="port_probe claims and last-probe stamps")
         return KvClaims(kv)
+
+
+def _refused(exc: BaseException) -> bool:
+    return "authorization violation" in str(exc).lower()
 
 
 def _outcome(sent: asyncio.Future[PubAck] | None) -> PubAck | BaseException | None:

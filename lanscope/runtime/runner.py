@@ -10,6 +10,7 @@ lanscope.runtime.consume's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Runner:
     on_stopped: Callable[[], Awaitable[None]] | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _entries: list[_Entry] = field(default_factory=list)
+    _started: bool = False
 
     def add(self, spec: StageSpec, stage: Any, *, flush_ms: int | None = None) -> StageRunner:
         runner: StageRunner
@@ -64,10 +66,27 @@ class Runner:
     def counters(self) -> dict[str, Counters]:
         return {e.spec.name: e.runner.counters for e in self._entries}
 
+    async def start(self) -> None:
+        """Open every stage (a sink's store, the query subscription); on a failure the ones
+        opened are closed again and it is raised. ``run()`` starts them if this was not called."""
+        if self._started:
+            return
+        self._started = True
+        opened: list[_Entry] = []
+        try:
+            for entry in self._entries:
+                await entry.runner.start()
+                opened.append(entry)
+        except BaseException:
+            for entry in reversed(opened):
+                with contextlib.suppress(Exception):
+                    await entry.runner.stop_serving()
+                    await entry.runner.finish()
+            raise
+
     async def run(self) -> None:
         feeds = self._feeds()
-        for entry in self._entries:
-            await entry.runner.start()
+        await self.start()
         for feed in feeds:
             feed.task = asyncio.create_task(feed.run(), name=f"feed:{feed.feed.stream}/{feed.feed.spec.name}")
         for entry in self._entries:

@@ -75,11 +75,11 @@ class StageContext:
         return targets
 
     def scope_guard(self) -> ScopeGuard:
-        """The check before a unicast packet to an address learned from an event: the scope,
-        and the targets when configured (lanscope.net.scope.ScopeGuard)."""
+        """The check before a packet to an address learned from an event: the scope rules
+        without flags, and a one-shot command's checked targets (lanscope.net.scope.ScopeGuard)."""
         from lanscope.net.scope import ScopeGuard
 
-        return ScopeGuard(self.scope, self.targets)
+        return ScopeGuard.for_context(self)
 
 
 @runtime_checkable

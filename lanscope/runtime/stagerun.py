@@ -46,6 +46,7 @@ class StageRunner:
         self.log = StageLog(log, {"stage": spec.name})
         self.done = False             # finished its work (--once) or stopped
         self._query_sub: Subscription | None = None
+        self._answering: set[asyncio.Task[None]] = set()
 
     @property
     def ack_wait(self) -> float:
@@ -59,16 +60,24 @@ class StageRunner:
             self.log.info("answering queries on %s", subj.QUERY)
 
     async def _serve_query(self, msg: Msg) -> None:
-        if not msg.reply:
-            return
+        # Each request in a task of its own: a slow query must not hold up the next ones (the
+        # subscription hands its messages over one at a time). The stage bounds how many run.
+        if msg.reply:
+            task = asyncio.create_task(self._answer(msg))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Msg) -> None:
         try:
             reply: bytes = await self.stage.query(msg.data)
             await self.bus.nc.publish(msg.reply, reply)
         except Exception as exc:
-            await self.bus.nc.publish(msg.reply, b"",
-                                      headers={H_QUERY_ERROR: one_line(f"{type(exc).__name__}: {exc}")})
+            with contextlib.suppress(Exception):      # the connection may be closing
+                await self.bus.nc.publish(msg.reply, b"", headers={
+                    H_QUERY_ERROR: one_line(f"{type(exc).__name__}: {exc}")})
 
     async def stop_serving(self) -> None:
+        """No new queries; the running ones end when the stage closes (it interrupts them)."""
         if self._query_sub is not None:
             with contextlib.suppress(Exception):
                 await self._query_sub.unsubscribe()
@@ -76,6 +85,9 @@ class StageRunner:
 
     async def run(self) -> None:
         raise NotImplementedError
+
+    async def finish(self) -> None:
+        """After the stage stopped: close what it holds (a sink's store)."""
 
     async def idle(self) -> bool:
         """True when this stage has nothing left to do (for --once)."""

@@ -75,6 +75,8 @@ class StageSpec:
     ack_wait_secs: float | None = None     # None: the nats config's ack_wait_secs
     segment: bool = False                  # an enricher that talks to the hosts themselves: on a
                                            # sensor (role: sensor runs these and the producers)
+    uses_claims: bool = False              # reads and writes the claims KV bucket (its role may)
+    answers: tuple[str, ...] = ()          # subjects it answers requests on (core NATS)
 
     @property
     def qualified(self) -> str:
@@ -131,7 +133,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
                   consumes=subj.everywhere(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
-                  raw_sockets=True, batch_size=16, ack_wait_secs=60, segment=True),
+                  raw_sockets=True, batch_size=16, ack_wait_secs=60, segment=True, uses_claims=True),
         StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
                   consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Reverse DNS names (dnspython)"),
@@ -153,7 +155,7 @@ STAGES: dict[str, StageSpec] = {
                                            subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
                   emits=(HostChanged,),
                   description="Host records, change detection, history; owns DuckDB",
-                  max_replicas=1),
+                  max_replicas=1, answers=(subj.QUERY,)),
         StageSpec("findings", Kind.SINK, findings.Config, findings.build,
                   consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
                   emits=(Finding,), description="Security findings, opened and resolved"),

@@ -73,7 +73,10 @@ class Source:
             await asyncio.sleep(RETRY_SECS)
 
     async def _connect(self, url: str) -> None:
-        bus = await Bus.connect(self.config.nats, url=url, name="lanscope-web")
+        from lanscope.runtime.auth import WEB, client_config
+
+        bus = await Bus.connect(client_config(self.config.nats, self.config.data_dir, WEB), url=url,
+                                name="lanscope-web", role=WEB)
         bus.layout = self.config.layout()
         if self.on_event is not None:
             follower = Follower(bus, subj.CHANGES.name,

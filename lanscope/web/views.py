@@ -211,8 +211,7 @@ async def probe(request: Request) -> Response:
     ip, mac, site = str(found[0]["ip"]), found[0]["mac"], str(found[0]["site"] or "")
     # Another site's host is probed by that site's sensor, which applies its own scope; this
     # machine's scope says nothing about that site's ranges.
-    refusal = None if site != dash.config.site else \
-        ScopeGuard(dash.config.scope, dash.config.targets).refusal(ip)
+    refusal = None if site != dash.config.site else ScopeGuard(dash.config.scope).refusal(ip)
     if refusal is not None:
         return _probe_answer(dash, request, error=f"not probed: {refusal}")
     bus = dash.source.bus

@@ -133,9 +133,19 @@ class StoreError(Exception):
 # compaction every 5 s and up to 20 us with 700,000 facts journaled; at 256 MB, under 1 us.
 # Replaying a WAL that size after a crash takes ~0.4 s at open.
 CHECKPOINT_THRESHOLD = "256MB"
-def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file; no file-system access from SQL (queries cannot read or write other files)."""
+def connect(path: Path, *, read_only: bool, memory_limit_mb: int | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the file; no file-system access from SQL (queries cannot read or write other files).
+
+    ``memory_limit_mb``/``threads``: DuckDB's limits for everything on this database. Nothing
+    spills to a temporary directory (an expensive query fails instead of filling the disk),
+    and freed memory goes back to the system at once (allocator background threads)."""
     config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
+    if memory_limit_mb is not None:
+        config |= {"memory_limit": f"{memory_limit_mb}MB", "temp_directory": "",
+                   "allocator_flush_threshold": "32MB", "allocator_background_threads": True}
+    if threads is not None:
+        config["threads"] = threads
     if not read_only:
         config["checkpoint_threshold"] = CHECKPOINT_THRESHOLD
     try:
@@ -160,5 +170,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("INSERT INTO schema_version VALUES (?, now())", [number + 1])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back a failed transaction. A COMMIT that failed (no space for the WAL) has ended
+    it already, and a second error ("cannot rollback - no transaction is active") would hide
+    the first, the one that says what went wrong."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass

@@ -26,6 +26,8 @@ the sink (``query``) compacts first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -41,7 +43,7 @@ import msgspec
 
 from schemas import AnyEvent, Finding, HostChanged, PortResult, RegistryEntry, site_of_key
 
-from ._query import QueryParam, QueryResult, run_query
+from ._query import QueryParam, QueryResult, QueryStopped, run_query
 from ._rows import (
     finding_row,
     host_head,
@@ -54,8 +56,9 @@ from ._rows import (
     write_hosts,
     write_ports,
 )
-from ._schema import StoreError, connect, migrate
+from ._schema import StoreError, connect, migrate, rollback
 from .fold import HistoryRow, HostEntry, PortRow
+from .stage import QueryConfig
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +130,18 @@ class HostStore:
     transactions cannot conflict. Only taking its rows from the book holds up the write.
     One runs at a time; compact(), open and close wait for it."""
 
-    def __init__(self, path: Path, *, compact_secs: float, compact_hosts: int = 50000) -> None:
+    def __init__(self, path: Path, *, compact_secs: float, compact_hosts: int = 50000,
+                 limits: QueryConfig | None = None) -> None:
         self.path = path
         self.compact_secs = compact_secs
         self.compact_hosts = compact_hosts
+        self.limits = limits or QueryConfig()
         self._con: duckdb.DuckDBPyConnection | None = None
+        # Queries run in threads of their own, at most limits.concurrency at once: a slow one
+        # never holds up the writes (the default executor) nor the next query.
+        self._queries: ThreadPoolExecutor | None = None
+        self._querying = 0
+        self._running: set[duckdb.DuckDBPyConnection] = set()   # cursors of running queries
         self._lock = threading.Lock()   # one write transaction at a time on the main connection
         # What the host tables hold, minus the clock columns: (table, host_key) -> host row
         # head, host_key -> {"tcp/22": port row without last_seen}. Changed only after a COMMIT.
@@ -155,7 +165,10 @@ class HostStore:
 
     def _open(self) -> Loaded:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = connect(self.path, read_only=False)
+        self._con = connect(self.path, read_only=False, memory_limit_mb=self.limits.memory_limit_mb,
+                            threads=self.limits.threads)
+        self._queries = ThreadPoolExecutor(max_workers=self.limits.concurrency,
+                                           thread_name_prefix="host_state-query")
         migrate(self._con)
         self._compact_con = self._con.cursor()
         self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host_state-compact")
@@ -166,6 +179,13 @@ class HostStore:
         return await asyncio.to_thread(self._load, self.con)
 
     async def close(self) -> None:
+        # Running queries first: interrupted, so neither the close nor the exit waits for them.
+        for cursor in list(self._running):
+            with contextlib.suppress(Exception):
+                cursor.interrupt()
+        if self._queries is not None:
+            await asyncio.to_thread(self._queries.shutdown, wait=True, cancel_futures=True)
+            self._queries = None
         if self._con is not None:
             await asyncio.to_thread(self._compact_now)
             con, self._con = self._con, None
@@ -267,7 +287,7 @@ class HostStore:
                 self._write_rows(con, batch, now)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             self._journal_seq += 1
             self.remember(batch.hosts, list(batch.removed_hosts), batch.ports_of)
@@ -361,7 +381,7 @@ class HostStore:
             con.execute("DELETE FROM host_journal WHERE seq <= ?", [job.seq])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
 
     def _settle(self, *, wait: bool) -> None:
@@ -413,8 +433,28 @@ class HostStore:
 
     # --------------------------------------------------------------- querying
 
-    async def query(self, sql: str, max_rows: int, params: Sequence[QueryParam] = ()) -> QueryResult:
-        return await asyncio.to_thread(run_query, self.con, sql, max_rows, params)
+    async def query(self, sql: str, params: Sequence[QueryParam] = ()) -> QueryResult:
+        """One read-only query within ``limits``: ``concurrency`` run at once (the executor's
+        threads), up to ``waiting`` more wait their turn (a dashboard page asks several at
+        once); StoreError beyond that."""
+        if self._queries is None:
+            raise StoreError("the store is not open")
+        if self._querying >= self.limits.concurrency + self.limits.waiting:
+            raise StoreError(f"busy: {self._querying} queries are running or waiting "
+                             "(sinks.host_state.query.concurrency, .waiting); try again")
+        self._querying += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._queries, functools.partial(run_query, self.con, sql, self.limits.max_rows, params,
+                                                 self.limits.timeout_ms / 1000, running=self._running))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise                       # our caller's cancellation: let it through
+            # A waiting query whose turn never came: close() shut the executor down.
+            raise QueryStopped("the query was stopped: lanscope is stopping") from None
+        finally:
+            self._querying -= 1
 
 
 def _id_text(event_id: str) -> str:

@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from lanscope.errors import UnusableEvent
-from lanscope.net.coverage import read_coverage
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from schemas import Event, Finding, HostChanged, RegistryEntry, SweepCompleted
+from schemas import Event, Finding, HostChanged, RegistryEntry
 
 from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
 
@@ -37,8 +35,14 @@ log = logging.getLogger(__name__)
 
 
 class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Bounds of every query, through the pipeline or on the file (``lanscope query``)."""
+
     max_rows: PositiveInt = 10000           # a query returns at most this many rows
-    timeout_ms: PositiveInt = 3000          # `lanscope query` waits this long for the pipeline
+    timeout_ms: PositiveInt = 3000          # a query still running after this is interrupted
+    memory_limit_mb: PositiveInt = 1024     # DuckDB's memory (queries and ingest); nothing spills to disk
+    threads: PositiveInt = 2                # DuckDB's worker threads
+    concurrency: PositiveInt = 2            # queries the pipeline runs at once; more wait their turn
+    waiting: NonNegativeInt = 32            # ... at most this many wait; more are refused as busy
 
 
 class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -85,12 +89,13 @@ class HostState:
         if store is None:
             from ._store import HostStore
 
-            store = HostStore(Path(config.path), compact_secs=config.compact_secs)
+            store = HostStore(Path(config.path), compact_secs=config.compact_secs, limits=config.query)
         self.config = config
         self.store = store
         self.clock = clock
         self.book = HostBook(PresencePolicy(config.presence.missed_sweeps, config.presence.grace_secs))
         self._last_prune: datetime | None = None
+        self._ahead = False            # memory may be ahead of the file (a reload failed)
         # Held while memory may run ahead of the file (fold .. commit): a query's
         # compaction writes the book's entries, which must all be committed ones.
         self._writing = asyncio.Lock()
@@ -119,6 +124,9 @@ class HostState:
             return await self._write(batch, redelivered)
 
     async def _write(self, batch: list[Event], redelivered: Collection[str] | None) -> list[Event]:
+        if self._ahead:
+            await self._load(await self.store.reload())
+            self._ahead = False
         maybe_done = [e.id for e in batch if e.id and (redelivered is None or e.id in redelivered)]
         done = await self.store.processed(maybe_done)
         replayed: dict[str, Event] = {}
@@ -140,7 +148,6 @@ class HostState:
         from ._store import Batch
 
         host_facts = [e for e in fresh if not isinstance(e, (Finding, RegistryEntry))]
-        _check_coverage(host_facts)
         try:
             folded = self.book.fold(host_facts)
             rows = Batch(
@@ -157,9 +164,14 @@ class HostState:
                 inputs = folded.contributors.get(output.id) or []
                 rows.outbox.extend((i, output) for i in inputs)
             await self.store.write(rows, self.clock())
-        except BaseException:
+        except BaseException as failure:
             # Memory ran ahead of the database: reload it so a retry folds the batch again.
-            await self._load(await self.store.reload())
+            try:
+                await self._load(await self.store.reload())
+            except Exception as exc:   # the write's error is the one to report (a full disk ...)
+                log.warning("host_state: reloading after a failed write failed too: %s", exc)
+                self._ahead = True     # the next write reloads first
+                raise failure from exc
             raise
         await self._maybe_prune()
         return [*replayed.values(), *folded.changed]
@@ -178,7 +190,8 @@ class HostState:
         ``{"error": ...}``; ``params`` (optional) fill the statement's ``?`` placeholders.
 
         Read-only: one SELECT-like statement, run in a read-only transaction on
-        its own cursor, with file access disabled for the whole database."""
+        its own cursor, with file access disabled for the whole database; bounded by
+        ``query`` (rows, time, memory, threads, how many at once)."""
         from ._query import QueryRejected
         from ._schema import StoreError
 
@@ -189,7 +202,7 @@ class HostState:
         try:
             async with self._writing:
                 await self.store.compact()    # the host tables as of the last commit
-            result = await self.store.query(asked.sql, self.config.query.max_rows, asked.params)
+            result = await self.store.query(asked.sql, asked.params)
         except QueryRejected as exc:
             return _error(str(exc))
         except StoreError as exc:
@@ -201,20 +214,6 @@ class HostState:
 
 def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
-
-
-def _check_coverage(events: list[Event]) -> None:
-    """Raise UnusableEvent for the sweeps whose coverage cannot be read, before anything is
-    folded: the runtime dead-letters them and writes the rest of the batch again."""
-    bad: dict[str, str] = {}
-    for event in events:
-        if isinstance(event, SweepCompleted):
-            try:
-                read_coverage(event.covered)
-            except ValueError as exc:
-                bad[event.id] = f"SweepCompleted {event.sweep_id or event.id} from {event.source}: {exc}"
-    if bad:
-        raise UnusableEvent("; ".join(bad.values()), bad)
 
 
 def _ports_of(folded: Folded) -> list[HostEntry]:

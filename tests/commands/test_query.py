@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -124,3 +125,21 @@ async def test_query_goes_to_the_running_owner_over_nats(tmp_path: Path, bus: Bu
     out = capsys.readouterr()
     assert json.loads(out.out)["rows"] == [["web-1"]]
     assert "DROP statements are not allowed" in out.err
+
+
+async def test_a_query_on_the_file_is_bounded_in_time_and_memory(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20, case 5, the read-only file path: the same limits as the pipeline's."""
+    await (await filled(tmp_path)).close()
+    config = tmp_path / "bounded.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'var'}\n"
+                      "sinks: {host_state: {query: {timeout_ms: 1000, memory_limit_mb: 128}}}\n")
+    for sql, error in (("SELECT sum(i * i) FROM range(1000000000000) t(i)",
+                        "the query ran longer than 1s and was stopped (sinks.host_state.query.timeout_ms)"),
+                       ("SELECT count(*) FROM range(1000000000) t1, range(1000000000) t2",
+                        "the query needs more memory than sinks.host_state.query.memory_limit_mb allows")):
+        started = time.monotonic()
+        code = cli.main(["-c", str(config), "query", "--file", sql])
+        took = time.monotonic() - started
+        assert code == 1 and took < 3.0, took
+        assert error in capsys.readouterr().err

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.lab
 SERVE = """
 import sys
 from pathlib import Path
+from lanscope.config import NatsConfig
 from lanscope.runtime.embedded import EmbeddedNats
-server = EmbeddedNats(Path(sys.argv[1]) / "nats")
+server = EmbeddedNats.from_config(NatsConfig(), Path(sys.argv[1]))   # closed, as `lanscope run` starts it
 print(server.start(), flush=True)
 sys.stdin.read()            # until the test closes stdin
 server.stop()

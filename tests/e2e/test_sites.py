@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from lanscope.config import NatsConfig
+from lanscope.runtime.auth import ADMIN, client_config
 from lanscope.runtime.bus import Bus
 from schemas import HostSeen, decode
 from schemas import subjects as subj
@@ -120,8 +121,12 @@ async def connect_in(ns: str, data_dir: Path) -> Bus:
         await asyncio.sleep(0.2)
     port = next(line.split(":")[1].strip() for line in conf.read_text().splitlines()
                 if line.startswith("port:"))
+    # The bus is closed (issue 20): the test reads the streams as the admin role, with the seed
+    # `lanscope run` generated beside the store (written before the server's config).
+    config = client_config(NatsConfig(), data_dir, ADMIN)
     with netns.in_netns(ns):        # the socket belongs to the namespace it is made in
-        return await Bus.connect(NatsConfig(), url=f"nats://127.0.0.1:{port}", name="lanscope-sites-test")
+        return await Bus.connect(config, url=f"nats://127.0.0.1:{port}", name="lanscope-sites-test",
+                                 role=ADMIN)
 
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: float,

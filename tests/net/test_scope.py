@@ -10,7 +10,7 @@ import pytest
 from lanscope.commands._targets import add_target_arguments, targets_from_args
 from lanscope.config import Config, ScopeConfig
 from lanscope.errors import ScopeError, UsageError
-from lanscope.net.scope import check_scope
+from lanscope.net.scope import ScopeGuard, check_scope
 from lanscope.net.targets import parse_targets
 
 LAB = [ipaddress.ip_network("198.18.0.0/16"), ipaddress.ip_network("127.0.0.0/8")]
@@ -114,42 +114,59 @@ def test_the_largest_enumerable_target_needs_force() -> None:
         check("fd00::/64", ScopeConfig(allow=["fd00::/64"]), force=True)
 
 
-# ------------------------------------------------------------------ ScopeGuard (stages)
+# ----------------------------------------------------------------- ScopeGuard (stages)
 
-def test_the_stage_guard_allows_attached_and_allowed_addresses_only() -> None:
-    import ipaddress
-
-    from lanscope.net.scope import ScopeGuard
-    from lanscope.settings import ScopeConfig
-
-    reads = []
-
-    def attached() -> list[ipaddress.IPv4Network]:
-        reads.append(1)
-        return [ipaddress.ip_network("192.168.1.0/24")]
-
-    now = [0.0]
-    guard = ScopeGuard(ScopeConfig(allow=["10.9.0.0/16"], exclude=["192.168.1.66"]), attached=attached,
-                       clock=lambda: now[0])
-    assert guard.refusal("192.168.1.20") is None
-    assert guard.refusal("10.9.3.4") is None
-    assert "not attached" in (guard.refusal("10.20.0.1") or "")
-    assert "--allow-public" in (guard.refusal("8.8.8.8") or "")
-    assert "excluded" in (guard.refusal("192.168.1.66") or "")
-    assert "is not an address" in (guard.refusal("not-an-address") or "")
-    assert len(reads) == 1
-    now[0] = 61.0
-    guard.refusal("192.168.1.20")
-    assert len(reads) == 2            # the attached networks are read again after a minute
+LAN = [ipaddress.ip_network("198.18.0.0/16"), ipaddress.ip_network("fd00:1a5::/64")]
 
 
-def test_the_stage_guard_keeps_to_configured_targets() -> None:
-    import ipaddress
+def guard(**scope: object) -> ScopeGuard:
+    return ScopeGuard(ScopeConfig(**scope), attached=lambda: LAN)   # type: ignore[arg-type]
 
-    from lanscope.net.scope import ScopeGuard
-    from lanscope.settings import ScopeConfig
 
-    guard = ScopeGuard(ScopeConfig(), ["192.168.1.0/25"],
-                       attached=lambda: [ipaddress.ip_network("192.168.1.0/24")])
-    assert guard.refusal("192.168.1.20") is None
-    assert guard.refusal("192.168.1.200") == "192.168.1.200 is not in the configured targets"
+@pytest.mark.parametrize(("address", "scope", "refusal"), [
+    ("198.18.0.10", {}, None),
+    ("fd00:1a5::10", {}, None),
+    ("127.0.0.1", {}, "loopback, this machine itself (add it to scope.allow"),
+    ("127.0.0.1", {"allow": ["127.0.0.0/8"]}, None),
+    ("203.0.113.5", {}, "a public address (set scope.allow_public"),
+    ("203.0.113.5", {"allow_public": True}, None),
+    ("10.1.2.3", {}, "private but not attached to this machine's interfaces"),
+    ("10.1.2.3", {"allow": ["10.1.2.0/24"]}, None),
+    ("198.18.0.12", {"exclude": ["198.18.0.12"]}, "scope.exclude names it"),
+    ("198.18.0.10", {"attached": False}, "a public address"),     # 198.18/15 is not private
+    ("198.18.255.255", {}, "network or broadcast address of an attached subnet"),
+    ("224.0.0.251", {"allow_public": True}, "multicast or unspecified"),
+    ("999.1.1.1", {}, "is not an IP address"),
+])
+def test_the_guard_applies_the_commands_rules_to_one_address(address: str, scope: dict[str, object],
+                                                             refusal: str | None) -> None:
+    answer = guard(**scope).refusal(address)
+    if refusal is None:
+        assert answer is None
+    else:
+        assert answer is not None and refusal in answer
+
+
+def test_the_guard_allows_what_a_command_checked_with_its_flags_exclusions_aside() -> None:
+    granted = parse_targets(["10.5.0.0/24", "8.8.8.8"])
+    g = ScopeGuard(ScopeConfig(exclude=["10.5.0.9"]), granted=granted, attached=lambda: LAN)
+    assert g.refusal("10.5.0.7") is None and g.refusal("8.8.8.8") is None
+    assert g.refusal("10.5.0.9") is not None and g.refusal("10.5.1.1") is not None
+
+
+def test_the_guard_reads_the_interfaces_again_after_refresh_secs() -> None:
+    now, networks = [0.0], [LAN[0]]
+    g = ScopeGuard(ScopeConfig(), attached=lambda: list(networks), refresh_secs=30, clock=lambda: now[0])
+    assert g.refusal("192.168.7.2") is not None
+    networks.append(ipaddress.ip_network("192.168.7.0/24"))
+    now[0] = 10.0
+    assert g.refusal("192.168.7.2") is not None        # remembered until the refresh
+    now[0] = 31.0
+    assert g.refusal("192.168.7.2") is None
+
+
+def test_many_addresses_follow_the_same_rules_and_the_size_guard() -> None:
+    g = guard()
+    assert g.refusal_of_targets(["198.18.0.0/24"]) is None
+    assert "203.0.113.0 is out of scope" in (g.refusal_of_targets(["198.18.0.1", "203.0.113.0/30"]) or "")
+    assert "more than scope.max_addresses (65536)" in (g.refusal_of_targets(["198.18.0.0/15"]) or "")

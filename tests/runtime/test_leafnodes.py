@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig
 
 from lanscope.config import Config, parse
+from lanscope.runtime.auth import ADMIN, client_config
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.delivery import decode_event
 from lanscope.runtime.embedded import EmbeddedNats, free_port
@@ -62,6 +63,14 @@ class Sites:
         return server
 
 
+async def connect_as(config: Config, server: EmbeddedNats, role: str) -> Bus:
+    """A client of ``server`` as a local command of ``config`` connects: as ``role``, with its
+    credentials from the data_dir (lanscope.runtime.auth)."""
+    bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=server.url, role=role)
+    bus.layout = config.layout()
+    return bus
+
+
 @pytest.fixture
 def leaf_port() -> int:
     return free_port("127.0.0.1")
@@ -84,12 +93,9 @@ async def sites(tmp_path: Path, hub_config: Config, leaf_port: int) -> AsyncIter
     made = Sites(None, None, servers, tmp_path, leaf_port)  # type: ignore[arg-type]
     try:
         paris_server = made.start_sensor("paris")
-        made.hub = await Bus.connect(hub_config.nats, url=hub_server.url)
-        made.hub.layout = hub_config.layout()
+        made.hub = await connect_as(hub_config, hub_server, ADMIN)
         await made.hub.provision([])
-        paris = sensor_config(tmp_path, "paris", leaf_port)
-        made.paris = await Bus.connect(paris.nats, url=paris_server.url)
-        made.paris.layout = paris.layout()
+        made.paris = await connect_as(sensor_config(tmp_path, "paris", leaf_port), paris_server, ADMIN)
         await made.paris.provision([])
         yield made
     finally:
@@ -209,5 +215,6 @@ def test_a_sites_permissions_name_only_that_site() -> None:
     assert "lanscope.paris.sourced.>" in perms["publish"]["allow"]
     assert not any(s.startswith("lanscope.paris.host") for s in perms["publish"]["allow"])
     assert "$JS.lanscope-paris.API.CONSUMER.CREATE.LANSCOPE_FACTS-paris" in perms["subscribe"]["allow"]
+
 
 

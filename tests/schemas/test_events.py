@@ -113,3 +113,53 @@ def test_normalize_mac(raw: str, expected: str) -> None:
 def test_normalize_mac_rejects(raw: str) -> None:
     with pytest.raises(ValueError, match="not a MAC"):
         normalize_mac(raw)
+
+
+# ---------------------------------------------------------------- checked at decode (issue 20)
+
+def _wire(event: msgspec.Struct, **changes: object) -> bytes:
+    tree = msgspec.json.decode(encode(event))   # type: ignore[arg-type]
+    for path, value in changes.items():
+        node = tree
+        *parents, last = path.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return msgspec.json.encode(tree)
+
+
+LEASE = factories.host_seen(lease={"address": "198.18.0.10", "mac": "02:00:00:00:00:10"})
+
+
+@pytest.mark.parametrize(("event", "changes", "problem"), [
+    (factories.host_seen(), {"ip": "999.1.1.1"}, "ip: '999.1.1.1' is not an IP address"),
+    (factories.host_seen(), {"ip": "198.18.0"}, "ip: '198.18.0' is not an IP address"),
+    (factories.host_seen(), {"mac": "02-00-00-00-00-10"}, "Expected `str` matching regex"),
+    (factories.host_seen(), {"ttl": 256}, "Expected `int` <= 255 - at `$.ttl`"),
+    (factories.host_seen(), {"rtt_ms": -1.0}, "Expected `float` >= 0"),
+    (factories.host_seen(), {"source": "s" * 256}, "length <= 255 - at `$.source`"),
+    (factories.host_seen(), {"host_key": "k" * 513}, "length <= 512 - at `$.host_key`"),
+    (LEASE, {"lease__address": "10.0.0.300"}, "lease.address: '10.0.0.300' is not an IP address"),
+    (factories.ports_probed(), {"ip": "1::2::3"}, "ip: '1::2::3' is not an IP address"),
+    (factories.ports_probed(), {"ports": [{"protocol": "tcp", "port": 65536, "state": "open"}]},
+     "Expected `int` <= 65535 - at `$.ports[0].port`"),
+    (factories.host_annotated(), {"ip": "1.2.3.4.5"}, "ip: '1.2.3.4.5' is not an IP address"),
+])
+def test_a_value_no_stage_can_use_is_refused_at_decode(event: msgspec.Struct, changes: dict[str, object],
+                                                      problem: str) -> None:
+    with pytest.raises(msgspec.ValidationError) as error:
+        decode(_wire(event, **changes))
+    assert problem in str(error.value)
+
+
+def test_an_address_decodes_to_its_canonical_text() -> None:
+    event = decode(_wire(factories.host_seen(ip="fd00:1a5::10", mac=None), ip="FD00:01A5:0::0010"))
+    assert event.ip == "fd00:1a5::10"     # type: ignore[union-attr]
+
+
+def test_a_sweep_coverage_that_is_not_a_cidr_is_refused_on_construction_too() -> None:
+    from schemas import SweepCompleted
+
+    with pytest.raises(ValueError, match=r"covered\[1\] '198.18.0.1/24' is not a CIDR"):
+        SweepCompleted(host_key="s", observed_at=factories.at(0), source="arp",
+                       covered=["198.18.0.0/24", "198.18.0.1/24"])

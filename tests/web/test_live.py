@@ -114,7 +114,7 @@ async def test_probe_now_refuses_an_address_out_of_scope(
                                                                          exclude=[SSH[0]]))
     async with serving(config) as (_, url), httpx.AsyncClient(base_url=url, timeout=10) as client:
         answer = await probe_now(client, url, SSH[1])
-        assert f"not probed: {SSH[0]} is excluded by scope.exclude" in answer.text
+        assert f"not probed: {SSH[0]} is out of scope: scope.exclude names it" in answer.text
     assert (await bus.js.stream_info(subj.REQUESTS.name)).state.messages == 0
 
 

@@ -9,10 +9,11 @@ import pytest
 
 from enrichers.dns_names import Config, DnsNames, build
 from enrichers.dns_names._io import make_reverse_lookup
+from lanscope.errors import UnusableEvent
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import DnsConfig
 from schemas import HostAnnotated
-from tests.factories import T0, host_seen
+from tests.factories import T0, host_seen, scope_guard
 
 
 @pytest.mark.lab
@@ -30,7 +31,7 @@ async def test_lab_names_from_the_lab_dns_server(lab: Any, tmp_path: Any) -> Non
 @pytest.mark.lab
 async def test_unreachable_server_times_out_quietly(lab: Any) -> None:
     lookup = make_reverse_lookup([lab.DOWN_IP], timeout_ms=200)
-    stage = DnsNames(Config(), lookup=lookup)
+    stage = DnsNames(Config(), lookup=lookup, scope=scope_guard())
     assert await stage.handle(host_seen(ip=lab.host("ssh").ip)) == []
 
 
@@ -49,7 +50,7 @@ class FakeLookup:
 
 def _stage(lookup: FakeLookup, **config: Any) -> tuple[DnsNames, list[datetime]]:
     now = [T0]
-    return DnsNames(Config(**config), lookup=lookup, clock=lambda: now[0]), now
+    return DnsNames(Config(**config), lookup=lookup, scope=scope_guard(), clock=lambda: now[0]), now
 
 
 async def test_cache_hits_emit_nothing_until_expiry() -> None:
@@ -81,3 +82,11 @@ async def test_misses_are_cached_and_timeouts_are_not() -> None:
     assert await stage.handle(host_seen(ip="198.18.0.77")) == []     # timeout
     assert await stage.handle(host_seen(ip="198.18.0.77")) == []
     assert lookup.calls.count("198.18.0.77") == 2
+
+
+async def test_an_address_out_of_scope_is_not_looked_up() -> None:
+    lookup = FakeLookup({"203.0.113.5": ("leak.example", 60)})
+    stage, _ = _stage(lookup)
+    with pytest.raises(UnusableEvent, match=r"203\.0\.113\.5 is out of scope: a public address"):
+        await stage.handle(host_seen(ip="203.0.113.5", mac=None))
+    assert lookup.calls == []          # the resolver never heard of it

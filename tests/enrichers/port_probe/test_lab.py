@@ -12,7 +12,7 @@ import pytest
 from enrichers.port_probe.stage import Config, PortProbe, Prober
 from lanscope.net.ports import PortSpec
 from schemas import PortsProbed, PortState
-from tests.factories import host_seen
+from tests.factories import host_seen, scope_guard
 from tests.lab import SERVED, Lab, Served
 
 pytestmark = pytest.mark.lab
@@ -109,7 +109,7 @@ async def test_snmp_sysdescr(lab: Lab) -> None:
 
 async def test_enricher_publishes_ports_probed(lab: Lab) -> None:
     host = lab.host("ssh")
-    stage = PortProbe(Config(tcp="20-30", udp="", connect_timeout_ms=300))
+    stage = PortProbe(Config(tcp="20-30", udp="", connect_timeout_ms=300), scope=scope_guard())
     [event] = await stage.handle(host_seen(host.ip, host.mac))
     assert isinstance(event, PortsProbed)
     opened = [(p.port, p.product) for p in event.ports if p.state == PortState.OPEN]

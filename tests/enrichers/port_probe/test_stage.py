@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from enrichers.port_probe._connect import Outcome
 from enrichers.port_probe.stage import Config, HostReport, PortProbe, Prober, shown_ports
 from lanscope.config import parse
+from lanscope.errors import UnusableEvent
 from lanscope.net.ports import PortSpec
 from lanscope.runtime.claims import MemoryClaims
 from lanscope.runtime.topology import STAGES
 from schemas import OsGuess, PortsProbed, PortState, ProbeRequested
-from tests.factories import T0, at, host_seen, port
+from tests.factories import T0, at, host_seen, port, scope_guard
 
 
 class FakeProber(Prober):
@@ -46,7 +48,8 @@ def make(config: Config | None = None, *, claims: MemoryClaims | None = None,
     config = config or Config(reprobe_secs=3600)
     prober = FakeProber(config, delay)
     clock = Clock()
-    return PortProbe(config, claims=claims or MemoryClaims(), prober=prober, clock=clock), prober, clock
+    return (PortProbe(config, scope=scope_guard(), claims=claims or MemoryClaims(), prober=prober,
+                      clock=clock), prober, clock)
 
 
 async def test_probes_a_new_host_and_publishes_a_snapshot() -> None:
@@ -152,14 +155,12 @@ async def test_a_probe_request_probes_now_whatever_the_interval() -> None:
     assert prober.calls == [["198.18.0.10"], ["198.18.0.10"]]
 
 
-async def test_a_probe_request_out_of_scope_sends_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    config = Config(reprobe_secs=3600)
-    prober = FakeProber(config)
-    refusals = {"8.8.8.8": "8.8.8.8 is not a private address attached to this machine"}
-    stage = PortProbe(config, prober=prober, clock=Clock(), scope=refusals.get)
-    assert await stage.handle(probe_request("8.8.8.8")) == []
+async def test_a_probe_request_out_of_scope_is_unusable_and_sends_nothing() -> None:
+    stage, prober, _clock = make()
+    with pytest.raises(UnusableEvent, match=r"probe request by web 127.0.0.1: 8.8.8.8 is out of scope: "
+                                            r"a public address"):
+        await stage.handle(probe_request("8.8.8.8"))
     assert prober.calls == []
-    assert "refusing a probe request for 8.8.8.8 by web 127.0.0.1: 8.8.8.8 is not a private" in caplog.text
 
 
 async def test_a_stale_probe_request_is_dropped() -> None:
@@ -172,5 +173,17 @@ async def test_a_stale_probe_request_is_dropped() -> None:
 def test_the_pipeline_builds_port_probe_with_the_config_scope() -> None:
     config = parse({}, env={})
     stage = STAGES["port_probe"].instantiate(config.enrichers.port_probe, config.stage_context())
-    assert stage.scope is not None
-    assert "not a private address" in (stage.scope("203.0.113.5") or "")
+    assert "a public address" in (stage.scope.refusal("203.0.113.5") or "")
+
+
+@pytest.mark.parametrize(("ip", "why"), [
+    ("127.0.0.1", "127.0.0.1 is out of scope: loopback, this machine itself"),
+    ("203.0.113.5", "203.0.113.5 is out of scope: a public address (set scope.allow_public"),
+    ("10.9.8.7", "10.9.8.7 is out of scope: private but not attached"),
+])
+async def test_an_address_out_of_scope_is_unusable_and_never_probed(ip: str, why: str) -> None:
+    stage, prober, _ = make()
+    with pytest.raises(UnusableEvent, match=re.escape(why)):
+        await stage.handle(host_seen(ip, None))
+    assert prober.calls == []
+    assert await stage.claims.last_done("port_probe." + ip) is None

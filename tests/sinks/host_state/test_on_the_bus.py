@@ -1,4 +1,5 @@
-"""host_state behind the runner on a real nats-server: an unreadable coverage is dead-lettered."""
+"""host_state behind the runner on a real nats-server: an unreadable coverage is dead-lettered
+where it is decoded, on its first delivery, and the rest of the batch is written at once."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.runtime.stages import eventually, subject_count
 pytestmark = pytest.mark.nats
 
 
-async def test_a_sweep_whose_coverage_cannot_be_read_goes_to_the_dlq_and_the_rest_is_written(
+async def test_a_sweep_whose_coverage_cannot_be_read_is_dead_lettered_at_decode_the_rest_written(
         bus: Bus, tmp_path: Path) -> None:
     spec = STAGES["host_state"]
     sink = HostState(Config(path=str(tmp_path / "lanscope.duckdb")), clock=lambda: datetime.now(UTC))
@@ -44,8 +45,7 @@ async def test_a_sweep_whose_coverage_cannot_be_read_goes_to_the_dlq_and_the_res
         await eventually(dead, what="the sweep in host_state's DLQ")
         copy = await bus.js.get_last_msg(subj.DEAD_LETTERS.name, dlq_subject("host_state"))
         headers = copy.headers or {}
-        assert headers[H_REASON].startswith("unusable: SweepCompleted s1 from arp: covered[1] "
-                                            "'198.18.0.7/24' is not a CIDR")
+        assert headers[H_REASON].startswith("undecodable: covered[1] '198.18.0.7/24' is not a CIDR")
         assert headers[H_DELIVERIES] == "1"
         await eventually(lambda: good.host_key in sink.book.hosts, what="the good sighting folded")
     finally:

@@ -11,8 +11,7 @@ import duckdb
 import msgspec
 import pytest
 
-from lanscope.errors import UnusableEvent
-from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity, SweepCompleted
+from schemas import ChangeKind, Finding, FindingState, HostChanged, RegistryEntry, Severity
 from sinks.host_state import Config, HostState
 from sinks.host_state._rows import ip_ints
 from sinks.host_state._schema import CHECKPOINT_THRESHOLD, MIGRATIONS, SCHEMA_VERSION, connect
@@ -92,21 +91,6 @@ async def test_redelivered_inputs_return_the_same_events_and_write_nothing_twice
     assert rows(db, "SELECT count(*) FROM hosts") == [(3,)]
     assert rows(db, "SELECT count(*) FROM history WHERE field = 'ip'") == [(3,)]
     assert rows(db, "SELECT count(*) FROM processed_events") == [(3,)]
-
-
-async def test_a_sweep_with_an_unreadable_coverage_is_unusable_and_nothing_is_folded(
-        tmp_path: Path) -> None:
-    sink = await opened(tmp_path)
-    bad = SweepCompleted(host_key="s1", observed_at=at(5), source="arp", sweep_id="s1",
-                         covered=["198.18.0.0/24", "198.18.0.300/32"], id="sweep-1")
-    batch = [host_seen("198.18.0.10", MAC_A, t=0, id="e1"), bad]
-    with pytest.raises(UnusableEvent, match=r"SweepCompleted s1 from arp: covered\[1\]") as error:
-        await sink.write(batch)
-    assert error.value.event_ids == {"sweep-1"}
-    assert sink.book.hosts == {}                   # nothing folded ahead of the file
-    out = await sink.write([batch[0]])             # the rest, written again (as the runtime does)
-    assert [e.kind for e in out if isinstance(e, HostChanged)] == [ChangeKind.NEW]
-    await sink.close()
 
 
 async def test_findings_and_registry_rows_dedupe_newest_wins(tmp_path: Path) -> None:
@@ -413,3 +397,24 @@ async def test_the_writer_checkpoints_rarely_and_readers_keep_duckdbs_default(tm
         assert threshold(reader) == default
     finally:
         reader.close()
+
+
+async def test_queries_beyond_the_concurrency_wait_then_are_refused_as_busy_and_close_stops_them(
+        tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    sink = await opened(tmp_path, query=QueryConfig(concurrency=1, waiting=1, timeout_ms=60_000))
+    slow = asyncio.ensure_future(sink.query(b'{"sql": "SELECT sum(i * i) FROM range(1000000000000) t(i)"}'))
+    await asyncio.sleep(0.3)
+    waiting = asyncio.ensure_future(sink.query(b'{"sql": "SELECT 1"}'))   # its turn comes after slow
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    busy = json.loads(await sink.query(b'{"sql": "SELECT 2"}'))
+    assert busy["error"].startswith("busy: 2 queries are running or waiting "
+                                    "(sinks.host_state.query.concurrency, .waiting)")
+    started = time.monotonic()
+    await sink.close()                              # interrupts the running query: no waiting for it
+    assert time.monotonic() - started < 2.0
+    assert json.loads(await slow)["error"] == "the query was stopped: lanscope is stopping"
+    assert "error" in json.loads(await asyncio.wait_for(waiting, 5))   # the store closed under it
