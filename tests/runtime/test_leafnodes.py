@@ -7,6 +7,7 @@ on 127.0.0.1; events are published at the sensor the way its producers publish.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,16 +19,28 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
-from lanscope.config import Config, parse
-from lanscope.runtime.auth import ADMIN, client_config
-from lanscope.runtime.bus import Bus
+from lanscope.config import Config, NatsConfig, parse
+from lanscope.runtime.auth import ADMIN, WATCH, WEB, client_config
+from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.delivery import decode_event
 from lanscope.runtime.embedded import EmbeddedNats, free_port
 from lanscope.runtime.leafnodes import public_key, sensor_seed, server_role, site_permissions
-from lanscope.runtime.observe import pipeline_health
-from schemas import ProbeRequested, encode, subject_for
+from lanscope.runtime.observe import Follower, last_sweeps, pipeline_health
+from schemas import (
+    ChangeKind,
+    Finding,
+    FindingState,
+    HostChanged,
+    HostRecord,
+    ProbeRequested,
+    Severity,
+    SweepCompleted,
+    encode,
+    site_key,
+    subject_for,
+)
 from schemas import subjects as subj
 from tests.factories import at, host_seen
 
@@ -218,3 +231,115 @@ def test_a_sites_permissions_name_only_that_site() -> None:
 
 
 
+
+# ---- the closed bus (issue 20) on a hub and a sensor: no anonymous clients, roles per site ----
+
+
+async def test_a_client_without_credentials_is_refused_by_the_hub_and_the_sensor(sites: Sites) -> None:
+    """A hub holds site users in its authorization, and neither it nor a sensor has a user for
+    clients without credentials (no no_auth_user): a plain connect is refused by both, and so
+    is a leaf node that presents no key."""
+    for name in ("hub", "paris"):
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(sites.servers[name].url, allow_reconnect=False, max_reconnect_attempts=0,
+                               connect_timeout=2)
+        with pytest.raises(BusError, match="Authorization Violation"):
+            await Bus.connect(NatsConfig(connect_timeout_secs=2), url=sites.servers[name].url)
+    bare = EmbeddedNats(sites.tmp / "bare", extra_config=(
+        f'leafnodes {{ remotes: [{{ urls: ["nats-leaf://127.0.0.1:{sites.leaf_port}"] }}] }}'))
+    bare.start()
+    sites.servers["bare"] = bare
+    await eventually(lambda: _said(bare, "authorization violation"))
+
+
+async def _said(server: EmbeddedNats, text: str) -> bool:
+    return text in server.log_file.read_text(errors="replace").lower()
+
+
+async def test_a_sensors_stage_role_cannot_publish_another_sites_subjects(
+        sites: Sites, caplog: pytest.LogCaptureFixture) -> None:
+    paris = sensor_config(sites.tmp, "paris", sites.leaf_port)
+    producer = await connect_as(paris, sites.servers["paris"], "arp_sweep")
+    try:
+        with caplog.at_level(logging.WARNING, logger="lanscope.runtime.bus"):
+            for site in ("berlin", ""):            # another site's subject; the default site's
+                other = msgspec.structs.replace(host_seen("10.20.0.5"), site=site)
+                with pytest.raises(nats.errors.TimeoutError):   # dropped by the server: no PubAck
+                    await producer.js.publish(subject_for(other), encode(other), timeout=1.0)
+        refused = "\n".join(r.getMessage() for r in caplog.records)
+        assert 'permissions violation for publish to "lanscope.berlin.host.seen.arp"' in refused
+        assert 'permissions violation for publish to "lanscope.host.seen.arp"' in refused
+        # Its own site's sighting is what it is for: stored at the sensor, copied to the hub.
+        ack = await producer.publish(msgspec.structs.replace(host_seen("10.20.0.5"), site="paris"))
+        assert ack.stream == "LANSCOPE_FACTS-paris"
+
+        async def copied() -> bool:
+            return await stored(sites.hub, subj.FACTS.name, "lanscope.paris.host.seen.>") == 1
+        await eventually(copied)
+        assert await stored(sites.hub, subj.FACTS.name, "lanscope.berlin.>") == 0
+        assert await stored(sites.hub, subj.FACTS.name, "lanscope.host.>") == 0
+    finally:
+        await producer.close()
+
+
+async def test_watch_and_web_roles_see_the_named_sites_changes(sites: Sites, hub_config: Config) -> None:
+    """At the hub, `lanscope watch` (its subscriptions) and the dashboard (its Follower, its
+    pipeline health and last sweeps, its probe requests) work with their own roles for every
+    site's events."""
+    hub = sites.servers["hub"]
+    watcher = await connect_as(hub_config, hub, WATCH)
+    web = await connect_as(hub_config, hub, WEB)
+    owner = await connect_as(hub_config, hub, "host_state")
+    findings = await connect_as(hub_config, hub, "findings")
+    watched: list[str] = []
+    followed: list[str] = []
+
+    async def saw(msg: Msg) -> None:
+        watched.append(msg.subject)
+
+    async def follow(event: object, subject: str) -> None:
+        followed.append(subject)
+    follower = Follower(web, subj.CHANGES.name, list(subj.everywhere(subj.HOST_CHANGED, subj.FINDING)),
+                        follow)
+    try:
+        for subject in subj.everywhere(subj.HOST_CHANGED, subj.FINDING):   # as `lanscope watch`
+            await watcher.js.subscribe(subject, stream=subj.CHANGES.name, cb=saw, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.NEW)
+        await follower.start()
+        for site in ("paris", "berlin", ""):
+            key = site_key(site, "02:00:00:00:00:10")
+            await owner.publish(HostChanged(host_key=key, observed_at=at(0), source="host_state", site=site,
+                                            kind=ChangeKind.NEW, host=HostRecord(host_key=key, site=site)))
+            await findings.publish(Finding(
+                host_key=key, observed_at=at(0), source="findings", site=site, finding_id=f"f-{site}",
+                state=FindingState.OPENED, rule="telnet", severity=Severity.HIGH, category="service",
+                title="telnet open", first_seen=at(0), last_seen=at(0)))
+        wanted = {"lanscope.paris.host.changed.new", "lanscope.berlin.host.changed.new",
+                  "lanscope.host.changed.new", "lanscope.paris.finding.opened",
+                  "lanscope.berlin.finding.opened", "lanscope.finding.opened"}
+        await eventually(lambda: _all_of(wanted, watched))
+        await eventually(lambda: _all_of(wanted, followed))
+        # The dashboard's other asks: each site's copy, and a probe request for a site's host.
+        await sites.paris.publish(SweepCompleted(host_key="", observed_at=at(1), source="arp",
+                                                 site="paris", hosts_found=3))
+        await eventually(lambda: _has_sweep(web))
+        health = await pipeline_health(web)
+        assert {(c.stream, c.site) for c in health.sites} >= {(subj.FACTS.name, "paris")}
+        await web.publish(ProbeRequested(host_key="paris/10.20.0.5", observed_at=at(2), source="web",
+                                         ip="10.20.0.5", site="paris"))
+
+        async def requested() -> bool:
+            return await stored(sites.paris, "LANSCOPE_REQUESTS-paris", ">") == 1
+        await eventually(requested)
+    finally:
+        await follower.close()
+        for bus in (watcher, web, owner, findings):
+            await bus.close()
+
+
+async def _all_of(wanted: set[str], got: list[str]) -> bool:
+    return wanted <= set(got)
+
+
+async def _has_sweep(web: Bus) -> bool:
+    return any(s.source == "arp" for s in await last_sweeps(web))
