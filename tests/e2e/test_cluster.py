@@ -5,7 +5,9 @@ on loopback in a namespace of their own; host_state runs as `lanscope run
 --stage host_state` against the three; the test publishes sightings the way
 producers do while the leader of the FACTS stream is killed (SIGKILL) and
 later restarted. Every sighting got its PubAck, the stream holds each once,
-host_state folded every one, and the restarted node catches up.
+host_state folded every one, and the restarted node catches up. The nodes are
+closed as compose's are (issue 20): every client connects with its role's NKEY
+(nats.credentials_dir), the publisher as a producer, host_state as itself.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 import yaml
 
 from lanscope.config import NatsConfig
+from lanscope.runtime.auth import ADMIN, Credentials, authorization, client_config, roles
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.leafnodes import ServerRole
@@ -54,10 +57,18 @@ def urls() -> str:
 
 
 def node(tmp: Path, i: int) -> EmbeddedNats:
+    """One node, closed as compose's are: one user per role (each process connects with its
+    role's seed from ``tmp/credentials``, nats.credentials_dir)."""
     routes = ", ".join(f"nats://127.0.0.1:{16222 + j}" for j in range(NODES) if j != i)
     cluster = f"cluster {{ name: lanscope, listen: 127.0.0.1:{16222 + i}, routes: [{routes}] }}"
+    every = roles()
+    users = authorization(Credentials(tmp / "credentials").ensure(every), every)
     return EmbeddedNats(tmp / f"n{i + 1}", port=client_ports()[i], extra_config=cluster,
-                        role=ServerRole(name=f"n{i + 1}"))
+                        authorization=users, role=ServerRole(name=f"n{i + 1}"))
+
+
+def nats_config(tmp: Path) -> NatsConfig:
+    return NatsConfig(url=urls(), replicas=3, credentials_dir=str(tmp / "credentials"))
 
 
 @pytest.fixture
@@ -104,10 +115,10 @@ def inside(cluster_ns: str) -> Iterator[None]:
 
 
 @pytest.fixture
-async def bus(cluster_ns: str, nodes: list[EmbeddedNats], inside: None) -> AsyncIterator[Bus]:
-    config = msgspec.structs.replace(NatsConfig(), url=urls(), replicas=3)
+async def bus(tmp_path: Path, cluster_ns: str, nodes: list[EmbeddedNats], inside: None) -> AsyncIterator[Bus]:
+    config = client_config(nats_config(tmp_path), tmp_path, ADMIN)
     with netns.in_netns(cluster_ns):
-        connected = await Bus.connect(config, name="lanscope-cluster-test")
+        connected = await Bus.connect(config, name="lanscope-cluster-test", role=ADMIN)
     try:
         async def provisioned() -> bool:
             await connected.provision([STAGES["host_state"]])
@@ -135,7 +146,8 @@ async def test_one_node_killed_under_load_loses_nothing_and_catches_up_when_back
         tmp_path: Path, cluster_ns: str, nodes: list[EmbeddedNats], bus: Bus) -> None:
     config = tmp_path / "host_state.yaml"
     config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "hs"),
-                                      "nats": {"url": urls(), "replicas": 3}}))
+                                      "nats": {"url": urls(), "replicas": 3,
+                                               "credentials_dir": str(tmp_path / "credentials")}}))
     log = tmp_path / "host_state.log"
     with log.open("ab") as out:
         sink = subprocess.Popen(["ip", "netns", "exec", cluster_ns, LANSCOPE, "-c", str(config), "run",
@@ -151,8 +163,9 @@ async def test_one_node_killed_under_load_loses_nothing_and_catches_up_when_back
         # it): the node that dies takes both the stream's leader and the publisher's connection.
         killed = await leader(bus)
         victim = nodes[int(killed[1:]) - 1]
-        publisher = await Bus.connect(msgspec.structs.replace(NatsConfig(), url=victim.url),
-                                      name="lanscope-cluster-publisher")
+        producer = client_config(msgspec.structs.replace(nats_config(tmp_path), url=victim.url), tmp_path,
+                                 "arp_sweep")
+        publisher = await Bus.connect(producer, name="lanscope-cluster-publisher", role="arp_sweep")
         sent: list[str] = []
         for start in range(0, EVENTS, CHUNK):
             if start == EVENTS // 3:         # under load: kill it
