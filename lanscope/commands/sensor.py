@@ -34,9 +34,12 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if problems:
         raise UsageError("; ".join(problems))
     if args.key:
+        from lanscope.runtime.datadir import private
         from lanscope.runtime.leafnodes import public_key, seed_path, sensor_seed
 
-        print_line(public_key(sensor_seed(config)))
+        with private(config.data_dir):       # the seed goes into <data_dir>/credentials: 0700, 0600
+            key = public_key(sensor_seed(config))
+        print_line(key)
         print_line(f"# hub config: hub.sites.{config.site}.nkey (seed: {seed_path(config)})")
         return 0
     return run.main(args, config)
