@@ -22,7 +22,8 @@ Decoding checks meaning as well as shape, so a value no stage can use is
 refused where the message is read (and dead-lettered at once), not deep in a
 sink: every IP must parse (it is replaced by its canonical text), MACs are in
 lower-case colon form, ports and TTLs are in range, text, ids and keys are
-capped, a site is a subject token of at most 32 characters. The address
+capped, a site is a subject token of at most 32 characters and no entity's
+name (``host``, ``dlq`` ...: its subjects would be another's). The address
 checks are ``__post_init__`` methods (msgspec turns their ValueError into a
 ValidationError naming the value); they run on construction too, so a stage
 cannot publish what a reader would refuse.

@@ -30,9 +30,13 @@ Confidence = Annotated[int, msgspec.Meta(ge=0, le=10)]
 # Attacker-controlled text (banners, hostnames, lease comments) is capped.
 ShortText = Annotated[str, msgspec.Meta(max_length=255)]
 LongText = Annotated[str, msgspec.Meta(max_length=4096)]
+# The first subject token after "lanscope" of every entity: a site may not be named like one.
+ENTITIES = frozenset({"host", "sweep", "finding", "registry", "dlq", "query"})
 # Where an event was observed: a site id (a subject token: lower-case letters, digits, '-' and
-# '_', at most 32), or "" for the default site (a single-site install). See site_key().
-Site = Annotated[str, msgspec.Meta(pattern=r"^([a-z0-9][a-z0-9_-]{0,31})?$")]
+# '_', at most 32, not an entity's name), or "" for the default site (a single-site install).
+# Checked where an event is decoded, like every other field. See check_site(), site_key().
+Site = Annotated[str, msgspec.Meta(
+    pattern=rf"^(?!(?:{'|'.join(sorted(ENTITIES))})$)([a-z0-9][a-z0-9_-]{{0,31}})?$")]
 # Ids and keys (event ids, host keys, finding and registry ids): capped like the text.
 Key = Annotated[str, msgspec.Meta(max_length=512)]
 
@@ -103,8 +107,6 @@ def normalize_ip(value: str) -> str:
     return str(ipaddress.ip_address(value.strip()))
 
 
-# The first subject token after "lanscope" of every entity: a site may not be named like one.
-ENTITIES = frozenset({"host", "sweep", "finding", "registry", "dlq", "query"})
 _SITE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
