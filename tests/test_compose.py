@@ -55,19 +55,27 @@ def test_each_service_holds_only_its_own_roles_key() -> None:
     seed and no other (a stage without the admin key does not provision)."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    for name, service in services.items():
+    assert _roles_keys(compose, "./nats-credentials") == {"admin", "web", *STAGES} == set(compose["secrets"])
+    setup = services["credentials"]
+    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
+    assert setup["profiles"] == ["setup"]
+    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+
+
+def _roles_keys(compose: dict[str, Any], directory: str) -> set[str]:
+    """The role each service holds a key of, checking that it holds only that one (the
+    stage's; admin for `provision`, web for `web`; none for the others) from ``directory``."""
+    held = set()
+    for name, service in compose["services"].items():
         stage = _stage_of(service)
         role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
         if role is None:
             assert "secrets" not in service, name
             continue
         assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
-        assert compose["secrets"][role] == {"file": f"./nats-credentials/{role}.nk"}
-    assert set(compose["secrets"]) == {"admin", "web", *STAGES}
-    setup = services["credentials"]
-    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
-    assert setup["profiles"] == ["setup"]
-    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+        assert compose["secrets"][role] == {"file": f"{directory}/{role}.nk"}
+        held.add(role)
+    return held
 
 
 def test_the_compose_nats_config_is_valid_with_the_generated_users(tmp_path: Path) -> None:
@@ -160,18 +168,8 @@ def test_each_hub_service_holds_only_its_own_roles_key() -> None:
     compose = _hub()
     services = compose["services"]
     hub_roles = roles(layout=load(ROOT / "deploy" / "hub.yaml").layout())
-    used = set()
-    for name, service in services.items():
-        stage = _stage_of(service)
-        role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
-        if role is None:
-            assert "secrets" not in service, name
-            continue
-        assert role in hub_roles, name
-        assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
-        assert compose["secrets"][role] == {"file": f"./nats-credentials-hub/{role}.nk"}
-        used.add(role)
-    assert set(compose["secrets"]) == used
+    held = _roles_keys(compose, "./nats-credentials-hub")
+    assert held <= set(hub_roles) and set(compose["secrets"]) == held
     setup = services["credentials"]
     assert setup["command"] == ["hub-config", "/credentials"] and setup["profiles"] == ["setup"]
     assert "./nats-credentials-hub:/credentials" in setup["volumes"]

@@ -185,6 +185,23 @@ def role_for(specs: Iterable[StageSpec]) -> str:
 # ----------------------------------------------------------------- credentials
 
 
+def make_seed(path: Path) -> None:
+    """A new NKEY user seed in ``path`` (0600, its directory 0700) unless there is one."""
+    import nkeys
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists():
+        return
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:     # another process made it meanwhile
+        return
+    with os.fdopen(fd, "wb") as out:
+        out.write(seed + b"\n")
+
+
 class Credentials:
     """A directory of NKEY seed files, one per role (``<role>.nk``), created 0600 in 0700."""
 
@@ -202,20 +219,10 @@ class Credentials:
         """Each role's public key, generating the seeds that are missing."""
         import nkeys
 
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
         public: dict[str, str] = {}
         for name in names:
             path = self.seed_file(name)
-            if not path.exists():
-                seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:     # another process made it meanwhile
-                    pass
-                else:
-                    with os.fdopen(fd, "wb") as out:
-                        out.write(seed + b"\n")
+            make_seed(path)
             public[name] = nkeys.from_seed(bytearray(self._read(path))).public_key.decode()
         return public
 
@@ -304,7 +311,7 @@ def main(argv: list[str]) -> int:
 
 __all__ = ["ADMIN", "PIPELINE", "QUERY", "WATCH", "WEB", "Credentials", "CredentialsError", "Role",
            "authorization", "can_act_as", "client_config", "embedded_authorization", "inbox_prefix",
-           "role_for", "roles", "site_forms", "stage_role"]
+           "make_seed", "role_for", "roles", "site_forms", "stage_role"]
 
 
 if __name__ == "__main__":

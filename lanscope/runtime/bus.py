@@ -46,15 +46,7 @@ log = logging.getLogger(__name__)
 PUBLISH_WINDOW = 512      # pipelined publishes: PubAcks outstanding per publish_many() call
 
 # Errors after which the same publish (same Nats-Msg-Id) is safe and useful to retry.
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-)
+_TRANSIENT = provisioning.TRANSIENT
 
 
 class BusError(LanscopeError):

@@ -34,13 +34,12 @@ is refused, on a hub and on a sensor alike.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lanscope.errors import LanscopeError
-from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, roles
+from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, make_seed, roles
 from lanscope.runtime.layout import STANDALONE, Layout, requests_prefix, sensor_stream_names, sourced_prefix
 from lanscope.sites import site_domain
 from schemas import site_subject
@@ -74,16 +73,7 @@ def sensor_seed(config: Config, *, create: bool = True) -> str:
 
     path = seed_path(config)
     if not path.exists() and create and not config.sensor.nkey_file:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:      # another process made it meanwhile
-            pass
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(seed + b"\n")
+        make_seed(path)
     try:
         text = path.read_text().strip()
     except OSError as exc:

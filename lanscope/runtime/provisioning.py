@@ -46,11 +46,14 @@ T = TypeVar("T")
 # How long provisioning waits out a JetStream that cannot answer yet: a cluster electing a
 # leader (a node just died, or the cluster just started) answers with timeouts and 503s.
 PATIENCE_SECS = 60.0
-_TRANSIENT = (
+# Errors after which the same request is safe and useful to retry: provisioning's, and the
+# bus's publishes (the same Nats-Msg-Id).
+TRANSIENT = (
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.NoStreamResponseError,
 )
@@ -125,7 +128,7 @@ async def settled(step: Callable[..., Awaitable[T]], *args: Any) -> T:
     while True:
         try:
             return await step(*args)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             if time.monotonic() >= deadline:
                 raise ProvisioningError(f"provisioning: JetStream did not answer for {PATIENCE_SECS:g}s "
                                         f"({type(exc).__name__})") from None
