@@ -89,11 +89,12 @@ def clocks_at(table: str) -> int:
 
 
 def host_row(entry: HostEntry, table: str) -> tuple[Any, ...]:
-    """The row of `table`: its head (host_head), then the clock columns."""
+    """The row of `table`: its head (host_head), then the clock columns, then the site (a
+    host's site never changes: it is part of its key)."""
     r = entry.record
     state = msgspec.structs.replace(entry, ports={})
     return (*host_head(entry, table), r.last_seen, entry.last_evidence, entry.last_evidence_at,
-            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state))
+            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state), r.site)
 
 
 def host_head(entry: HostEntry, table: str) -> tuple[Any, ...]:
@@ -130,7 +131,7 @@ def port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
                      p.service, p.product, p.version, p.extra_info, p.banner, p.os_hint,
                      p.device_type, list(p.cpe), p.tunnel, p.http_status, p.http_title,
                      p.tls, p.auth_required, p.method,
-                     row.first_seen, row.last_seen, row.state_since, p))
+                     row.first_seen, row.last_seen, row.state_since, p, r.site))
     return rows
 
 
@@ -138,20 +139,20 @@ def port_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A port_rows() row as the Appender takes it."""
     tls = row[_PORT_TLS]
     return (*row[:_PORT_TLS], json_text(tls) if tls else None, *row[_PORT_TLS + 1:_PORT_RESULT],
-            json_text(row[_PORT_RESULT]))
+            json_text(row[_PORT_RESULT]), *row[_PORT_RESULT + 1:])
 
 
 def finding_row(f: Finding) -> tuple[Any, ...]:
     v4, v6 = ip_ints(f.ip)
     return (f.finding_id, f.state.value, f.rule, f.severity.value, f.category, f.title, f.host_key,
             f.ip, v4, v6, f.mac, f.port, f.evidence, f.first_seen, f.last_seen, f.observed_at,
-            f.id or None)
+            f.id or None, f.site)
 
 
 def registry_row(e: RegistryEntry) -> tuple[Any, ...]:
     v4, v6 = ip_ints(e.ip)
     return (e.entry_id, e.action, e.ip, v4, v6, e.internal_ip, e.hostname, e.mac, e.os_hint,
-            list(e.services), e.owner, e.notes, e.last_seen, e.observed_at, e.id or None)
+            list(e.services), e.owner, e.notes, e.last_seen, e.observed_at, e.id or None, e.site)
 
 
 def write_hosts(con: duckdb.DuckDBPyConnection, table: str,

@@ -9,7 +9,9 @@ host that changed.
 Rules:
 
 - Identity: the MAC first; an IP-only fact goes to the MAC record that owns
-  that IP now, else to an IP-keyed record (off-link hosts). A fact carrying
+  that IP now, else to an IP-keyed record (off-link hosts). Keys are of the
+  fact's site (``site_key``: ``paris/<mac>``; the default site's are bare), so
+  the same range or MAC at two sites is two hosts. A fact carrying
   both a MAC and an IP that has an IP-keyed record merges that record into
   the MAC record, so a host first seen by IP and later with its MAC stays one
   host.
@@ -19,7 +21,10 @@ Rules:
   neighbour entry alone never does. A host is gone after ``missed_sweeps``
   sweeps that covered its IP (``SweepCompleted.covered``: the addresses the
   sweep sent to) without seeing it *and* ``grace_secs`` since its last
-  evidence, both measured in event time (so a replay decides the same).
+  evidence, both measured in event time (so a replay decides the same). A
+  sweep counts for its own site's hosts only, so a site whose events arrive late
+  (its sensor's link to the hub was down) is judged by its own sweeps when they
+  arrive, never by the silence meanwhile.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from schemas import (
     normalize_ip,
     normalize_mac,
     port_name,
+    site_key,
 )
 
 from . import describe
@@ -172,8 +178,8 @@ def _text_of(protocol: Protocol, port: int, service: str | None, product: str | 
     return " ".join(x for x in parts if x)[:255]
 
 
-def _entry_for_new(host_key: str, mac: str | None, ip: str | None) -> HostEntry:
-    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, ip=ip))
+def _entry_for_new(host_key: str, mac: str | None, site: str) -> HostEntry:
+    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, site=site))
 
 
 class HostBook:
@@ -184,12 +190,12 @@ class HostBook:
         self.hosts: dict[str, HostEntry] = {}
         self._by_ip: dict[str, tuple[datetime, str]] = {}   # ip -> (when, owner host_key)
         for entry in entries:
-            self.hosts[entry.record.host_key] = entry
+            key, site = entry.record.host_key, entry.record.site
+            self.hosts[key] = entry
             for ip, when in entry.ips_at.items():
-                self._index_ip(ip, when, entry.record.host_key)
+                self._index_ip(site_key(site, ip), when, key)
             if entry.record.ip and entry.record.ip not in entry.ips_at and entry.record.mac is None:
-                self._index_ip(entry.record.ip, entry.record.last_seen or datetime.min,
-                               entry.record.host_key)
+                self._index_ip(site_key(site, entry.record.ip), entry.record.last_seen or datetime.min, key)
         self._pending: dict[str, _Pending] = {}
         self._folded = Folded()
         # Hosts whose open_ports and services the next snapshot must derive from the rows
@@ -231,7 +237,8 @@ class HostBook:
                 continue
             assert pending.observed_at is not None
             event = HostChanged(
-                host_key=key, observed_at=pending.observed_at, source=STAGE, kind=kind,
+                host_key=key, observed_at=pending.observed_at, source=STAGE, site=entry.record.site,
+                kind=kind,
                 changes=list(pending.changes.values()), host=copy.copy(entry.record),
                 evidence=pending.evidence)
             event.id = _output_id(key, kind, pending)
@@ -246,32 +253,33 @@ class HostBook:
         if current is None or when >= current[0] or current[1] not in self.hosts:
             self._by_ip[ip] = (when, key)
 
-    def owner_of_ip(self, ip: str) -> str | None:
-        current = self._by_ip.get(ip)
+    def owner_of_ip(self, ip: str, site: str = "") -> str | None:
+        current = self._by_ip.get(site_key(site, ip))
         return current[1] if current and current[1] in self.hosts else None
 
     def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, _Pending]:
-        """The entry a fact belongs to, creating or merging as identity demands."""
+        """The entry a fact belongs to (at the fact's site), creating or merging as identity demands."""
         mac = _mac_key(mac) if mac else None
         ip = _ip_key(ip) if ip else None
+        site = event.site
         if mac:
-            entry = self.hosts.get(mac)
-            ip_entry = self.hosts.get(ip) if ip else None
+            key = site_key(site, mac)
+            entry = self.hosts.get(key)
+            ip_entry = self.hosts.get(site_key(site, ip)) if ip else None
             if ip_entry is not None and ip_entry.record.mac is None:
-                entry = self._merge_ip_record(ip_entry, mac, entry, event)
+                entry = self._merge_ip_record(ip_entry, key, mac, entry, event)
             if entry is None:
-                entry = _entry_for_new(mac, mac, None)
-                self.hosts[mac] = entry
-                self._touch(mac, event).created = True
-            key = mac
+                entry = _entry_for_new(key, mac, site)
+                self.hosts[key] = entry
+                self._touch(key, event).created = True
         elif ip:
-            owner = self.owner_of_ip(ip)
-            key = owner if owner is not None else ip
+            owner = self.owner_of_ip(ip, site)
+            key = owner if owner is not None else site_key(site, ip)
             entry = self.hosts.get(key)
             if entry is None:
-                entry = _entry_for_new(ip, None, None)
-                self.hosts[ip] = entry
-                self._touch(ip, event).created = True
+                entry = _entry_for_new(key, None, site)
+                self.hosts[key] = entry
+                self._touch(key, event).created = True
         else:
             raise ValueError(f"{type(event).__name__} {event.id or ''} has neither a MAC nor an IP")
         pending = self._touch(key, event)
@@ -279,23 +287,24 @@ class HostBook:
             self._set_ip(entry, ip, event, pending)
         return entry, pending
 
-    def _merge_ip_record(self, ip_entry: HostEntry, mac: str, mac_entry: HostEntry | None,
+    def _merge_ip_record(self, ip_entry: HostEntry, key: str, mac: str, mac_entry: HostEntry | None,
                          event: Event) -> HostEntry:
-        """A host known by IP only shows its MAC: fold the IP record into the MAC record."""
+        """A host known by IP only shows its MAC: fold the IP record into the MAC record
+        (``key``: the MAC's host key at the site)."""
         old_key = ip_entry.record.host_key
         del self.hosts[old_key]
         self._folded.upserts.pop(old_key, None)
-        self._folded.deletes[old_key] = mac
+        self._folded.deletes[old_key] = key
         pending_old = self._pending.pop(old_key, None)
         for row in self._folded.history:
             if row.host_key == old_key:
-                row.host_key = mac
+                row.host_key = key
         if mac_entry is None:
             # The same host, now with its identity: re-key, no "new" event.
-            ip_entry.record.host_key = mac
+            ip_entry.record.host_key = key
             ip_entry.record.mac = mac
-            self.hosts[mac] = ip_entry
-            pending = self._touch(mac, event)
+            self.hosts[key] = ip_entry
+            pending = self._touch(key, event)
             if pending_old is not None:
                 pending.created = pending_old.created
                 pending.changes.update(pending_old.changes)
@@ -314,15 +323,15 @@ class HostBook:
             rec.ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
-            self._ports_stale.add(mac)
+            self._ports_stale.add(key)
             for source, name in ip_entry.hostnames.items():
                 merged.hostnames.setdefault(source, name)
-            pending = self._touch(mac, event)
+            pending = self._touch(key, event)
             if pending_old is not None:
                 pending.inputs[:0] = pending_old.inputs
         for ip in list(merged.ips_at):
-            self._index_ip(ip, merged.ips_at[ip], mac)
-        self._folded.ports_dirty.add(mac)
+            self._index_ip(site_key(merged.record.site, ip), merged.ips_at[ip], key)
+        self._folded.ports_dirty.add(key)
         return merged
 
     def _touch(self, key: str, event: Event) -> _Pending:
@@ -379,7 +388,7 @@ class HostBook:
                 oldest = min(ips_at, key=lambda k: ips_at[k])
                 del ips_at[oldest]
             entry.record.ips = sorted(ips_at, key=lambda k: ips_at[k], reverse=True)
-        self._index_ip(ip, when, entry.record.host_key)
+        self._index_ip(site_key(entry.record.site, ip), when, entry.record.host_key)
         self._set(entry, pending, "ip", ip, event)
 
     def _stamp(self, entry: HostEntry, event: Event) -> None:
@@ -570,7 +579,7 @@ class HostBook:
         grace = timedelta(seconds=self.policy.grace_secs)
         for entry in list(self.hosts.values()):
             rec = entry.record
-            if not rec.active or not rec.ip or rec.ip not in coverage:
+            if not rec.active or not rec.ip or rec.site != event.site or rec.ip not in coverage:
                 continue
             if entry.last_evidence_at is not None and entry.last_evidence_at >= start:
                 continue
