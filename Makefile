@@ -74,7 +74,7 @@ lab-shell: lab-up
 
 ## Peer-vs-lanscope benchmarks on the lab (see bench/README.md).
 bench: lab-up .bench-packages
-	for b in discovery ports pipeline; do \
+	for b in discovery ports pipeline replicas; do \
 	  ip netns exec $${LANSCOPE_LAB_PREFIX:-ls}-scan $(BIN)/python -m bench.$$b || exit 1; done
 
 lint: $(STAMP)

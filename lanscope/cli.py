@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # name -> (module, one-line help). Explicit, in the order `lanscope --help` shows them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("lanscope.commands.run", "run the pipeline: every stage, or one with --stage"),
+    "sensor": ("lanscope.commands.sensor", "a site's sensor: producers and port_probe, a leaf of the hub"),
+    "hub-config": ("lanscope.commands.hub_config", "credentials and nats-server config of a hub's cluster"),
     "provision": ("lanscope.commands.provision", "create the NATS streams and consumers"),
     "watch": ("lanscope.commands.watch", "print host-change events live"),
     "web": ("lanscope.commands.web", "the live web dashboard (on its own; `run` serves it too)"),

@@ -57,6 +57,7 @@ from lanscope.settings import (
     target_count,
     target_problems,
 )
+from lanscope.sites import HubConfig, Role, SensorConfig, check_roles
 from lanscope.web.config import WebConfig
 from producers.arp_sweep.stage import Config as ArpSweepConfig
 from producers.dhcp_leases.stage import Config as DhcpLeasesConfig
@@ -75,6 +76,7 @@ from sinks.registry.stage import Config as RegistryConfig
 if TYPE_CHECKING:
     from lanscope.net.targets import Targets
     from lanscope.runtime.claims import Claims
+    from lanscope.runtime.layout import Layout
     from lanscope.runtime.stage import DeadLetter, Progress, StageContext
     from lanscope.runtime.topology import StageSpec
 
@@ -160,6 +162,8 @@ class Sinks(Section):
 
 class Config(Section):
     data_dir: str = "./var"
+    site: str = ""                         # this install's site id ("": the default site)
+    role: Role = "all"                     # all | sensor (producers + port_probe) | hub (the rest)
     targets: list[str] = []                # empty: the attached private subnets
     scope: ScopeConfig = msgspec.field(default_factory=ScopeConfig)
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -167,11 +171,14 @@ class Config(Section):
     proxmox: ProxmoxConfig = msgspec.field(default_factory=ProxmoxConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)   # the dashboard (lanscope.web)
+    sensor: SensorConfig = msgspec.field(default_factory=SensorConfig)   # role: sensor (lanscope.sites)
+    hub: HubConfig = msgspec.field(default_factory=HubConfig)            # role: hub
     producers: Producers = msgspec.field(default_factory=Producers)
     enrichers: Enrichers = msgspec.field(default_factory=Enrichers)
     sinks: Sinks = msgspec.field(default_factory=Sinks)
 
     def check(self) -> Problems:
+        yield from check_roles(self.site, self.role, self.sensor)
         problems = list(target_problems("targets", self.targets))
         yield from problems
         if self.targets and not problems and not list(target_problems("exclude", self.scope.exclude)):
@@ -201,6 +208,12 @@ class Config(Section):
         from lanscope.runtime.topology import STAGES
 
         return {name: spec.tuned(self.stage_config(name)) for name, spec in STAGES.items()}
+
+    def layout(self) -> Layout:
+        """Where this process's events live (lanscope.runtime.layout)."""
+        from lanscope.runtime.layout import Layout
+
+        return Layout.of(self)
 
     def stage_context(self, *, claims: Claims | None = None, progress: Progress | None = None,
                       sweep: Targets | None = None, dead_letter: DeadLetter | None = None) -> StageContext:

@@ -9,14 +9,24 @@ type's field set; readers must not depend on it for decoding.
 Every event is a small fact keyed by ``host_key`` (the MAC when known, else
 the IP) with ``observed_at`` (UTC) and ``source``. ``id`` is deterministic and
 filled by the runtime before publishing (it is also the ``Nats-Msg-Id``).
+``site`` (since Event v2; HostSeen, HostAnnotated, HostChanged and
+SweepCompleted v3) says where it was observed: "" is the default site (a
+single-site install, whose events keep the subjects they always had); a named
+site's events travel under ``lanscope.<site>.…`` (schemas.subjects), and the
+hosts they name are that site's (types.site_key): the same private range at two
+sites is two sets of hosts. The runtime stamps it: producers' events get the
+site of the process (``site:`` in config.yaml), an enricher's outputs that of
+their input, and sinks carry their host's.
 
 Decoding checks meaning as well as shape, so a value no stage can use is
 refused where the message is read (and dead-lettered at once), not deep in a
 sink: every IP must parse (it is replaced by its canonical text), MACs are in
 lower-case colon form, ports and TTLs are in range, text, ids and keys are
-capped. The address checks are ``__post_init__`` methods (msgspec turns their
-ValueError into a ValidationError naming the value); they run on construction
-too, so a stage cannot publish what a reader would refuse.
+capped, a site is a subject token of at most 32 characters and no entity's
+name (``host``, ``dlq`` ...: its subjects would be another's). The address
+checks are ``__post_init__`` methods (msgspec turns their ValueError into a
+ValidationError naming the value); they run on construction too, so a stage
+cannot publish what a reader would refuse.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from .types import (
     Protocol,
     Severity,
     ShortText,
+    Site,
     Ttl,
     canonical_ip,
     check_cidrs,
@@ -63,10 +74,11 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False,
     """Fields common to every event."""
 
     id: Key = ""
-    v: int = 1
+    v: int = 2
     host_key: Key
     observed_at: datetime
     source: ShortText
+    site: Site = ""                       # since v2; "" = the default site
 
 
 # --------------------------------------------------------------------------
@@ -219,7 +231,7 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
 
     Since v2: ``dhcp``, what a DHCP client broadcast (the passive listener)."""
 
-    v: int = 2
+    v: int = 3
     ip: Ip | None = None
     mac: Mac | None = None
     alive: bool = True                    # False: not evidence of presence (a STALE neighbour)
@@ -250,10 +262,10 @@ class SweepCompleted(Event, tag="sweep_completed", kw_only=True):
     is not in it; a sweep that sent nothing (DHCP leases read from a router) covers
     nothing. Readers must reject (not skip) an entry that is not a CIDR.
     ``targets`` is what was asked for, as written (nmap syntax, lease sources):
-    for people, not for presence.
+    for people, not for presence. A sweep covers addresses of its own site only.
     """
 
-    v: int = 2
+    v: int = 3
     targets: list[ShortText] = []         # what was asked for (informational)
     sweep_id: ShortText = ""
     hosts_found: Count = 0
@@ -273,7 +285,7 @@ class HostAnnotated(Event, tag="host_annotated", kw_only=True):
     ``advertised`` is the source's whole current list for the host (it replaces that
     source's previous one); None fields say nothing."""
 
-    v: int = 2
+    v: int = 3
     ip: Ip | None = None
     mac: Mac | None = None
     hostname: ShortText | None = None
@@ -314,10 +326,11 @@ class HostChanged(Event, tag="host_changed", kw_only=True):
     keyed by this event's id.
 
     v2: the host record has names by source, advertised services, model, SNMP system
-    and the device type with its confidence and reasons. v3: the record's ``flapping``
-    (a fact), ``rtt_ms`` and ``ttl`` (observations); ``changes`` are facts only."""
+    and the device type with its confidence and reasons. v3: the site (the event's and
+    the record's). v4: the record's ``flapping`` (a fact), ``rtt_ms`` and ``ttl``
+    (observations); ``changes`` are facts only."""
 
-    v: int = 3
+    v: int = 4
     kind: ChangeKind
     changes: Annotated[list[FieldChange], msgspec.Meta(
         description="the facts that changed (first old, last new value in the batch); "

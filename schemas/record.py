@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .types import Confidence, Ip, Key, LongText, Mac, ShortText, Ttl, canonical_ip
+from .types import Confidence, Ip, Key, LongText, Mac, ShortText, Site, Ttl, canonical_ip
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -45,7 +45,7 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
     vm_name, the device type's confidence and reasons with device_type, names with
     hostname) and are never reported alone."""
 
-    host_key: Annotated[Key, _fact("identity: the MAC when known, else the IP")]
+    host_key: Annotated[Key, _fact("identity: types.site_key(site, the MAC when known, else the IP)")]
     mac: Annotated[Mac | None, _fact("identity: the hardware address")] = None
     ip: Annotated[Ip | None, _fact("the primary address (IPv4 before IPv6, a new address "
                                    "before a known one)")] = None
@@ -90,7 +90,8 @@ class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
         "router, switch, printer, nas ... (see device_types.yaml)")] = None
     device_type_confidence: Confidence | None = None
     device_type_reasons: list[ShortText] = []
-    # Since HostChanged v3: flapping above, and how the host was last seen.
+    site: Site = ""                       # the host's site ("" = the default site)
+    # Since HostChanged v4: flapping above, and how the host was last seen.
     rtt_ms: Annotated[float | None, _observation("round-trip time of the newest timed reply")] = None
     ttl: Annotated[Ttl | None, _observation("TTL of the newest reply that carried one")] = None
 

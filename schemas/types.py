@@ -30,6 +30,13 @@ Confidence = Annotated[int, msgspec.Meta(ge=0, le=10)]
 # Attacker-controlled text (banners, hostnames, lease comments) is capped.
 ShortText = Annotated[str, msgspec.Meta(max_length=255)]
 LongText = Annotated[str, msgspec.Meta(max_length=4096)]
+# The first subject token after "lanscope" of every entity: a site may not be named like one.
+ENTITIES = frozenset({"host", "sweep", "finding", "registry", "dlq", "query"})
+# Where an event was observed: a site id (a subject token: lower-case letters, digits, '-' and
+# '_', at most 32, not an entity's name), or "" for the default site (a single-site install).
+# Checked where an event is decoded, like every other field. See check_site(), site_key().
+Site = Annotated[str, msgspec.Meta(
+    pattern=rf"^(?!(?:{'|'.join(sorted(ENTITIES))})$)([a-z0-9][a-z0-9_-]{{0,31}})?$")]
 # Ids and keys (event ids, host keys, finding and registry ids): capped like the text.
 Key = Annotated[str, msgspec.Meta(max_length=512)]
 
@@ -98,6 +105,31 @@ def normalize_mac(value: str) -> str:
 def normalize_ip(value: str) -> str:
     """Return the canonical text of an IPv4/IPv6 address; raise ValueError otherwise."""
     return str(ipaddress.ip_address(value.strip()))
+
+
+_SITE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def check_site(site: str) -> str:
+    """``site`` if it can name a site (the default site is ""); ValueError saying why not."""
+    if site and (not _SITE.fullmatch(site) or site in ENTITIES):
+        raise ValueError(f"{site!r} cannot name a site: use 1-32 lower-case letters, digits, "
+                         f"'-' and '_', starting with a letter or digit, and none of "
+                         f"{', '.join(sorted(ENTITIES))}")
+    return site
+
+
+def site_key(site: str, key: str) -> str:
+    """A host's identity at its site: ``paris/aa:bb:cc:dd:ee:ff``; the default site's hosts
+    keep their bare MAC or IP, so a single-site install keys its hosts as before. The same
+    private range (or a cloned MAC) at two sites stays two hosts."""
+    return f"{site}/{key}" if site else key
+
+
+def site_of_key(key: str) -> str:
+    """The site of a site_key() (``""`` for a bare MAC or IP: neither holds a '/')."""
+    site, slash, _ = key.partition("/")
+    return site if slash else ""
 
 
 # Addresses repeat: every sighting of a host carries the same text. Remembered (each text

@@ -1,6 +1,6 @@
 """The people's inventory file (YAML or CSV) that the registry and notify sinks both read.
 
-One row per device: ``id``/``entry_id``, ``hostname``, ``ip``, ``internal_ip``,
+One row per device: ``id``/``entry_id``, ``site``, ``hostname``, ``ip``, ``internal_ip``,
 ``mac``, ``owner``, ``notes`` and ``tags`` (a list, or comma-separated text in CSV).
 The registry seeds its entries from it; notify counts its devices as known and
 gives hosts its tags. Reads go through ``asyncio.to_thread`` here, once.
@@ -18,7 +18,7 @@ import yaml
 
 from sinks._statefile import StateFileError
 
-FIELDS = ("id", "entry_id", "hostname", "ip", "internal_ip", "mac", "owner", "notes", "tags")
+FIELDS = ("id", "entry_id", "site", "hostname", "ip", "internal_ip", "mac", "owner", "notes", "tags")
 
 
 class InventoryError(StateFileError):

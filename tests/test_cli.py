@@ -17,6 +17,8 @@ from lanscope.runtime.embedded import EmbeddedNats
 # The fewest arguments each command needs, and whether it offers --json.
 COMMANDS: dict[str, tuple[list[str], bool]] = {
     "run": ([], False),
+    "sensor": (["--key"], False),
+    "hub-config": (["/tmp/hub-credentials"], False),
     "provision": ([], False),
     "watch": ([], True),
     "discover": (["198.18.0.0/24"], True),

@@ -55,19 +55,27 @@ def test_each_service_holds_only_its_own_roles_key() -> None:
     seed and no other (a stage without the admin key does not provision)."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    for name, service in services.items():
+    assert _roles_keys(compose, "./nats-credentials") == {"admin", "web", *STAGES} == set(compose["secrets"])
+    setup = services["credentials"]
+    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
+    assert setup["profiles"] == ["setup"]
+    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+
+
+def _roles_keys(compose: dict[str, Any], directory: str) -> set[str]:
+    """The role each service holds a key of, checking that it holds only that one (the
+    stage's; admin for `provision`, web for `web`; none for the others) from ``directory``."""
+    held = set()
+    for name, service in compose["services"].items():
         stage = _stage_of(service)
         role = resolve(stage).name if stage else {"provision": "admin", "web": "web"}.get(name)
         if role is None:
             assert "secrets" not in service, name
             continue
         assert service["secrets"] == [{"source": role, "target": f"{role}.nk"}], name
-        assert compose["secrets"][role] == {"file": f"./nats-credentials/{role}.nk"}
-    assert set(compose["secrets"]) == {"admin", "web", *STAGES}
-    setup = services["credentials"]
-    assert setup["entrypoint"] == ["python", "-m", "lanscope.runtime.auth", "/credentials"]
-    assert setup["profiles"] == ["setup"]
-    assert "./nats-credentials/auth.conf:/etc/nats/credentials/auth.conf:ro" in services["nats"]["volumes"]
+        assert compose["secrets"][role] == {"file": f"{directory}/{role}.nk"}
+        held.add(role)
+    return held
 
 
 def test_the_compose_nats_config_is_valid_with_the_generated_users(tmp_path: Path) -> None:
@@ -113,3 +121,83 @@ def test_every_variable_compose_sets_is_read_by_config_yaml_where_the_comment_sa
         for part in key.group(1).split("."):
             node = node[part]
         assert node == values[name], (name, key.group(1))
+
+
+# ---- compose.hub.yaml: a hub of many sites on a 3-node NATS cluster (README: Many sites) ----
+
+
+def _hub() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "compose.hub.yaml").read_text())
+    return compose
+
+
+def test_the_hub_runs_every_stage_of_role_hub_and_no_sensor_stage() -> None:
+    from lanscope.runtime.layout import Layout
+
+    services = _hub()["services"]
+    named = {resolve(stage).name for s in services.values() if (stage := _stage_of(s)) is not None}
+    hub = Layout(role="hub")
+    assert named == {name for name, spec in STAGES.items() if hub.runs(spec)}
+    assert services["host_state"]["deploy"]["replicas"] == 1
+    assert "provision" in services["host_state"]["depends_on"]
+
+
+def test_the_hub_cluster_is_three_nodes_of_one_config_and_r3_streams() -> None:
+    from lanscope.config import load
+
+    services = _hub()["services"]
+    nodes = {name: s for name, s in services.items() if s.get("image", "").startswith("nats:")}
+    assert sorted(nodes) == ["nats1", "nats2", "nats3"]
+    assert {s["environment"]["NATS_NAME"] for s in nodes.values()} == set(nodes)
+    for node in nodes.values():
+        assert "./deploy/nats-hub.conf:/etc/nats/nats-hub.conf:ro" in node["volumes"]
+        assert "./nats-credentials-hub/auth.conf:/etc/nats/credentials/auth.conf:ro" in node["volumes"]
+    config = load(ROOT / "deploy" / "hub.yaml")
+    assert config.role == "hub" and config.nats.replicas == 3
+    assert len(config.nats.url.split(",")) == 3
+    # The closed bus of issue 20: each process connects with its role's key, no shared password.
+    assert config.nats.credentials_dir == "/run/secrets" and not config.nats.user
+
+
+def test_each_hub_service_holds_only_its_own_roles_key() -> None:
+    """compose.hub.yaml follows compose.yaml's model: a service gets its role's NKEY seed and
+    no other, and `credentials` (hub-config) writes every seed and the nodes' users."""
+    from lanscope.config import load
+    from lanscope.runtime.auth import roles
+
+    compose = _hub()
+    services = compose["services"]
+    hub_roles = roles(layout=load(ROOT / "deploy" / "hub.yaml").layout())
+    held = _roles_keys(compose, "./nats-credentials-hub")
+    assert held <= set(hub_roles) and set(compose["secrets"]) == held
+    setup = services["credentials"]
+    assert setup["command"] == ["hub-config", "/credentials"] and setup["profiles"] == ["setup"]
+    assert "./nats-credentials-hub:/credentials" in setup["volumes"]
+
+
+def test_nats_server_accepts_the_hub_node_config_with_sites(tmp_path: Path, capsys: Any) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    import nkeys
+
+    from lanscope.cli import main
+    from lanscope.runtime.embedded import find_binary
+
+    raw = yaml.safe_load((ROOT / "deploy" / "hub.yaml").read_text())
+    keys = {site: nkeys.from_seed(bytearray(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)))
+            .public_key.decode() for site in ("paris", "berlin")}
+    raw["hub"]["sites"] = {site: {"nkey": key} for site, key in keys.items()}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["-c", str(tmp_path / "hub.yaml"), "hub-config", str(tmp_path / "credentials")]) == 0
+    assert "2 sites" in capsys.readouterr().out
+    auth = (tmp_path / "credentials" / "auth.conf").read_text()
+    assert all(key in auth for key in keys.values()) and "no_auth_user" not in auth
+    assert '"port": 7422' in auth
+    for seed in (tmp_path / "credentials").glob("*.nk"):
+        assert seed.read_text().strip() not in auth
+    shutil.copy(ROOT / "deploy" / "nats-hub.conf", tmp_path)
+    done = subprocess.run([str(find_binary()), "-t", "-c", str(tmp_path / "nats-hub.conf")],
+                          capture_output=True, text=True, timeout=30, env={"NATS_NAME": "nats1"})
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -29,7 +29,9 @@ def _provision_and_show(config: Config) -> int:
     embedded: EmbeddedNats | None = None
     url = configured_url(config.nats, config.data_dir)
     if not url:
-        embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+        from lanscope.runtime.leafnodes import server_role
+
+        embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
         url = embedded.start()
     try:
         results = asyncio.run(_provision(config, url))
@@ -44,6 +46,8 @@ def _provision_and_show(config: Config) -> int:
 async def _provision(config: Config, url: str) -> list[Provisioned]:
     nats_config = provisioning_config(config)
     async with await Bus.connect(nats_config, url=url, name="lanscope-provision", role=ADMIN) as bus:
+        bus.layout = config.layout()
         results = await bus.provision(config.stage_specs().values())
-        await bus.claims()         # port_probe's bucket: its role may use it, not create it
+        if any(spec.uses_claims and bus.layout.runs(spec) for spec in config.stage_specs().values()):
+            await bus.claims()     # port_probe's bucket: its role may use it, not create it
         return results

@@ -1,9 +1,12 @@
-"""``lanscope run``: the continuous pipeline, every stage or the ones named with --stage.
+"""``lanscope run``: the continuous pipeline, every stage of the role or the ones named with --stage.
 
 With no ``nats.url`` the bundled nats-server is started first (and stopped
 last); then streams and consumers are provisioned and the stages run until
 SIGTERM/SIGINT. ``--once`` runs each producer once and exits when every
-consumer has caught up.
+consumer has caught up. ``role:`` picks the stages (lanscope.runtime.layout):
+``all`` every one, ``sensor`` the producers and port_probe (``lanscope sensor``),
+``hub`` the rest; a hub's or sensor's embedded server is a leaf node hub or
+leaf (lanscope.runtime.leafnodes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.datadir import StageLocks, private, starting
 from lanscope.runtime.delivery import dead_letters
 from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
+from lanscope.runtime.layout import Layout
+from lanscope.runtime.leafnodes import server_role
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
@@ -41,15 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not serve the dashboard (served when every stage runs and web.enabled)")
 
 
-def selected_stages(names: list[str]) -> list[StageSpec]:
+def selected_stages(names: list[str], layout: Layout | None = None) -> list[StageSpec]:
+    """The stages to run: the named ones, else every one of the role (``layout``)."""
     if not names:
-        return list(STAGES.values())
+        return [spec for spec in STAGES.values() if layout is None or layout.runs(spec)]
     specs: list[StageSpec] = []
     for name in names:
         try:
             spec = resolve(name)
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from None
+        if layout is not None and not layout.runs(spec):
+            raise UsageError(f"stage {spec.qualified} does not run with role: {layout.role} (a sensor runs "
+                             "the producers and the stages that talk to its segment; a hub the others)")
         if spec not in specs:
             specs.append(spec)
     return specs
@@ -57,21 +66,22 @@ def selected_stages(names: list[str]) -> list[StageSpec]:
 
 def main(args: argparse.Namespace, config: Config) -> int:
     """Every failure before the stages run is one line and exit code 2 (StartupError)."""
+    layout = config.layout()
     configured = config.stage_specs()
-    specs = [configured[spec.name] for spec in selected_stages(args.stage)]
+    specs = [layout.spec(configured[spec.name]) for spec in selected_stages(args.stage, layout)]
     with private(config.data_dir):
         # Before anything else: a sink already running on this data_dir is said in one line.
         locks = StageLocks(config.data_dir).take(specs)
         try:
-            return _serve(args, config, specs)
+            return _serve(args, config, layout, specs)
         finally:
             locks.release()
 
 
-def _serve(args: argparse.Namespace, config: Config, specs: list[StageSpec]) -> int:
+def _serve(args: argparse.Namespace, config: Config, layout: Layout, specs: list[StageSpec]) -> int:
     # The dashboard's port first: a taken port is one clear error, before NATS starts.
     web = _web_socket(config) if config.web.enabled and not args.stage and not args.no_web \
-        and not args.once else None
+        and not args.once and not layout.sensor else None
     embedded: EmbeddedNats | None = None
     try:
         with starting("NATS"):
@@ -80,12 +90,16 @@ def _serve(args: argparse.Namespace, config: Config, specs: list[StageSpec]) -> 
             where = "configured" if config.nats.url else "embedded server of another lanscope run"
             if not url:
                 # Started here, in the main thread, so the server dies with this process.
-                embedded = EmbeddedNats.from_config(config.nats, config.data_dir)
+                embedded = EmbeddedNats.from_config(config.nats, config.data_dir, role=server_role(config))
                 url = embedded.start()
                 where = f"embedded, store {embedded.store_dir}"
         print_line(f"NATS:   {url} ({where})")
-        print_line(f"DuckDB: {config.duckdb_path}")
-        print_line(f"Targets: {_describe_targets(config)}")
+        if layout.role != "all" or layout.site:
+            print_line(f"Site:   {_describe_site(config)}")
+        if not layout.sensor:
+            print_line(f"DuckDB: {config.duckdb_path}")
+        if layout.role != "hub":
+            print_line(f"Targets: {_describe_targets(config)}")
         return asyncio.run(_run(config, url, specs, once=args.once, embedded=embedded, web=web))
     finally:
         if web is not None:
@@ -102,12 +116,23 @@ def _web_socket(config: Config) -> socket.socket:
     return sock
 
 
+def _describe_site(config: Config) -> str:
+    site = config.site or "(default site)"
+    if config.role == "sensor":
+        return f"{site}, sensor of {' '.join(config.sensor.hub)} (JetStream domain lanscope-{config.site})"
+    if config.role == "hub":
+        sites = ", ".join(sorted(config.hub.sites)) or "none yet (hub.sites)"
+        return (f"hub: sensors connect to {config.hub.leaf_host}:{config.hub.leaf_port}; "
+                f"sites {sites}")
+    return site
+
+
 def provisioning_config(config: Config) -> NatsConfig:
     """The admin role's settings; with the embedded server, streams fitted to its store."""
     nats_config = client_config(config.nats, config.data_dir, ADMIN)
     if not config.nats.url:
-        nats_config = msgspec.structs.replace(
-            nats_config, max_bytes=embedded_stream_bytes(config.nats, config.data_dir))
+        nats_config = msgspec.structs.replace(nats_config, max_bytes=embedded_stream_bytes(
+            config.nats, config.data_dir, len(config.layout().streams)))
     return nats_config
 
 
@@ -163,6 +188,7 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
     # an external one with one identity, or admin.nk in nats.credentials_dir); without it the
     # streams and consumers must exist (`lanscope provision`).
     role = role_for(specs)
+    layout = config.layout()
     admin: Bus | None = None
     bus: Bus | None = None
     try:
@@ -170,17 +196,20 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
             if can_act_as(config.nats, config.data_dir, ADMIN):
                 admin = await Bus.connect(provisioning_config(config), url=url,
                                           name=f"{config.nats.name}-provision", role=ADMIN)
+                admin.layout = layout
             uses_claims = any(spec.uses_claims for spec in specs)
             if admin is not None and uses_claims:
                 await admin.claims()          # the bucket, created by the role that may
             bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
+            bus.layout = layout
             ctx = config.stage_context(claims=await bus.claims() if uses_claims else None,
                                        dead_letter=dead_letters(bus))
             built, skipped = build_stages(specs, config, ctx)
             if admin is not None:
                 # Sinks run here together share their streams' deliveries (topology.Feed): no
                 # consumer of their own on those streams, which nothing would read.
-                await admin.provision(config.stage_specs().values(), feeds=sink_feeds(s for s, _ in built))
+                await admin.provision(config.stage_specs().values(),
+                                      feeds=sink_feeds((s for s, _ in built), layout.streams))
                 await admin.close()
                 admin = None
             else:

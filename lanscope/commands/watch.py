@@ -24,7 +24,7 @@ from lanscope.output import print_jsonl, print_line, printable
 from lanscope.runtime.auth import WATCH, client_config
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import no_server_hint, pipeline_url
-from schemas import ChangeKind, Event, Finding, HostChanged, decode
+from schemas import ChangeKind, Event, Finding, HostChanged, check_site, decode
 from schemas import subjects as subj
 
 _KINDS = [k.value for k in ChangeKind]
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", default=",".join(_KINDS), metavar="KINDS",
                         help=f"comma-separated change kinds to show (default: {','.join(_KINDS)})")
     parser.add_argument("--findings", action="store_true", help="also show findings opened and resolved")
+    parser.add_argument("--site", default=None, metavar="SITE",
+                        help="only this site's events ('' for the default site; default: every site)")
 
 
 def parse_kinds(text: str) -> set[str]:
@@ -69,11 +71,12 @@ def _describe(event: Event) -> str:
     when = event.observed_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(event, HostChanged):
         host = event.host
-        who = " ".join(part for part in (host.ip or "-", host.mac or "-", host.hostname or "") if part)
+        who = " ".join(part for part in (host.site and f"[{host.site}]", host.ip or "-", host.mac or "-",
+                                         host.hostname or "") if part)
         changes = "; ".join(f"{c.field}: {_value(c.old)} → {_value(c.new)}" for c in event.changes)
         return f"{when}  {event.kind.value:<7}  {who}" + (f"  {changes}" if changes else "")
     if isinstance(event, Finding):
-        where = event.ip or event.mac or event.host_key
+        where = (f"[{event.site}] " if event.site else "") + (event.ip or event.mac or event.host_key)
         port = f":{event.port}" if event.port else ""
         return (f"{when}  finding {event.state.value}  {where}{port}  "
                 f"[{event.severity.value}] {event.rule}: {_value(event.title)}")
@@ -82,17 +85,23 @@ def _describe(event: Event) -> str:
 
 def main(args: argparse.Namespace, config: Config) -> int:
     kinds = parse_kinds(args.kind)
+    if args.site:
+        try:
+            check_site(args.site)
+        except ValueError as exc:
+            raise UsageError(f"--site: {exc}") from None
     url, namespace = pipeline_url(config.nats, config.data_dir)
     if not url:
         raise LanscopeError(no_server_hint(config.data_dir, "watch"))
     with contextlib.suppress(KeyboardInterrupt):
         where = f"{url} (network namespace {namespace})" if namespace else url
-        asyncio.run(_watch(config, url, where, kinds, findings=args.findings, as_json=args.json))
+        asyncio.run(_watch(config, url, where, kinds, findings=args.findings, as_json=args.json,
+                           site=args.site))
     return 0
 
 
 async def _watch(config: Config, url: str, where: str, kinds: set[str], *, findings: bool,
-                 as_json: bool) -> None:
+                 as_json: bool, site: str | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,7 +124,10 @@ async def _watch(config: Config, url: str, where: str, kinds: set[str], *, findi
 
     nats_config = client_config(config.nats, config.data_dir, WATCH)
     async with await Bus.connect(nats_config, url=url, name="lanscope-watch", role=WATCH) as bus:
-        subjects = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
+        wanted = [subj.HOST_CHANGED] + ([subj.FINDING] if findings else [])
+        # Every site's, or one site's (its subjects: lanscope.<site>.host.changed.> ...).
+        subjects = list(subj.everywhere(*wanted)) if site is None \
+            else [subj.site_subject(site, s) for s in wanted]
         for subject in subjects:
             try:
                 await bus.js.subscribe(subject, stream=subj.CHANGES.name, cb=show, ordered_consumer=True,

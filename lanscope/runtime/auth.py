@@ -20,6 +20,17 @@ credentials, and the server lets each role do only its job:
 Every role subscribes only to its own inbox prefix (``_INBOX_<role>``), so no
 client can read the replies (query results, pull deliveries) meant for another.
 
+Sites (lanscope.runtime.layout): on a standalone install or a hub, each subject
+a role may use is allowed for the default site and every named one
+(``lanscope.host.seen.>`` and ``lanscope.*.host.seen.>``: a hub's stages handle
+every site's events). On a sensor, the roles are those of the stages it runs,
+pinned to its site (``lanscope.paris.host.seen.>``, ``lanscope.paris.dlq.<stage>``,
+consumers on its own streams ``LANSCOPE_FACTS-paris`` ...): a sensor's stage
+cannot publish for another site. A hub's server also holds one user per site
+for that site's sensor, on leaf node connections only
+(lanscope.runtime.leafnodes.site_users); the roles' users are for ordinary
+client connections only.
+
 Credentials are NKEYs (ed25519): one seed file per role, ``<role>.nk``, 0600 in
 a 0700 directory. The embedded server's are generated on first run into
 ``<data_dir>/credentials`` and every local command uses the one of its role;
@@ -38,14 +49,16 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
 from lanscope.runtime.claims import CLAIMS_BUCKET
+from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.topology import STAGES, Kind, StageSpec, consumer_bindings
-from schemas import ProbeRequested, dlq_subject
+from schemas import ProbeRequested, dlq_subject, everywhere, site_subject
 from schemas import subjects as subj
 
 ADMIN = "admin"
@@ -98,57 +111,68 @@ def _consumer_subjects(stream: str, durable: str) -> tuple[str, ...]:
             f"$JS.ACK.{stream}.{durable}.>")
 
 
-def stage_role(spec: StageSpec) -> Role:
-    """What one stage needs: publish what it emits; consume its own durables; its DLQ."""
-    publish: list[str] = [subj.SUBJECTS[event_type][0] for event_type in spec.emits]
-    for stream in consumer_bindings(spec):
+def site_forms(layout: Layout, *patterns: str) -> tuple[str, ...]:
+    """The subjects a role of ``layout`` may use for ``patterns`` (the default site's): a
+    sensor's site's only; elsewhere the default site's and every named site's."""
+    if layout.sensor:
+        return tuple(site_subject(layout.site, pattern) for pattern in patterns)
+    return everywhere(*patterns)
+
+
+def stage_role(spec: StageSpec, layout: Layout = STANDALONE) -> Role:
+    """What one stage needs: publish what it emits; consume its own durables; its DLQ.
+    ``spec`` as ``layout`` binds it (Layout.spec: a sensor's stages consume their site's)."""
+    publish: list[str] = list(site_forms(layout, *(subj.SUBJECTS[t][0] for t in spec.emits)))
+    for stream in consumer_bindings(spec, layout.streams):
         publish += _consumer_subjects(stream, spec.durable)
     if spec.consumes:
-        publish.append(dlq_subject(spec.name))
+        publish += site_forms(layout, dlq_subject(spec.name))
     if spec.uses_claims:
         publish += _claims_subjects()
     return Role(spec.name, tuple(dict.fromkeys(publish)), subscribe=spec.answers,
                 responses=bool(spec.answers))
 
 
-def pipeline_role(specs: Iterable[StageSpec]) -> Role:
+def pipeline_role(specs: Iterable[StageSpec], layout: Layout = STANDALONE) -> Role:
     """Every stage's rights in one process; its sinks may share a consumer (topology.sink_feeds),
     so any durable of the lanscope streams."""
     specs = list(specs)
     publish: list[str] = []
     subscribe: list[str] = []
     for spec in specs:
-        role = stage_role(spec)
+        role = stage_role(spec, layout)
         publish += role.publish
         subscribe += role.subscribe
-    for stream in {name for spec in specs if spec.kind is Kind.SINK for name in consumer_bindings(spec)}:
+    for stream in {name for spec in specs if spec.kind is Kind.SINK
+                   for name in consumer_bindings(spec, layout.streams)}:
         publish += _consumer_subjects(stream, "*")
     return Role(PIPELINE, tuple(dict.fromkeys(publish)), tuple(dict.fromkeys(subscribe)),
                 responses=any(spec.answers for spec in specs))
 
 
-def roles(stages: Iterable[StageSpec] | None = None) -> dict[str, Role]:
-    """Every role, by name: the fixed ones and one per stage of the topology."""
-    specs = list(STAGES.values() if stages is None else stages)
+def roles(stages: Iterable[StageSpec] | None = None, layout: Layout = STANDALONE) -> dict[str, Role]:
+    """Every role of ``layout``, by name: the fixed ones and one per stage it runs (of the
+    topology, or of ``stages``)."""
+    specs = [layout.spec(s) for s in (STAGES.values() if stages is None else stages) if layout.runs(s)]
     changes = subj.CHANGES.name
+    facts = next(s.name for s in layout.streams if s.name.startswith(subj.FACTS.name))
+    # Ephemeral consumers only: the server refuses a durable name on this subject.
+    follow_changes = (f"{_JS}.CONSUMER.CREATE.{changes}", f"$JS.FC.{changes}.>")
+    conclusions = site_forms(layout, subj.HOST_CHANGED, subj.FINDING)
     fixed = [
         Role(ADMIN, (">",), (">",), responses=True),
-        pipeline_role(specs),
+        pipeline_role(specs, layout),
         Role(QUERY, (subj.QUERY,)),
-        # Ephemeral consumers only: the server refuses a durable name on this subject.
-        Role(WATCH, (f"{_JS}.CONSUMER.CREATE.{changes}", f"$JS.FC.{changes}.>"),
-             (subj.HOST_CHANGED, subj.FINDING)),
+        Role(WATCH, follow_changes, conclusions),
+        Role(WEB, (subj.QUERY, *site_forms(layout, subj.SUBJECTS[ProbeRequested][0]), *follow_changes,
+                   f"{_JS}.STREAM.INFO.*", f"{_JS}.CONSUMER.LIST.*", f"{_JS}.STREAM.MSG.GET.{facts}"),
+             conclusions),
     ]
-    watch_changes = (f"{_JS}.CONSUMER.CREATE.{changes}", f"$JS.FC.{changes}.>")
-    fixed.append(Role(WEB, (subj.QUERY, subj.SUBJECTS[ProbeRequested][0], *watch_changes,
-                            f"{_JS}.STREAM.INFO.*", f"{_JS}.CONSUMER.LIST.*",
-                            f"{_JS}.STREAM.MSG.GET.{subj.FACTS.name}"),
-                      (subj.HOST_CHANGED, subj.FINDING)))
     out = {role.name: role for role in fixed}
     for spec in specs:
         if spec.name in out:
             raise ValueError(f"stage {spec.name} has the name of a fixed role")
-        out[spec.name] = stage_role(spec)
+        out[spec.name] = stage_role(spec, layout)
     return out
 
 
@@ -159,6 +183,23 @@ def role_for(specs: Iterable[StageSpec]) -> str:
 
 
 # ----------------------------------------------------------------- credentials
+
+
+def make_seed(path: Path) -> None:
+    """A new NKEY user seed in ``path`` (0600, its directory 0700) unless there is one."""
+    import nkeys
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists():
+        return
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:     # another process made it meanwhile
+        return
+    with os.fdopen(fd, "wb") as out:
+        out.write(seed + b"\n")
 
 
 class Credentials:
@@ -178,20 +219,10 @@ class Credentials:
         """Each role's public key, generating the seeds that are missing."""
         import nkeys
 
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
         public: dict[str, str] = {}
         for name in names:
             path = self.seed_file(name)
-            if not path.exists():
-                seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:     # another process made it meanwhile
-                    pass
-                else:
-                    with os.fdopen(fd, "wb") as out:
-                        out.write(seed + b"\n")
+            make_seed(path)
             public[name] = nkeys.from_seed(bytearray(self._read(path))).public_key.decode()
         return public
 
@@ -214,20 +245,30 @@ class Credentials:
                                "README, Security)")
 
 
-def authorization(names_to_keys: dict[str, str], all_roles: dict[str, Role]) -> str:
-    """The nats-server ``authorization`` block: one NKEY user per role with its permissions.
-    No user without credentials: a client that presents none is refused."""
-    users = [f"    # {name}\n    " + json.dumps({"nkey": key, "permissions": all_roles[name].permissions()})
+# A role is a lanscope process's client connection: never a leaf node, route or gateway.
+_CLIENT_CONNECTIONS = ["STANDARD"]
+
+
+def authorization(names_to_keys: dict[str, str], all_roles: dict[str, Role],
+                  more_users: Iterable[dict[str, Any]] = ()) -> str:
+    """The nats-server ``authorization`` block: one NKEY user per role with its permissions,
+    on client connections; ``more_users`` as they are (a hub's sites' leaf node users,
+    lanscope.runtime.leafnodes.site_users). No user without credentials and no
+    ``no_auth_user``: a client that presents none is refused."""
+    users = [f"    # {name}\n    " + json.dumps({"nkey": key, "permissions": all_roles[name].permissions(),
+                                                 "allowed_connection_types": _CLIENT_CONNECTIONS})
              for name, key in names_to_keys.items()]
+    users += ["    " + json.dumps(user) for user in more_users]
     return ("# lanscope's roles (lanscope.runtime.auth): one NKEY user each, with its permissions.\n"
             "authorization {\n  users = [\n" + ",\n".join(users) + "\n  ]\n}\n")
 
 
-def embedded_authorization(data_dir: str | Path) -> str:
-    """The embedded server's block, generating missing seeds in ``<data_dir>/credentials``.
-    The permissions are computed from the topology at every start."""
-    all_roles = roles()
-    return authorization(Credentials.embedded(data_dir).ensure(all_roles), all_roles)
+def embedded_authorization(data_dir: str | Path, layout: Layout = STANDALONE,
+                           more_users: Iterable[dict[str, Any]] = ()) -> str:
+    """The embedded server's block for ``layout``, generating missing seeds in
+    ``<data_dir>/credentials``. The permissions are computed from the topology at every start."""
+    all_roles = roles(layout=layout)
+    return authorization(Credentials.embedded(data_dir).ensure(all_roles), all_roles, more_users)
 
 
 def client_config(config: NatsConfig, data_dir: str | Path, role: str) -> NatsConfig:
@@ -268,9 +309,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["ADMIN", "PIPELINE", "QUERY", "WATCH", "Credentials", "CredentialsError", "Role",
+__all__ = ["ADMIN", "PIPELINE", "QUERY", "WATCH", "WEB", "Credentials", "CredentialsError", "Role",
            "authorization", "can_act_as", "client_config", "embedded_authorization", "inbox_prefix",
-           "role_for", "roles", "stage_role"]
+           "make_seed", "role_for", "roles", "site_forms", "stage_role"]
 
 
 if __name__ == "__main__":

@@ -35,25 +35,18 @@ from lanscope.runtime import fastpath, provisioning
 from lanscope.runtime.claims import CLAIMS_BUCKET, KvClaims
 from lanscope.runtime.fastpath import MSG_ID, FastClient
 from lanscope.runtime.ids import content_id
+from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.provisioning import Provisioned
 from lanscope.runtime.puller import SUB_PENDING_BYTES
 from lanscope.runtime.topology import Feed, StageSpec
-from schemas import STREAMS, Event, StreamSpec, encode, subject_for
+from schemas import Event, StreamSpec, encode, subject_for
 
 log = logging.getLogger(__name__)
 
 PUBLISH_WINDOW = 512      # pipelined publishes: PubAcks outstanding per publish_many() call
 
 # Errors after which the same publish (same Nats-Msg-Id) is safe and useful to retry.
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-)
+_TRANSIENT = provisioning.TRANSIENT
 
 
 class BusError(LanscopeError):
@@ -109,6 +102,7 @@ class Bus:
         self.nc = nc
         self._state = state if state is not None else {}
         self.config = config
+        self.layout: Layout = STANDALONE          # the process's site and streams (set by its command)
         self.api_prefix = DEFAULT_PREFIX          # JetStream's API subjects (no domain)
         self.js: JetStreamContext = nc.jetstream(prefix=self.api_prefix, timeout=10.0)
         self._publish_timeout = 5.0
@@ -237,11 +231,12 @@ class Bus:
 
     # ------------------------------------------------------------------ provisioning
 
-    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] = STREAMS,
+    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] | None = None,
                         *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-        """Create or update the streams and one durable pull consumer per consuming stage
-        (lanscope.runtime.provisioning)."""
-        return await provisioning.provision(self.js, self.config, specs, streams, feeds=feeds)
+        """Create or update the streams (the layout's, by default) and one durable pull
+        consumer per consuming stage that the layout runs (lanscope.runtime.provisioning)."""
+        return await provisioning.provision(self.js, self.config, specs, streams, layout=self.layout,
+                                            feeds=feeds)
 
     # ------------------------------------------------------------------ publishing
 

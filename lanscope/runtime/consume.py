@@ -252,7 +252,7 @@ class EnricherRunner(ConsumerRunner):
             self.counters.events_received_total += 1
             async def attempt() -> list[Event]:
                 outputs: list[Event] = await self.stage.handle(event)
-                fill_enricher_ids(outputs, event.id, self.spec.name)
+                fill_enricher_ids(outputs, event.id, self.spec.name, event.site)
                 await self.bus.publish_events(outputs)
                 return outputs
 
@@ -369,7 +369,7 @@ class SinkBatches:
         self.options = options
         self.fill_secs = min(m.flush_secs for m in members)
         self.ack_wait = feed.spec.ack_wait_secs or options.ack_wait_secs
-        self._filters = [(m, consumer_bindings(m.spec)[feed.stream]) for m in members]
+        self._filters = [(m, consumer_bindings(m.spec, bus.layout.streams)[feed.stream]) for m in members]
         self._routes: dict[str, list[SinkRunner]] = {}
         self._batches: set[asyncio.Task[None]] = set()
 

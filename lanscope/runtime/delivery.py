@@ -6,8 +6,9 @@
 - an undecodable message (bad JSON, or a value the schemas refuse: an IP that
   does not parse, a string over its cap), one a stage rejects as unusable
   (``UnusableEvent``: no retry can help), or one that failed on its last
-  allowed delivery, is copied to ``lanscope.dlq.<stage>`` with the reason in
-  headers and terminated, on that delivery. The copy keeps at most
+  allowed delivery, is copied to ``lanscope.dlq.<stage>`` (a sensor's stages:
+  ``lanscope.<site>.dlq.<stage>``) with the reason in headers and terminated,
+  on that delivery. The copy keeps at most
   DLQ_PAYLOAD_MAX bytes of the payload, with the full size and SHA-256 in
   headers; an undecodable message, which every stage reading it would refuse
   alike, is copied once (under the first stage that read it: the others'
@@ -44,7 +45,7 @@ from lanscope.errors import UnusableEvent, storage_problem
 from lanscope.runtime.bus import MSG_ID, Bus
 from lanscope.runtime.ids import payload_id
 from lanscope.runtime.stage import DeadLetter
-from schemas import Event, decode, dlq_subject
+from schemas import Event, decode, dlq_subject, site_of_stream, site_of_subject
 
 H_REASON = "Lanscope-Dlq-Reason"
 H_SUBJECT = "Lanscope-Original-Subject"
@@ -52,6 +53,9 @@ H_STREAM = "Lanscope-Original-Stream"
 H_SEQ = "Lanscope-Stream-Seq"
 H_DELIVERIES = "Lanscope-Deliveries"
 H_STAGE = "Lanscope-Stage"
+# Set by a stream on each message it copied from another (sourcing); its first word names the
+# stream copied from. The server writes it (replacing any the sender put there).
+H_STREAM_SOURCE = "Nats-Stream-Source"
 H_SIZE = "Lanscope-Payload-Size"          # the original payload's size in bytes
 H_SHA256 = "Lanscope-Payload-Sha256"      # ... and its SHA-256, hex
 H_TRUNCATED = "Lanscope-Payload-Truncated"  # "true": the copy holds only the first DLQ_PAYLOAD_MAX bytes
@@ -144,10 +148,40 @@ def decode_event(msg: Msg, delivered: int, max_deliver: int) -> Event | str:
         return f"{UNDECODABLE}{exc}"
     if delivered > max_deliver:
         return f"not acknowledged after {max_deliver} deliveries (handler timed out or its process died)"
+    wrong_site = site_problem(event, msg)
+    if wrong_site:
+        return wrong_site
     if not event.id:
         # Published by another tool without an id: derive one, so our outputs stay stable.
         event.id = (msg.headers or {}).get(MSG_ID) or payload_id(msg.subject, msg.data)
     return event
+
+
+def site_problem(event: Event, msg: Msg) -> str | None:
+    """Why an event cannot be its site's, or None.
+
+    An event's site, its subject's site and, for one a hub copied from a sensor, the
+    site of that sensor must agree. The leaf node permissions let a sensor deliver
+    only on its own site's subjects, but a copied message carries its original
+    subject inside that delivery, where no permission looks: this is the check that
+    a sensor cannot speak for another site."""
+    claimed = site_of_subject(msg.subject)
+    if event.site != claimed:
+        return f"the event says site {event.site!r}, its subject {msg.subject} site {claimed!r}"
+    if not claimed:
+        return None
+    origin = (msg.headers or {}).get(H_STREAM_SOURCE)
+    if not origin:
+        return None
+    word = origin.split(" ", 1)[0]
+    # "<stream>:<hash>" (nats-server 2.10+) or, from older servers, the ack subject
+    # "$JS.ACK.<stream>.<consumer>...".
+    old_style = word.startswith("$JS.ACK.") and word.count(".") > 2
+    stream = word.split(".")[2] if old_style else word.split(":", 1)[0]
+    sensor = site_of_stream(stream)
+    if sensor is not None and sensor != claimed:
+        return f"site {claimed!r} event copied from the sensor of site {sensor!r} (stream {stream}): refused"
+    return None
 
 
 async def copy_to_dlq(bus: Bus, stage: str, msg: Msg, reason: str, *, once: bool = False) -> str:
@@ -178,7 +212,8 @@ async def dead_letter(bus: Bus, stage: str, payload: bytes, *, reason: str, key:
     (the stream keeps the first copy and drops the others); the reason as it went out."""
     all_headers = {**(headers or {}), H_REASON: one_line(reason), H_STAGE: stage}
     owner = "" if shared else f"{stage}-"
-    await bus.publish_bytes(dlq_subject(stage), payload, headers=all_headers, msg_id=f"dlq-{owner}{key}")
+    await bus.publish_bytes(dlq_subject(stage, bus.layout.site), payload, headers=all_headers,
+                            msg_id=f"dlq-{owner}{key}")
     return all_headers[H_REASON]
 
 

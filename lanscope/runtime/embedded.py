@@ -5,19 +5,22 @@ environment's scripts directory (next to the ``python`` that runs us). The
 server gets a small generated config file (JetStream store in
 ``<data_dir>/nats``, ``sync_interval: always`` when asked, the users and
 permissions of lanscope.runtime.auth), listens on ``embedded_host`` and a free
-port, and is stopped with SIGTERM (then SIGKILL) on exit.
+port, and is stopped with SIGTERM (then SIGKILL) on exit. A hub's or a sensor's
+server also gets its part from lanscope.runtime.leafnodes (``ServerRole``: a
+name, a JetStream domain, the leaf node listener or remote, the hub's site
+users, and the layout whose roles it admits).
 
 The store is fitted to its disk at start (``store_budget``): JetStream may use
 half of what the file system has for it (the rest is DuckDB's and the state
-files'), and each stream at most a fair share of that, so a small disk lowers
-``nats.max_bytes`` with a warning instead of failing. A disk filled by someone
-else still stops the server's writes: nats-server then refuses to store on the
-stream until it restarts (nothing it did not store was acknowledged), so
-``guard_store`` watches its log, waits for space and restarts it; clients
-reconnect and retry by themselves. The API is synchronous on purpose: ``lanscope run`` and the test
-fixtures start it before (or outside) an event loop, and on Linux the child is
-tied to the starting thread with PR_SET_PDEATHSIG, so a crashed lanscope does
-not leave a server holding the store.
+files'), and each of the process's streams at most a fair share of that, so a
+small disk lowers ``nats.max_bytes`` with a warning instead of failing. A disk
+filled by someone else still stops the server's writes: nats-server then
+refuses to store on the stream until it restarts (nothing it did not store was
+acknowledged), so ``guard_store`` watches its log, waits for space and restarts
+it; clients reconnect and retry by themselves. The API is synchronous on
+purpose: ``lanscope run`` and the test fixtures start it before (or outside) an
+event loop, and on Linux the child is tied to the starting thread with
+PR_SET_PDEATHSIG, so a crashed lanscope does not leave a server holding the store.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError
+from lanscope.runtime.leafnodes import ServerRole
 from schemas import STREAMS
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,6 @@ _BINARY = "nats-server"
 _CLONE_NEWNET = 0x40000000
 STORE_SHARE = 0.5                 # of the file system's room (free + the store itself) for JetStream
 MIN_STREAM_BYTES = 1 << 20        # below this a stream is useless: refuse to start
-_STREAMS = len(STREAMS)           # lanscope's streams; one more share for the KV bucket
 _LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ \[\w+\] ")   # "[pid] date time [ERR] "
 
 
@@ -249,25 +252,26 @@ class StoreBudget:
         return text
 
 
-def store_budget(store_dir: Path, max_bytes: int) -> StoreBudget:
-    """Fit the streams to the disk the store is on; EmbeddedNatsError when too small to run."""
+def store_budget(store_dir: Path, max_bytes: int, streams: int = len(STREAMS)) -> StoreBudget:
+    """Fit the ``streams`` (the process's: Layout.streams) to the disk the store is on, one share
+    more for the KV bucket; EmbeddedNatsError when too small to run."""
     existing = store_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     room = shutil.disk_usage(existing).free + (_tree_size(store_dir) if store_dir.exists() else 0)
     max_file_store = int(room * STORE_SHARE)
-    stream_bytes = min(max_bytes, max_file_store // (_STREAMS + 1))
+    stream_bytes = min(max_bytes, max_file_store // (streams + 1))
     if stream_bytes < MIN_STREAM_BYTES:
         raise EmbeddedNatsError(
             f"not enough disk space for the NATS store in {store_dir}: {_mib(room)} free, JetStream "
-            f"needs at least {_mib(MIN_STREAM_BYTES * (_STREAMS + 1) / STORE_SHARE)}; free some space "
+            f"needs at least {_mib(MIN_STREAM_BYTES * (streams + 1) / STORE_SHARE)}; free some space "
             "or set data_dir elsewhere")
     return StoreBudget(room, max_file_store, stream_bytes, max_bytes)
 
 
-def embedded_stream_bytes(config: NatsConfig, data_dir: str | Path) -> int:
+def embedded_stream_bytes(config: NatsConfig, data_dir: str | Path, streams: int = len(STREAMS)) -> int:
     """``nats.max_bytes`` as the embedded server of ``data_dir`` can hold it: lowered to the
-    share its store limit (chosen when it started) gives each stream."""
+    share its store limit (chosen when it started) gives each of its ``streams``."""
     try:
         text = (Path(data_dir) / "nats" / "nats-server.conf").read_text()
     except OSError:
@@ -275,7 +279,7 @@ def embedded_stream_bytes(config: NatsConfig, data_dir: str | Path) -> int:
     limit = re.search(r"^\s*max_file_store:\s*(\d+)", text, re.MULTILINE)
     if limit is None:
         return config.max_bytes
-    return min(config.max_bytes, int(limit.group(1)) // (_STREAMS + 1))
+    return min(config.max_bytes, int(limit.group(1)) // (streams + 1))
 
 
 class EmbeddedNats:
@@ -284,7 +288,7 @@ class EmbeddedNats:
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                  sync_always: bool = False, startup_timeout_secs: float = 15.0,
                  extra_config: str = "", authorization: str = "",
-                 max_file_store: int | None = None) -> None:
+                 max_file_store: int | None = None, role: ServerRole | None = None) -> None:
         self.store_dir = store_dir
         self.max_file_store = max_file_store  # JetStream's limit (bytes); None: the server's default
         self.host = host
@@ -293,20 +297,24 @@ class EmbeddedNats:
         self.startup_timeout_secs = startup_timeout_secs
         self.extra_config = extra_config     # more server config lines (auth, TLS: tests)
         self.authorization = authorization   # the users and their permissions (lanscope.runtime.auth)
+        self.role = role or ServerRole()     # a hub's or a sensor's part (lanscope.runtime.leafnodes)
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def from_config(cls, config: NatsConfig, data_dir: str | Path) -> EmbeddedNats:
-        """The server ``lanscope run`` starts: closed (every role's credentials generated in
-        ``<data_dir>/credentials`` on first run, lanscope.runtime.auth)."""
+    def from_config(cls, config: NatsConfig, data_dir: str | Path,
+                    role: ServerRole | None = None) -> EmbeddedNats:
+        """The server ``lanscope run`` starts: closed (the credentials of every role of the
+        layout generated in ``<data_dir>/credentials`` on first run, lanscope.runtime.auth);
+        ``role``: a hub's or a sensor's (lanscope.runtime.leafnodes.server_role)."""
         from lanscope.runtime.auth import embedded_authorization
 
+        role = role or ServerRole()
         store = Path(data_dir) / "nats"
-        budget = store_budget(store, config.max_bytes)
+        budget = store_budget(store, config.max_bytes, len(role.layout.streams))
         (log.warning if budget.lowered else log.info)("NATS store: %s", budget.describe(store))
         return cls(store, host=config.embedded_host, port=config.embedded_port,
-                   sync_always=config.sync_always, authorization=embedded_authorization(data_dir),
-                   max_file_store=budget.max_file_store)
+                   sync_always=config.sync_always, max_file_store=budget.max_file_store, role=role,
+                   authorization=embedded_authorization(data_dir, role.layout, role.users))
 
     @property
     def url(self) -> str:
@@ -329,18 +337,23 @@ class EmbeddedNats:
         lines = [
             f"host: {_quote(self.host)}",
             f"port: {self.port}",
+            *self.role.lines(),
             "jetstream {",
             f"  store_dir: {_quote(str(self.store_dir.resolve()))}",
         ]
+        if self.role.domain:
+            lines.append(f"  domain: {_quote(self.role.domain)}")
         if self.sync_always:
             lines.append("  sync_interval: always")
         if self.max_file_store is not None:
             lines.append(f"  max_file_store: {self.max_file_store}")
-        lines += ["}", self.authorization, self.extra_config, ""]
+        lines += ["}", *self.role.blocks, self.authorization, self.extra_config, ""]
         path = self.store_dir / "nats-server.conf"
+        # 0600: a sensor's config holds its leaf seed.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("\n".join(lines))
+        os.chmod(path, 0o600)
         return path
 
     def start(self) -> str:

@@ -48,14 +48,21 @@ def derived_id(input_id: str, stage: str, index: int) -> str:
     return _digest(b"derived", input_id.encode(), stage.encode(), str(index).encode())
 
 
-def fill_producer_ids(events: list[Event]) -> None:
+def fill_producer_ids(events: list[Event], site: str = "") -> None:
+    """Ids for a producer's events, which are of the process's ``site`` (stamped first: the
+    site is part of what the id hashes)."""
     for event in events:
+        if site and not event.site:
+            event.site = site
         if not event.id:
             event.id = content_id(event)
 
 
-def fill_enricher_ids(outputs: list[Event], input_id: str, stage: str) -> None:
+def fill_enricher_ids(outputs: list[Event], input_id: str, stage: str, site: str = "") -> None:
+    """Ids for an enricher's outputs, which are of the ``site`` of their input."""
     for index, event in enumerate(outputs):
+        if site and not event.site:
+            event.site = site
         event.id = derived_id(input_id, stage, index)
 
 

@@ -107,7 +107,7 @@ class LocalPipeline:
                     log.warning("%s failed on %s: %s: %s", bound.spec.name, event.host_key,
                                 type(exc).__name__, exc, extra={"stage": bound.spec.name})
                     return []
-            fill_enricher_ids(outputs, event.id, bound.spec.name)
+            fill_enricher_ids(outputs, event.id, bound.spec.name, event.site)
             return outputs
 
         results = await asyncio.gather(*(one(event) for event in todo))

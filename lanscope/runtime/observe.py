@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lanscope.runtime.bus import Bus
-from schemas import STREAMS, AnyEvent, SweepCompleted, decode
+from schemas import AnyEvent, SweepCompleted, decode
 from schemas import subjects as subj
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,23 @@ class StreamUse:
     bytes: int
 
 
+@dataclass(frozen=True)
+class SiteCopy:
+    """How far a hub's stream has copied a site's sensor stream (a source across a leaf node)."""
+
+    stream: str
+    site: str
+    lag: int                # messages the sensor holds that the hub has not copied yet
+    active_secs: float | None   # since the copy last heard from the sensor; None: never
+    error: str | None
+
+
 @dataclass
 class PipelineHealth:
     streams: list[StreamUse] = field(default_factory=list)
     consumers: list[ConsumerLag] = field(default_factory=list)
     dead_letters: dict[str, int] = field(default_factory=dict)   # stage -> messages in its DLQ
+    sites: list[SiteCopy] = field(default_factory=list)          # a hub: its sensors' streams
 
 
 @dataclass(frozen=True)
@@ -61,13 +73,20 @@ class LastSweep:
 async def pipeline_health(bus: Bus) -> PipelineHealth:
     """Every lanscope stream, every consumer's lag, and dead letters per stage."""
     health = PipelineHealth()
-    for spec in STREAMS:
+    for spec in bus.layout.streams:
         try:
             info = await bus.js.stream_info(spec.name)
         except Exception as exc:      # not provisioned yet
             log.debug("stream %s: %s", spec.name, type(exc).__name__)
             continue
         health.streams.append(StreamUse(spec.name, info.state.messages, info.state.bytes))
+        for source in info.sources or ():
+            site = subj.site_of_stream(source.name or "")
+            if site is not None:
+                # nats-py reports `active` in nanoseconds (-1: never)
+                active = None if source.active is None or source.active < 0 else source.active / 1e9
+                error = source.error.get("description") if isinstance(source.error, dict) else None
+                health.sites.append(SiteCopy(spec.name, site, source.lag or 0, active, error))
         for consumer in await bus.js.consumers_info(spec.name):
             name = consumer.config.durable_name or consumer.name
             if not consumer.config.durable_name:
@@ -76,20 +95,21 @@ async def pipeline_health(bus: Bus) -> PipelineHealth:
                 spec.name, name, consumer.num_pending or 0, consumer.num_ack_pending or 0,
                 consumer.num_redelivered or 0, consumer.num_waiting or 0))
     with contextlib.suppress(Exception):
-        info = await bus.js.stream_info(subj.DEAD_LETTERS.name, subjects_filter=subj.DLQ)
-        prefix = subj.DLQ[:-1]
-        health.dead_letters = {s[len(prefix):]: n for s, n in sorted((info.state.subjects or {}).items())}
+        info = await bus.js.stream_info(subj.DEAD_LETTERS.name, subjects_filter=">")
+        # lanscope.dlq.<stage>, or lanscope.<site>.dlq.<stage> (a sensor's stage)
+        health.dead_letters = {_dlq_name(s): n for s, n in sorted((info.state.subjects or {}).items())}
     return health
 
 
 async def last_sweeps(bus: Bus) -> list[LastSweep]:
     """Each producer's latest ``sweep_completed`` (from the FACTS stream)."""
     try:
-        info = await bus.js.stream_info(subj.FACTS.name, subjects_filter=subj.SWEEP_COMPLETED)
+        info = await bus.js.stream_info(subj.FACTS.name, subjects_filter=">")
     except Exception:
         return []
     sweeps: list[LastSweep] = []
-    for subject in sorted(info.state.subjects or {}):
+    for subject in sorted(s for s in info.state.subjects or {}
+                          if any(subj.matches(p, s) for p in subj.everywhere(subj.SWEEP_COMPLETED))):
         try:
             raw = await bus.js.get_last_msg(subj.FACTS.name, subject)
             event = decode(raw.data or b"")
@@ -100,6 +120,13 @@ async def last_sweeps(bus: Bus) -> list[LastSweep]:
             sweeps.append(LastSweep(event.source, event.observed_at, event.hosts_found,
                                     event.duration_ms, tuple(event.targets)))
     return sweeps
+
+
+def _dlq_name(subject: str) -> str:
+    """``stage``, or ``stage@site`` for a sensor's stage (lanscope.<site>.dlq.<stage>)."""
+    site = subj.site_of_subject(subject)
+    stage = subject.rsplit(".", 1)[1]
+    return f"{stage}@{site}" if site else stage
 
 
 class Follower:

@@ -4,14 +4,24 @@ Each lanscope stream is file-backed with limits (age, bytes: discard the oldest)
 de-duplication window for ``Nats-Msg-Id``; each consuming stage gets a durable pull
 consumer named after it (or one shared by the sinks of a process, topology.Feed). What
 exists is compared with what is wanted and updated where the server allows.
+
+The process's layout (lanscope.runtime.layout) says which streams it keeps (a
+sensor's are named after its site), what they copy from other JetStream domains
+(a hub's copies of its sensors' streams), and which stages it runs. A JetStream
+that cannot answer yet (a cluster electing a leader) is waited out for
+PATIENCE_SECS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,12 +36,32 @@ from nats.js.api import (
 
 from lanscope.config import NatsConfig
 from lanscope.errors import LanscopeError, storage_problem
+from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
-from schemas import STREAMS, StreamSpec
+from schemas import StreamSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long provisioning waits out a JetStream that cannot answer yet: a cluster electing a
+# leader (a node just died, or the cluster just started) answers with timeouts and 503s.
+PATIENCE_SECS = 60.0
+# Errors after which the same request is safe and useful to retry: provisioning's, and the
+# bus's publishes (the same Nats-Msg-Id).
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
 
 
 class ProvisioningError(LanscopeError):
-    """A stream or consumer the server refuses to create or update; the message says which and why."""
+    """A stream or consumer the server refuses to create or update, or a JetStream that did not
+    answer for PATIENCE_SECS; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +72,12 @@ class Provisioned:
     detail: str = ""
 
 
-
-def stream_config(c: NatsConfig, spec: StreamSpec) -> StreamConfig:
+def stream_config(c: NatsConfig, spec: StreamSpec, layout: Layout = STANDALONE) -> StreamConfig:
     return StreamConfig(
         name=spec.name, subjects=list(spec.subjects), description=spec.description,
         retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, discard=DiscardPolicy.OLD,
         num_replicas=c.replicas, max_age=c.max_age_days * 86400.0, max_bytes=c.max_bytes,
-        duplicate_window=c.duplicate_window_secs,
+        duplicate_window=c.duplicate_window_secs, sources=layout.sources(spec) or None,
     )
 
 
@@ -69,26 +98,43 @@ def consumer_config(c: NatsConfig, spec: StageSpec, filters: list[str]) -> Consu
 
 
 async def provision(js: JetStreamContext, config: NatsConfig, specs: Iterable[StageSpec],
-                    streams: Iterable[StreamSpec] = STREAMS, *,
+                    streams: Iterable[StreamSpec] | None = None, *, layout: Layout = STANDALONE,
                     feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-    """Create or update the streams and one durable pull consumer per consuming stage.
+    """Create or update the streams (the layout's, by default) and one durable pull consumer
+    per consuming stage that the layout runs.
 
     ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
     sinks has one consumer in place of theirs on its stream."""
     results: list[Provisioned] = []
-    for stream in streams:
-        results.append(await _ensure_stream(js, stream_config(config, stream)))
+    for stream in layout.streams if streams is None else streams:
+        results.append(await settled(_ensure_stream, js, stream_config(config, stream, layout)))
     shared = [feed for feed in feeds if feed.shared]
     fed = {(member, feed.stream) for feed in shared for member in feed.members}
-    for spec in specs:
-        for stream_name, filters in consumer_bindings(spec).items():
+    for spec in (layout.spec(s) for s in specs if layout.runs(s)):
+        for stream_name, filters in consumer_bindings(spec, layout.streams).items():
             if (spec.name, stream_name) not in fed:
                 wanted = consumer_config(config, spec, filters)
-                results.append(await _ensure_consumer(js, stream_name, wanted))
+                results.append(await settled(_ensure_consumer, js, stream_name, wanted))
     for feed in shared:
-        results.append(await _ensure_consumer(
-            js, feed.stream, consumer_config(config, feed.spec, list(feed.spec.consumes))))
+        wanted = consumer_config(config, feed.spec, list(feed.spec.consumes))
+        results.append(await settled(_ensure_consumer, js, feed.stream, wanted))
     return results
+
+
+async def settled(step: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await step(*args)``, again while JetStream cannot answer yet, for PATIENCE_SECS."""
+    deadline = time.monotonic() + PATIENCE_SECS
+    delay = 0.25
+    while True:
+        try:
+            return await step(*args)
+        except TRANSIENT as exc:
+            if time.monotonic() >= deadline:
+                raise ProvisioningError(f"provisioning: JetStream did not answer for {PATIENCE_SECS:g}s "
+                                        f"({type(exc).__name__})") from None
+            log.warning("provisioning: %s; retrying", type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Provisioned:
@@ -98,21 +144,28 @@ async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Provisio
     except nats.js.errors.NotFoundError:
         try:
             await js.add_stream(wanted)
+        except nats.js.errors.ServiceUnavailableError:
+            raise
         except nats.js.errors.APIError as exc:
             raise ProvisioningError(f"stream {wanted.name}: cannot create it: {exc.description}"
-                           + _room_hint(exc, wanted)) from None
+                                    + _room_hint(exc, wanted)) from None
         return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
     have = info.config
     diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
                                  "duplicate_window", "discard"))
+    if _sources_of(have) != _sources_of(wanted):
+        diffs.append("sources")
     if not diffs:
         return Provisioned("stream", wanted.name, "unchanged")
     try:
         await js.update_stream(wanted)
+    except nats.js.errors.ServiceUnavailableError:
+        raise
     except nats.js.errors.APIError as exc:
         raise ProvisioningError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}"
-                       + _room_hint(exc, wanted)) from None
+                                + _room_hint(exc, wanted)) from None
     return Provisioned("stream", wanted.name, "updated", ", ".join(diffs))
+
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, wanted: ConsumerConfig) -> Provisioned:
     assert wanted.durable_name
@@ -132,6 +185,8 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, wanted: ConsumerCo
     try:
         # CONSUMER.CREATE on an existing name updates the fields the server allows to change.
         await js.add_consumer(stream, wanted)
+    except nats.js.errors.ServiceUnavailableError:
+        raise
     except nats.js.errors.APIError as exc:
         raise ProvisioningError(f"consumer {label}: cannot update {', '.join(diffs)}: {exc.description}") \
             from None
@@ -145,6 +200,12 @@ def _room_hint(exc: Exception, wanted: StreamConfig) -> str:
             "JetStream storage holds: lower it, or give the server more)")
 
 
+def _sources_of(config: StreamConfig) -> list[tuple[str, str | None, str | None, str | None]]:
+    """A stream's sources, comparable: (name, filter, API prefix, deliver prefix)."""
+    return sorted((s.name, s.filter_subject, s.external.api if s.external else None,
+                   s.external.deliver if s.external else None) for s in config.sources or ())
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and abs(float(a) - float(b)) < 1e-3
@@ -154,5 +215,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _diff(have: Any, wanted: Any, fields: tuple[str, ...]) -> list[str]:
+    """The ``fields`` whose wanted value (when set) differs from the one the server has."""
     return [f for f in fields if getattr(wanted, f) is not None
             and not _same(getattr(have, f), getattr(wanted, f))]

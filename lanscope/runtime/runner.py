@@ -134,12 +134,13 @@ class Runner:
                 member.feeds.append(feed)
             feeds.append(feed)
 
+        streams = self.bus.layout.streams
         for runner in consumers.values():
             if isinstance(runner, EnricherRunner):
-                for plan in own_feeds(runner.spec):
+                for plan in own_feeds(runner.spec, streams):
                     add(plan, runner, [runner])
         sinks = {name: r for name, r in consumers.items() if isinstance(r, SinkRunner)}
-        for plan in sink_feeds(runner.spec for runner in sinks.values()):
+        for plan in sink_feeds((runner.spec for runner in sinks.values()), streams):
             if plan.shared:
                 log.info("sinks %s read %s through one consumer, %s", ", ".join(plan.members),
                          plan.stream, plan.spec.durable)

@@ -96,8 +96,9 @@ class StageRunner:
 
 class _Publishing(StageRunner):
     async def _publish(self, events: list[Event]) -> int:
-        """Publish a producer's events (ids from their content); the duplicates dropped."""
-        fill_producer_ids(events)
+        """Publish a producer's events (of this process's site; ids from their content); the
+        duplicates dropped."""
+        fill_producer_ids(events, self.bus.layout.site)
         acks = await self.bus.publish_events(events)
         self.counters.events_emitted_total += len(events)
         return sum(bool(ack.duplicate) for ack in acks)

@@ -76,6 +76,8 @@ class StageSpec:
                                            # Config's where it has one)
     flush_ms: int | None = None            # a sink's batch waits this long to fill (its Config's)
     ack_wait_secs: float | None = None     # None: the nats config's ack_wait_secs
+    segment: bool = False                  # an enricher that talks to the hosts themselves: on a
+                                           # sensor (role: sensor runs these and the producers)
     uses_claims: bool = False              # reads and writes the claims KV bucket (its role may)
     answers: tuple[str, ...] = ()          # subjects it answers requests on (core NATS)
 
@@ -132,42 +134,44 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("ssdp", Kind.PRODUCER, ssdp.Config, ssdp.build, emits=(HostAnnotated,),
                   description="SSDP/UPnP: device names, models, makers and types"),
         StageSpec("port_probe", Kind.ENRICHER, port_probe.Config, port_probe.build,
-                  consumes=(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.PROBE_REQUESTED), emits=(PortsProbed,),
                   description="TCP/UDP ports, banners, service/version/OS fingerprints",
-                  raw_sockets=True, batch_size=16, ack_wait_secs=60, uses_claims=True),
+                  raw_sockets=True, batch_size=16, ack_wait_secs=60, segment=True, uses_claims=True),
         StageSpec("dns_names", Kind.ENRICHER, dns_names.Config, dns_names.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Reverse DNS names (dnspython)"),
         StageSpec("mac_vendor", Kind.ENRICHER, mac_vendor.Config, mac_vendor.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="MAC vendor from offline OUI data", batch_size=256),
         StageSpec("proxmox_names", Kind.ENRICHER, proxmox_names.Config, proxmox_names.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="Proxmox guest name, vmid, node, status by MAC or IP"),
         StageSpec("netbios", Kind.ENRICHER, netbios.Config, netbios.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
-                  description="NetBIOS names and workgroups (NBSTAT, UDP 137)"),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
+                  description="NetBIOS names and workgroups (NBSTAT, UDP 137)", segment=True),
         StageSpec("snmp", Kind.ENRICHER, snmp.Config, snmp.build,
-                  consumes=(subj.HOST_SEEN,), emits=(HostAnnotated,),
-                  description="SNMP system group, interfaces and LLDP neighbours (with a credential)"),
+                  consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
+                  description="SNMP system group, interfaces and LLDP neighbours (with a credential)",
+                  segment=True),
         StageSpec("presence_check", Kind.ENRICHER, presence_check.Config, presence_check.build,
-                  consumes=(subj.HOST_CHECK,), emits=(HostSeen, HostUnreachable),
+                  consumes=subj.everywhere(subj.HOST_CHECK), emits=(HostSeen, HostUnreachable),
                   description="ARP / ICMP / TCP check of a host before it is said to be gone",
-                  raw_sockets=True),
+                  raw_sockets=True, segment=True),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
-                  consumes=(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
-                            subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE, subj.FINDING, subj.REGISTRY),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
+                                           subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE, subj.FINDING,
+                                           subj.REGISTRY),
                   emits=(HostChanged, HostCheckRequested),
                   description="Host records, change detection, history; owns DuckDB",
                   max_replicas=1, answers=(subj.QUERY,)),
         StageSpec("findings", Kind.SINK, findings.Config, findings.build,
-                  consumes=(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
+                  consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_CHANGED),
                   emits=(Finding,), description="Security findings, opened and resolved"),
         StageSpec("registry", Kind.SINK, registry.Config, registry.build,
-                  consumes=(subj.HOST_CHANGED,), emits=(RegistryEntry,),
+                  consumes=subj.everywhere(subj.HOST_CHANGED), emits=(RegistryEntry,),
                   description="Host registry: register new hosts or sync existing entries"),
         StageSpec("notify", Kind.SINK, notify.Config, notify.build,
-                  consumes=(subj.HOST_CHANGED, subj.FINDING),
+                  consumes=subj.everywhere(subj.HOST_CHANGED, subj.FINDING),
                   description="Notifications: Apprise, webhooks, MQTT with Home Assistant discovery"),
     )
 }
@@ -192,11 +196,13 @@ PUBLISHED_BY_PEOPLE: dict[str, str] = {
 # ---------------------------------------------------------------------- feeds
 
 
-def consumer_bindings(spec: StageSpec) -> dict[str, list[str]]:
-    """Stream name -> the stage's filter subjects in it (a sink may read from two streams)."""
+def consumer_bindings(spec: StageSpec, streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) \
+        -> dict[str, list[str]]:
+    """Stream name -> the stage's filter subjects in it (a sink may read from two streams);
+    ``streams``: the process's (a sensor has its own, lanscope.runtime.layout)."""
     bindings: dict[str, list[str]] = {}
     for pattern in spec.consumes:
-        bindings.setdefault(subj.stream_for(pattern).name, []).append(pattern)
+        bindings.setdefault(subj.stream_for(pattern, streams).name, []).append(pattern)
     return bindings
 
 
@@ -218,17 +224,17 @@ class Feed:
         return len(self.members) > 1
 
 
-def own_feeds(spec: StageSpec) -> list[Feed]:
+def own_feeds(spec: StageSpec, streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) -> list[Feed]:
     """A stage's own durable on each stream it reads."""
-    return [Feed(stream, spec, (spec.name,)) for stream in consumer_bindings(spec)]
+    return [Feed(stream, spec, (spec.name,)) for stream in consumer_bindings(spec, streams)]
 
 
-def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
+def sink_feeds(specs: Iterable[StageSpec], streams: tuple[subj.StreamSpec, ...] = subj.STREAMS) -> list[Feed]:
     """How the sinks among ``specs``, run in one process, read their streams."""
     readers: dict[str, list[StageSpec]] = {}
     for spec in specs:
         if spec.kind is Kind.SINK:
-            for stream in consumer_bindings(spec):
+            for stream in consumer_bindings(spec, streams):
                 readers.setdefault(stream, []).append(spec)
     feeds: list[Feed] = []
     for stream, sinks in readers.items():
@@ -236,7 +242,7 @@ def sink_feeds(specs: Iterable[StageSpec]) -> list[Feed]:
             feeds.append(Feed(stream, sinks[0], (sinks[0].name,)))
             continue
         sinks = sorted(sinks, key=lambda s: s.name)
-        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s)[stream]))
+        filters = list(dict.fromkeys(f for s in sinks for f in consumer_bindings(s, streams)[stream]))
         waits = [s.ack_wait_secs for s in sinks if s.ack_wait_secs is not None]
         names = tuple(s.name for s in sinks)
         # The group's consumer: built from the first sink's spec (it is never built as a stage).

@@ -138,9 +138,10 @@ def create_app(dashboard: Dashboard) -> Callable[[Scope, Receive, Send], Awaitab
         Route("/", views.overview),
         Route("/overview/panels", views.overview_panels),
         Route("/hosts", views.hosts),
-        Route("/hosts/{key}", views.host),
-        Route("/hosts/{key}/probe", views.probe, methods=["POST"]),
-        Route("/hosts/{key}/probe", views.probe_status, methods=["GET"]),
+        # A host key may hold a '/' (a site's host: paris/02:00:...), so {key:path}; probe first.
+        Route("/hosts/{key:path}/probe", views.probe, methods=["POST"]),
+        Route("/hosts/{key:path}/probe", views.probe_status, methods=["GET"]),
+        Route("/hosts/{key:path}", views.host),
         Route("/live", views.live),
         Route("/events", views.events),
         Route("/findings", views.findings),

@@ -22,10 +22,11 @@ SORTS: dict[str, str] = {
     "first_seen": "first_seen {d} NULLS LAST, ipv4",
     "last_seen": "last_seen {d} NULLS LAST, ipv4",
     "state": "active {d}, ipv4",
+    "site": "site {d}, ipv4 NULLS LAST, host_key",
 }
 PAGE_SIZES = (25, 50, 100, 200, 500)
 STATES = ("online", "offline")
-_SEARCHED = "lower(concat_ws(' ', host_key, ip, mac, hostname, vendor, vm_name, os_hint, " \
+_SEARCHED = "lower(concat_ws(' ', host_key, site, ip, mac, hostname, vendor, vm_name, os_hint, " \
             "array_to_string(ips, ' ')))"
 
 
@@ -40,6 +41,7 @@ class HostFilter:
     vendor: str = ""
     service: str = ""
     subnet: str = ""
+    site: str | None = None              # None: every site; "": the default site
     sort: str = "ip"
     desc: bool = False
     page: int = 1
@@ -58,8 +60,10 @@ class HostFilter:
             return query.get(name, "").strip()[:limit]
 
         state, sort = query.get("state", ""), query.get("sort", "ip")
+        site = query.get("site")
         return cls(q=text("q", 200), state=state if state in STATES else "", vendor=text("vendor", 200),
                    service=text("service", 100), subnet=text("subnet", 60),
+                   site=None if site is None or site == "*" else site.strip()[:32],
                    sort=sort if sort in SORTS else "ip",
                    desc=query.get("dir") == "desc", page=max(number("page", 1), 1),
                    size=size if 1 <= size <= 500 else default_size)
@@ -69,6 +73,7 @@ class HostFilter:
         target = replace(self, **changes)  # type: ignore[arg-type]
         pairs = {"q": target.q, "state": target.state, "vendor": target.vendor, "service": target.service,
                  "subnet": target.subnet, "sort": target.sort if target.sort != "ip" else "",
+                 "site": target.site or "",
                  "dir": "desc" if target.desc else "", "page": str(target.page) if target.page > 1 else "",
                  "size": str(target.size) if target.size != 50 else ""}
         return "?" + urlencode({k: v for k, v in pairs.items() if v})
@@ -99,6 +104,9 @@ def hosts_page(f: HostFilter) -> tuple[str, list[QueryParam]]:
     if f.vendor:
         where.append("vendor = ?")
         params.append(f.vendor)
+    if f.site is not None:
+        where.append("site = ?")
+        params.append(f.site)
     if f.service:
         where.append("(list_contains(open_ports, ?) OR contains(lower(array_to_string(services, '|')), ?))")
         params += [f.service.lower(), f.service.lower()]
@@ -110,7 +118,7 @@ def hosts_page(f: HostFilter) -> tuple[str, list[QueryParam]]:
     order = SORTS[f.sort].format(d="DESC" if f.desc else "ASC")
     sql = f"""
         WITH matching AS (
-            SELECT host_key, ip, ipv4, ipv6, mac, hostname, vendor, vm_name, os_hint, services,
+            SELECT host_key, site, ip, ipv4, ipv6, mac, hostname, vendor, vm_name, os_hint, services,
                    open_ports, first_seen, last_seen, active, count(*) OVER () AS total
             FROM hosts {"WHERE " + " AND ".join(where) if where else ""}
             ORDER BY {order} LIMIT ? OFFSET ?)
@@ -125,6 +133,9 @@ def hosts_page(f: HostFilter) -> tuple[str, list[QueryParam]]:
 VENDORS: tuple[str, list[QueryParam]] = (
     "SELECT vendor, count(*) AS hosts FROM hosts WHERE vendor IS NOT NULL "
     "GROUP BY vendor ORDER BY hosts DESC, vendor LIMIT 300", [])
+SITES: tuple[str, list[QueryParam]] = (
+    "SELECT site, count(*) AS hosts, count(*) FILTER (WHERE active) AS online FROM hosts "
+    "GROUP BY site ORDER BY site LIMIT 300", [])
 
 
 # ---------------------------------------------------------------------- one host
@@ -145,7 +156,8 @@ def host_queries(key: str, since: datetime, history_since: datetime | None = Non
          "last_seen, state_since FROM host_ports WHERE host_key = ? "
          "ORDER BY state <> 'open', protocol, port", [key]),
         ("SELECT finding_id, state, rule, severity, category, title, port, evidence, first_seen, "
-         "last_seen FROM findings WHERE host_key = ? OR ip = (SELECT ip FROM hosts WHERE host_key = ?) "
+         "last_seen FROM findings WHERE host_key = ? OR (ip, site) = "
+         "(SELECT (ip, site) FROM hosts WHERE host_key = ?) "
          "ORDER BY state = 'resolved', severity, rule", [key, key]),
         ("SELECT observed_at, field, old, new, source FROM history WHERE host_key = ?" + window
          + " ORDER BY observed_at DESC LIMIT 2000", history_params),
@@ -167,7 +179,7 @@ def probe_status(key: str) -> tuple[str, list[QueryParam]]:
 
 
 def host_address(key: str) -> tuple[str, list[QueryParam]]:
-    return "SELECT host_key, ip, mac FROM hosts WHERE host_key = ?", [key]
+    return "SELECT host_key, ip, mac, site FROM hosts WHERE host_key = ?", [key]
 
 
 # ---------------------------------------------------------------------- overview
@@ -213,7 +225,7 @@ def findings_page(state: str, severity: str, q: str, limit: int) -> tuple[str, l
         where.append("f.severity = ?")
         params.append(severity)
     if q:
-        where.append("contains(lower(concat_ws(' ', f.rule, f.title, f.ip, f.mac, f.host_key, "
+        where.append("contains(lower(concat_ws(' ', f.rule, f.title, f.site, f.ip, f.mac, f.host_key, "
                      "h.hostname)), ?)")
         params.append(q.lower())
     sql = ("SELECT f.finding_id, f.state, f.rule, f.severity, f.category, f.title, f.host_key, f.ip, "

@@ -77,9 +77,11 @@ class Source:
 
         bus = await Bus.connect(client_config(self.config.nats, self.config.data_dir, WEB), url=url,
                                 name="lanscope-web", role=WEB)
+        bus.layout = self.config.layout()
         if self.on_event is not None:
-            follower = Follower(bus, subj.CHANGES.name, [subj.HOST_CHANGED, subj.FINDING], self.on_event,
-                                backlog=self.backlog)
+            follower = Follower(bus, subj.CHANGES.name,
+                                list(subj.everywhere(subj.HOST_CHANGED, subj.FINDING)),
+                                self.on_event, backlog=self.backlog)
             try:
                 await follower.start()
             except Exception:

@@ -35,7 +35,7 @@ SHOWN_FIELDS = frozenset({
     "host_key", "mac", "ip", "ips", "hostname", "vendor", "mac_randomized", "os_hint", "services",
     "open_ports", "dhcp_type", "dhcp_status", "dhcp_comment", "active", "vm_name", "vm_id", "vm_type",
     "vm_node", "vm_status", "first_seen", "last_seen", "last_evidence", "last_evidence_at",
-    "last_seen_by", "flapping"})
+    "last_seen_by", "flapping", "site"})
 
 
 def _dash(request: Request) -> Dashboard:
@@ -133,17 +133,19 @@ def _online_series(online_now: int, moves: list[dict[str, Any]],
 async def hosts(request: Request) -> Response:
     dash = _dash(request)
     flt = queries.HostFilter.from_query(request.query_params, dash.config.web.page_size)
-    context: dict[str, Any] = {"f": flt, "hosts": [], "total": 0, "error": None, "vendors": [],
+    context: dict[str, Any] = {"f": flt, "hosts": [], "total": 0, "error": None, "vendors": [], "sites": [],
                                "sorts": queries.SORTS, "sizes": queries.PAGE_SIZES}
     try:
         wanted = [queries.hosts_page(flt)]
         if not _partial(request):
-            wanted.append(queries.VENDORS)
+            wanted += [queries.VENDORS, queries.SITES]
         results = await dash.source.queries(wanted)
         found = rows(results[0])
         context.update(hosts=found, total=found[0]["total"] if found else 0)
         if len(results) > 1:
             context["vendors"] = rows(results[1])
+            found_sites = rows(results[2])
+            context["sites"] = found_sites if any(r["site"] for r in found_sites) else []
     except (queries.FilterError, DataError) as exc:
         context["error"] = str(exc)
     context["pages"] = max(1, -(-context["total"] // flt.size))
@@ -206,8 +208,10 @@ async def probe(request: Request) -> Response:
         return _probe_answer(dash, request, error=str(exc))
     if not found or not found[0]["ip"]:
         return _probe_answer(dash, request, error=f"no address known for {key}")
-    ip, mac = str(found[0]["ip"]), found[0]["mac"]
-    refusal = ScopeGuard(dash.config.scope).refusal(ip)
+    ip, mac, site = str(found[0]["ip"]), found[0]["mac"], str(found[0]["site"] or "")
+    # Another site's host is probed by that site's sensor, which applies its own scope; this
+    # machine's scope says nothing about that site's ranges.
+    refusal = None if site != dash.config.site else ScopeGuard(dash.config.scope).refusal(ip)
     if refusal is not None:
         return _probe_answer(dash, request, error=f"not probed: {refusal}")
     bus = dash.source.bus
@@ -218,7 +222,7 @@ async def probe(request: Request) -> Response:
     who = "web " + (request.client.host if request.client else "?")
     try:
         await bus.publish(ProbeRequested(host_key=key, observed_at=now, source="web", ip=ip, mac=mac,
-                                         requested_by=who), retry_for_secs=5)
+                                         site=site, requested_by=who), retry_for_secs=5)
     except Exception as exc:
         return _probe_answer(dash, request, error=f"could not ask the pipeline: {exc}")
     log.info("web: probe of %s (%s) requested by %s", key, ip, who)

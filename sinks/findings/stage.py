@@ -40,6 +40,7 @@ from schemas import (
     PortsProbed,
     normalize_mac,
     port_name,
+    site_key,
 )
 from sinks._outbox import apply_batch, trim
 
@@ -57,7 +58,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     min_openssh: str = "8.8"                  # older OpenSSH versions are a finding
     static_ranges: list[str] = []             # a new host inside one of these is a finding
-    gateways: dict[str, str] = {}             # gateway IP -> its MAC (ARP spoofing)
+    gateways: dict[str, str] = {}             # gateway IP (or SITE/IP, one site's) -> its MAC (ARP spoofing)
     dhcp_servers: list[str] = []              # known DHCP servers; another one is a finding
     cert_expiry_days: NonNegativeInt = 0      # warn this many days before expiry (0: only expired)
     rules_file: str = ""                      # empty: the shipped rules.yaml
@@ -79,8 +80,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             if not _is_ip(text):
                 yield f"dhcp_servers[{i}]", f"{text!r} is not an IP address"
         for ip, mac in self.gateways.items():
-            if not _is_ip(ip):
-                yield f"gateways.{ip}", f"{ip!r} is not an IP address"
+            if not _is_ip(ip.rpartition("/")[2]):
+                yield f"gateways.{ip}", f"{ip!r} is not an IP address (or SITE/IP)"
             try:
                 normalize_mac(mac)
             except ValueError:
@@ -105,7 +106,7 @@ class _Judged(msgspec.Struct, gc=False):
 
 class _State(msgspec.Struct, kw_only=True):
     open: dict[str, Finding] = {}             # finding_id -> the finding, last_seen kept current
-    probed_at: dict[str, datetime] = {}       # ip -> newest PortsProbed handled
+    probed_at: dict[str, datetime] = {}       # ip (site/ip at a named site) -> newest PortsProbed handled
     outbox: dict[str, list[Finding]] = {}     # input id -> the findings it produced (recent)
     newest: datetime | None = None            # newest event time seen (window expiry)
 
@@ -157,7 +158,7 @@ class Findings:
                                          "move it away to start with no open findings") from None
         self._open_at = {}
         for finding_id, finding in self.state.open.items():
-            self._open_at.setdefault(finding.ip, set()).add(finding_id)
+            self._open_at.setdefault(_where(finding.site, finding.ip), set()).add(finding_id)
         log.info("findings: %d rules, %d open findings", len(self.rules), len(self.state.open))
 
     async def close(self) -> None:
@@ -219,21 +220,22 @@ class Findings:
             host_key=key, observed_at=event.observed_at, source=STAGE, finding_id=finding_id,
             state=FindingState.OPENED, rule=rule.id, severity=rule.severity, category=rule.category,
             title=rule.title, ip=ip, mac=mac, port=port, evidence=evidence[:4096],
-            first_seen=event.observed_at, last_seen=event.observed_at)
+            first_seen=event.observed_at, last_seen=event.observed_at, site=event.site)
         finding.id = _finding_event_id(finding_id, FindingState.OPENED, event.observed_at)
         self.state.open[finding_id] = msgspec.structs.replace(finding)
-        self._open_at.setdefault(ip, set()).add(finding_id)
+        self._open_at.setdefault(_where(event.site, ip), set()).add(finding_id)
         return [finding]
 
     def _resolve(self, finding_id: str, at: datetime, why: str) -> list[Finding]:
         current = self.state.open.pop(finding_id, None)
         if current is None:
             return []
-        at_ip = self._open_at.get(current.ip)
+        where = _where(current.site, current.ip)
+        at_ip = self._open_at.get(where)
         if at_ip is not None:
             at_ip.discard(finding_id)
             if not at_ip:
-                del self._open_at[current.ip]
+                del self._open_at[where]
         resolved = msgspec.structs.replace(
             current, state=FindingState.RESOLVED, observed_at=at,
             evidence=f"{why}; was: {current.evidence}"[:4096],
@@ -244,17 +246,18 @@ class Findings:
 
     def _ports(self, event: PortsProbed) -> list[Finding]:
         ip = event.ip
-        newest = self.state.probed_at.get(ip)
+        where = site_key(event.site, ip)     # the address at its site: ids and maps are keyed so
+        newest = self.state.probed_at.get(where)
         if newest is not None and event.observed_at < newest:
             return []            # an older snapshot than one already judged
-        self.state.probed_at[ip] = event.observed_at
+        self.state.probed_at[where] = event.observed_at
         self._dirty = True
         out: list[Finding] = []
-        holds = self._holds(ip, event)
+        holds = self._holds(where, event)
         for rule, finding_id, evidence, port in holds:
             out += self._observe(rule, finding_id, event, evidence=evidence, ip=ip,
-                                 mac=event.mac, port=port, key=event.host_key)
-        open_here = self._open_at.get(ip)
+                                 mac=event.mac, port=port, key=site_key(event.site, event.host_key))
+        open_here = self._open_at.get(where)
         if not open_here:
             return out
         holding = {finding_id for _, finding_id, _, _ in holds}
@@ -264,11 +267,11 @@ class Findings:
                 out += self._resolve(finding_id, event.observed_at, "the latest probe no longer shows it")
         return out
 
-    def _holds(self, ip: str, event: PortsProbed) -> list[tuple[Rule, str, str, int]]:
+    def _holds(self, where: str, event: PortsProbed) -> list[tuple[Rule, str, str, int]]:
         """The port rules that hold for this snapshot. A host probed again mostly shows the
         same ports: then the last verdict stands, unless a certificate is in it (whether it
         has expired depends on the time)."""
-        judged = self._judged.get(ip)
+        judged = self._judged.get(where)
         if judged is not None and not judged.tls and judged.ports == event.ports:
             return judged.holds     # equal ports: no certificate in these either
         holds: list[tuple[Rule, str, str, int]] = []
@@ -278,38 +281,39 @@ class Findings:
                 evidence = port_holds(rule.match, port, thresholds=self._thresholds,
                                       now=event.observed_at, expiry_days=self.config.cert_expiry_days)
                 if evidence is not None:
-                    holds.append((rule, f"{rule.id}/{ip}/{port_name(port.protocol, port.port)}",
+                    holds.append((rule, f"{rule.id}/{where}/{port_name(port.protocol, port.port)}",
                                   evidence, port.port))
-        self._judged[ip] = _Judged(event.ports, holds,
+        self._judged[where] = _Judged(event.ports, holds,
                                    any(port.tls is not None for port in event.ports))
         return holds
 
     def _seen(self, event: HostSeen) -> list[Finding]:
         out: list[Finding] = []
-        ip, mac = event.ip, event.mac
-        key = event.host_key
+        ip, mac, site = event.ip, event.mac, event.site
+        key = site_key(site, event.host_key)     # the host's key at its site, as host_state keys it
         lease = event.lease
         rule = self._rule("rogue_dhcp")
         if rule and lease is not None and lease.server and self.config.dhcp_servers \
                 and lease.server not in self.config.dhcp_servers:
-            out += self._observe(rule, f"{rule.id}/{lease.server}", event,
+            out += self._observe(rule, f"{rule.id}/{site_key(site, lease.server)}", event,
                                  evidence=f"lease for {lease.address or ip} ({lease.mac or mac}) "
                                           f"from DHCP server {lease.server}",
                                  ip=lease.address or ip, mac=lease.mac or mac, port=None, key=key)
         if not (event.alive and ip and mac):
             return out
         rule = self._rule("arp_spoof")
-        expected = self.config.gateways.get(ip)
+        where = site_key(site, ip)
+        expected = self.config.gateways.get(where, self.config.gateways.get(ip))
         if rule and expected and mac != expected.lower():
-            out += self._observe(rule, f"{rule.id}/{ip}/{mac}", event,
+            out += self._observe(rule, f"{rule.id}/{where}/{mac}", event,
                                  evidence=f"{mac} answered for gateway {ip} (its MAC is {expected}); "
                                           f"{event.evidence} via {event.source}",
                                  ip=ip, mac=mac, port=None, key=key)
         rule = self._rule("duplicate_ip")
         if rule:
-            macs = self._ip_macs.get(ip)
+            macs = self._ip_macs.get(where)
             if macs is None:
-                macs = self._ip_macs[ip] = {}
+                macs = self._ip_macs[where] = {}
             elif len(macs) == 1 and mac in macs:   # the usual sighting: the one MAC of its IP
                 if event.observed_at > macs[mac]:
                     macs[mac] = event.observed_at
@@ -319,10 +323,10 @@ class Findings:
                 if event.observed_at - when > self._window:
                     del macs[other]
             if len(macs) > 1:
-                out += self._observe(rule, f"{rule.id}/{ip}", event,
+                out += self._observe(rule, f"{rule.id}/{where}", event,
                                      evidence=f"{ip} answered from {', '.join(sorted(macs))} within "
                                               f"{self.config.window_secs:g} s",
-                                     ip=ip, mac=None, port=None, key=ip)
+                                     ip=ip, mac=None, port=None, key=where)
         return out
 
     def _changed(self, event: HostChanged) -> list[Finding]:
@@ -355,6 +359,11 @@ class Findings:
                 out += self._resolve(finding_id, self.state.newest,
                                      f"not seen for {self.config.window_secs:g} s")
         return out
+
+
+def _where(site: str, ip: str | None) -> str | None:
+    """An address at its site, as the maps and finding ids key it (types.site_key)."""
+    return site_key(site, ip) if ip else None
 
 
 def build(config: Config, ctx: StageContext) -> Findings:

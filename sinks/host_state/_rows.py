@@ -91,11 +91,14 @@ def clocks_at(table: str) -> int:
 
 
 def host_row(entry: HostEntry, table: str) -> tuple[Any, ...]:
-    """The row of `table`: its head (host_head), then the clock columns."""
+    """The row of `table`: its head (host_head), then the clock columns, then the site (a
+    host's site never changes: it is part of its key), then flapping, rtt_ms and ttl
+    (schema 5; updated in place with the clocks)."""
     r = entry.record
     state = msgspec.structs.replace(entry, ports={})
     return (*host_head(entry, table), r.last_seen, entry.last_evidence, entry.last_evidence_at,
-            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state), r.flapping, r.rtt_ms, r.ttl)
+            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state), r.site, r.flapping,
+            r.rtt_ms, r.ttl)
 
 
 def host_head(entry: HostEntry, table: str) -> tuple[Any, ...]:
@@ -132,7 +135,7 @@ def port_rows(entry: HostEntry) -> list[tuple[Any, ...]]:
                      p.service, p.product, p.version, p.extra_info, p.banner, p.os_hint,
                      p.device_type, list(p.cpe), p.tunnel, p.http_status, p.http_title,
                      p.tls, p.auth_required, p.method,
-                     row.first_seen, row.last_seen, row.state_since, p))
+                     row.first_seen, row.last_seen, row.state_since, p, r.site))
     return rows
 
 
@@ -140,20 +143,20 @@ def port_values(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A port_rows() row as the Appender takes it."""
     tls = row[_PORT_TLS]
     return (*row[:_PORT_TLS], json_text(tls) if tls else None, *row[_PORT_TLS + 1:_PORT_RESULT],
-            json_text(row[_PORT_RESULT]))
+            json_text(row[_PORT_RESULT]), *row[_PORT_RESULT + 1:])
 
 
 def finding_row(f: Finding) -> tuple[Any, ...]:
     v4, v6 = ip_ints(f.ip)
     return (f.finding_id, f.state.value, f.rule, f.severity.value, f.category, f.title, f.host_key,
             f.ip, v4, v6, f.mac, f.port, f.evidence, f.first_seen, f.last_seen, f.observed_at,
-            f.id or None)
+            f.id or None, f.site)
 
 
 def registry_row(e: RegistryEntry) -> tuple[Any, ...]:
     v4, v6 = ip_ints(e.ip)
     return (e.entry_id, e.action, e.ip, v4, v6, e.internal_ip, e.hostname, e.mac, e.os_hint,
-            list(e.services), e.owner, e.notes, e.last_seen, e.observed_at, e.id or None)
+            list(e.services), e.owner, e.notes, e.last_seen, e.observed_at, e.id or None, e.site)
 
 
 def write_hosts(con: duckdb.DuckDBPyConnection, table: str,
@@ -186,7 +189,7 @@ def write_hosts(con: duckdb.DuckDBPyConnection, table: str,
             [r[at - _HOST_CLOCKS] for r in clocks],
             [_micros(v) for v in columns[0]], list(columns[1]),
             [_micros(v) for v in columns[2]], list(columns[3]), list(columns[4]),
-            list(columns[5]), list(columns[6]), list(columns[7]), list(columns[8])])
+            list(columns[5]), list(columns[7]), list(columns[8]), list(columns[9])])   # [6]: the site
 
 def write_ports(con: duckdb.DuckDBPyConnection,
                  ports: list[tuple[str, list[str], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]],

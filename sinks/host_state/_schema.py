@@ -33,13 +33,17 @@ _HOST_COLUMNS_V3 = _HOST_COLUMNS.replace("""
     interfaces VARCHAR[], neighbours VARCHAR[],
     device_type VARCHAR, device_type_confidence INTEGER, device_type_reasons VARCHAR[],
     first_seen TIMESTAMPTZ,""")
+# Version 4: the site, after the clocks (a host's site never changes: it is in its key).
+_HOST_COLUMNS_V4 = _HOST_COLUMNS_V3 + ",\n    site VARCHAR NOT NULL DEFAULT ''\n"
 
 
-def _rebuild_hosts(columns: str) -> str:
-    """Recreate both host tables with ``columns`` (in that order), keeping every row."""
+def _rebuild_hosts(columns: str, *, by_host_key: bool = False) -> str:
+    """Recreate both host tables with ``columns`` (in that order), keeping every row;
+    ``by_host_key``: hosts_by_mac keyed by host_key, not by its MAC (schema 4: sites)."""
     steps = ["DROP VIEW hosts;"]
-    for table, key in (("hosts_by_mac", "mac VARCHAR PRIMARY KEY, "), ("hosts_by_ip", "")):
-        primary = "" if key else ", PRIMARY KEY (host_key)"
+    mac_key = "mac VARCHAR NOT NULL, " if by_host_key else "mac VARCHAR PRIMARY KEY, "
+    for table, key in (("hosts_by_mac", mac_key), ("hosts_by_ip", "")):
+        primary = "" if key and not by_host_key else ", PRIMARY KEY (host_key)"
         steps += [f"ALTER TABLE {table} RENAME TO {table}_old;",
                   f"CREATE TABLE {table} ({key}{columns}{primary});",
                   f"INSERT INTO {table} BY NAME SELECT * FROM {table}_old;",
@@ -102,7 +106,20 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: names by source, advertised services, model, DHCP fingerprint, SNMP, device type.
     _rebuild_hosts(_HOST_COLUMNS_V3),
-    # 4: flapping (a fact), round-trip time and TTL (observations), at the end: _rows updates
+    # 4: sites. Every host, port, history row, finding and registry entry says its site ('' is
+    # the default site); a host's key holds it (schemas.site_key), so hosts_by_mac is keyed by
+    # host_key: one MAC may be a host at two sites.
+    "DROP VIEW services;\n" + _rebuild_hosts(_HOST_COLUMNS_V4, by_host_key=True) + """
+    ALTER TABLE host_ports ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE history ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE findings ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    ALTER TABLE registry ADD COLUMN site VARCHAR NOT NULL DEFAULT '';
+    CREATE VIEW services AS
+        SELECT host_key, site, ip, protocol, port, service, product, version, extra_info,
+               first_seen, last_seen
+        FROM host_ports WHERE state = 'open' AND service IS NOT NULL;
+    """,
+    # 5: flapping (a fact), round-trip time and TTL (observations), at the end: _rows updates
     # them in place with the clocks; history is what was published (issue 18).
     """
     ALTER TABLE hosts_by_mac ADD COLUMN flapping BOOLEAN;

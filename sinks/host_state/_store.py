@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from schemas import AnyEvent, Finding, HostChanged, HostCheckRequested, PortResult, RegistryEntry
+from schemas import AnyEvent, Finding, HostChanged, HostCheckRequested, PortResult, RegistryEntry, site_of_key
 
 from ._query import QueryParam, QueryResult, QueryStopped, run_query
 from ._rows import (
@@ -320,7 +320,8 @@ class HostStore:
         if batch.history:
             with con.appender("history") as app:
                 app.append_rows((h.host_key, h.field, json_text(h.old), json_text(h.new), h.source,
-                                 h.observed_at, h.event_id or None, now) for h in batch.history)
+                                 h.observed_at, h.event_id or None, now, site_of_key(h.host_key))
+                                for h in batch.history)
         if batch.findings:
             replace_newer(con, "findings", "finding_id", [finding_row(f) for f in batch.findings])
         if batch.registry:

@@ -9,7 +9,9 @@ history rows of exactly those changes, and the presence checks to ask for.
 Rules:
 
 - Identity: the MAC first; an IP-only fact goes to the MAC record that owns
-  that IP now, else to an IP-keyed record (off-link hosts). A fact carrying
+  that IP now, else to an IP-keyed record (off-link hosts). Keys are of the
+  fact's site (``site_key``: ``paris/<mac>``; the default site's are bare), so
+  the same range or MAC at two sites is two hosts. A fact carrying
   both a MAC and an IP that has an IP-keyed record merges that record into
   the MAC record, so a host first seen by IP and later with its MAC stays one
   host.
@@ -54,6 +56,7 @@ from schemas import (
     normalize_ip,
     normalize_mac,
     port_name,
+    site_key,
 )
 
 from . import describe
@@ -89,8 +92,8 @@ def _mac_key(mac: str) -> str:
     return normalize_mac(mac)
 
 
-def _entry_for_new(host_key: str, mac: str | None, ip: str | None) -> HostEntry:
-    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, ip=ip), reported_active=False)
+def _entry_for_new(host_key: str, mac: str | None, site: str) -> HostEntry:
+    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, site=site), reported_active=False)
 
 
 def _ip_rank(ip: str) -> int:
@@ -109,12 +112,12 @@ class HostBook(Presence):
         self._by_ip: dict[str, tuple[datetime, str]] = {}   # ip -> (when, owner host_key)
         self._flapping: set[str] = set()
         for entry in entries:
-            key = entry.record.host_key
+            key, site = entry.record.host_key, entry.record.site
             self.hosts[key] = entry
             for ip, when in entry.ips_at.items():
-                self._index_ip(ip, when, key)
+                self._index_ip(site_key(site, ip), when, key)
             if entry.record.ip and entry.record.ip not in entry.ips_at and entry.record.mac is None:
-                self._index_ip(entry.record.ip, entry.record.last_seen or datetime.min, key)
+                self._index_ip(site_key(site, entry.record.ip), entry.record.last_seen or datetime.min, key)
             if entry.reported_active is None:        # written before presence was reported apart
                 entry.reported_active = entry.record.active
             if entry.record.flapping:
@@ -165,7 +168,7 @@ class HostBook(Presence):
             assert pending.observed_at is not None
             changes = list(pending.changes.values())
             event = HostChanged(
-                host_key=key, observed_at=pending.observed_at, source=STAGE, kind=kind,
+                host_key=key, observed_at=pending.observed_at, source=STAGE, site=rec.site, kind=kind,
                 changes=changes, host=copy.copy(rec), evidence=pending.evidence)
             event.id = _output_id(key, kind, pending)
             folded.changed.append(event)
@@ -182,34 +185,35 @@ class HostBook(Presence):
         if current is None or when >= current[0] or current[1] not in self.hosts:
             self._by_ip[ip] = (when, key)
 
-    def owner_of_ip(self, ip: str) -> str | None:
-        current = self._by_ip.get(ip)
+    def owner_of_ip(self, ip: str, site: str = "") -> str | None:
+        current = self._by_ip.get(site_key(site, ip))
         return current[1] if current and current[1] in self.hosts else None
 
     def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, Pending]:
-        """The entry a fact belongs to, creating or merging as identity demands."""
+        """The entry a fact belongs to (at the fact's site), creating or merging as identity demands."""
         mac = _mac_key(mac) if mac else None
         ip = _ip_key(ip) if ip else None
+        site = event.site
         if mac:
-            entry = self.hosts.get(mac)
-            ip_entry = self.hosts.get(ip) if ip else None
+            key = site_key(site, mac)
+            entry = self.hosts.get(key)
+            ip_entry = self.hosts.get(site_key(site, ip)) if ip else None
             if ip_entry is not None and ip_entry.record.mac is None:
-                entry = self._merge_ip_record(ip_entry, mac, entry, event)
+                entry = self._merge_ip_record(ip_entry, key, mac, entry, event)
             if entry is None:
-                entry = _entry_for_new(mac, mac, None)
-                self.hosts[mac] = entry
-                pending = self._touch(mac, event)
+                entry = _entry_for_new(key, mac, site)
+                self.hosts[key] = entry
+                pending = self._touch(key, event)
                 pending.created = True
                 self._change(entry, pending, "mac", None, mac)
-            key = mac
         elif ip:
-            owner = self.owner_of_ip(ip)
-            key = owner if owner is not None else ip
+            owner = self.owner_of_ip(ip, site)
+            key = owner if owner is not None else site_key(site, ip)
             entry = self.hosts.get(key)
             if entry is None:
-                entry = _entry_for_new(ip, None, None)
-                self.hosts[ip] = entry
-                self._touch(ip, event).created = True
+                entry = _entry_for_new(key, None, site)
+                self.hosts[key] = entry
+                self._touch(key, event).created = True
         else:
             raise ValueError(f"{type(event).__name__} {event.id or ''} has neither a MAC nor an IP")
         pending = self._touch(key, event)
@@ -217,20 +221,21 @@ class HostBook(Presence):
             self._set_ip(entry, ip, event, pending)
         return entry, pending
 
-    def _merge_ip_record(self, ip_entry: HostEntry, mac: str, mac_entry: HostEntry | None,
+    def _merge_ip_record(self, ip_entry: HostEntry, key: str, mac: str, mac_entry: HostEntry | None,
                          event: Event) -> HostEntry:
-        """A host known by IP only shows its MAC: fold the IP record into the MAC record."""
+        """A host known by IP only shows its MAC: fold the IP record into the MAC record
+        (``key``: the MAC's host key at the site)."""
         old_key = ip_entry.record.host_key
         del self.hosts[old_key]
         self._folded.upserts.pop(old_key, None)
-        self._folded.deletes[old_key] = mac
+        self._folded.deletes[old_key] = key
         pending_old = self._pending.pop(old_key, None)
         if mac_entry is None:
             # The same host, now with its identity: re-key, no "new" event.
-            ip_entry.record.host_key = mac
+            ip_entry.record.host_key = key
             ip_entry.record.mac = mac
-            self.hosts[mac] = ip_entry
-            pending = self._touch(mac, event)
+            self.hosts[key] = ip_entry
+            pending = self._touch(key, event)
             if pending_old is not None:
                 pending.created = pending_old.created
                 pending.changes.update(pending_old.changes)
@@ -245,7 +250,7 @@ class HostBook(Presence):
             rec, other = merged.record, ip_entry.record
             if other.first_seen and (rec.first_seen is None or other.first_seen < rec.first_seen):
                 rec.first_seen = other.first_seen
-            pending = self._touch(mac, event)
+            pending = self._touch(key, event)
             if pending_old is not None:
                 pending.inputs[:0] = pending_old.inputs
             for ip, when in ip_entry.ips_at.items():
@@ -255,12 +260,12 @@ class HostBook(Presence):
             rec.ips = ips
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
-            self._ports_stale.add(mac)
+            self._ports_stale.add(key)
             for source, name in ip_entry.hostnames.items():
                 merged.hostnames.setdefault(source, name)
         for ip in list(merged.ips_at):
-            self._index_ip(ip, merged.ips_at[ip], mac)
-        self._folded.ports_dirty.add(mac)
+            self._index_ip(site_key(merged.record.site, ip), merged.ips_at[ip], key)
+        self._folded.ports_dirty.add(key)
         return merged
 
     def _touch(self, key: str, event: Event) -> Pending:
@@ -325,7 +330,7 @@ class HostBook(Presence):
             if set(new_ips) != set(ips):
                 self._change(entry, pending, "ips", sorted(ips), sorted(new_ips))
             rec.ips = new_ips
-        self._index_ip(ip, when, rec.host_key)
+        self._index_ip(site_key(rec.site, ip), when, rec.host_key)
         current = rec.ip
         if current is not None and current != ip:
             rank, current_rank = _ip_rank(ip), _ip_rank(current)

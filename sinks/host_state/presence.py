@@ -35,7 +35,7 @@ import msgspec
 
 from lanscope.net.coverage import read_coverage
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from schemas import Event, FieldChange, HostCheckRequested, PortState, Protocol, SweepCompleted
+from schemas import Event, FieldChange, HostCheckRequested, PortState, Protocol, SweepCompleted, site_key
 
 from .records import STAGE, Folded, HostEntry, Pending
 
@@ -117,8 +117,8 @@ class Presence:
         grace = timedelta(seconds=policy.grace_secs)
         for entry in list(self.hosts.values()):
             rec = entry.record
-            if not rec.active or not rec.ip or rec.ip not in coverage:
-                continue
+            if not rec.active or not rec.ip or rec.site != event.site or rec.ip not in coverage:
+                continue                             # a sweep covers its own site's hosts only
             since = entry.last_evidence_at
             if since is not None and since >= start:
                 if event.sweep_id in entry.sweeps_seen and event.source not in entry.observable_by:
@@ -148,7 +148,7 @@ class Presence:
         ports = sorted(row.result.port for row in entry.ports.values()
                        if row.result.protocol is Protocol.TCP and row.result.state is PortState.OPEN)
         request = HostCheckRequested(host_key=rec.host_key, observed_at=event.observed_at, source=STAGE,
-                                     ip=rec.ip, mac=rec.mac, open_ports=ports[:16],
+                                     site=rec.site, ip=rec.ip, mac=rec.mac, open_ports=ports[:16],
                                      reason=reason[:_MAX_TEXT])
         cause = event.id or event.observed_at.isoformat()
         request.id = hashlib.blake2b(f"{STAGE}\0check\0{rec.host_key}\0{cause}".encode(),
@@ -163,7 +163,7 @@ class Presence:
         entry = self.hosts.get(event.host_key)
         mac = getattr(event, "mac", None)
         if entry is None and mac:
-            entry = self.hosts.get(mac)
+            entry = self.hosts.get(site_key(event.site, mac))
         if entry is None or not entry.record.active or entry.check_id is None \
                 or entry.check_id != getattr(event, "request_id", None):
             return

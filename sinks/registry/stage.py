@@ -31,7 +31,7 @@ import msgspec
 
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveInt
-from schemas import ChangeKind, Event, HostChanged, RegistryEntry
+from schemas import ChangeKind, Event, HostChanged, RegistryEntry, site_key
 from sinks._outbox import apply_batch, trim
 
 from . import _io
@@ -56,6 +56,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Entry(msgspec.Struct, kw_only=True):
     entry_id: str
+    site: str = ""                        # the site of its hosts ("": the default site)
     ip: str | None = None
     internal_ip: str | None = None
     hostname: str | None = None
@@ -145,7 +146,7 @@ class Registry:
                 raise _io.InventoryError(f"{self.config.inventory}: entry {number} has no id, "
                                          "hostname or ip")
             entry = self.state.entries.get(entry_id) or Entry(entry_id=entry_id)
-            for name in ("ip", "internal_ip", "hostname", "mac", "owner", "notes"):
+            for name in ("site", "ip", "internal_ip", "hostname", "mac", "owner", "notes"):
                 if row.get(name) not in (None, ""):
                     setattr(entry, name, str(row[name])[:4096 if name == "notes" else 255])
             self.state.entries[entry_id] = entry
@@ -158,13 +159,14 @@ class Registry:
     def _index(self, entry: Entry) -> None:
         """Add an entry's current keys (keys are only ever added between reindexes)."""
         self._order.setdefault(entry.entry_id, len(self._order))
+        site = entry.site      # an entry matches hosts of its own site only
         for ip in (entry.ip, entry.internal_ip):
             if ip:
-                self._by_ip.setdefault(ip, set()).add(entry.entry_id)
+                self._by_ip.setdefault(site_key(site, ip), set()).add(entry.entry_id)
         if entry.hostname:
-            self._by_name.setdefault(_short(entry.hostname) or "", set()).add(entry.entry_id)
+            self._by_name.setdefault(site_key(site, _short(entry.hostname) or ""), set()).add(entry.entry_id)
         if entry.mac:
-            self._by_mac.setdefault(entry.mac, set()).add(entry.entry_id)
+            self._by_mac.setdefault(site_key(site, entry.mac), set()).add(entry.entry_id)
 
     def _entries(self, ids: set[str]) -> list[Entry]:
         """The entries in the order they were created (the order a scan would find them)."""
@@ -244,17 +246,19 @@ class Registry:
         return list(outputs.values())
 
     def match(self, event: HostChanged) -> list[Entry]:
-        """Existing entries for this host: by IP or internal IP (any of its IPs), else hostname."""
+        """Existing entries of this host's site: by IP or internal IP (any of its IPs), else
+        hostname, else MAC."""
         host = event.host
+        site = host.site
         found: set[str] = set()
         for ip in (host.ip, *host.ips):
-            ids = self._by_ip.get(ip) if ip else None
+            ids = self._by_ip.get(site_key(site, ip)) if ip else None
             if ids:
                 found |= ids
         if not found and host.hostname:
-            found = self._by_name.get(_short(host.hostname) or "", found)
+            found = self._by_name.get(site_key(site, _short(host.hostname) or ""), found)
         if not found and host.mac:
-            found = self._by_mac.get(host.mac, found)
+            found = self._by_mac.get(site_key(site, host.mac), found)
         return self._entries(found) if found else []
 
     def _handle(self, event: HostChanged) -> list[RegistryEntry]:
@@ -266,7 +270,8 @@ class Registry:
         if not entries:
             if self.config.mode != "register" or event.kind is not ChangeKind.NEW:
                 return []
-            entry = Entry(entry_id=host.host_key, ip=host.ip, hostname=host.hostname, mac=host.mac,
+            entry = Entry(entry_id=host.host_key, site=host.site, ip=host.ip, hostname=host.hostname,
+                          mac=host.mac,
                           os_hint=host.os_hint, services=list(host.services),
                           last_seen=host.last_seen or event.observed_at, updated_from=event.observed_at)
             self.state.entries[entry.entry_id] = entry
@@ -297,9 +302,9 @@ class Registry:
         h.update(f"{STAGE}\0{entry.entry_id}\0{action}\0{cause.id or cause.observed_at.isoformat()}".encode())
         return RegistryEntry(
             id=h.hexdigest(), host_key=cause.host_key, observed_at=cause.observed_at, source=STAGE,
-            entry_id=entry.entry_id, action=action, ip=entry.ip, internal_ip=entry.internal_ip,
-            hostname=entry.hostname, mac=entry.mac, os_hint=entry.os_hint, services=entry.services,
-            owner=entry.owner, notes=entry.notes, last_seen=entry.last_seen)
+            site=entry.site, entry_id=entry.entry_id, action=action, ip=entry.ip,
+            internal_ip=entry.internal_ip, hostname=entry.hostname, mac=entry.mac, os_hint=entry.os_hint,
+            services=entry.services, owner=entry.owner, notes=entry.notes, last_seen=entry.last_seen)
 
 
 def build(config: Config, ctx: StageContext) -> Registry:

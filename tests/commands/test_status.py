@@ -57,3 +57,24 @@ def test_unknown_host_is_a_clear_error(config_path: str, capsys: pytest.CaptureF
 def test_host_argument_cannot_inject_sql(host: str) -> None:
     with pytest.raises(UsageError, match="not an IP, MAC or hostname"):
         host_filter(host)
+
+
+async def test_status_picks_the_host_of_the_site_asked_for(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import msgspec
+
+    sink = HostState(Config(path=str(tmp_path / "var" / "lanscope.duckdb")))
+    await sink.open()
+    await sink.write([msgspec.structs.replace(host_seen("10.20.0.5", MAC, t=0, id=site), site=site)
+                      for site in ("paris", "berlin")])
+    await sink.close()
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data_dir: {tmp_path / 'var'}\nnats: {{url: ''}}\n")
+    for site in ("paris", "berlin"):
+        assert cli.main(["-c", str(path), "status", "10.20.0.5", "--site", site, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert (shown["host"]["site"], shown["host"]["host_key"]) == (site, f"{site}/{MAC}")
+    assert cli.main(["-c", str(path), "status", f"berlin/{MAC}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["host"]["site"] == "berlin"
+    with pytest.raises(UsageError, match="cannot name a site"):
+        host_filter("10.20.0.5", "x' OR 1=1 --")

@@ -19,9 +19,20 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from lanscope.config import NatsConfig, Secret, TlsConfig
 from lanscope.errors import UnusableEvent
-from lanscope.runtime.auth import ADMIN, PIPELINE, QUERY, WATCH, client_config, role_for, roles, stage_role
+from lanscope.runtime.auth import (
+    ADMIN,
+    PIPELINE,
+    QUERY,
+    WATCH,
+    WEB,
+    client_config,
+    role_for,
+    roles,
+    stage_role,
+)
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.embedded import EmbeddedNats
+from lanscope.runtime.layout import Layout
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.topology import STAGES
 from schemas import STREAMS, encode, subject_for
@@ -238,17 +249,48 @@ def test_credentials_are_private_and_the_server_config_holds_no_secret(
 
 def test_a_role_has_only_what_its_stage_needs() -> None:
     producer = stage_role(STAGES["arp_sweep"])
-    assert producer.publish == ("lanscope.host.seen.>", "lanscope.sweep.completed.>")
+    # Standalone (and a hub): the default site's subjects and every named site's (issue 24).
+    assert producer.publish == ("lanscope.host.seen.>", "lanscope.*.host.seen.>",
+                                "lanscope.sweep.completed.>", "lanscope.*.sweep.completed.>")
     assert producer.permissions()["subscribe"] == {"allow": ["_INBOX_arp_sweep.>"]}
     enricher = stage_role(STAGES["dns_names"])
     assert set(enricher.publish) == {
-        "lanscope.host.annotated.>", "$JS.API.CONSUMER.MSG.NEXT.LANSCOPE_FACTS.dns_names",
+        "lanscope.host.annotated.>", "lanscope.*.host.annotated.>",
+        "$JS.API.CONSUMER.MSG.NEXT.LANSCOPE_FACTS.dns_names",
         "$JS.API.CONSUMER.INFO.LANSCOPE_FACTS.dns_names", "$JS.ACK.LANSCOPE_FACTS.dns_names.>",
-        "lanscope.dlq.dns_names"}
+        "lanscope.dlq.dns_names", "lanscope.*.dlq.dns_names"}
     owner = stage_role(STAGES["host_state"])
     assert owner.subscribe == (subj.QUERY,) and owner.responses
     assert roles()[QUERY].publish == (subj.QUERY,)
     assert not any(p.startswith("lanscope.") and p != subj.QUERY for p in roles()[WATCH].publish)
+    assert set(roles()[WATCH].subscribe) == {"lanscope.host.changed.>", "lanscope.*.host.changed.>",
+                                             "lanscope.finding.*", "lanscope.*.finding.*"}
+
+
+def test_a_sensors_roles_are_pinned_to_its_site_and_its_streams() -> None:
+    sensor = Layout(site="paris", role="sensor")
+    all_roles = roles(layout=sensor)
+    # Only the stages a sensor runs (and the fixed roles): no sink, no hub enricher.
+    assert set(all_roles) == {ADMIN, PIPELINE, QUERY, WATCH, WEB,
+                              *(name for name, spec in STAGES.items() if sensor.runs(spec))}
+    assert "host_state" not in all_roles and "dns_names" not in all_roles
+    assert all_roles["arp_sweep"].publish == ("lanscope.paris.host.seen.>",
+                                              "lanscope.paris.sweep.completed.>")
+    probe = all_roles["port_probe"]
+    assert "lanscope.paris.host.ports" in probe.publish and "lanscope.paris.dlq.port_probe" in probe.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.LANSCOPE_FACTS-paris.port_probe" in probe.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.LANSCOPE_REQUESTS-paris.port_probe" in probe.publish
+    for role in all_roles.values():
+        if role.name == ADMIN:
+            continue
+        for subject in (*role.publish, *role.subscribe):
+            # Nothing of the default site, of any other site, or of the hub's streams.
+            if subject.startswith("lanscope.") and subject != subj.QUERY:
+                assert subject.startswith("lanscope.paris."), (role.name, subject)
+            assert not any(f"{name}." in subject for name in ("LANSCOPE_FACTS", "LANSCOPE_REQUESTS")), \
+                (role.name, subject)
+    hub = roles(layout=Layout(role="hub", sites=("paris",)))
+    assert "arp_sweep" not in hub and "port_probe" not in hub and "host_state" in hub
 
 
 def test_a_process_connects_as_its_stage_or_as_the_pipeline() -> None:

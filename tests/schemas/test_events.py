@@ -83,6 +83,7 @@ def test_every_event_has_a_subject_in_a_stream() -> None:
 def test_every_consumed_subject_is_produced_by_someone() -> None:
     produced = {subj.SUBJECTS[t][0] for spec in STAGES.values() for t in spec.emits}
     produced |= set(PUBLISHED_BY_PEOPLE)       # probe now, from the dashboard
+    produced |= {subj.any_site(p) for p in produced}   # ... at every site
     for spec in STAGES.values():
         for pattern in spec.consumes:
             assert pattern in produced, f"{spec.qualified} consumes {pattern} that nobody emits"
@@ -144,12 +145,26 @@ LEASE = factories.host_seen(lease={"address": "198.18.0.10", "mac": "02:00:00:00
     (factories.ports_probed(), {"ports": [{"protocol": "tcp", "port": 65536, "state": "open"}]},
      "Expected `int` <= 65535 - at `$.ports[0].port`"),
     (factories.host_annotated(), {"ip": "1.2.3.4.5"}, "ip: '1.2.3.4.5' is not an IP address"),
+    # A site is a subject token (issue 24), capped, and never an entity's name.
+    (factories.host_seen(), {"site": "s" * 33}, "matching regex"),
+    (factories.host_seen(), {"site": "paris.host"}, "matching regex"),
+    (factories.host_seen(), {"site": "*"}, "matching regex"),
+    (factories.host_seen(), {"site": "dlq"}, "matching regex"),
+    (factories.ports_probed(), {"site": "host"}, "at `$.site`"),
 ])
 def test_a_value_no_stage_can_use_is_refused_at_decode(event: msgspec.Struct, changes: dict[str, object],
                                                       problem: str) -> None:
     with pytest.raises(msgspec.ValidationError) as error:
         decode(_wire(event, **changes))
     assert problem in str(error.value)
+
+
+def test_a_site_decodes_when_it_can_name_one() -> None:
+    from schemas import check_site
+
+    for site in ("", "paris", "site-2", "a_b", "hosts", "dlq2", "s" * 32):
+        assert decode(_wire(factories.host_seen(), site=site)).site == site
+        assert check_site(site) == site      # the config's rule and the wire's agree
 
 
 def test_an_address_decodes_to_its_canonical_text() -> None:

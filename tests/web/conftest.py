@@ -56,6 +56,11 @@ async def build_store(path: Path) -> None:
                 title=f"FTP on {EVIL[0]} ({HOSTILE})", ip=EVIL[0], mac=EVIL[1], port=21,
                 first_seen=at(9), last_seen=at(9)),
     ]
+    await write_store(path, events)
+
+
+async def write_store(path: Path, events: list[Any]) -> None:
+    """``events`` (ids from their content) through the real host_state sink into ``path``."""
     for event in events:
         event.id = content_id(event)
     sink = HostState(HostStateConfig(path=str(path)))

@@ -311,8 +311,8 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     await sink.write([host_seen("198.18.0.10", MAC_A, t=1, rtt_ms=0.5, ttl=64)])
     await sink.close()
     db = tmp_path / "lanscope.duckdb"
-    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)] == [(4,)]
-    # The columns version 4 added, in the `hosts` view too.
+    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)] == [(5,)]
+    # The columns version 5 added, in the `hosts` view too.
     assert rows(db, "SELECT flapping, rtt_ms, ttl FROM hosts") == [(False, 0.5, 64)]
 
 
@@ -320,13 +320,17 @@ async def test_a_version_2_file_keeps_its_hosts_and_gets_the_device_type_columns
     sink = await opened(tmp_path)
     await sink.write([host_seen("198.18.0.10", MAC_A, t=0, id="v2")])
     await sink.close()
-    # Back to version 2's tables, as a file written before issue 23 has them.
+    # Back to version 2's tables, as a file written before issue 23 has them (and before sites).
     con = duckdb.connect(str(tmp_path / "lanscope.duckdb"))
     con.execute("DROP VIEW hosts")
+    con.execute("DROP VIEW services")
     for table in ("hosts_by_mac", "hosts_by_ip"):
         for column in ("device_type", "flapping", "rtt_ms", "ttl"):
             con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    for table in ("hosts_by_mac", "hosts_by_ip", "host_ports", "history", "findings", "registry"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN site")
     con.execute("CREATE VIEW hosts AS SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip")
+    con.execute("CREATE VIEW services AS SELECT host_key, ip, protocol, port, service FROM host_ports")
     con.execute("DELETE FROM schema_version WHERE version >= 3")
     # ... and its state: a record without the fields version 3 added.
     [(state,)] = con.execute("SELECT state FROM hosts_by_mac").fetchall()
