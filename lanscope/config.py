@@ -186,11 +186,10 @@ class Config(Section):
             if count > self.scope.max_addresses:
                 yield "targets", (f"{count} addresses is more than scope.max_addresses "
                                   f"({self.scope.max_addresses})")
-        host_state = self.sinks.host_state
-        if host_state.enabled and host_state.presence.confirm and not self.enrichers.presence_check.enabled:
-            yield "sinks.host_state.presence.confirm", (
-                "true needs enrichers.presence_check, which is disabled: no host would ever be gone; "
-                "set confirm: false to say gone on missed sweeps alone")
+        state = self.sinks.host_state
+        if state.enabled and state.presence.confirm and not self.enrichers.presence_check.enabled:
+            yield "sinks.host_state.presence.confirm", ("true needs enrichers.presence_check, which is "
+                                                        "disabled: no host would be gone (set false)")
 
     @property
     def duckdb_path(self) -> Path:
