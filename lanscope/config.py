@@ -38,6 +38,7 @@ from enrichers.dns_names.stage import Config as DnsNamesConfig
 from enrichers.mac_vendor.stage import Config as MacVendorConfig
 from enrichers.netbios.stage import Config as NetBiosConfig
 from enrichers.port_probe.stage import Config as PortProbeConfig
+from enrichers.presence_check.stage import Config as PresenceCheckConfig
 from enrichers.proxmox_names.stage import Config as ProxmoxNamesConfig
 from enrichers.snmp.stage import Config as SnmpConfig
 from lanscope.config_moved import MOVED, OLD_SECTIONS
@@ -149,6 +150,7 @@ class Enrichers(Section):
     proxmox_names: ProxmoxNamesConfig = msgspec.field(default_factory=ProxmoxNamesConfig)
     netbios: NetBiosConfig = msgspec.field(default_factory=NetBiosConfig)
     snmp: SnmpConfig = msgspec.field(default_factory=SnmpConfig)
+    presence_check: PresenceCheckConfig = msgspec.field(default_factory=PresenceCheckConfig)
 
 
 class Sinks(Section):
@@ -184,6 +186,10 @@ class Config(Section):
             if count > self.scope.max_addresses:
                 yield "targets", (f"{count} addresses is more than scope.max_addresses "
                                   f"({self.scope.max_addresses})")
+        state = self.sinks.host_state
+        if state.enabled and state.presence.confirm and not self.enrichers.presence_check.enabled:
+            yield "sinks.host_state.presence.confirm", ("true needs enrichers.presence_check, which is "
+                                                        "disabled: no host would be gone (set false)")
 
     @property
     def duckdb_path(self) -> Path:

@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from .record import Count, FieldChange, HostRecord
 from .types import _CANONICAL_IPS as _canonical_ips
 from .types import (
     ChangeKind,
@@ -60,7 +61,6 @@ from .types import (
 
 HttpStatus = Annotated[int, msgspec.Meta(ge=0, le=999)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def _ip(value: str | None, field: str) -> str | None:
@@ -222,61 +222,6 @@ class OsGuess(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     evidence: list[ShortText] = []        # "ttl=64", "ssh banner Ubuntu-4ubuntu0.5" ...
 
 
-class FieldChange(msgspec.Struct, kw_only=True, gc=False):
-    field: ShortText
-    old: Any = None
-    new: Any = None
-
-
-class HostRecord(msgspec.Struct, kw_only=True, omit_defaults=False, gc=False):
-    """A host's current state as the host_state sink knows it."""
-
-    host_key: Key                         # types.site_key(site, MAC or IP)
-    mac: Mac | None = None
-    ip: Ip | None = None
-    ips: list[Ip] = []
-    hostname: ShortText | None = None
-    vendor: ShortText | None = None
-    mac_randomized: bool | None = None
-    os_hint: ShortText | None = None
-    services: list[ShortText] = []        # "tcp/22 ssh OpenSSH 9.2p1"
-    open_ports: list[ShortText] = []      # "tcp/22"
-    dhcp_type: ShortText | None = None    # static | dynamic
-    dhcp_status: ShortText | None = None
-    dhcp_comment: ShortText | None = None
-    arp_state: ShortText | None = None    # REACHABLE, STALE, ... or "reply"
-    active: bool = False
-    vm_name: ShortText | None = None
-    vm_id: Count | None = None
-    vm_type: ShortText | None = None
-    vm_node: ShortText | None = None
-    vm_status: ShortText | None = None
-    first_seen: datetime | None = None
-    last_seen: datetime | None = None
-    last_seen_by: dict[ShortText, datetime] = {}
-    # Since HostChanged v2: names and identity from the passive sources, and the device type.
-    names: dict[str, ShortText] = {}      # name source (dns, dhcp, mdns, netbios ...) -> name
-    advertised: list[ShortText] = []      # service types the host announces (mDNS, SSDP, RA)
-    model: ShortText | None = None
-    manufacturer: ShortText | None = None
-    workgroup: ShortText | None = None    # NetBIOS workgroup or domain
-    dhcp_fingerprint: ShortText | None = None   # option 55 as "1,3,6,15,..."
-    dhcp_vendor_class: ShortText | None = None  # option 60
-    sys_object_id: ShortText | None = None      # SNMP
-    sys_descr: LongText | None = None           # SNMP
-    interfaces: list[ShortText] = []      # SNMP ifTable: "eth0 aa:bb:cc:dd:ee:ff"
-    neighbours: list[ShortText] = []      # LLDP: "port 3: switch2 (Gi0/1)"
-    device_type: ShortText | None = None  # router, switch, printer, nas ... (see device_types.yaml)
-    device_type_confidence: Confidence | None = None
-    device_type_reasons: list[ShortText] = []
-    site: Site = ""                       # the host's site ("" = the default site)
-
-    def __post_init__(self) -> None:
-        self.ip = _ip(self.ip, "host.ip")
-        if self.ips:
-            self.ips = [canonical_ip(ip, "host.ips") for ip in self.ips]
-
-
 # --------------------------------------------------------------------------
 # Events
 
@@ -377,14 +322,53 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
 class HostChanged(Event, tag="host_changed", kw_only=True):
     """What the host_state sink concluded: a host is new, changed, gone or back.
 
-    v2: the host record has names by source, advertised services, model, SNMP system
-    and the device type with its confidence and reasons."""
+    Published only when a fact changed; the history table holds one row per change,
+    keyed by this event's id.
 
-    v: int = 3
+    v2: the host record has names by source, advertised services, model, SNMP system
+    and the device type with its confidence and reasons. v3: the site (the event's and
+    the record's). v4: the record's ``flapping`` (a fact), ``rtt_ms`` and ``ttl``
+    (observations); ``changes`` are facts only."""
+
+    v: int = 4
     kind: ChangeKind
-    changes: list[FieldChange] = []
+    changes: Annotated[list[FieldChange], msgspec.Meta(
+        description="the facts that changed (first old, last new value in the batch); "
+                    "observations never appear here")] = []
     host: HostRecord
-    evidence: ShortText | None = None     # which sighting caused a presence transition
+    evidence: Annotated[ShortText | None, msgspec.Meta(
+        description="why presence changed: the sighting that brought it back, or the missed "
+                    "sweeps and the confirmation that failed (what was tried)")] = None
+
+
+class HostCheckRequested(Event, tag="host_check_requested", kw_only=True):
+    """host_state asks for a direct check of a host that missed enough sweeps to be gone.
+
+    A sink sends no packets: the presence_check enricher answers with a HostSeen
+    (source ``presence_check``) when the host replied, or a HostUnreachable naming
+    what it tried. ``host_key`` is the record's key, to be repeated in the answer."""
+
+    ip: Ip
+    mac: Mac | None = None
+    open_ports: list[Port] = []           # TCP ports the host last had open (off-link checks)
+    reason: ShortText = ""                # "missed 2 sweeps covering ... since ..."
+
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
+
+
+class HostUnreachable(Event, tag="host_unreachable", kw_only=True):
+    """presence_check tried a host directly and it did not answer: host_state may say gone."""
+
+    ip: Ip
+    mac: Mac | None = None
+    request_id: Key                       # the HostCheckRequested this answers
+    tried: list[ShortText] = []           # "arp 198.18.0.2 on br0 to dc:a6:32:00:00:02 x3", ...
+    started_at: datetime                  # when the first probe went out
+    duration_ms: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        self.ip = canonical_ip(self.ip)
 
 
 class Finding(Event, tag="finding", kw_only=True):
@@ -444,8 +428,8 @@ class ProbeRequested(Event, tag="probe_requested", kw_only=True):
 
 
 AnyEvent = (
-    HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | Finding | RegistryEntry
-    | ProbeRequested
+    HostSeen | SweepCompleted | HostAnnotated | PortsProbed | HostChanged | HostCheckRequested
+    | HostUnreachable | Finding | RegistryEntry | ProbeRequested
 )
 EVENT_TYPES: tuple[type[Event], ...] = (
     HostSeen,
@@ -453,6 +437,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HostAnnotated,
     PortsProbed,
     HostChanged,
+    HostCheckRequested,
+    HostUnreachable,
     Finding,
     RegistryEntry,
     ProbeRequested,

@@ -30,7 +30,9 @@ from .events import (
     Finding,
     HostAnnotated,
     HostChanged,
+    HostCheckRequested,
     HostSeen,
+    HostUnreachable,
     PortsProbed,
     ProbeRequested,
     RegistryEntry,
@@ -45,6 +47,8 @@ HOST_ANNOTATED = "lanscope.host.annotated.>"  # .<source>
 HOST_PORTS = "lanscope.host.ports"
 SWEEP_COMPLETED = "lanscope.sweep.completed.>"  # .<source>
 HOST_CHANGED = "lanscope.host.changed.>"      # .new .changed .gone .back
+HOST_CHECK = "lanscope.host.check"            # host_state asks presence_check to try a host
+HOST_UNREACHABLE = "lanscope.host.unreachable"  # ... which did not answer
 # One token after these: with ">" they would overlap the named sites' forms
 # (lanscope.finding.> holds lanscope.finding.host.changed.new), which a stream refuses.
 FINDING = "lanscope.finding.*"                # .opened .resolved
@@ -86,7 +90,7 @@ def site_of_subject(subject: str) -> str:
 
 FACTS = StreamSpec(
     name="LANSCOPE_FACTS",
-    subjects=everywhere(HOST_SEEN, HOST_ANNOTATED, HOST_PORTS, SWEEP_COMPLETED),
+    subjects=everywhere(HOST_SEEN, HOST_ANNOTATED, HOST_PORTS, SWEEP_COMPLETED, HOST_UNREACHABLE),
     description="Sightings, enrichments and probe results (replayable: rebuilds DuckDB)",
 )
 CHANGES = StreamSpec(
@@ -101,18 +105,20 @@ DEAD_LETTERS = StreamSpec(
 )
 REQUESTS = StreamSpec(
     name="LANSCOPE_REQUESTS",
-    subjects=everywhere(PROBE_REQUESTED),
-    description="What people ask of the pipeline (probe a host now); port_probe drops stale ones",
+    subjects=everywhere(PROBE_REQUESTED, HOST_CHECK),
+    description="What is asked of the pipeline: probe a host now (people), check a host before it "
+                "is gone (host_state); the stage asked drops stale ones",
 )
 STREAMS: tuple[StreamSpec, ...] = (FACTS, CHANGES, DEAD_LETTERS, REQUESTS)
 
 # What a sensor produces and keeps until its hub has copied it: its sightings, sweeps, probe
-# results and what its hosts say of themselves (mDNS, SSDP, NetBIOS, SNMP), its stages' dead
-# letters, and the probe requests for its site.
+# results, what its hosts say of themselves (mDNS, SSDP, NetBIOS, SNMP) and the presence
+# checks they failed, its stages' dead letters, and the probe and presence-check requests for
+# its site (presence_check runs on the segment).
 _SENSOR_STREAMS: tuple[tuple[StreamSpec, tuple[str, ...]], ...] = (
-    (FACTS, (HOST_SEEN, SWEEP_COMPLETED, HOST_PORTS, HOST_ANNOTATED)),
+    (FACTS, (HOST_SEEN, SWEEP_COMPLETED, HOST_PORTS, HOST_ANNOTATED, HOST_UNREACHABLE)),
     (DEAD_LETTERS, (DLQ,)),
-    (REQUESTS, (PROBE_REQUESTED,)),
+    (REQUESTS, (PROBE_REQUESTED, HOST_CHECK)),
 )
 
 
@@ -159,6 +165,8 @@ SUBJECTS: dict[type[Event], tuple[str, Callable[[Any], str] | None]] = {
     Finding: (FINDING, lambda e: e.state.value),
     RegistryEntry: (REGISTRY, lambda e: _token(e.action)),
     ProbeRequested: (PROBE_REQUESTED, None),
+    HostCheckRequested: (HOST_CHECK, None),
+    HostUnreachable: (HOST_UNREACHABLE, None),
 }
 
 

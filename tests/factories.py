@@ -9,11 +9,14 @@ from lanscope.net.scope import ScopeGuard
 from lanscope.settings import ScopeConfig
 from schemas import (
     HostAnnotated,
+    HostCheckRequested,
     HostSeen,
+    HostUnreachable,
     PortResult,
     PortsProbed,
     PortState,
     Protocol,
+    SweepCompleted,
     host_key,
 )
 
@@ -55,3 +58,19 @@ def host_annotated(ip: str = "198.18.0.10", mac: str | None = "02:00:00:00:00:10
                    source: str = "dns", t: float = 0, **fields: Any) -> HostAnnotated:
     return HostAnnotated(host_key=host_key(mac, ip), observed_at=at(t), source=source, ip=ip,
                          mac=mac, **fields)
+
+
+def sweep_completed(t: float, covered: list[str] | None = None, *, source: str = "arp",
+                    sweep_id: str | None = None, duration_ms: float = 1000) -> SweepCompleted:
+    """A sweep ending at ``t`` that took ``duration_ms``; covers 198.18.0.0/24 by default."""
+    return SweepCompleted(host_key="sweep", observed_at=at(t), source=source, targets=["198.18.0.0/24"],
+                          covered=["198.18.0.0/24"] if covered is None else covered,
+                          sweep_id=sweep_id or f"{source}-{t}", duration_ms=duration_ms)
+
+
+def host_unreachable(request: HostCheckRequested, *, t: float,
+                     tried: list[str] | None = None) -> HostUnreachable:
+    """presence_check's answer to ``request``: nothing answered what it tried."""
+    return HostUnreachable(host_key=request.host_key, observed_at=at(t), source="presence_check",
+                           ip=request.ip, mac=request.mac, request_id=request.id, started_at=at(t - 1),
+                           tried=tried if tried is not None else [f"arp {request.ip} x3"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from lanscope.config import Config
 from lanscope.net.coverage import covered_cidrs, read_coverage
@@ -19,6 +20,7 @@ from lanscope.net.interfaces import Interface, interfaces_async
 from lanscope.net.targets import IPAddress, Targets, parse_targets
 from lanscope.output import warn
 from producers import arp_sweep, ping_sweep
+from producers.arp_sweep.stage import new_sweep_id
 from schemas import HostSeen, SweepCompleted, host_key
 
 Progress = Callable[[int, int], None]
@@ -73,7 +75,10 @@ async def discover_sweep(targets: Targets, config: Config, *, progress: Progress
     addresses: list[IPAddress] = list(rest.sendable(attached))
     responders = [ipaddress.ip_address(ip) for ip in arp_seen]
     ping_stage = ping_sweep.build(config.producers.ping_sweep, ctx)
-    sweep_id = next(iter(arp_seen.values())).sweep_id if arp_seen else None
+    # One sweep id for every sighting of this discovery, so host_state knows which hosts
+    # the discovery's SweepCompleted saw (only they count as missed by a later one).
+    sweep_id = (next(iter(arp_seen.values())).sweep_id if arp_seen
+                else new_sweep_id("discover", datetime.now(UTC)))
     # One ICMP round for both: TTLs of the ARP responders, and the off-link/IPv6 targets.
     pinged = await ping_stage.probe(responders + addresses, sweep_id=sweep_id, tcp=False)
     ping_seen = {e.ip: e for e in pinged if e.ip}

@@ -44,8 +44,10 @@ from schemas import ChangeKind, Event, HostChanged, HostSeen, SweepCompleted
 
 HELP = "one-shot full discovery, persisted, with a summary"
 # Enrichers and sinks in topology order; host_state first among the sinks, so a
-# pipeline holding the DuckDB lock is found before anything else is opened.
-_STAGES = ("port_probe", "dns_names", "mac_vendor", "proxmox_names", "host_state", "registry")
+# pipeline holding the DuckDB lock is found before anything else is opened. presence_check
+# answers host_state's checks of hosts this discovery missed (the next round of the pipeline).
+_STAGES = ("port_probe", "dns_names", "mac_vendor", "proxmox_names", "presence_check", "host_state",
+           "registry")
 
 Progress = Callable[[int, int], None]
 

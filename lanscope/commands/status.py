@@ -18,9 +18,9 @@ from lanscope.output import print_json
 from schemas import check_site, normalize_ip, normalize_mac, site_of_key
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_RECORD_COLUMNS = ("host_key, site, mac, ip, ips, hostname, vendor, os_hint, active, open_ports, services, "
-                   "dhcp_type, dhcp_status, dhcp_comment, arp_state, vm_name, vm_id, vm_node, "
-                   "first_seen, last_seen, last_evidence, last_evidence_at")
+_RECORD_COLUMNS = ("host_key, site, mac, ip, ips, hostname, vendor, os_hint, active, flapping, open_ports, "
+                   "services, dhcp_type, dhcp_status, dhcp_comment, arp_state, rtt_ms, ttl, vm_name, "
+                   "vm_id, vm_node, first_seen, last_seen, last_evidence, last_evidence_at")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

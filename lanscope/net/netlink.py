@@ -22,7 +22,8 @@ RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_CACHEINFO = 1, 2, 3
+_USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100   # nda_cacheinfo's unit
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_OPERSTATE, IFLA_LINKINFO = 1, 3, 4, 16, 18
 IFLA_INFO_KIND = 1
 OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
@@ -68,7 +69,7 @@ class NeighbourRecord:
     address: bytes
     lladdr: bytes | None
     state: str
-
+    confirmed_secs: float | None = None     # since the kernel last confirmed it reachable
 
 def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     attrs: dict[int, bytes] = {}
@@ -159,6 +160,8 @@ def neighbours() -> list[NeighbourRecord]:
         if family not in (socket.AF_INET, socket.AF_INET6) or NDA_DST not in attrs:
             continue
         names = [name for bit, name in NUD_STATES.items() if state & bit]
+        cache = attrs.get(NDA_CACHEINFO)
+        confirmed = struct.unpack_from("I", cache)[0] / _USER_HZ if cache and len(cache) >= 4 else None
         out.append(NeighbourRecord(index, family, attrs[NDA_DST], attrs.get(NDA_LLADDR),
-                                   "|".join(names) or "NONE"))
+                                   "|".join(names) or "NONE", confirmed))
     return out

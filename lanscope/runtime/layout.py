@@ -88,14 +88,20 @@ class Layout:
         if self.sensor:
             if stream.name != subj.sensor_stream_name(subj.REQUESTS, self.site):
                 return []
-            wanted = site_subject(self.site, subj.PROBE_REQUESTED)
-            return [StreamSource(name=subj.REQUESTS.name, filter_subject=wanted, external=ExternalStream(
-                api=f"$JS.{self.hub_domain}.API", deliver=requests_prefix(self.site)))]
+            # Its site's probe requests and presence checks (one copy each: a source has one filter).
+            return [StreamSource(name=subj.REQUESTS.name, filter_subject=site_subject(self.site, wanted),
+                                 external=ExternalStream(api=f"$JS.{self.hub_domain}.API",
+                                                         deliver=requests_prefix(self.site)))
+                    for wanted in SITE_REQUESTS]
         if stream not in _FROM_SENSORS:
             return []
         return [StreamSource(name=subj.sensor_stream_name(stream, site), external=ExternalStream(
                     api=f"$JS.{site_domain(site)}.API", deliver=sourced_prefix(site)))
                 for site in self.sites]
+
+
+# What a sensor copies from the hub's requests, for its own site.
+SITE_REQUESTS = (subj.PROBE_REQUESTED, subj.HOST_CHECK)
 
 
 def sensor_stream_names(site: str) -> tuple[str, ...]:
@@ -105,4 +111,5 @@ def sensor_stream_names(site: str) -> tuple[str, ...]:
 
 STANDALONE = Layout()
 
-__all__ = ["STANDALONE", "Layout", "requests_prefix", "sensor_stream_names", "sourced_prefix"]
+__all__ = ["SITE_REQUESTS", "STANDALONE", "Layout", "requests_prefix", "sensor_stream_names",
+           "sourced_prefix"]

@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from lanscope.errors import LanscopeError
 from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, make_seed, roles
-from lanscope.runtime.layout import STANDALONE, Layout, requests_prefix, sensor_stream_names, sourced_prefix
+from lanscope.runtime.layout import (
+    SITE_REQUESTS,
+    STANDALONE,
+    Layout,
+    requests_prefix,
+    sensor_stream_names,
+    sourced_prefix,
+)
 from lanscope.sites import site_domain
 from schemas import site_subject
 from schemas import subjects as subj
@@ -106,13 +113,14 @@ def site_permissions(site: str, hub_domain: str) -> dict[str, Any]:
             # Replies to the hub's consumer requests: their inboxes carry no site, and a user's
             # allow_responses does not reach leaf node connections (tried: the copy never starts).
             "$JSC.R.>",
-            f"$JS.{hub_domain}.API.CONSUMER.CREATE.{requests}.*.{site_subject(site, subj.PROBE_REQUESTED)}",
+            *(f"$JS.{hub_domain}.API.CONSUMER.CREATE.{requests}.*.{site_subject(site, wanted)}"
+              for wanted in SITE_REQUESTS),          # its copies of its site's requests
             f"$JS.FC.{hub_domain}.>",                 # flow control of its copy of the requests
         ]},
         "subscribe": {"allow": [
             *create, *(f"{c}.>" for c in create),     # the hub asks for its streams, in its domain
             f"$JS.FC.{domain}.>",                     # flow control of the hub's copies
-            f"{requests_prefix(site)}.>",             # its site's probe requests
+            f"{requests_prefix(site)}.>",             # its site's probe requests and presence checks
             "$JSC.R.>",                               # the reply to its consumer request
         ]},
     }

@@ -18,6 +18,7 @@ import enrichers.dns_names.stage as dns_names
 import enrichers.mac_vendor.stage as mac_vendor
 import enrichers.netbios.stage as netbios
 import enrichers.port_probe.stage as port_probe
+import enrichers.presence_check.stage as presence_check
 import enrichers.proxmox_names.stage as proxmox_names
 import enrichers.snmp.stage as snmp
 import producers.arp_sweep.stage as arp_sweep
@@ -38,7 +39,9 @@ from schemas import (
     Finding,
     HostAnnotated,
     HostChanged,
+    HostCheckRequested,
     HostSeen,
+    HostUnreachable,
     PortsProbed,
     RegistryEntry,
     SweepCompleted,
@@ -150,10 +153,15 @@ STAGES: dict[str, StageSpec] = {
                   consumes=subj.everywhere(subj.HOST_SEEN), emits=(HostAnnotated,),
                   description="SNMP system group, interfaces and LLDP neighbours (with a credential)",
                   segment=True),
+        StageSpec("presence_check", Kind.ENRICHER, presence_check.Config, presence_check.build,
+                  consumes=subj.everywhere(subj.HOST_CHECK), emits=(HostSeen, HostUnreachable),
+                  description="ARP / ICMP / TCP check of a host before it is said to be gone",
+                  raw_sockets=True, segment=True),
         StageSpec("host_state", Kind.SINK, host_state.Config, host_state.build,
                   consumes=subj.everywhere(subj.HOST_SEEN, subj.HOST_ANNOTATED, subj.HOST_PORTS,
-                                           subj.SWEEP_COMPLETED, subj.FINDING, subj.REGISTRY),
-                  emits=(HostChanged,),
+                                           subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE, subj.FINDING,
+                                           subj.REGISTRY),
+                  emits=(HostChanged, HostCheckRequested),
                   description="Host records, change detection, history; owns DuckDB",
                   max_replicas=1, answers=(subj.QUERY,)),
         StageSpec("findings", Kind.SINK, findings.Config, findings.build,

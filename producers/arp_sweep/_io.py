@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lanscope.net.bpf import Instruction, attach_filter
@@ -64,19 +64,22 @@ def _send_frame(sock: socket.socket, frame: bytes) -> None:
 
 def arp_sweep(interface: str, src_mac: str, src_ip: int, targets: Sequence[int], *, retries: int = 1,
               timeout_ms: int = 800, quiet_ms: int = 50, packets_per_sec: int = 0,
-              retry_max_silent: int = 4096,
+              retry_max_silent: int = 4096, unicast: Mapping[int, str] | None = None,
               progress: Callable[[int, int], None] | None = None) -> dict[int, Reply]:
     """ARP-request every target on ``interface``; return {ip: Reply(mac, rtt)} of the repliers.
 
     Silent targets are re-sent to ``retries`` times when there are at most
     ``retry_max_silent`` of them, or when the first round shows loss (the reply
-    socket dropped frames, or a send had to be retried)."""
+    socket dropped frames, or a send had to be retried). ``unicast`` maps targets
+    to the MAC their request goes to instead of the broadcast address (a
+    presence check of a known host: the way the kernel re-checks a STALE entry)."""
     mac = bytes.fromhex(src_mac.replace(":", ""))
     spa = src_ip.to_bytes(4, "big")
-    # Ethernet + ARP header up to the target protocol address (request, tha zero).
-    head = (_BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    # Source MAC + ARP header up to the target protocol address (request, tha zero).
+    body = (mac + struct.pack("!H", ETH_P_ARP)
             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + spa + b"\0" * 6)
-    frames = {ip: head + ip.to_bytes(4, "big") for ip in targets}
+    dst = {ip: bytes.fromhex(m.replace(":", "")) for ip, m in (unicast or {}).items()}
+    frames = {ip: dst.get(ip, _BROADCAST) + body + ip.to_bytes(4, "big") for ip in targets}
     book: ReplyBook[int] = ReplyBook(list(frames))
     receiver = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
     sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)

@@ -17,6 +17,7 @@ class Neighbour:
     mac: str | None
     state: str                  # REACHABLE, STALE, DELAY, PROBE, FAILED, INCOMPLETE, PERMANENT, NOARP
     interface: str | None
+    confirmed_secs: float | None = None   # since the kernel last confirmed the entry reachable
 
 
 def read_neighbours() -> list[Neighbour]:
@@ -26,7 +27,7 @@ def read_neighbours() -> list[Neighbour]:
     for record in netlink.neighbours():
         ip = ipaddress.ip_address(socket.inet_ntop(record.family, record.address))
         mac = record.lladdr.hex(":") if record.lladdr and len(record.lladdr) == 6 else None
-        out.append(Neighbour(str(ip), mac, record.state, names.get(record.index)))
+        out.append(Neighbour(str(ip), mac, record.state, names.get(record.index), record.confirmed_secs))
     return out
 
 

@@ -1,7 +1,10 @@
 """Neighbour table producer: the kernel's IPv4 ARP and IPv6 NDP entries as sightings.
 
-Only REACHABLE and DELAY entries are evidence that a host is up now (the
-kernel confirmed it within the last reachable time). STALE, PROBE, FAILED and
+Only REACHABLE and DELAY entries are evidence that a host is up (the kernel
+confirmed it within the last reachable time), and they are dated when the
+kernel last confirmed them, not when the table was read: an entry stays
+REACHABLE for up to ~45 s after its host left, and read as "seen now" it would
+bring a host just found gone straight back. STALE, PROBE, FAILED and
 PERMANENT entries with a MAC are published with ``alive=False``: a record that a
 host was there, never proof that it still is. Entries without a MAC (INCOMPLETE,
 most FAILED ones) are skipped: the kernel asked and nobody answered, so nothing
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -62,9 +65,12 @@ class Neighbours:
             if not entry.mac:
                 continue
             state = entry.state
-            events.append(HostSeen(host_key=host_key(entry.mac, entry.ip), observed_at=now,
-                                   source=SOURCE, ip=entry.ip, mac=entry.mac,
-                                   alive=bool(states & ALIVE_STATES),
+            alive = bool(states & ALIVE_STATES)
+            seen_at = now
+            if alive and entry.confirmed_secs is not None:
+                seen_at = now - timedelta(seconds=entry.confirmed_secs)
+            events.append(HostSeen(host_key=host_key(entry.mac, entry.ip), observed_at=seen_at,
+                                   source=SOURCE, ip=entry.ip, mac=entry.mac, alive=alive,
                                    evidence=f"neighbour:{state}", interface=entry.interface,
                                    neighbour_state=state))
         return events

@@ -7,7 +7,9 @@ TCP-pinged like ``nmap -PS``: a SYN-ACK or a RST on any of ``tcp_ports``
 counts as alive (HostSeen(source="tcp_ping", evidence="syn-ack:80")). TCP
 ping is skipped when more than ``tcp_max_hosts`` targets are silent (a sparse
 /16 would mean 300,000 connects; ARP covers on-link hosts anyway). The
-SweepCompleted of a sweep covers every address an echo request went to.
+SweepCompleted of a sweep covers every address an echo request went to but the
+machine's own: they answer (the kernel replies to itself), yet a host whose
+firewall drops echo to itself must not count as missing itself.
 """
 
 from __future__ import annotations
@@ -69,27 +71,31 @@ class PingSweep:
         self._progress = progress
         self._targets = targets          # None: every attached private IPv4 subnet
 
-    async def _resolve_targets(self) -> tuple[Targets, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    async def _resolve_targets(self) -> tuple[Targets, list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+                                              set[IPAddress]]:
+        """(targets, the attached networks, the machine's own addresses)."""
         found = await self._interfaces()
         attached = [a.network for i in found if i.is_up for a in i.addresses]
+        own = {a.ip for i in found for a in i.addresses}
         if self._targets is not None:
-            return self._targets, attached
+            return self._targets, attached, own
         networks = [str(a.network) for i in found if i.is_up and i.link_type != "loopback"
                     for a in i.ipv4 if a.network.prefixlen >= self.config.max_prefix_bits
                     and not a.network.is_global and not a.network.is_link_local]
-        return parse_targets(networks, exclude=self._exclude), attached
+        return parse_targets(networks, exclude=self._exclude), attached, own
 
     async def sweep(self) -> list[Event]:
         started = self._clock()
         start = time.monotonic()
         sweep_id = new_sweep_id("icmp", started)
-        targets, attached = await self._resolve_targets()
+        targets, attached, own = await self._resolve_targets()
         addresses = list(targets.sendable(attached))
         events: list[Event] = list(await self.probe(addresses, sweep_id=sweep_id))
         hosts = len(events)
         events.append(SweepCompleted(host_key=sweep_id, observed_at=self._clock(), source="icmp",
                                      targets=list(targets.specs)[:1000], sweep_id=sweep_id,
-                                     hosts_found=hosts, covered=covered_cidrs(addresses),
+                                     hosts_found=hosts,
+                                     covered=covered_cidrs(a for a in addresses if a not in own),
                                      duration_ms=round((time.monotonic() - start) * 1000, 1)))
         return events
 

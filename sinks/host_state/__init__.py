@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .fold import TRACKED, HostBook, HostEntry, PresencePolicy
+from .fold import FACTS, OBSERVATIONS, HostBook
+from .presence import PresenceConfig
+from .records import HostEntry
 from .stage import Config, HostState, QueryParam, build, database_path
 
 if TYPE_CHECKING:
@@ -31,6 +33,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["TRACKED", "Config", "HostBook", "HostEntry", "HostState", "HostStore", "PresencePolicy",
-           "QueryParam", "QueryRejected", "QueryResult", "StoreError", "build", "check_read_only",
-           "connect", "database_path", "run_query", "unapplied_batches"]
+__all__ = ["FACTS", "OBSERVATIONS", "Config", "HostBook", "HostEntry", "HostState", "HostStore",
+           "PresenceConfig", "QueryParam", "QueryRejected", "QueryResult", "StoreError", "build",
+           "check_read_only", "connect", "database_path", "run_query", "unapplied_batches"]

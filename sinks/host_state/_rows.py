@@ -26,16 +26,17 @@ import msgspec
 
 from schemas import Finding, PortState, Protocol, RegistryEntry
 
-from .fold import HostEntry
+from .records import HostEntry
 
 _entry_encoder = msgspec.json.Encoder()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-# A host row is (host_key .. first_seen | last_seen .. state): the columns after
-# _HOST_CLOCKS change on every sighting and are updated in place; a change before
-# it rewrites the row. A port row's only such column is last_seen (_PORT_LAST_SEEN).
+# A host row is (host_key .. first_seen | last_seen .. state, flapping, rtt_ms, ttl): the
+# columns from _HOST_CLOCKS on change with sightings (or, like flapping, were added by a
+# migration at the end) and are updated in place; a change before it rewrites the row.
+# A port row's only such column is last_seen (_PORT_LAST_SEEN).
 _HOST_CLOCKS = 36
 _PORT_LAST_SEEN = 23
 _PORT_TLS, _PORT_RESULT = 19, 25     # the JSON columns of a port row (see port_rows)
@@ -43,9 +44,10 @@ _TEXT: dict[Any, str] = {m: m.value for m in (*Protocol, *PortState)}   # no enu
 _UPDATE_HOST_CLOCKS = """
     UPDATE {table} SET last_seen = make_timestamptz(u.ls), last_evidence = u.le,
         last_evidence_at = make_timestamptz(u.lea), missed_sweeps = u.ms, last_seen_by = u.lsb,
-        state = u.st
+        state = u.st, flapping = u.fl, rtt_ms = u.rtt, ttl = u.ttl
     FROM (SELECT unnest($1) AS k, unnest($2) AS ls, unnest($3) AS le, unnest($4) AS lea,
-                 unnest($5) AS ms, unnest($6) AS lsb, unnest($7) AS st) AS u
+                 unnest($5) AS ms, unnest($6) AS lsb, unnest($7) AS st, unnest($8) AS fl,
+                 unnest($9::DOUBLE[]) AS rtt, unnest($10::INTEGER[]) AS ttl) AS u
     WHERE {table}.host_key = u.k"""
 _UPDATE_PORT_LAST_SEEN = """
     UPDATE host_ports SET last_seen = make_timestamptz(u.ls)
@@ -90,11 +92,13 @@ def clocks_at(table: str) -> int:
 
 def host_row(entry: HostEntry, table: str) -> tuple[Any, ...]:
     """The row of `table`: its head (host_head), then the clock columns, then the site (a
-    host's site never changes: it is part of its key)."""
+    host's site never changes: it is part of its key), then flapping, rtt_ms and ttl
+    (schema 5; updated in place with the clocks)."""
     r = entry.record
     state = msgspec.structs.replace(entry, ports={})
     return (*host_head(entry, table), r.last_seen, entry.last_evidence, entry.last_evidence_at,
-            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state), r.site)
+            entry.missed_sweeps, json_text(r.last_seen_by), json_text(state), r.site, r.flapping,
+            r.rtt_ms, r.ttl)
 
 
 def host_head(entry: HostEntry, table: str) -> tuple[Any, ...]:
@@ -185,7 +189,7 @@ def write_hosts(con: duckdb.DuckDBPyConnection, table: str,
             [r[at - _HOST_CLOCKS] for r in clocks],
             [_micros(v) for v in columns[0]], list(columns[1]),
             [_micros(v) for v in columns[2]], list(columns[3]), list(columns[4]),
-            list(columns[5])])
+            list(columns[5]), list(columns[7]), list(columns[8]), list(columns[9])])   # [6]: the site
 
 def write_ports(con: duckdb.DuckDBPyConnection,
                  ports: list[tuple[str, list[str], list[tuple[Any, ...]], dict[str, tuple[Any, ...]]]],

@@ -119,6 +119,16 @@ MIGRATIONS: tuple[str, ...] = (
                first_seen, last_seen
         FROM host_ports WHERE state = 'open' AND service IS NOT NULL;
     """,
+    # 5: flapping (a fact), round-trip time and TTL (observations), at the end: _rows updates
+    # them in place with the clocks; history is what was published (issue 18).
+    """
+    ALTER TABLE hosts_by_mac ADD COLUMN flapping BOOLEAN;
+    ALTER TABLE hosts_by_mac ADD COLUMN rtt_ms DOUBLE;
+    ALTER TABLE hosts_by_mac ADD COLUMN ttl INTEGER;
+    ALTER TABLE hosts_by_ip ADD COLUMN flapping BOOLEAN;
+    ALTER TABLE hosts_by_ip ADD COLUMN rtt_ms DOUBLE;
+    ALTER TABLE hosts_by_ip ADD COLUMN ttl INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from schemas import AnyEvent, Finding, HostChanged, PortResult, RegistryEntry, site_of_key
+from schemas import AnyEvent, Finding, HostChanged, HostCheckRequested, PortResult, RegistryEntry, site_of_key
 
 from ._query import QueryParam, QueryResult, QueryStopped, run_query
 from ._rows import (
@@ -57,14 +57,15 @@ from ._rows import (
     write_ports,
 )
 from ._schema import StoreError, connect, migrate, rollback
-from .fold import HistoryRow, HostEntry, PortRow
+from .records import HistoryRow, HostEntry, PortRow
 from .stage import QueryConfig
 
 log = logging.getLogger(__name__)
 
 _entry_decoder = msgspec.json.Decoder(HostEntry)
 _result_decoder = msgspec.json.Decoder(PortResult)
-_changed_decoder = msgspec.json.Decoder(HostChanged)
+Output = HostChanged | HostCheckRequested      # what the sink publishes (the outbox)
+_output_decoder = msgspec.json.Decoder(Output)
 _journal_encoder = msgspec.msgpack.Encoder()
 _journal_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
 
@@ -87,7 +88,7 @@ class Batch:
     """Everything one write() commits."""
 
     processed: list[str] = field(default_factory=list)
-    outbox: list[tuple[str, HostChanged]] = field(default_factory=list)   # (input id, output)
+    outbox: list[tuple[str, Output]] = field(default_factory=list)        # (input id, output)
     facts: list[Any] = field(default_factory=list)                        # folded: the journal row
     hosts: list[HostEntry] = field(default_factory=list)                  # what the facts touched
     removed_hosts: dict[str, str] = field(default_factory=dict)           # old key -> new key
@@ -251,13 +252,13 @@ class HostStore:
 
     # ---------------------------------------------------------------- writing
 
-    async def processed(self, ids: Sequence[str]) -> dict[str, list[HostChanged]]:
+    async def processed(self, ids: Sequence[str]) -> dict[str, list[Output]]:
         """Which of these input ids were committed before, with the outputs they produced."""
         if not ids:
             return {}
         return await asyncio.to_thread(self._processed, list(ids))
 
-    def _processed(self, ids: list[str]) -> dict[str, list[HostChanged]]:
+    def _processed(self, ids: list[str]) -> dict[str, list[Output]]:
         # A scan of every kept id: the runtime asks only for redelivered messages.
         with self._lock:
             cur = self.con.cursor()
@@ -266,12 +267,12 @@ class HostStore:
                 done = {row[0] for row in cur.execute(
                     "SELECT DISTINCT event_id FROM processed_events "
                     "WHERE event_id IN (SELECT unnest(?))", [list(texts.values())]).fetchall()}
-                found: dict[str, list[HostChanged]] = {i: [] for i, text in texts.items() if text in done}
+                found: dict[str, list[Output]] = {i: [] for i, text in texts.items() if text in done}
                 if found:
                     for input_id, payload in cur.execute(
                             "SELECT input_id, payload FROM outbox WHERE input_id IN (SELECT unnest(?)) "
                             "ORDER BY rowid", [sorted(found)]).fetchall():
-                        found[input_id].append(_changed_decoder.decode(payload))
+                        found[input_id].append(_output_decoder.decode(payload))
                 return found
             finally:
                 cur.close()

@@ -1,10 +1,10 @@
-"""Folding facts into host records: identity, presence and change detection. No I/O.
+"""Folding facts into host records: identity, facts versus observations, change detection. No I/O.
 
 ``HostBook`` holds every host the sink knows (loaded from DuckDB at open) and
 folds one event at a time. What it concludes for a batch comes back as a
-``Folded``: the records to write, the history rows, the hosts to delete (an
-IP-keyed record merged into its MAC-keyed one) and one ``HostChanged`` per
-host that changed.
+``Folded``: the records to write, the hosts to delete (an IP-keyed record merged
+into its MAC-keyed one), one ``HostChanged`` per host whose facts changed, the
+history rows of exactly those changes, and the presence checks to ask for.
 
 Rules:
 
@@ -17,14 +17,16 @@ Rules:
   host.
 - Order: every field remembers the ``observed_at`` of its value; an older
   fact never overwrites a newer one, whatever order the bus delivers them in.
-- Presence: alive evidence (``HostSeen.alive``) makes a host active; a stale
-  neighbour entry alone never does. A host is gone after ``missed_sweeps``
-  sweeps that covered its IP (``SweepCompleted.covered``: the addresses the
-  sweep sent to) without seeing it *and* ``grace_secs`` since its last
-  evidence, both measured in event time (so a replay decides the same). A
-  sweep counts for its own site's hosts only, so a site whose events arrive late
-  (its sensor's link to the hub was down) is judged by its own sweeps when they
-  arrive, never by the silence meanwhile.
+- Facts (``FACTS``) versus observations: a change of a fact is a field change of
+  the host's ``HostChanged``; observations (``arp_state``, ``rtt_ms``, ``ttl``,
+  ``last_seen_by``, the last evidence) only update the record.
+- History is what was published: one row per ``FieldChange`` of a published
+  ``HostChanged`` (net over the batch: first old, last new), with its id. A value
+  that came and went within a batch is neither.
+- The primary ``ip`` does not flap between the addresses of one host: IPv4 before
+  IPv6 before link-local; within a rank a new address wins, a known one only once
+  the current one has not been seen for ``IP_STALE_SECS``.
+- Presence (active, gone, back, flapping): presence.py.
 """
 
 from __future__ import annotations
@@ -34,13 +36,11 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from lanscope.net.coverage import read_coverage
 from schemas import (
     ChangeKind,
     Event,
@@ -49,10 +49,8 @@ from schemas import (
     HostChanged,
     HostRecord,
     HostSeen,
-    PortResult,
+    HostUnreachable,
     PortsProbed,
-    PortState,
-    Protocol,
     ProxmoxGuest,
     SweepCompleted,
     normalize_ip,
@@ -62,89 +60,21 @@ from schemas import (
 )
 
 from . import describe
+from .ports import ANSWERED, open_results, service_texts, update_rows
+from .presence import Presence, PresenceConfig
+from .records import STAGE, Folded, HistoryRow, HostEntry, Pending
 
-STAGE = "host_state"
-
-# Fields whose changes become history rows and HostChanged field changes.
-TRACKED = ("ip", "hostname", "os_hint", "services", "open_ports", "dhcp_type", "dhcp_status",
-           "dhcp_comment", "arp_state", "active", "vendor", "vm_name", *describe.TRACKED)
+# The facts: their changes are HostChanged field changes and history rows. Every other
+# field of the record is an observation (or a detail that moves with a fact, like vm_id).
+FACTS = ("mac", "ip", "ips", "hostname", "vendor", "vm_name", "services", "open_ports", "os_hint",
+         "dhcp_type", "dhcp_status", "dhcp_comment", "active", "flapping", *describe.TRACKED)
+OBSERVATIONS = ("arp_state", "rtt_ms", "ttl", "last_seen", "last_seen_by")
 
 # Hostname sources from most to least trusted; the name shown is the first one
 # known, so two sources that disagree do not make the name flap every sweep.
 _HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox", *describe.NAME_SOURCES)
 _MAX_IPS = 16
-_ANSWERED = (PortState.OPEN, PortState.CLOSED)
-
-
-# gc=False (as the events): rows and entries hold values and event parts, no cycles; the
-# book is the sink's largest heap and no longer walked by every full collection.
-class PortRow(msgspec.Struct, kw_only=True, gc=False):
-    """One port of one host with its lifetime."""
-
-    result: PortResult
-    first_seen: datetime
-    last_seen: datetime
-    state_since: datetime
-
-
-class HostEntry(msgspec.Struct, kw_only=True, gc=False):
-    """A host record plus what folding needs to remember about it."""
-
-    record: HostRecord
-    field_at: dict[str, datetime] = {}
-    hostnames: dict[str, str] = {}           # source -> name
-    ips_at: dict[str, datetime] = {}         # every IP of this host -> last seen
-    ports: dict[str, PortRow] = {}           # "tcp/22" -> row
-    ports_at: datetime | None = None
-    advertised_by: dict[str, list[str]] = {}  # source -> the service types it last reported
-    last_evidence_at: datetime | None = None
-    last_evidence: str | None = None
-    missed_sweeps: int = 0
-    presence_at: datetime | None = None      # time of the last active/gone transition
-    ever_active: bool = False
-
-
-class HistoryRow(msgspec.Struct, kw_only=True, array_like=True, gc=False):
-    host_key: str
-    field: str
-    old: Any
-    new: Any
-    source: str
-    observed_at: datetime
-    event_id: str
-
-
-@dataclass
-class _Pending:
-    """What one host accumulated during one batch."""
-
-    created: bool = False
-    transition: ChangeKind | None = None
-    evidence: str | None = None
-    changes: dict[str, FieldChange] = field(default_factory=dict)
-    inputs: list[str] = field(default_factory=list)
-    observed_at: datetime | None = None
-    source: str = ""
-    event: Event | None = None               # the newest fact folded into the host
-
-
-@dataclass
-class Folded:
-    """The result of folding one batch."""
-
-    upserts: dict[str, HostEntry] = field(default_factory=dict)
-    deletes: dict[str, str] = field(default_factory=dict)     # removed host_key -> merged into
-    history: list[HistoryRow] = field(default_factory=list)
-    changed: list[HostChanged] = field(default_factory=list)
-    contributors: dict[str, list[str]] = field(default_factory=dict)  # output id -> input ids
-    ports_dirty: set[str] = field(default_factory=set)                # hosts whose ports changed
-
-
-@dataclass(frozen=True)
-class PresencePolicy:
-    missed_sweeps: int = 3
-    grace_secs: float = 900.0
-
+IP_STALE_SECS = 300.0      # a known address takes over as `ip` once the current one is this old
 
 # Canonical dotted-quad IPv4 text (no leading zeros), which normalize_ip returns unchanged.
 _CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
@@ -162,33 +92,25 @@ def _mac_key(mac: str) -> str:
     return normalize_mac(mac)
 
 
-def _port_order(p: PortResult) -> tuple[str, int]:
-    return (p.protocol, p.port)
-
-
-# Service texts repeat for every probe of every host: cached, ~0.15 us instead of ~1 us.
-def _service_text(p: PortResult) -> str:
-    return _text_of(p.protocol, p.port, p.service, p.product, p.version)
-
-
-@functools.lru_cache(maxsize=65536)
-def _text_of(protocol: Protocol, port: int, service: str | None, product: str | None,
-             version: str | None) -> str:
-    parts = [port_name(protocol, port), service or "", product or "", version or ""]
-    return " ".join(x for x in parts if x)[:255]
-
-
 def _entry_for_new(host_key: str, mac: str | None, site: str) -> HostEntry:
-    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, site=site))
+    return HostEntry(record=HostRecord(host_key=host_key, mac=mac, site=site), reported_active=False)
 
 
-class HostBook:
+def _ip_rank(ip: str) -> int:
+    """Which address is the host's `ip`: IPv4 (0), then IPv6 (1), then IPv6 link-local (2)."""
+    if ":" not in ip:
+        return 0
+    return 2 if ip.lower().startswith("fe80:") else 1
+
+
+class HostBook(Presence):
     """Every known host, folded from facts in event time."""
 
-    def __init__(self, policy: PresencePolicy, entries: Iterable[HostEntry] = ()) -> None:
+    def __init__(self, policy: PresenceConfig, entries: Iterable[HostEntry] = ()) -> None:
         self.policy = policy
         self.hosts: dict[str, HostEntry] = {}
         self._by_ip: dict[str, tuple[datetime, str]] = {}   # ip -> (when, owner host_key)
+        self._flapping: set[str] = set()
         for entry in entries:
             key, site = entry.record.host_key, entry.record.site
             self.hosts[key] = entry
@@ -196,7 +118,11 @@ class HostBook:
                 self._index_ip(site_key(site, ip), when, key)
             if entry.record.ip and entry.record.ip not in entry.ips_at and entry.record.mac is None:
                 self._index_ip(site_key(site, entry.record.ip), entry.record.last_seen or datetime.min, key)
-        self._pending: dict[str, _Pending] = {}
+            if entry.reported_active is None:        # written before presence was reported apart
+                entry.reported_active = entry.record.active
+            if entry.record.flapping:
+                self._flapping.add(key)
+        self._pending: dict[str, Pending] = {}
         self._folded = Folded()
         # Hosts whose open_ports and services the next snapshot must derive from the rows
         # again: port rows changed outside _probed (a merge); loaded ones, once, to be sure.
@@ -217,6 +143,8 @@ class HostBook:
                 self._probed(event)
             elif isinstance(event, SweepCompleted):
                 self._sweep(event)
+            elif isinstance(event, HostUnreachable):
+                self._unreachable(event)
         return self._finish()
 
     def _finish(self) -> Folded:
@@ -227,23 +155,27 @@ class HostBook:
                 continue
             self._device_type(entry, pending)
             folded.upserts[key] = entry
+            self._report_presence(entry, pending)
+            if not pending.changes:
+                continue
+            rec = entry.record
             if pending.created:
                 kind = ChangeKind.NEW
-            elif pending.transition is not None:
-                kind = pending.transition
-            elif pending.changes:
-                kind = ChangeKind.CHANGED
+            elif "active" in pending.changes and not rec.flapping and not pending.first_active:
+                kind = ChangeKind.BACK if rec.active else ChangeKind.GONE
             else:
-                continue
+                kind = ChangeKind.CHANGED
             assert pending.observed_at is not None
+            changes = list(pending.changes.values())
             event = HostChanged(
-                host_key=key, observed_at=pending.observed_at, source=STAGE, site=entry.record.site,
-                kind=kind,
-                changes=list(pending.changes.values()), host=copy.copy(entry.record),
-                evidence=pending.evidence)
+                host_key=key, observed_at=pending.observed_at, source=STAGE, site=rec.site, kind=kind,
+                changes=changes, host=copy.copy(rec), evidence=pending.evidence)
             event.id = _output_id(key, kind, pending)
             folded.changed.append(event)
             folded.contributors[event.id] = pending.inputs
+            folded.history.extend(
+                HistoryRow(host_key=key, field=c.field, old=c.old, new=c.new, source=pending.source,
+                           observed_at=pending.observed_at, event_id=event.id) for c in changes)
         return folded
 
     # ---------------------------------------------------------------- identity
@@ -257,7 +189,7 @@ class HostBook:
         current = self._by_ip.get(site_key(site, ip))
         return current[1] if current and current[1] in self.hosts else None
 
-    def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, _Pending]:
+    def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, Pending]:
         """The entry a fact belongs to (at the fact's site), creating or merging as identity demands."""
         mac = _mac_key(mac) if mac else None
         ip = _ip_key(ip) if ip else None
@@ -271,7 +203,9 @@ class HostBook:
             if entry is None:
                 entry = _entry_for_new(key, mac, site)
                 self.hosts[key] = entry
-                self._touch(key, event).created = True
+                pending = self._touch(key, event)
+                pending.created = True
+                self._change(entry, pending, "mac", None, mac)
         elif ip:
             owner = self.owner_of_ip(ip, site)
             key = owner if owner is not None else site_key(site, ip)
@@ -296,9 +230,6 @@ class HostBook:
         self._folded.upserts.pop(old_key, None)
         self._folded.deletes[old_key] = key
         pending_old = self._pending.pop(old_key, None)
-        for row in self._folded.history:
-            if row.host_key == old_key:
-                row.host_key = key
         if mac_entry is None:
             # The same host, now with its identity: re-key, no "new" event.
             ip_entry.record.host_key = key
@@ -309,35 +240,38 @@ class HostBook:
                 pending.created = pending_old.created
                 pending.changes.update(pending_old.changes)
                 pending.inputs[:0] = pending_old.inputs
-                pending.transition = pending_old.transition
                 pending.evidence = pending_old.evidence
-            self._change(ip_entry, pending, "mac", None, mac, event, track=False)
+                pending.first_active = pending_old.first_active
+                pending.flap_started = pending_old.flap_started
+            self._change(ip_entry, pending, "mac", None, mac)
             merged = ip_entry
         else:
             merged = mac_entry
             rec, other = merged.record, ip_entry.record
             if other.first_seen and (rec.first_seen is None or other.first_seen < rec.first_seen):
                 rec.first_seen = other.first_seen
+            pending = self._touch(key, event)
+            if pending_old is not None:
+                pending.inputs[:0] = pending_old.inputs
             for ip, when in ip_entry.ips_at.items():
                 merged.ips_at[ip] = max(when, merged.ips_at.get(ip, when))
-            rec.ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
+            ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
+            self._change(merged, pending, "ips", sorted(rec.ips), sorted(ips))
+            rec.ips = ips
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
             self._ports_stale.add(key)
             for source, name in ip_entry.hostnames.items():
                 merged.hostnames.setdefault(source, name)
-            pending = self._touch(key, event)
-            if pending_old is not None:
-                pending.inputs[:0] = pending_old.inputs
         for ip in list(merged.ips_at):
             self._index_ip(site_key(merged.record.site, ip), merged.ips_at[ip], key)
         self._folded.ports_dirty.add(key)
         return merged
 
-    def _touch(self, key: str, event: Event) -> _Pending:
+    def _touch(self, key: str, event: Event) -> Pending:
         pending = self._pending.get(key)
-        if pending is None:   # not setdefault: a throwaway _Pending per event is ~1/4 of the fold
-            pending = self._pending[key] = _Pending()
+        if pending is None:   # not setdefault: a throwaway Pending per event is ~1/4 of the fold
+            pending = self._pending[key] = Pending()
         if event.id and (not pending.inputs or pending.inputs[-1] != event.id):
             pending.inputs.append(event.id)
         if pending.observed_at is None or event.observed_at > pending.observed_at:
@@ -348,23 +282,19 @@ class HostBook:
 
     # ------------------------------------------------------------------ fields
 
-    def _change(self, entry: HostEntry, pending: _Pending, name: str, old: Any, new: Any,
-                event: Event, *, track: bool = True) -> None:
+    def _change(self, entry: HostEntry, pending: Pending, name: str, old: Any, new: Any) -> None:
+        """A fact changed: net over the batch, it is one FieldChange (first old, last new)."""
         if old == new:
             return
-        if track:
-            previous = pending.changes.get(name)
-            first_old = previous.old if previous is not None else old
-            if first_old == new:
-                pending.changes.pop(name, None)
-            else:
-                pending.changes[name] = FieldChange(field=name, old=first_old, new=new)
-        self._folded.history.append(HistoryRow(
-            host_key=entry.record.host_key, field=name, old=old, new=new, source=event.source,
-            observed_at=event.observed_at, event_id=event.id))
+        previous = pending.changes.get(name)
+        first_old = previous.old if previous is not None else old
+        if first_old == new:
+            pending.changes.pop(name, None)
+        else:
+            pending.changes[name] = FieldChange(field=name, old=first_old, new=new)
 
-    def _set(self, entry: HostEntry, pending: _Pending, name: str, value: Any, event: Event) -> None:
-        """Set a tracked field if this fact is not older than the value it would replace."""
+    def _set(self, entry: HostEntry, pending: Pending, name: str, value: Any, event: Event) -> None:
+        """Set a fact if this event is not older than the value it would replace."""
         at = entry.field_at.get(name)
         if at is not None and event.observed_at < at:
             return
@@ -372,23 +302,42 @@ class HostBook:
         old = getattr(entry.record, name)
         if old != value:
             setattr(entry.record, name, value)
-            self._change(entry, pending, name, old, value, event)
+            self._change(entry, pending, name, old, value)
 
-    def _set_ip(self, entry: HostEntry, ip: str, event: Event, pending: _Pending) -> None:
+    def _observe(self, entry: HostEntry, name: str, value: Any, event: Event) -> None:
+        """Set an observation (same ordering rule as a fact, never a change)."""
+        at = entry.field_at.get(name)
+        if at is not None and event.observed_at < at:
+            return
+        entry.field_at[name] = event.observed_at
+        setattr(entry.record, name, value)
+
+    def _set_ip(self, entry: HostEntry, ip: str, event: Event, pending: Pending) -> None:
         when = event.observed_at
         ips_at = entry.ips_at
         before = ips_at.get(ip)
         if before is None or when > before:
             ips_at[ip] = when
-        ips = entry.record.ips
+        rec = entry.record
+        ips = rec.ips
         # record.ips is ips_at newest first (kept so by every change of ips_at): an IP that
         # was the newest still is, so the usual re-sighting need not sort and copy the list.
         if not (ips and ips[0] == ip and len(ips) == len(ips_at) <= _MAX_IPS):
             if len(ips_at) > _MAX_IPS:
                 oldest = min(ips_at, key=lambda k: ips_at[k])
                 del ips_at[oldest]
-            entry.record.ips = sorted(ips_at, key=lambda k: ips_at[k], reverse=True)
-        self._index_ip(site_key(entry.record.site, ip), when, entry.record.host_key)
+            new_ips = sorted(ips_at, key=lambda k: ips_at[k], reverse=True)
+            if set(new_ips) != set(ips):
+                self._change(entry, pending, "ips", sorted(ips), sorted(new_ips))
+            rec.ips = new_ips
+        self._index_ip(site_key(rec.site, ip), when, rec.host_key)
+        current = rec.ip
+        if current is not None and current != ip:
+            rank, current_rank = _ip_rank(ip), _ip_rank(current)
+            seen = ips_at.get(current)
+            stale = seen is None or when - seen >= timedelta(seconds=IP_STALE_SECS)
+            if rank > current_rank or (rank == current_rank and before is not None and not stale):
+                return
         self._set(entry, pending, "ip", ip, event)
 
     def _stamp(self, entry: HostEntry, event: Event) -> None:
@@ -398,7 +347,7 @@ class HostBook:
         if rec.last_seen is None or event.observed_at > rec.last_seen:
             rec.last_seen = event.observed_at
 
-    def _hostname(self, entry: HostEntry, pending: _Pending, source: str, name: str | None,
+    def _hostname(self, entry: HostEntry, pending: Pending, source: str, name: str | None,
                   event: Event) -> None:
         if not name:
             return
@@ -413,9 +362,9 @@ class HostBook:
         if old != best:
             entry.record.hostname = best
             entry.field_at["hostname"] = event.observed_at
-            self._change(entry, pending, "hostname", old, best, event)
+            self._change(entry, pending, "hostname", old, best)
 
-    def _guest(self, entry: HostEntry, pending: _Pending, guest: ProxmoxGuest | None,
+    def _guest(self, entry: HostEntry, pending: Pending, guest: ProxmoxGuest | None,
                event: Event) -> None:
         if guest is None:
             return
@@ -433,9 +382,13 @@ class HostBook:
         entry, pending = self._resolve(event, event.mac, event.ip)
         self._stamp(entry, event)
         if event.neighbour_state:
-            self._set(entry, pending, "arp_state", event.neighbour_state, event)
+            self._observe(entry, "arp_state", event.neighbour_state, event)
         elif event.alive and event.evidence == "arp-reply":
-            self._set(entry, pending, "arp_state", "reply", event)
+            self._observe(entry, "arp_state", "reply", event)
+        if event.rtt_ms is not None:
+            self._observe(entry, "rtt_ms", event.rtt_ms, event)
+        if event.ttl is not None:
+            self._observe(entry, "ttl", event.ttl, event)
         lease = event.lease
         if lease is not None:
             if lease.dynamic is not None:
@@ -470,49 +423,22 @@ class HostBook:
 
     def _probed(self, event: PortsProbed) -> None:
         entry, pending = self._resolve(event, event.mac, event.ip)
+        if not any(p.state in ANSWERED for p in event.ports):
+            # Nothing answered: the host is away (or filters everything), which says nothing
+            # about which ports it has open. Answering on a port is evidence of presence.
+            return
         self._stamp(entry, event)
         if entry.ports_at is not None and event.observed_at < entry.ports_at:
             return
         when = entry.ports_at = event.observed_at
-        self._folded.ports_dirty.add(entry.record.host_key)
-        ports = entry.ports
-        seen: set[str] = set()
-        answered = False   # answering on a port is evidence of presence
-        changed = False    # a row's result differs from the last snapshot's
-        for result in event.ports:
-            name = port_name(result.protocol, result.port)
-            seen.add(name)
-            state = result.state
-            answered = answered or state in _ANSWERED
-            row = ports.get(name)
-            if row is None:
-                ports[name] = PortRow(result=result, first_seen=when, last_seen=when, state_since=when)
-                changed = True
-            else:
-                if row.result.state != state:
-                    row.state_since = when
-                if not changed and row.result != result:
-                    changed = True
-                row.result = result
-                row.last_seen = when
-        if len(seen) != len(ports):
-            # A full snapshot: ports no longer reported open are closed now (the row stays,
-            # with its lifetime, so "when did 23/tcp close" can be answered).
-            for name, row in ports.items():
-                if name not in seen and row.result.state == PortState.OPEN:
-                    row.result = msgspec.structs.replace(row.result, state=PortState.CLOSED,
-                                                         reason="not-reported")
-                    row.state_since = when
-                    row.last_seen = when
-                    changed = True
         key = entry.record.host_key
+        self._folded.ports_dirty.add(key)
+        changed = update_rows(entry.ports, event.ports, when)
         if changed or key in self._ports_stale or any(p.os_hint for p in event.ports):
             self._ports_stale.discard(key)
-            open_rows = sorted((r.result for r in ports.values() if r.result.state == PortState.OPEN),
-                               key=_port_order)
+            open_rows = open_results(entry.ports)
             self._set(entry, pending, "open_ports", [port_name(p.protocol, p.port) for p in open_rows], event)
-            self._set(entry, pending, "services", [_service_text(p) for p in open_rows if p.service],
-                      event)
+            self._set(entry, pending, "services", service_texts(open_rows), event)
             os_hint = event.os.name if event.os else next((p.os_hint for p in open_rows if p.os_hint), None)
         else:
             # The same rows as the last snapshot derived them from: the same values; only
@@ -524,18 +450,17 @@ class HostBook:
             os_hint = event.os.name if event.os else None
         if os_hint:
             self._set(entry, pending, "os_hint", os_hint, event)
-        if answered:
-            self._evidence(entry, pending, event, "tcp-answer")
+        self._evidence(entry, pending, event, "tcp-answer")
 
     # -------------------------------------------- what hosts say about themselves (issue 23)
 
-    def _facts(self, entry: HostEntry, pending: _Pending, facts: dict[str, Any], event: Event) -> None:
+    def _facts(self, entry: HostEntry, pending: Pending, facts: dict[str, Any], event: Event) -> None:
         for name, value in facts.items():
             self._set(entry, pending, name, value, event)
 
-    def _device_type(self, entry: HostEntry, pending: _Pending) -> None:
-        """The device type again when the host's evidence changed: a tracked fact, derived from
-        the record as the batch left it (so however the facts were batched, it ends the same)."""
+    def _device_type(self, entry: HostEntry, pending: Pending) -> None:
+        """The device type again when the host's evidence changed: a fact, derived from the
+        record as the batch left it (so however the facts were batched, it ends the same)."""
         rec = entry.record
         if pending.event is None or not describe.needs_device_type(rec, pending.created,
                                                                    pending.changes.keys()):
@@ -543,66 +468,10 @@ class HostBook:
         old, new = rec.device_type, describe.device_type(rec).type
         if old != new:
             rec.device_type = new
-            self._change(entry, pending, "device_type", old, new, pending.event)
-
-    # ---------------------------------------------------------------- presence
-
-    def _evidence(self, entry: HostEntry, pending: _Pending, event: Event,
-                  evidence: str | None = None) -> None:
-        what = f"{evidence or getattr(event, 'evidence', '') or 'seen'} via {event.source}"
-        rec = entry.record
-        when = event.observed_at
-        previous = rec.last_seen_by.get(event.source)
-        if previous is None or when > previous:
-            rec.last_seen_by = {**rec.last_seen_by, event.source: when}
-        if entry.last_evidence_at is None or when >= entry.last_evidence_at:
-            entry.last_evidence_at = when
-            entry.last_evidence = what
-            entry.missed_sweeps = 0
-        if rec.active or (entry.presence_at is not None and when <= entry.presence_at):
-            return
-        entry.presence_at = when
-        if entry.ever_active and not pending.created:
-            pending.transition = ChangeKind.BACK
-        pending.evidence = what
-        entry.ever_active = True
-        old = rec.active
-        rec.active = True
-        entry.field_at["active"] = when
-        self._change(entry, pending, "active", old, True, event)
-
-    def _sweep(self, event: SweepCompleted) -> None:
-        coverage = read_coverage(event.covered)    # the stage turned it away if unreadable
-        if not coverage:
-            return
-        start = event.observed_at - timedelta(milliseconds=event.duration_ms)
-        grace = timedelta(seconds=self.policy.grace_secs)
-        for entry in list(self.hosts.values()):
-            rec = entry.record
-            if not rec.active or not rec.ip or rec.site != event.site or rec.ip not in coverage:
-                continue
-            if entry.last_evidence_at is not None and entry.last_evidence_at >= start:
-                continue
-            entry.missed_sweeps += 1
-            self._folded.upserts[rec.host_key] = entry   # the counter must survive a restart
-            since = entry.last_evidence_at
-            if entry.missed_sweeps < self.policy.missed_sweeps:
-                continue
-            if since is not None and event.observed_at - since < grace:
-                continue
-            pending = self._touch(rec.host_key, event)
-            pending.transition = ChangeKind.GONE
-            pending.evidence = (f"missed {entry.missed_sweeps} sweeps covering {rec.ip} "
-                                f"(last: {event.source} {event.sweep_id}); last evidence: "
-                                f"{entry.last_evidence or 'none'} at "
-                                f"{since.isoformat() if since else 'never'}")
-            entry.presence_at = event.observed_at
-            rec.active = False
-            entry.field_at["active"] = event.observed_at
-            self._change(entry, pending, "active", True, False, event)
+            self._change(entry, pending, "device_type", old, new)
 
 
-def _output_id(key: str, kind: ChangeKind, pending: _Pending) -> str:
+def _output_id(key: str, kind: ChangeKind, pending: Pending) -> str:
     """A HostChanged id from the inputs that caused it: a redelivery recomputes the same one."""
     head = f"{STAGE}\0{key}\0{kind.value}\0"
     if pending.inputs:   # one buffer, one hash call: the same bytes as updating piecewise

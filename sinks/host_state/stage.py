@@ -26,10 +26,12 @@ from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Event, Finding, HostChanged, RegistryEntry
 
-from .fold import STAGE, Folded, HostBook, HostEntry, PresencePolicy
+from .fold import HostBook
+from .presence import PresenceConfig
+from .records import STAGE, Folded, HostEntry
 
 if TYPE_CHECKING:   # the store imports DuckDB: only when the sink runs (not with the config)
-    from ._store import HostStore, Loaded
+    from ._store import HostStore, Loaded, Output
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,6 @@ class QueryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     threads: PositiveInt = 2                # DuckDB's worker threads
     concurrency: PositiveInt = 2            # queries the pipeline runs at once; more wait their turn
     waiting: NonNegativeInt = 32            # ... at most this many wait; more are refused as busy
-
-
-class PresenceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    missed_sweeps: PositiveInt = 3          # gone after this many sweeps covering the host missed it
-    grace_secs: NonNegativeFloat = 900.0    # ... and this long since its last evidence
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -93,7 +90,7 @@ class HostState:
         self.config = config
         self.store = store
         self.clock = clock
-        self.book = HostBook(PresencePolicy(config.presence.missed_sweeps, config.presence.grace_secs))
+        self.book = HostBook(config.presence)
         self._last_prune: datetime | None = None
         self._ahead = False            # memory may be ahead of the file (a reload failed)
         # Held while memory may run ahead of the file (fold .. commit): a query's
@@ -160,7 +157,8 @@ class HostState:
                 findings=_newest(e for e in fresh if isinstance(e, Finding)),
                 registry=_newest(e for e in fresh if isinstance(e, RegistryEntry)),
             )
-            for output in folded.changed:
+            outputs: list[Output] = [*folded.changed, *folded.requests]
+            for output in outputs:
                 inputs = folded.contributors.get(output.id) or []
                 rows.outbox.extend((i, output) for i in inputs)
             await self.store.write(rows, self.clock())
@@ -174,7 +172,7 @@ class HostState:
                 raise failure from exc
             raise
         await self._maybe_prune()
-        return [*replayed.values(), *folded.changed]
+        return [*replayed.values(), *folded.changed, *folded.requests]
 
     async def _maybe_prune(self) -> None:
         now = self.clock()

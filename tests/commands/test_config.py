@@ -62,7 +62,7 @@ def test_show_prints_every_key_and_masks_secrets(tmp_path: Path, capsys: pytest.
     assert shown["producers"]["dhcp_leases"]["gateway"]["pass"] == "***"
     # Every section and key, defaults filled in, in config.yaml's names: the same structs.
     assert list(shown) == list(Config.__struct_fields__)
-    assert shown["sinks"]["host_state"]["presence"]["grace_secs"] == 900
+    assert shown["sinks"]["host_state"]["presence"]["grace_secs"] == 120
     shown["proxmox"]["token_value"] = "hunter2-secret"
     shown["producers"]["dhcp_leases"]["gateway"]["pass"] = "also-secret"
     again = tmp_path / "again.yaml"

@@ -27,7 +27,7 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, Event, Finding, FindingState, HostChanged, decode
 from schemas import subjects as subj
-from tests.e2e.test_pipeline import Lanscope
+from tests.e2e.harness import Lanscope
 from tests.lab import Lab
 from tests.mqtt import Broker, collecting
 from tests.natsd import reset_streams
@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
 __all__ = ["receiver"]             # the fixture
 SECRET = "e2e-hmac-key"
 HOST = "f01"                       # a filler host: unplugged and plugged back
-PIPELINE = ("arp_sweep", "ping_sweep", "port_probe", "dns_names", "mac_vendor", "host_state", "findings")
+PIPELINE = ("arp_sweep", "ping_sweep", "port_probe", "dns_names", "mac_vendor", "presence_check",
+            "host_state", "findings")
 
 
 def config_text(lab: Lab, data_dir: Path, url: str, receiver: Receiver, prefix: str) -> str:

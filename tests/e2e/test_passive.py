@@ -23,7 +23,7 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged, decode
-from tests.e2e.test_pipeline import Lanscope, sql
+from tests.e2e.harness import Lanscope, sql
 from tests.lab import Lab
 from tests.lab.join import join, leave
 from tests.natsd import reset_streams

@@ -1,9 +1,9 @@
 """End to end: `lanscope run` as real processes on the lab, a real nats-server, a real DuckDB file.
 
-Two processes, as a user would split them: one runs the producers, enrichers,
+Two processes, as a user would split them: one runs the producers, enrichers (presence_check too),
 findings and registry; the other runs ``sinks.host_state`` (the DuckDB owner),
 so it can be SIGKILLed and restarted on its own. The config shrinks every
-schedule and threshold (sweeps every 2 s, gone after 2 missed sweeps and 3 s)
+schedule and threshold (sweeps every 2 s, checked after 2 missed sweeps and 3 s)
 so the whole module finishes in well under a minute.
 
 The tests run in file order against the one pipeline: hosts appear; a stopped
@@ -17,53 +17,40 @@ undone in a ``finally``. Waits poll with deadlines; nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import msgspec
 import pytest
-from nats.js.api import DeliverPolicy
 
 from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
-from schemas import ChangeKind, HostChanged, decode
+from schemas import ChangeKind, HostChanged
 from schemas import subjects as subj
+from tests.e2e.harness import ChangeLog, Pipeline, fresh_streams, history_disagreements, lab_config, sql
 from tests.lab import Lab
-from tests.natsd import reset_streams
 from tests.runtime.stages import eventually, subject_count
 
 pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PORTS = "21,22,25,80,1883,3306,5432,6379"
 PRODUCERS_AND_ENRICHERS = ("arp_sweep", "ping_sweep", "port_probe", "dns_names", "mac_vendor",
-                           "findings", "registry")
+                           "presence_check", "findings", "registry")
 UNPLUGGED = "f01"          # a filler host: nothing else in these tests depends on it
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}, {lab.OFFLINK}]
-scope:
-  allow: [{lab.SUBNET}, {lab.OFFLINK}]
-nats:
-  url: "{url}"
+    return lab_config(lab, data_dir, url, nats="""\
   ack_wait_secs: 3             # a killed sink's batch comes back quickly
   shutdown_grace_secs: 3
-dns:
-  servers: [{lab.DNS_IP}]
+""") + f"""
 producers:
   arp_sweep: {{interval_secs: 2}}
   ping_sweep: {{interval_secs: 2, tcp_ports: [80], tcp_timeout_ms: 500}}
-  neighbours: {{enabled: false}}  # a REACHABLE entry outlives an unplugged host by up to ~45 s
+  neighbours: {{enabled: false}}
   dhcp_leases: {{enabled: false}}
   proxmox_guests: {{enabled: false}}
 enrichers:
@@ -81,89 +68,18 @@ sinks:
 """
 
 
-class Lanscope:
-    """One `lanscope run --stage ...` subprocess with its log file."""
-
-    def __init__(self, config: Path, stages: tuple[str, ...], log: Path) -> None:
-        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), "run"]
-        for stage in stages:
-            self.argv += ["--stage", stage]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(30)
-
-    def tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-
-@dataclass
-class Pipeline:
-    lab: Lab
-    url: str
-    db: Path
-    main: Lanscope
-    sink: Lanscope
-
-    def logs(self) -> str:
-        return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
-                f"--- {self.sink.log.name}\n{self.sink.tail()}")
-
-
 @pytest.fixture(scope="module")
 def pipeline(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     url = natsd.start()
+    asyncio.run(fresh_streams(url))
     tmp = tmp_path_factory.mktemp("e2e")
-    config = tmp / "config.yaml"
-    config.write_text(config_text(lab, tmp / "var", url))
-
-    async def clean() -> None:
-        async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
-            await reset_streams(bus)        # streams of earlier tests in this session
-    asyncio.run(clean())
-    sink = Lanscope(config, ("sinks.host_state",), tmp / "host_state.log")
-    main = Lanscope(config, PRODUCERS_AND_ENRICHERS, tmp / "main.log")
-    sink.start()
-    main.start()
+    started = Pipeline.prepare(lab, url, tmp, config_text(lab, tmp / "var", url), PRODUCERS_AND_ENRICHERS)
+    started.sink.start()
+    started.main.start()
     try:
-        yield Pipeline(lab, url, tmp / "var" / "lanscope.duckdb", main, sink)
+        yield started
     finally:
-        main.stop()
-        sink.stop()
-
-
-@dataclass
-class Changes:
-    """Every HostChanged in the CHANGES stream, from the start, as it arrives."""
-
-    events: list[HostChanged] = field(default_factory=list)
-    subjects: dict[str, str] = field(default_factory=dict)     # event id -> subject it came on
-
-    def find(self, kind: ChangeKind, host_key: str,
-             where: Callable[[HostChanged], bool] = lambda e: True) -> HostChanged | None:
-        return next((e for e in self.events if e.kind == kind and e.host_key == host_key and where(e)),
-                    None)
+        started.stop()
 
 
 @pytest.fixture
@@ -174,34 +90,15 @@ async def bus(pipeline: Pipeline) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-async def changes(bus: Bus) -> Changes:
-    seen = Changes()
-
-    async def collect(msg: Any) -> None:
-        event = decode(msg.data)
-        assert isinstance(event, HostChanged)
-        seen.events.append(event)
-        seen.subjects[event.id] = msg.subject
-
-    await bus.js.subscribe(subj.HOST_CHANGED, stream=subj.CHANGES.name, cb=collect,
-                           ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    return seen
+async def changes(bus: Bus) -> ChangeLog:
+    log = ChangeLog()
+    await log.follow(bus)
+    return log
 
 
 async def until(pipeline: Pipeline, condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
     """``eventually``, with the pipeline's logs when it times out."""
     return await eventually(condition, timeout=timeout, what=what, interval=0.05, context=pipeline.logs)
-
-
-async def sql(bus: Bus, query: str) -> list[dict[str, Any]] | None:
-    """Rows from the running DuckDB owner over lanscope.query; None while it does not answer."""
-    try:
-        msg = await bus.nc.request(subj.QUERY, msgspec.json.encode({"sql": query}), timeout=3)
-    except Exception:   # no responders (the sink is starting or was just killed) or a timeout
-        return None
-    reply = msgspec.json.decode(msg.data)
-    assert "error" not in reply, reply["error"]
-    return [dict(zip(reply["columns"], row, strict=True)) for row in reply["rows"]]
 
 
 # ------------------------------------------------------------------------------ the tests
@@ -244,7 +141,7 @@ async def test_the_lab_appears_with_macs_ports_and_fingerprints(pipeline: Pipeli
 
 
 async def test_a_stopped_service_is_a_changed_event_and_a_history_row(
-        pipeline: Pipeline, bus: Bus, changes: Changes) -> None:
+        pipeline: Pipeline, bus: Bus, changes: ChangeLog) -> None:
     lab = pipeline.lab
     nginx = lab.host("nginx")
 
@@ -314,7 +211,7 @@ async def test_findings_open_and_resolve_and_the_hosts_are_registered(pipeline: 
     assert entries[ssh.ip]["entry_id"] == ssh.mac and entries[ssh.ip]["mac"] == ssh.mac
 
 
-async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes: Changes) -> None:
+async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes: ChangeLog) -> None:
     lab = pipeline.lab
     host = lab.host(UNPLUGGED)
     await until(pipeline, lambda: changes.find(ChangeKind.NEW, host.mac), timeout=30,
@@ -336,7 +233,7 @@ async def test_an_unplugged_host_goes_and_comes_back(pipeline: Pipeline, changes
 
 
 async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
-        pipeline: Pipeline, bus: Bus, changes: Changes) -> None:
+        pipeline: Pipeline, bus: Bus, changes: ChangeLog) -> None:
     facts = subj.FACTS.name
 
     async def batch_in_flight() -> bool:
@@ -379,7 +276,8 @@ async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
     con = duckdb.connect(str(pipeline.db), read_only=True)
     try:
         [(processed,)] = con.execute("SELECT count(*) FROM processed_events").fetchall()
-        outbox_ids = {i for (i,) in con.execute("SELECT DISTINCT output_id FROM outbox").fetchall()}
+        outbox_ids = {i for (i,) in con.execute(   # its HostChanged (it holds presence checks too)
+            "SELECT DISTINCT output_id FROM outbox WHERE payload->>'type' = 'host_changed'").fetchall()}
         [(dup_history,)] = con.execute(
             "SELECT count(*) FROM (SELECT host_key, field, event_id FROM history "
             "GROUP BY ALL HAVING count(*) > 1)").fetchall()
@@ -393,6 +291,8 @@ async def test_the_sink_killed_mid_stream_loses_and_doubles_nothing(
     # Nothing doubled: one history row per (host, field, input event); every committed
     # HostChanged published once, nothing published that was not committed.
     assert history > 0 and dup_history == 0
+    # History is what was published: one row per published field change, with its event's id.
+    assert history_disagreements(pipeline.db, changes.events) == []
     ids = [e.id for e in changes.events]
     assert len(ids) == len(set(ids)) == changed_msgs
     assert set(ids) == outbox_ids

@@ -37,7 +37,8 @@ async def test_provision_gives_a_shared_feed_one_consumer_instead_of_its_sinks(b
                          f"{FACTS}/findings+host_state", f"{subj.CHANGES.name}/findings+host_state"}
     info = await bus.js.consumer_info(FACTS, "findings+host_state")
     assert sorted(info.config.filter_subjects or []) == sorted(
-        subj.everywhere(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED))
+        subj.everywhere(subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED,
+                        subj.HOST_UNREACHABLE))
 
 
 async def test_provision_updates_a_changed_config(bus: Bus) -> None:

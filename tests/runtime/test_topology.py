@@ -18,7 +18,7 @@ def test_sinks_of_one_process_share_a_feed_per_stream() -> None:
     facts = feeds[FACTS, "findings+host_state"]
     assert facts.members == ("findings", "host_state") and facts.shared
     assert list(facts.spec.consumes) == list(subj.everywhere(    # the union, each once
-        subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED))
+        subj.HOST_SEEN, subj.HOST_PORTS, subj.HOST_ANNOTATED, subj.SWEEP_COMPLETED, subj.HOST_UNREACHABLE))
     assert facts.spec.batch_size == STAGES["host_state"].batch_size and facts.spec.max_replicas == 1
     # A sink alone on its streams reads through its own durable, as before.
     alone = sink_feeds([STAGES["host_state"], STAGES["port_probe"]])

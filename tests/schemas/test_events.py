@@ -55,6 +55,7 @@ def test_new_fields_have_defaults() -> None:
     # Additive-only evolution: only the base fields may be required.
     required_base = {"host_key", "observed_at", "source"}
     allowed = {"HostChanged": {"kind", "host"}, "PortsProbed": {"ip"}, "ProbeRequested": {"ip"},
+               "HostCheckRequested": {"ip"}, "HostUnreachable": {"ip", "request_id", "started_at"},
                "Finding": {"finding_id", "state", "rule", "severity", "category", "title",
                            "first_seen", "last_seen"},
                "RegistryEntry": {"entry_id", "action"}}

@@ -23,7 +23,8 @@ import pytest
 from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
-from tests.e2e.test_pipeline import Lanscope, config_text
+from tests.e2e.harness import Lanscope
+from tests.e2e.test_pipeline import config_text
 from tests.lab import Lab
 from tests.natsd import reset_streams
 from tests.web import browser

@@ -10,7 +10,7 @@ from producers.neighbours import Config, Neighbours
 from producers.neighbours._io import Neighbour, read_neighbours_async
 from producers.ping_sweep import is_alive
 from schemas import HostSeen
-from tests.factories import T0
+from tests.factories import T0, at
 
 
 @pytest.mark.lab
@@ -24,6 +24,9 @@ async def test_reads_the_scanner_namespace_table(lab: Any) -> None:
     assert entry.mac == nginx.mac and entry.interface == "br0" and entry.source == "neighbour"
     assert entry.neighbour_state in {"REACHABLE", "DELAY", "STALE", "PROBE"}
     assert entry.alive == (entry.neighbour_state in {"REACHABLE", "DELAY"})
+    # Confirmed by the kernel moments ago, and dated so (the table is read later).
+    [record] = [n for n in await read_neighbours_async() if n.ip == nginx.ip]
+    assert record.confirmed_secs is not None and 0 <= record.confirmed_secs < 30
     assert lab.DOWN_IP not in seen            # nobody answered: nothing was seen
 
 
@@ -62,3 +65,13 @@ async def test_multicast_loopback_and_noarp_are_skipped() -> None:
                           Neighbour("127.0.0.1", None, "NOARP", "lo"),
                           Neighbour("fe80::1", "02:00:00:00:00:09", "STALE", "eth0")])
     assert [e.ip for e in await stage.sweep() if isinstance(e, HostSeen)] == ["fe80::1"]
+
+
+async def test_a_live_entry_is_dated_when_the_kernel_confirmed_it() -> None:
+    """A REACHABLE entry outlives its host by up to ~45 s: read as "seen now" it would bring a
+    host that was just found gone straight back."""
+    stage = await _fixed([Neighbour("10.0.0.5", "02:00:00:00:00:01", "REACHABLE", "eth0", 40.0),
+                          Neighbour("10.0.0.6", "02:00:00:00:00:02", "STALE", "eth0", 90.0)])
+    reachable, stale = await stage.sweep()
+    assert reachable.observed_at == at(-40) and reachable.alive
+    assert stale.observed_at == T0 and not stale.alive      # a record, not evidence: read now

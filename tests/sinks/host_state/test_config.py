@@ -26,4 +26,4 @@ def test_batch_size_and_flush_come_from_the_section() -> None:
     spec = config.stage_specs()["host_state"]
     assert (spec.batch_size, spec.flush_ms) == (123, 50)
     assert config.sinks.host_state.presence.missed_sweeps == 5
-    assert config.sinks.host_state.presence.grace_secs == 900
+    assert config.sinks.host_state.presence.grace_secs == 120

@@ -4,14 +4,14 @@ names by source, SNMP, and the device type as a fact with history."""
 from __future__ import annotations
 
 from schemas import Advertised, ChangeKind, DhcpRequest, LldpNeighbour, SnmpInterface, SnmpSystem
-from sinks.host_state import HostBook, PresencePolicy
+from sinks.host_state import HostBook, PresenceConfig
 from tests.factories import host_annotated, host_seen
 
 MAC = "3c:d9:2b:00:00:17"
 
 
 def book() -> HostBook:
-    return HostBook(PresencePolicy())
+    return HostBook(PresenceConfig())
 
 
 def test_a_dhcp_clients_options_become_facts_and_its_name_ranks_below_the_lease() -> None:

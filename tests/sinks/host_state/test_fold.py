@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
-
 import msgspec
 import pytest
 
-from lanscope.net.coverage import covered_cidrs
-from schemas import ChangeKind, DhcpLease, HostChanged, SweepCompleted
-from sinks.host_state import HostBook, PresencePolicy
+from schemas import ChangeKind, DhcpLease, HostChanged, HostRecord
+from sinks.host_state import FACTS, OBSERVATIONS, HostBook, PresenceConfig
 from tests.factories import at, host_annotated, host_seen, port, ports_probed
 
 MAC_A = "02:00:00:00:00:0a"
@@ -17,13 +14,7 @@ MAC_B = "02:00:00:00:00:0b"
 
 
 def book(missed: int = 2, grace: float = 60) -> HostBook:
-    return HostBook(PresencePolicy(missed_sweeps=missed, grace_secs=grace))
-
-
-def sweep(t: float, covered: list[str] | None = None, source: str = "arp") -> SweepCompleted:
-    return SweepCompleted(host_key="sweep", observed_at=at(t), source=source, targets=["198.18.0.0/24"],
-                          covered=["198.18.0.0/24"] if covered is None else covered,
-                          sweep_id=f"s{t}", duration_ms=1000)
+    return HostBook(PresenceConfig(missed_sweeps=missed, grace_secs=grace))
 
 
 def only(changed: list[HostChanged]) -> HostChanged:
@@ -36,8 +27,9 @@ def test_new_host_is_one_new_event_with_its_fields() -> None:
     event = only(b.fold([host_seen("198.18.0.10", MAC_A, t=0)]).changed)
     assert event.kind is ChangeKind.NEW
     assert event.host.host_key == MAC_A and event.host.ip == "198.18.0.10" and event.host.active
-    assert {c.field for c in event.changes} >= {"ip", "active", "arp_state"}
+    assert [c.field for c in event.changes] == ["mac", "ips", "ip", "device_type", "active"]
     assert event.evidence == "arp-reply via arp"
+    assert event.host.arp_state == "reply"       # an observation: on the record, not a change
 
 
 def test_same_facts_again_change_nothing() -> None:
@@ -52,10 +44,12 @@ def test_mac_moves_to_a_new_ip_is_one_host_with_an_ip_change() -> None:
     folded = b.fold([host_seen("198.18.0.20", MAC_A, t=10)])
     event = only(folded.changed)
     assert event.kind is ChangeKind.CHANGED
-    assert [(c.field, c.old, c.new) for c in event.changes] == [("ip", "198.18.0.10", "198.18.0.20")]
+    assert [(c.field, c.old, c.new) for c in event.changes] == [
+        ("ips", ["198.18.0.10"], ["198.18.0.10", "198.18.0.20"]), ("ip", "198.18.0.10", "198.18.0.20")]
     assert list(b.hosts) == [MAC_A]
     assert b.hosts[MAC_A].record.ips == ["198.18.0.20", "198.18.0.10"]
-    assert [(h.field, h.old, h.new) for h in folded.history] == [("ip", "198.18.0.10", "198.18.0.20")]
+    assert [(h.field, h.old, h.new) for h in folded.history] == [
+        (c.field, c.old, c.new) for c in event.changes]
 
 
 def test_ip_changes_mac_makes_a_second_host_and_ip_only_facts_follow_the_new_owner() -> None:
@@ -130,7 +124,9 @@ def test_a_batch_is_folded_in_observed_order_so_the_newest_wins() -> None:
     assert b.hosts[MAC_A].record.ip == "198.18.0.12"
     event = only(folded.changed)
     # One net change per field per batch: first old, last new.
-    assert [(c.field, c.old, c.new) for c in event.changes] == [("ip", "198.18.0.10", "198.18.0.12")]
+    assert [(c.field, c.old, c.new) for c in event.changes] == [
+        ("ips", ["198.18.0.10"], ["198.18.0.10", "198.18.0.11", "198.18.0.12"]),
+        ("ip", "198.18.0.10", "198.18.0.12")]
 
 
 def test_ports_probed_sets_open_ports_services_and_a_closed_port_is_a_change() -> None:
@@ -201,61 +197,6 @@ def test_dns_name_outranks_a_lease_name_so_it_does_not_flap() -> None:
     assert b.hosts[MAC_A].record.hostname == "dns-name"
 
 
-def test_stale_neighbour_entry_alone_never_makes_a_host_active() -> None:
-    b = book()
-    event = only(b.fold([host_seen(mac=MAC_A, source="neighbours", alive=False,
-                                   neighbour_state="STALE", t=0)]).changed)
-    assert event.kind is ChangeKind.NEW and not event.host.active
-    assert event.host.last_seen_by == {}
-
-
-def test_gone_after_missed_sweeps_and_grace_then_back() -> None:
-    b = book(missed=2, grace=60)
-    b.fold([host_seen(mac=MAC_A, t=0)])
-    assert b.fold([sweep(30)]).changed == []            # one miss
-    assert b.fold([sweep(50)]).changed == []            # two misses, but only 50 s since evidence
-    gone = only(b.fold([sweep(90)]).changed)
-    assert gone.kind is ChangeKind.GONE and not gone.host.active
-    assert "missed 3 sweeps" in (gone.evidence or "") and "arp-reply via arp" in (gone.evidence or "")
-    assert [(c.field, c.old, c.new) for c in gone.changes] == [("active", True, False)]
-    back = only(b.fold([host_seen(mac=MAC_A, source="icmp", evidence="echo-reply", t=120)]).changed)
-    assert back.kind is ChangeKind.BACK and back.evidence == "echo-reply via icmp"
-
-
-def test_a_sweep_that_saw_the_host_or_did_not_cover_it_is_not_a_miss() -> None:
-    b = book(missed=1, grace=0)
-    b.fold([host_seen(mac=MAC_A, t=0)])
-    assert b.fold([host_seen(mac=MAC_A, t=99.5), sweep(100)]).changed == []
-    assert b.fold([sweep(200, covered=["198.18.1.0/24"])]).changed == []
-    # What the sweep skipped (here .10 itself) is not covered, whatever was asked for.
-    skipped = covered_cidrs(ip_address(f"198.18.0.{i}") for i in range(1, 255) if i != 10)
-    assert b.fold([sweep(250, covered=skipped)]).changed == []
-    assert b.fold([sweep(300, covered=["198.18.0.8/29"])]).changed[0].kind is ChangeKind.GONE
-
-
-def test_a_sweep_of_an_older_writer_covers_nothing() -> None:
-    b = book(missed=1, grace=0)
-    b.fold([host_seen(mac=MAC_A, t=0)])
-    old = msgspec.structs.replace(sweep(100, covered=[]), v=1)   # targets only: not read
-    assert old.targets and b.fold([old]).changed == []
-    assert b.hosts[MAC_A].missed_sweeps == 0
-
-
-def test_an_unreadable_coverage_is_an_error_not_a_skip() -> None:
-    b = book(missed=1, grace=0)
-    b.fold([host_seen(mac=MAC_A, t=0)])
-    with pytest.raises(ValueError, match=r"covered\[1\] '198.18.0.1/24' is not a CIDR"):
-        b.fold([sweep(100, covered=["198.19.0.0/16", "198.18.0.1/24"])])
-
-
-def test_a_late_sighting_older_than_the_gone_decision_does_not_bring_it_back() -> None:
-    b = book(missed=1, grace=0)
-    b.fold([host_seen(mac=MAC_A, t=0)])
-    b.fold([sweep(100)])
-    assert b.fold([host_seen(mac=MAC_A, t=50)]).changed == []
-    assert not b.hosts[MAC_A].record.active
-
-
 def test_port_answer_is_presence_evidence() -> None:
     b = book()
     event = only(b.fold([ports_probed(mac=MAC_A, t=0)]).changed)
@@ -266,3 +207,91 @@ def test_output_ids_are_deterministic_from_the_inputs() -> None:
     first = book().fold([host_seen(mac=MAC_A, t=0, id="in-1")]).changed[0]
     again = book().fold([host_seen(mac=MAC_A, t=0, id="in-1")]).changed[0]
     assert first.id == again.id and first.id
+
+
+def test_observations_update_the_record_and_are_never_a_change() -> None:
+    b = book()
+    b.fold([host_seen(mac=MAC_A, t=0)])
+    # The issue's noise: the ARP sweep says "reply", the neighbour table "REACHABLE", in turn.
+    for t in range(1, 20):
+        flip = (host_seen(mac=MAC_A, source="neighbour", evidence="neighbour:REACHABLE",
+                          neighbour_state="REACHABLE", t=t) if t % 2 else
+                host_seen(mac=MAC_A, t=t, rtt_ms=0.2 + t / 100, ttl=64))
+        folded = b.fold([flip])
+        assert folded.changed == [] and folded.history == []
+    rec = b.hosts[MAC_A].record
+    assert (rec.arp_state, rec.rtt_ms, rec.ttl) == ("REACHABLE", 0.38, 64)
+    assert set(rec.last_seen_by) == {"arp", "neighbour"}
+
+
+def test_history_is_exactly_the_published_changes() -> None:
+    b = book()
+    folded = b.fold([host_seen("198.18.0.10", MAC_A, t=0, id="a"),
+                     host_annotated(mac=MAC_A, vendor="Acme", t=1, id="b")])
+    event = only(folded.changed)
+    assert [(h.event_id, h.field, h.old, h.new) for h in folded.history] == [
+        (event.id, c.field, c.old, c.new) for c in event.changes]
+    # A value that came and went within one batch is neither a change nor history.
+    folded = b.fold([host_annotated(mac=MAC_A, vendor="Other", t=2, id="c"),
+                     host_annotated(mac=MAC_A, vendor="Acme", t=3, id="d")])
+    assert folded.changed == [] and folded.history == []
+    # Intermediate values of one batch: one row, first old and last new, the event's id.
+    folded = b.fold([host_annotated(mac=MAC_A, vendor=v, t=t, id=f"v{t}")
+                     for t, v in ((4, "B"), (5, "C"), (6, "D"))])
+    event = only(folded.changed)
+    assert [(h.event_id, h.field, h.old, h.new, h.observed_at) for h in folded.history] == [
+        (event.id, "vendor", "Acme", "D", at(6))]
+
+
+def test_the_merge_of_an_ip_record_writes_history_only_for_what_it_publishes() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", None, source="icmp", t=0)])
+    folded = b.fold([host_seen("198.18.0.10", MAC_A, t=10)])
+    event = only(folded.changed)
+    assert [(c.field, c.old, c.new) for c in event.changes] == [("mac", None, MAC_A)]
+    assert [(h.host_key, h.field, h.event_id) for h in folded.history] == [(MAC_A, "mac", event.id)]
+
+
+@pytest.mark.parametrize(("second", "t", "primary"), [
+    ("fd00:1a5::10", 10, "198.18.0.10"),            # IPv6 never displaces IPv4
+    ("fe80::10", 10, "198.18.0.10"),                # nor link-local
+    ("198.18.0.20", 10, "198.18.0.20"),             # a new IPv4 address is the host's new address
+])
+def test_the_primary_ip_prefers_ipv4_and_new_addresses(second: str, t: float, primary: str) -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", MAC_A, t=0)])
+    b.fold([host_seen(second, MAC_A, source="neighbour", t=t)])
+    assert b.hosts[MAC_A].record.ip == primary and second in b.hosts[MAC_A].record.ips
+
+
+def test_two_addresses_seen_in_turn_do_not_flap_the_primary_ip() -> None:
+    b = book()
+    b.fold([host_seen("198.18.0.10", MAC_A, t=0), host_seen("198.18.0.20", MAC_A, t=1)])
+    changes = [c.field for t in range(2, 40, 2)
+               for e in b.fold([host_seen("198.18.0.10", MAC_A, t=t),
+                                host_seen("198.18.0.20", MAC_A, t=t + 1)]).changed for c in e.changes]
+    assert changes == [] and b.hosts[MAC_A].record.ip == "198.18.0.20"
+    # The address left behind: the other takes over once the current one is stale.
+    event = only(b.fold([host_seen("198.18.0.10", MAC_A, t=400)]).changed)
+    assert [(c.field, c.old, c.new) for c in event.changes] == [("ip", "198.18.0.20", "198.18.0.10")]
+    assert b.fold([host_seen("198.18.0.20", MAC_A, t=401)]).changed == []
+
+
+def test_a_probe_nothing_answered_changes_no_port() -> None:
+    b = book()
+    b.fold([ports_probed(mac=MAC_A, ports=[port(22, service="ssh")], t=0)])
+    # The host was unplugged while port_probe ran: every port silent.
+    folded = b.fold([ports_probed(mac=MAC_A, ports=[port(22, "filtered", reason="no-response")], t=10)])
+    assert folded.changed == [] and b.hosts[MAC_A].record.open_ports == ["tcp/22"]
+    assert b.hosts[MAC_A].last_evidence_at == at(0) and b.hosts[MAC_A].record.last_seen == at(0)
+
+
+def test_the_schema_says_which_record_fields_are_facts_and_which_observations() -> None:
+    """`lanscope schema` documents the split the fold makes (the fields' descriptions)."""
+    said: dict[str, set[str]] = {"fact": set(), "observation": set()}
+    schema = msgspec.json.schema(HostRecord)
+    for name, field in schema["$defs"]["HostRecord"]["properties"].items():
+        if "description" in field:
+            said[field["description"].split(" ", 1)[0]].add(name)
+    assert said["fact"] == set(FACTS) | {"host_key"}
+    assert said["observation"] == set(OBSERVATIONS)

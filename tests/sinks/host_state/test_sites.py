@@ -8,7 +8,7 @@ import duckdb
 import msgspec
 
 from schemas import ChangeKind, Event, HostChanged, SweepCompleted
-from sinks.host_state import HostBook, PresencePolicy
+from sinks.host_state import HostBook, PresenceConfig
 from sinks.host_state._schema import MIGRATIONS
 from sinks.host_state.stage import Config, HostState
 from tests.factories import at, host_seen, ports_probed
@@ -18,7 +18,8 @@ MAC = "02:00:00:00:00:0a"
 
 
 def book() -> HostBook:
-    return HostBook(PresencePolicy(missed_sweeps=2, grace_secs=10))
+    # Gone on missed sweeps alone (no presence check): what is shown here is whose sweeps count.
+    return HostBook(PresenceConfig(missed_sweeps=2, grace_secs=10, confirm=False))
 
 
 def at_site(site: str, event: Event) -> Event:
@@ -62,8 +63,9 @@ def test_an_ip_record_merges_into_the_mac_record_of_its_own_site_only() -> None:
 
 def test_a_sweep_counts_for_its_own_sites_hosts_only() -> None:
     b = book()
-    b.fold([at_site("paris", host_seen("10.20.0.5", MAC, t=0)),
-            at_site("berlin", host_seen("10.20.0.5", MAC, t=0))])
+    b.fold([at_site("paris", host_seen("10.20.0.5", MAC, t=0, sweep_id="paris0.5")),
+            at_site("berlin", host_seen("10.20.0.5", MAC, t=0, sweep_id="berlin0.5")),
+            sweep(0.5, "paris"), sweep(0.5, "berlin")])         # each seen by its site's sweep
     # Berlin sweeps the same range without its host; paris's sensor is silent (its link is down).
     gone = b.fold([sweep(30, "berlin"), sweep(60, "berlin")]).changed
     assert kinds(gone) == [("gone", f"berlin/{MAC}")]

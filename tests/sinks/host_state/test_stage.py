@@ -69,7 +69,7 @@ async def test_a_batch_is_written_and_survives_a_restart(tmp_path: Path) -> None
     again = await opened(tmp_path)
     assert set(again.book.hosts) == {MAC_A, "198.19.0.5"}
     assert again.book.hosts[MAC_A].ports["tcp/22"].first_seen == at(1)
-    changed = await again.write([ports_probed("198.18.0.10", MAC_A, [], t=100, id="e4")])
+    changed = await again.write([ports_probed("198.18.0.10", MAC_A, [port(22, "closed")], t=100, id="e4")])
     assert [c.field for c in changed[0].changes] == ["open_ports", "services"]
     await again.close()
     assert rows(db, "SELECT field, old, new FROM history WHERE field = 'open_ports'") == [
@@ -226,13 +226,14 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(
         [host_seen("198.18.0.10", MAC_A, t=0, id="a1"), host_seen("198.19.0.5", None, t=0, id="a2"),
          ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh"), port(80)], t=1, id="a3"),
          host_seen("198.18.0.20", None, source="icmp", t=1, id="a4")],
-        [host_seen("198.18.0.10", MAC_A, t=10, id="b1"), host_seen("198.19.0.5", None, t=10, id="b2"),
+        [host_seen("198.18.0.10", MAC_A, t=10, id="b1", rtt_ms=0.4, ttl=64),
+         host_seen("198.19.0.5", None, t=10, id="b2"),
          ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh"), port(80)], t=11, id="b3")],
         [ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh", banner="SSH-2.0-x")], t=20,
                       id="c1"),
          host_seen("198.19.0.5", None, source="icmp", t=21, id="c2"),
          host_seen("198.18.0.20", mac_b, t=22, id="c3")],               # merges the IP record
-        [host_seen("198.18.0.20", mac_b, t=30, id="d1"),
+        [host_seen("198.18.0.20", mac_b, t=30, id="d1", rtt_ms=0.7),
          ports_probed("198.18.0.10", MAC_A, [port(22, service="ssh", banner="SSH-2.0-x")], t=31,
                       id="d2")],
     ]
@@ -262,6 +263,8 @@ async def test_rows_written_batch_by_batch_equal_rows_written_at_once(
         assert table(stepwise, sql) == table(at_once, sql), sql
     assert table(stepwise, "SELECT last_seen FROM hosts_by_mac WHERE mac = '02:00:00:00:00:0a'") == [
         (at(31),)]
+    assert table(stepwise, "SELECT mac, rtt_ms, ttl FROM hosts_by_mac ORDER BY mac") == [
+        (MAC_A, 0.4, 64), (mac_b, 0.7, None)]      # observations, updated in place
     assert table(stepwise, "SELECT port, last_seen FROM host_ports WHERE host_key = "
                            "'02:00:00:00:00:0a' ORDER BY port") == [(22, at(31)), (80, at(20))]
     again = await opened(stepwise)
@@ -305,9 +308,12 @@ async def test_a_version_1_file_is_migrated_with_its_processed_ids(tmp_path: Pat
     con.close()
     sink = await opened(tmp_path)
     assert set(await sink.store.processed(["old1", "old2", "new"])) == {"old1", "old2"}
+    await sink.write([host_seen("198.18.0.10", MAC_A, t=1, rtt_ms=0.5, ttl=64)])
     await sink.close()
-    assert rows(tmp_path / "lanscope.duckdb", "SELECT max(version) FROM schema_version") == [
-        (SCHEMA_VERSION,)]
+    db = tmp_path / "lanscope.duckdb"
+    assert rows(db, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)] == [(5,)]
+    # The columns version 5 added, in the `hosts` view too.
+    assert rows(db, "SELECT flapping, rtt_ms, ttl FROM hosts") == [(False, 0.5, 64)]
 
 
 async def test_a_version_2_file_keeps_its_hosts_and_gets_the_device_type_columns(tmp_path: Path) -> None:
@@ -319,7 +325,8 @@ async def test_a_version_2_file_keeps_its_hosts_and_gets_the_device_type_columns
     con.execute("DROP VIEW hosts")
     con.execute("DROP VIEW services")
     for table in ("hosts_by_mac", "hosts_by_ip"):
-        con.execute(f"ALTER TABLE {table} DROP COLUMN device_type")
+        for column in ("device_type", "flapping", "rtt_ms", "ttl"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     for table in ("hosts_by_mac", "hosts_by_ip", "host_ports", "history", "findings", "registry"):
         con.execute(f"ALTER TABLE {table} DROP COLUMN site")
     con.execute("CREATE VIEW hosts AS SELECT * FROM hosts_by_mac UNION ALL BY NAME SELECT * FROM hosts_by_ip")

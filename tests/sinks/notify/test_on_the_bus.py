@@ -22,7 +22,7 @@ from lanscope.runtime.topology import STAGES
 from schemas import HostChanged
 from schemas import subjects as subj
 from sinks.notify import build
-from tests.e2e.test_pipeline import Lanscope
+from tests.e2e.harness import Lanscope
 from tests.mqtt import Broker, collecting
 from tests.runtime.stages import eventually, subject_count
 from tests.runtime.test_runner import running
