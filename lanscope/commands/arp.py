@@ -48,7 +48,7 @@ async def _run(args: argparse.Namespace, config: Config,
     if not args.no_neighbours:
         answered = {e.ip for e in replies}
         neighbours = [e for e in await neighbour_table.build(config.producers.neighbours, ctx).sweep()
-                      if isinstance(e, HostSeen) and e.ip not in answered
+                      if isinstance(e, HostSeen) and e.ip not in answered and e.ip in targets
                       and (not args.interface or e.interface in args.interface)]
     return replies, neighbours
 
