@@ -11,7 +11,8 @@ from lanscope.output import print_table
 from lanscope.runtime.auth import ADMIN
 from lanscope.runtime.bus import Bus, Provisioned
 from lanscope.runtime.datadir import private
-from lanscope.runtime.embedded import EmbeddedNats, configured_url
+from lanscope.runtime.embedded import EmbeddedNats
+from lanscope.runtime.locate import configured_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import msgspec
 from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_json, print_table, warn
-from lanscope.runtime.embedded import pipeline_url
+from lanscope.runtime.locate import pipeline_url
 from sinks.host_state import (
     QueryParam,
     QueryRejected,

@@ -27,9 +27,10 @@ from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.datadir import StageLocks, private, starting
 from lanscope.runtime.delivery import dead_letters
-from lanscope.runtime.embedded import EmbeddedNats, configured_url, embedded_stream_bytes, guard_store
+from lanscope.runtime.embedded import EmbeddedNats, embedded_stream_bytes, guard_store
 from lanscope.runtime.layout import Layout
 from lanscope.runtime.leafnodes import server_role
+from lanscope.runtime.locate import configured_url
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds

@@ -23,7 +23,7 @@ from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_jsonl, print_line, printable
 from lanscope.runtime.auth import WATCH, client_config
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import no_server_hint, pipeline_url
+from lanscope.runtime.locate import no_server_hint, pipeline_url
 from schemas import ChangeKind, Event, Finding, HostChanged, check_site, decode
 from schemas import subjects as subj
 

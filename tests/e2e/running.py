@@ -18,7 +18,7 @@ from pathlib import Path
 from lanscope.config import NatsConfig
 from lanscope.runtime.auth import client_config
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import configured_url
+from lanscope.runtime.locate import configured_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

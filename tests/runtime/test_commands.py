@@ -13,7 +13,7 @@ from lanscope.commands.watch import describe, parse_kinds
 from lanscope.config import NatsConfig
 from lanscope.errors import UsageError
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.embedded import configured_url
+from lanscope.runtime.locate import configured_url
 from schemas import ChangeKind, FieldChange, HostChanged, HostRecord
 from schemas import subjects as subj
 from tests.factories import at
