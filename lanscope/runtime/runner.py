@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lanscope.runtime.bus import Bus
-from lanscope.runtime.consume import ConsumerRunner, EnricherRunner, FeedRunner, SinkBatches, SinkRunner
+from lanscope.runtime.consume import ConsumerRunner, EnricherRunner, FeedRunner, SinkRunner
 from lanscope.runtime.delivery import Counters, RunnerOptions
+from lanscope.runtime.sinkbatches import SinkBatches
 from lanscope.runtime.stage import Listener
 from lanscope.runtime.stagerun import ListenerRunner, ProducerRunner, StageRunner
 from lanscope.runtime.topology import Feed, Kind, StageSpec, own_feeds, sink_feeds
