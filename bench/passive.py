@@ -40,6 +40,7 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged, decode
+from tests.e2e.harness import lab_config, percentile
 from tests.lab import Lab
 from tests.lab.join import join, leave, speak
 
@@ -49,21 +50,8 @@ FIRST = 2000          # join numbers used here (tests use < 1000)
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}]
-scope:
-  allow: [{lab.SUBNET}]
-nats:
-  url: "{url}"
-dns:
-  servers: [{lab.DNS_IP}]
-"""
+    return lab_config(lab, data_dir, url, offlink=False)
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def run(args: argparse.Namespace, lab: Lab, url: str, work: Path) -> dict[str, list[float]]:
@@ -154,7 +142,7 @@ def main() -> int:
     for kind, values in results.items():
         ms = [v * 1000 for v in values]
         print(f"| {'DHCP DISCOVER' if kind == 'dhcp' else 'ARP request'} | {len(ms)} | "
-              f"{statistics.median(ms):.0f} ms | {pct(ms, 0.95):.0f} ms | {max(ms):.0f} ms |")
+              f"{statistics.median(ms):.0f} ms | {percentile(ms, 95):.0f} ms | {max(ms):.0f} ms |")
     return 0
 
 

@@ -41,6 +41,7 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, FieldChange, HostChanged, HostRecord
+from tests.e2e.harness import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSTS_QUERIES = [
@@ -51,16 +52,14 @@ HOSTS_QUERIES = [
 ]
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
 
 def summary(name: str, server: list[float], client: list[float]) -> dict[str, Any]:
+    def ms(values: list[float], q: float) -> float:
+        return round(percentile(values, q), 1)
     return {"what": name, "n": len(server),
-            "server_p50_ms": round(pct(server, 50), 1), "server_p95_ms": round(pct(server, 95), 1),
+            "server_p50_ms": ms(server, 50), "server_p95_ms": ms(server, 95),
             "server_max_ms": round(max(server), 1),
-            "client_p50_ms": round(pct(client, 50), 1), "client_p95_ms": round(pct(client, 95), 1)}
+            "client_p50_ms": ms(client, 50), "client_p95_ms": ms(client, 95)}
 
 
 async def timed(client: httpx.AsyncClient, path: str,
@@ -152,7 +151,7 @@ async def sse(url: str, nats_url: str, clients: int, events: int) -> dict[str, A
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return {"what": f"SSE: publish -> all {clients} pages", "events": events, "missed": lost,
-            "p50_ms": round(pct(latencies, 50), 1), "p95_ms": round(pct(latencies, 95), 1),
+            "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
             "max_ms": round(max(latencies), 1)}
 
 

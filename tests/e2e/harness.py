@@ -1,21 +1,24 @@
 """lanscope in the lab as a user runs it, and what watching it shows.
 
-Shared by the end-to-end tests (``test_pipeline``, ``test_soak``) and by
-``bench/soak.py``: ``lanscope run`` subprocesses, the ``HostChanged`` events
-as a subscriber receives them (with the time each arrived), the lab's link
-outages, and the judgement of a soak: which events said something that did
-not happen, how long real outages took to be reported, and whether the
-history table says exactly what the published events said.
+Shared by the end-to-end tests (``test_pipeline``, ``test_soak``, ``test_passive``)
+and by the benchmarks (``percentile`` by all of them): ``lanscope run``
+subprocesses, the lab configs, the ``HostChanged`` events as a subscriber
+receives them (with the time each arrived), the lab's link outages, and the
+judgement of a soak: which events said something that did not happen, how
+long real outages took to be reported, and whether the history table says
+exactly what the published events said.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,14 +73,25 @@ class Lanscope:
         return "\n".join(text[-lines:])
 
 
-def lab_config(lab: Lab, data_dir: Path, url: str, nats: str = "") -> str:
+# nats lines of a pipeline whose sink is SIGKILLed on purpose
+KILLABLE = """\
+  ack_wait_secs: 3             # a killed sink's batch comes back quickly
+  shutdown_grace_secs: 3
+"""
+
+
+def lab_config(lab: Lab, data_dir: Path, url: str, nats: str = "", *, offlink: bool = True) -> str:
     """The head of a lab config: state in ``data_dir``, the lab's segments as targets and
-    scope, its DNS server, NATS at ``url`` (``nats``: more lines of that section)."""
+    scope (``offlink``: the routed one too), its DNS server, NATS at ``url`` (``nats``: more
+    lines of that section)."""
+    targets, allow = [lab.LIVE_24], [lab.SUBNET]
+    if offlink:
+        targets, allow = [*targets, lab.OFFLINK], [*allow, lab.OFFLINK]
     return f"""
 data_dir: {data_dir}
-targets: [{lab.LIVE_24}, {lab.OFFLINK}]
+targets: [{", ".join(targets)}]
 scope:
-  allow: [{lab.SUBNET}, {lab.OFFLINK}]
+  allow: [{", ".join(allow)}]
 nats:
   url: "{url}"
 {nats}dns:
@@ -112,6 +126,19 @@ class Pipeline:
     def logs(self) -> str:
         return (f"--- {self.main.log.name}\n{self.main.tail()}\n"
                 f"--- {self.sink.log.name}\n{self.sink.tail()}")
+
+
+@contextmanager
+def started_pipeline(lab: Lab, url: str, tmp: Path, config: Callable[[Path, str], str],
+                     stages: tuple[str, ...]) -> Iterator[Pipeline]:
+    """A module's pipeline on fresh streams (``config(data_dir, url)``), stopped at the end;
+    the test starts its processes."""
+    asyncio.run(fresh_streams(url))
+    pipeline = Pipeline.prepare(lab, url, tmp, config(tmp / "var", url), stages)
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
 
 
 async def fresh_streams(url: str) -> None:

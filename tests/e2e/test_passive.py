@@ -23,7 +23,7 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged, decode
-from tests.e2e.harness import Lanscope, sql
+from tests.e2e.harness import Lanscope, lab_config, sql
 from tests.lab import Lab
 from tests.lab.join import join, leave
 from tests.natsd import reset_streams
@@ -35,23 +35,15 @@ JOIN = 951
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return f"""
-data_dir: {data_dir}
-targets: [{lab.LIVE_24}]
-scope:
-  allow: [{lab.SUBNET}]
-nats:
-  url: "{url}"
-dns:
-  servers: [{lab.DNS_IP}]
+    return lab_config(lab, data_dir, url, offlink=False) + """\
 producers:
-  arp_sweep: {{interval_secs: 5}}
-  ssdp: {{search_secs: 10}}
+  arp_sweep: {interval_secs: 5}
+  ssdp: {search_secs: 10}
 enrichers:
-  snmp: {{community: public, negative_secs: 5, refresh_secs: 5}}
-  netbios: {{negative_secs: 5}}
+  snmp: {community: public, negative_secs: 5, refresh_secs: 5}
+  netbios: {negative_secs: 5}
 sinks:
-  host_state: {{flush_ms: 100}}
+  host_state: {flush_ms: 100}
 """
 
 

@@ -16,7 +16,6 @@ undone in a ``finally``. Waits poll with deadlines; nothing sleeps.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,15 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged
 from schemas import subjects as subj
-from tests.e2e.harness import ChangeLog, Pipeline, fresh_streams, history_disagreements, lab_config, sql
+from tests.e2e.harness import (
+    KILLABLE,
+    ChangeLog,
+    Pipeline,
+    history_disagreements,
+    lab_config,
+    sql,
+    started_pipeline,
+)
 from tests.lab import Lab
 from tests.runtime.stages import eventually, subject_count
 
@@ -43,10 +50,7 @@ UNPLUGGED = "f01"          # a filler host: nothing else in these tests depends 
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return lab_config(lab, data_dir, url, nats="""\
-  ack_wait_secs: 3             # a killed sink's batch comes back quickly
-  shutdown_grace_secs: 3
-""") + f"""
+    return lab_config(lab, data_dir, url, nats=KILLABLE) + f"""
 producers:
   arp_sweep: {{interval_secs: 2}}
   ping_sweep: {{interval_secs: 2, tcp_ports: [80], tcp_timeout_ms: 500}}
@@ -70,16 +74,12 @@ sinks:
 
 @pytest.fixture(scope="module")
 def pipeline(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    url = natsd.start()
-    asyncio.run(fresh_streams(url))
-    tmp = tmp_path_factory.mktemp("e2e")
-    started = Pipeline.prepare(lab, url, tmp, config_text(lab, tmp / "var", url), PRODUCERS_AND_ENRICHERS)
-    started.sink.start()
-    started.main.start()
-    try:
+    with started_pipeline(lab, natsd.start(), tmp_path_factory.mktemp("e2e"),
+                          lambda data_dir, url: config_text(lab, data_dir, url),
+                          PRODUCERS_AND_ENRICHERS) as started:
+        started.sink.start()
+        started.main.start()
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture

@@ -39,14 +39,15 @@ from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind
 from schemas import subjects as subj
 from tests.e2e.harness import (
+    KILLABLE,
     ChangeLog,
     Outage,
     Pipeline,
-    fresh_streams,
     history_disagreements,
     judge,
     lab_config,
     sql,
+    started_pipeline,
 )
 from tests.lab import Lab
 from tests.runtime.stages import eventually
@@ -60,10 +61,7 @@ TCP_PORTS = (21, 22, 25, 80, 1883, 3306, 5432, 6379)
 
 
 def config_text(lab: Lab, data_dir: Path, url: str) -> str:
-    return lab_config(lab, data_dir, url, nats="""\
-  ack_wait_secs: 3             # a killed sink's batch comes back quickly
-  shutdown_grace_secs: 3
-""") + f"""
+    return lab_config(lab, data_dir, url, nats=KILLABLE) + f"""
 producers:
   arp_sweep: {{interval_secs: 2}}
   ping_sweep: {{interval_secs: 3, tcp_ports: [80], tcp_timeout_ms: 500}}
@@ -87,14 +85,9 @@ sinks:
 
 @pytest.fixture(scope="module")
 def soak(lab: Lab, natsd: EmbeddedNats, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    url = natsd.start()
-    asyncio.run(fresh_streams(url))
-    tmp = tmp_path_factory.mktemp("soak")
-    prepared = Pipeline.prepare(lab, url, tmp, config_text(lab, tmp / "var", url), MAIN)
-    try:
+    with started_pipeline(lab, natsd.start(), tmp_path_factory.mktemp("soak"),
+                          lambda data_dir, url: config_text(lab, data_dir, url), MAIN) as prepared:
         yield prepared
-    finally:
-        prepared.stop()
 
 
 @pytest.fixture
