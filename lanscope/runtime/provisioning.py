@@ -142,13 +142,7 @@ async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Provisio
     try:
         info = await js.stream_info(wanted.name)
     except nats.js.errors.NotFoundError:
-        try:
-            await js.add_stream(wanted)
-        except nats.js.errors.ServiceUnavailableError:
-            raise
-        except nats.js.errors.APIError as exc:
-            raise ProvisioningError(f"stream {wanted.name}: cannot create it: {exc.description}"
-                                    + _room_hint(exc, wanted)) from None
+        await _apply(js.add_stream(wanted), f"stream {wanted.name}: cannot create it", wanted)
         return Provisioned("stream", wanted.name, "created", ", ".join(wanted.subjects or ()))
     have = info.config
     diffs = _diff(have, wanted, ("subjects", "description", "num_replicas", "max_age", "max_bytes",
@@ -157,13 +151,7 @@ async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> Provisio
         diffs.append("sources")
     if not diffs:
         return Provisioned("stream", wanted.name, "unchanged")
-    try:
-        await js.update_stream(wanted)
-    except nats.js.errors.ServiceUnavailableError:
-        raise
-    except nats.js.errors.APIError as exc:
-        raise ProvisioningError(f"stream {wanted.name}: cannot update {', '.join(diffs)}: {exc.description}"
-                                + _room_hint(exc, wanted)) from None
+    await _apply(js.update_stream(wanted), f"stream {wanted.name}: cannot update {', '.join(diffs)}", wanted)
     return Provisioned("stream", wanted.name, "updated", ", ".join(diffs))
 
 
@@ -182,19 +170,24 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, wanted: ConsumerCo
                                  "description"))
     if not diffs:
         return Provisioned("consumer", label, "unchanged")
-    try:
-        # CONSUMER.CREATE on an existing name updates the fields the server allows to change.
-        await js.add_consumer(stream, wanted)
-    except nats.js.errors.ServiceUnavailableError:
-        raise
-    except nats.js.errors.APIError as exc:
-        raise ProvisioningError(f"consumer {label}: cannot update {', '.join(diffs)}: {exc.description}") \
-            from None
+    # CONSUMER.CREATE on an existing name updates the fields the server allows to change.
+    await _apply(js.add_consumer(stream, wanted), f"consumer {label}: cannot update {', '.join(diffs)}")
     return Provisioned("consumer", label, "updated", ", ".join(diffs))
 
 
-def _room_hint(exc: Exception, wanted: StreamConfig) -> str:
-    if storage_problem(exc) is None:
+async def _apply(call: Awaitable[Any], what: str, stream: StreamConfig | None = None) -> None:
+    """Await a JetStream API call; a refusal becomes a ProvisioningError naming ``what`` (a
+    server without JetStream stays ServiceUnavailableError: the caller retries that)."""
+    try:
+        await call
+    except nats.js.errors.ServiceUnavailableError:
+        raise
+    except nats.js.errors.APIError as exc:
+        raise ProvisioningError(f"{what}: {exc.description}" + _room_hint(exc, stream)) from None
+
+
+def _room_hint(exc: Exception, wanted: StreamConfig | None) -> str:
+    if wanted is None or storage_problem(exc) is None:
         return ""
     return (f" (nats.max_bytes, {wanted.max_bytes} bytes per stream, is more than the server's "
             "JetStream storage holds: lower it, or give the server more)")
