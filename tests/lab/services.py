@@ -556,6 +556,8 @@ cache directory = {dirs["cache"]}
 pid directory = {dirs["pid"]}
 private dir = {dirs["private"]}
 ncalrpc dir = {dirs["lock"] / "ncalrpc"}
+nmbd:socket dir = {dirs["lock"] / "nmbd"}
+# (its packet socket: by default /run/samba/nmbd/unexpected, shared with every other nmbd)
 log file = {dirs["log"] / "%m.log"}
 """,
     )
