@@ -119,12 +119,14 @@ def hosts_page(f: HostFilter) -> tuple[str, list[QueryParam]]:
     sql = f"""
         WITH matching AS (
             SELECT host_key, site, ip, ipv4, ipv6, mac, hostname, vendor, vm_name, os_hint, services,
-                   open_ports, first_seen, last_seen, active, count(*) OVER () AS total
+                   open_ports, first_seen, last_seen, active, device_type, count(*) OVER () AS total
             FROM hosts {"WHERE " + " AND ".join(where) if where else ""}
             ORDER BY {order} LIMIT ? OFFSET ?)
-        SELECT m.* EXCLUDE (ipv4, ipv6), (
-            SELECT min(p.device_type) FROM host_ports p
-            WHERE p.host_key = m.host_key AND p.device_type IS NOT NULL) AS device_type
+        SELECT m.* EXCLUDE (ipv4, ipv6, device_type),
+            -- the host's classification; else what a port's service fingerprint says
+            coalesce(nullif(m.device_type, 'unknown'), (
+                SELECT min(p.device_type) FROM host_ports p
+                WHERE p.host_key = m.host_key AND p.device_type IS NOT NULL)) AS device_type
         FROM matching m ORDER BY {order}"""
     params += [f.size, (f.page - 1) * f.size]
     return sql, params

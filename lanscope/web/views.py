@@ -35,7 +35,7 @@ SHOWN_FIELDS = frozenset({
     "host_key", "mac", "ip", "ips", "hostname", "vendor", "mac_randomized", "os_hint", "services",
     "open_ports", "dhcp_type", "dhcp_status", "dhcp_comment", "active", "vm_name", "vm_id", "vm_type",
     "vm_node", "vm_status", "first_seen", "last_seen", "last_evidence", "last_evidence_at",
-    "last_seen_by", "flapping", "site"})
+    "last_seen_by", "flapping", "site", "device_type"})
 
 
 def _dash(request: Request) -> Dashboard:
@@ -183,7 +183,8 @@ async def host(request: Request) -> Response:
         "seen_by": decoded(host_row.get("last_seen_by")) or {},
         "timeline": charts.presence(timeline, since, now, host_row.get("active"),
                                     as_time(host_row.get("first_seen"))),
-        "device_type": next((p["device_type"] for p in port_rows if p["device_type"]), None),
+        "device_type": (host_row["device_type"] if host_row.get("device_type") not in (None, "unknown")
+                        else next((p["device_type"] for p in port_rows if p["device_type"]), None)),
         "events": dash.live.matching(Filter(host=key), 20),
         "shown_fields": SHOWN_FIELDS,
     }

@@ -144,3 +144,15 @@ async def test_the_query_page_runs_read_only_sql_and_refuses_the_rest(site: Site
                                 headers=origin)
     assert "read-only queries only" in refused.text
     assert server.dashboard.source.mode == "file"
+
+
+async def test_the_device_type_is_the_hosts_classification(site: Site) -> None:
+    """host_state classifies every host (issue 23): both pages show that, not only what a
+    port's service fingerprint says."""
+    _, client = site
+    hosts = (await client.get("/hosts")).text
+    row = re.search(rf'<tr data-host-key="{re.escape(WEB[1])}".*?</tr>', hosts, re.S)
+    assert row is not None and "<td>server</td>" in row.group(0)
+    page = (await client.get(f"/hosts/{WEB[1]}")).text
+    assert "<dt>Device type</dt><dd>server</dd>" in page
+    assert "<dt>device_type</dt>" not in page                    # not a second time, raw, below
