@@ -81,7 +81,6 @@ if TYPE_CHECKING:
     from lanscope.runtime.topology import StageSpec
 
 DEFAULT_PATHS = ("config.yaml", "/etc/lanscope/config.yaml")
-SECRET_KEYS = frozenset({"pass", "password", "token", "token_value", "community", "auth_key", "priv_key"})
 
 
 class ConfigError(ValueError):
@@ -289,7 +288,7 @@ def _is_secret(annotation: Any) -> bool:
 def _secret_key(key: str, fields: Mapping[str, Any]) -> bool:
     """Whether ``<key>_file`` may hold field ``key``'s value (a secret)."""
     info = fields.get(key)
-    return info is not None and (key in SECRET_KEYS or _is_secret(info.type))
+    return info is not None and _is_secret(info.type)
 
 
 def _items_of(annotation: Any) -> tuple[type, type[msgspec.Struct]] | None:
