@@ -38,7 +38,6 @@ from typing import Annotated, Any
 import msgspec
 
 from .record import Count, FieldChange, HostRecord
-from .types import _CANONICAL_IPS as _canonical_ips
 from .types import (
     ChangeKind,
     Cidr,
@@ -247,8 +246,8 @@ class HostSeen(Event, tag="host_seen", kw_only=True):
     dhcp: DhcpRequest | None = None       # a DHCP client's DISCOVER/REQUEST (source "passive")
 
     def __post_init__(self) -> None:
-        # The hot path: an address already seen in canonical form is one dict lookup.
-        if self.ip is not None and self.ip not in _canonical_ips:
+        # The hot path: an address already seen is one dict lookup (canonical_ip remembers).
+        if self.ip is not None:
             self.ip = canonical_ip(self.ip)
 
 
@@ -315,8 +314,7 @@ class PortsProbed(Event, tag="ports_probed", kw_only=True):
     duration_ms: NonNegative = 0.0
 
     def __post_init__(self) -> None:
-        if self.ip not in _canonical_ips:
-            self.ip = canonical_ip(self.ip)
+        self.ip = canonical_ip(self.ip)
 
 
 class HostChanged(Event, tag="host_changed", kw_only=True):

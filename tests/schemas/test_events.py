@@ -172,6 +172,19 @@ def test_an_address_decodes_to_its_canonical_text() -> None:
     assert event.ip == "fd00:1a5::10"     # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("event", "text", "canonical"), [
+    (factories.host_seen(mac=None), "FD00:01A5:0::0042", "fd00:1a5::42"),
+    (factories.ports_probed(mac=None), "FE80:0::0043", "fe80::43"),
+])
+def test_an_address_seen_before_still_decodes_to_its_canonical_text(event: msgspec.Struct, text: str,
+                                                                    canonical: str) -> None:
+    # canonical_ip remembers each text it has seen, the non-canonical ones too: the second
+    # event with the same text must come out canonical as the first did.
+    wire = _wire(event, ip=text)
+    first, second = decode(wire), decode(wire)
+    assert first.ip == second.ip == canonical      # type: ignore[attr-defined]
+
+
 def test_a_sweep_coverage_that_is_not_a_cidr_is_refused_on_construction_too() -> None:
     from schemas import SweepCompleted
 
