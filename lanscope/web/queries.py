@@ -193,11 +193,16 @@ def overview_queries(now: datetime, chart_hours: int) -> list[tuple[str, Sequenc
     return [
         ("SELECT count(*) AS hosts, count(*) FILTER (WHERE active) AS online, "
          "count(*) FILTER (WHERE first_seen >= ?::TIMESTAMPTZ) AS new_24h FROM hosts", [day]),
-        # A new host's first `active` row is false -> true too: back is what came after first sight.
-        ("SELECT count(DISTINCT y.host_key) FILTER (WHERE y.new::VARCHAR = 'false') AS gone_24h, "
-         "count(DISTINCT y.host_key) FILTER (WHERE y.new::VARCHAR = 'true' AND y.old::VARCHAR = 'false' "
-         "AND y.observed_at > h.first_seen) AS back_24h FROM history y LEFT JOIN hosts h USING (host_key) "
-         "WHERE y.field = 'active' AND y.observed_at >= ?::TIMESTAMPTZ", [day]),
+        # A new host's first `active` row is false -> true too, and may be stamped after its
+        # first_seen (a later event of the batch that created it): back is what came up after
+        # having gone.
+        ("WITH moves AS (SELECT host_key, new::VARCHAR = 'true' AS up, observed_at FROM history "
+         "  WHERE field = 'active' AND observed_at >= ?::TIMESTAMPTZ), "
+         "came AS (SELECT host_key, max(observed_at) AS at FROM moves WHERE up GROUP BY host_key) "
+         "SELECT (SELECT count(DISTINCT host_key) FROM moves WHERE NOT up) AS gone_24h, "
+         "(SELECT count(*) FROM came WHERE EXISTS (SELECT 1 FROM history g WHERE g.host_key = came.host_key "
+         "  AND g.field = 'active' AND g.new::VARCHAR = 'false' AND g.observed_at < came.at)) AS back_24h",
+         [day]),
         ("SELECT severity, count(*) AS n FROM findings WHERE state = 'opened' GROUP BY severity", []),
         # Hosts coming (+1) and going (-1) per bucket: walked back from the hosts online now.
         (f"SELECT time_bucket(INTERVAL '{bucket}', observed_at) AS bucket, sum(CASE "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 
 from lanscope.web.server import WebServer
-from tests.web.conftest import ASLEEP, EVIL, HOSTILE, HOSTILE_BANNER, OFFLINK, SSH, WEB
+from tests.web.conftest import ASLEEP, EVIL, HOSTILE, HOSTILE_BANNER, OFFLINK, SSH, WEB, serving, web_config
 
 Site = tuple[WebServer, httpx.AsyncClient]
 
@@ -156,3 +160,31 @@ async def test_the_device_type_is_the_hosts_classification(site: Site) -> None:
     page = (await client.get(f"/hosts/{WEB[1]}")).text
     assert "<dt>Device type</dt><dd>server</dd>" in page
     assert "<dt>device_type</dt>" not in page                    # not a second time, raw, below
+
+
+async def test_overview_counts_a_host_back_only_after_it_was_gone(tmp_path: Path, store_file: Path) -> None:
+    """A new host's first `active` row (false -> true) may be stamped after its first_seen:
+    it is not `back`. In the lab the overview said "51 back" of 51 brand-new hosts."""
+    store = tmp_path / "store.duckdb"
+    shutil.copy(store_file, store)
+    now = datetime.now(UTC)
+
+    def active(host: str, old: bool, new: bool, minutes_ago: float) -> tuple[object, ...]:
+        when = now - timedelta(minutes=minutes_ago)
+        return (host, "active", str(old).lower(), str(new).lower(), "arp", when, "e", when)
+    con = duckdb.connect(str(store))
+    try:
+        first_seen = now - timedelta(hours=1)
+        con.execute("UPDATE hosts_by_mac SET first_seen = ? WHERE mac = ?", [first_seen, SSH[1]])
+        con.executemany("INSERT INTO history (host_key, field, old, new, source, observed_at, event_id, "
+                        "recorded_at) VALUES (?, ?, ?::JSON, ?::JSON, ?, ?, ?, ?)", [
+            active(SSH[1], False, True, 59),                                  # new, a second after first_seen
+            active(WEB[1], True, False, 30), active(WEB[1], False, True, 20),  # gone, back
+            active(EVIL[1], True, False, 10),                                 # gone
+        ])
+    finally:
+        con.close()
+    async with serving(web_config(tmp_path, store)) as (_, url), httpx.AsyncClient(base_url=url) as client:
+        page = (await client.get("/")).text
+    gone = r'<span class="n">2</span><span class="l">gone</span><span class="s">last 24 h \(1 back\)'
+    assert re.search(gone, page), page
