@@ -106,9 +106,7 @@ async def _request(config: Config, url: str, sql: str) -> QueryResult | None:
         log.debug("no NATS at %s (%s); reading the file", url, exc)
         return None
     try:
-        # The pipeline stops the query after timeout_ms and says so: wait a little longer.
-        return await ask_pipeline(bus, sql, timeout_secs=config.sinks.host_state.query.timeout_ms / 1000
-                                  + _REPLY_MARGIN_SECS)
+        return await ask_pipeline(bus, sql, timeout_secs=config.sinks.host_state.query.timeout_ms / 1000)
     finally:
         await bus.close()
 
@@ -116,15 +114,18 @@ async def _request(config: Config, url: str, sql: str) -> QueryResult | None:
 async def ask_pipeline(bus: Bus, sql: str, params: Sequence[QueryParam] = (), *,
                        timeout_secs: float) -> QueryResult | None:
     """One query to the DuckDB owner over ``lanscope.query`` on a connected bus; None when no
-    pipeline answers (no responders, or no answer in time). ``params`` fill ``?`` placeholders:
-    user input goes there, never into ``sql``. The dashboard asks this way too."""
+    pipeline answers (no responders, or no answer in time). ``timeout_secs`` is the pipeline's
+    own limit (sinks.host_state.query.timeout_ms): it stops the query then and says so, so the
+    reply is awaited a little longer. ``params`` fill ``?`` placeholders: user input goes
+    there, never into ``sql``. The dashboard asks this way too."""
     from schemas.subjects import QUERY
 
     request: dict[str, Any] = {"sql": sql}
     if params:
         request["params"] = list(params)
     try:
-        msg = await bus.nc.request(QUERY, msgspec.json.encode(request), timeout=timeout_secs)
+        msg = await bus.nc.request(QUERY, msgspec.json.encode(request),
+                                   timeout=timeout_secs + _REPLY_MARGIN_SECS)
     except Exception as exc:  # no responders / timeout: no pipeline owns the file right now
         log.debug("no answer on the query subject (%s); reading the file", type(exc).__name__)
         return None
