@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +52,6 @@ from schemas import (
     PortsProbed,
     ProxmoxGuest,
     SweepCompleted,
-    normalize_ip,
     normalize_mac,
     port_name,
     site_key,
@@ -75,17 +73,6 @@ OBSERVATIONS = ("arp_state", "rtt_ms", "ttl", "last_seen", "last_seen_by")
 _HOSTNAME_PRIORITY = ("dns", "dhcp", "lease", "proxmox", *describe.NAME_SOURCES)
 _MAX_IPS = 16
 IP_STALE_SECS = 300.0      # a known address takes over as `ip` once the current one is this old
-
-# Canonical dotted-quad IPv4 text (no leading zeros), which normalize_ip returns unchanged.
-_CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
-
-
-@functools.lru_cache(maxsize=65536)
-def _ip_key(ip: str) -> str:
-    if _CANONICAL_V4.fullmatch(ip):   # the common case; parsing it costs a new host ~5 us
-        return ip
-    return normalize_ip(ip)
-
 
 @functools.lru_cache(maxsize=65536)
 def _mac_key(mac: str) -> str:
@@ -191,8 +178,7 @@ class HostBook(Presence):
 
     def _resolve(self, event: Event, mac: str | None, ip: str | None) -> tuple[HostEntry, Pending]:
         """The entry a fact belongs to (at the fact's site), creating or merging as identity demands."""
-        mac = _mac_key(mac) if mac else None
-        ip = _ip_key(ip) if ip else None
+        mac = _mac_key(mac) if mac else None     # an event's ip is canonical already (schemas)
         site = event.site
         if mac:
             key = site_key(site, mac)

@@ -72,6 +72,14 @@ def test_off_link_host_without_mac_is_keyed_by_ip() -> None:
     assert event.host.last_seen_by == {"icmp": at(0)}
 
 
+def test_an_address_in_any_spelling_is_one_host() -> None:
+    b = book()
+    event = only(b.fold([host_seen("FD00:01A5:0::0007", None, source="icmp", t=0)]).changed)
+    assert event.host.host_key == "fd00:1a5::7" and event.host.ip == "fd00:1a5::7"
+    assert not b.fold([host_seen("fd00:1a5::7", None, source="icmp", t=1),
+                       host_seen("FD00:1A5::7", None, source="icmp", t=2)]).changed
+
+
 def test_first_seen_by_ip_then_with_mac_merges_into_one_host() -> None:
     b = book()
     b.fold([host_seen("198.18.0.10", None, source="icmp", t=0),
