@@ -46,6 +46,7 @@ class HostFilter:
     desc: bool = False
     page: int = 1
     size: int = 50
+    default_size: int = 50               # web.page_size: a link leaves the size out when it is this
 
     @classmethod
     def from_query(cls, query: Mapping[str, str], default_size: int) -> HostFilter:
@@ -66,7 +67,7 @@ class HostFilter:
                    site=None if site is None or site == "*" else site.strip()[:32],
                    sort=sort if sort in SORTS else "ip",
                    desc=query.get("dir") == "desc", page=max(number("page", 1), 1),
-                   size=size if 1 <= size <= 500 else default_size)
+                   size=size if 1 <= size <= 500 else default_size, default_size=default_size)
 
     def link(self, **changes: object) -> str:
         """The query string of this filter with ``changes`` (paging, sorting links)."""
@@ -75,7 +76,7 @@ class HostFilter:
                  "subnet": target.subnet, "sort": target.sort if target.sort != "ip" else "",
                  "site": target.site or "",
                  "dir": "desc" if target.desc else "", "page": str(target.page) if target.page > 1 else "",
-                 "size": str(target.size) if target.size != 50 else ""}
+                 "size": str(target.size) if target.size != target.default_size else ""}
         return "?" + urlencode({k: v for k, v in pairs.items() if v})
 
     def sort_link(self, name: str) -> str:
@@ -181,7 +182,7 @@ def probe_status(key: str) -> tuple[str, list[QueryParam]]:
 
 
 def host_address(key: str) -> tuple[str, list[QueryParam]]:
-    return "SELECT host_key, ip, mac, site FROM hosts WHERE host_key = ?", [key]
+    return "SELECT ip, mac, site FROM hosts WHERE host_key = ?", [key]
 
 
 # ---------------------------------------------------------------------- overview

@@ -11,6 +11,7 @@ import duckdb
 import httpx
 import pytest
 
+from lanscope.web.queries import HostFilter
 from lanscope.web.server import WebServer
 from tests.web.conftest import ASLEEP, EVIL, HOSTILE, HOSTILE_BANNER, OFFLINK, SSH, WEB, serving, web_config
 
@@ -188,3 +189,10 @@ async def test_overview_counts_a_host_back_only_after_it_was_gone(tmp_path: Path
         page = (await client.get("/")).text
     gone = r'<span class="n">2</span><span class="l">gone</span><span class="s">last 24 h \(1 back\)'
     assert re.search(gone, page), page
+
+
+def test_paging_links_keep_a_size_other_than_the_configured_one() -> None:
+    configured = HostFilter.from_query({}, default_size=20)
+    assert configured.link(page=2) == "?page=2"
+    asked = HostFilter.from_query({"size": "50"}, default_size=20)
+    assert asked.link(page=2) == "?page=2&size=50"               # was dropped: 50 was hard-coded
