@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -64,7 +63,6 @@ def templates() -> Environment:
     env = Environment(loader=PackageLoader("lanscope.web", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=fmt.ago, when=fmt.when, value=fmt.value, urlkey=lambda k: quote(str(k), safe=""))
-    env.globals.update(now=lambda: datetime.now(UTC))
     return env
 
 

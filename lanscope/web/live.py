@@ -41,7 +41,8 @@ class FeedItem:
     at: datetime
     fields: tuple[str, ...]       # changed fields (host events) or the rule (findings)
     event: AnyEvent
-    html: str = ""
+    html: str = ""                # rendered once, when published
+    frame: str = ""               # its server-sent event, encoded once for every stream
 
     @classmethod
     def of(cls, seq: int, event: AnyEvent) -> FeedItem | None:
@@ -104,10 +105,6 @@ class Broadcaster:
         self._seq = 0
         self.closed = False
 
-    @property
-    def streams(self) -> int:
-        return len(self._streams)
-
     async def publish(self, event: AnyEvent, subject: str = "") -> None:
         """One event from the bus: keep it, and hand it to every matching stream."""
         item = FeedItem.of(self._seq + 1, event)
@@ -115,6 +112,7 @@ class Broadcaster:
             return
         self._seq = item.seq
         item.html = self.render(item)
+        item.frame = _frame(item)
         self.recent.append(item)
         for stream in list(self._streams):
             if stream.cut or not stream.filter.matches(item):
@@ -153,7 +151,7 @@ class Broadcaster:
                 for item in self.after(last_seq):
                     if flt.matches(item):
                         sent = item.seq
-                        yield _frame(item)
+                        yield item.frame
             while not stream.cut:
                 try:
                     queued = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECS)
@@ -164,7 +162,7 @@ class Broadcaster:
                     return
                 if queued.seq > sent:
                     sent = queued.seq
-                    yield _frame(queued)
+                    yield queued.frame
         finally:
             self._streams.discard(stream)
 

@@ -84,11 +84,17 @@ async def _overview_context(request: Request) -> dict[str, Any]:
     context: dict[str, Any] = {"window": window if window in CHART_WINDOWS else "24h",
                                "windows": list(CHART_WINDOWS), "error": None, "health": None,
                                "sweeps": [], "recent": [], "events": dash.live.matching(Filter(), 12)}
+    # The pipeline's health (NATS round trips) is asked while the store answers.
+    health = (asyncio.ensure_future(asyncio.gather(pipeline_health(dash.source.bus),
+                                                   last_sweeps(dash.source.bus)))
+              if dash.source.bus is not None else None)
     try:
         counts, presence, findings, moves, changes, recent = await dash.source.queries(
             queries.overview_queries(now, hours))
     except DataError as exc:
         context["error"] = str(exc)
+        if health is not None:
+            health.cancel()
         return context
     start = now - timedelta(hours=hours)
     totals = rows(counts)[0]
@@ -101,11 +107,9 @@ async def _overview_context(request: Request) -> dict[str, Any]:
     context["changes_chart"] = charts.bar_chart(
         [(t, float(r["changes"])) for r in rows(changes) if (t := as_time(r["bucket"])) is not None],
         first_bucket, now, timedelta(hours=1), "changes per hour")
-    bus = dash.source.bus
-    if bus is not None:
+    if health is not None:
         try:
-            context["health"], context["sweeps"] = await asyncio.gather(pipeline_health(bus),
-                                                                        last_sweeps(bus))
+            context["health"], context["sweeps"] = await health
         except Exception as exc:
             log.debug("pipeline health: %s", exc)
     return context
@@ -192,7 +196,7 @@ async def host(request: Request) -> Response:
 
 
 def _flag(raw: Any) -> bool | None:
-    value = decoded(raw) if raw is not None else None
+    value = decoded(raw)
     return value if isinstance(value, bool) else None
 
 
