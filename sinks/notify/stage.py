@@ -99,7 +99,7 @@ class _Batch:
 
     now: datetime
     change: Change = field(default_factory=Change)
-    hosts: dict[str, HostFacts] = field(default_factory=dict)
+    hosts: dict[str, HostFacts] = field(default_factory=dict)   # -> change.hosts, before the ledger
     keys: set[str] = field(default_factory=set)
 
 
@@ -178,6 +178,7 @@ class Notify:
                     continue
                 if event.observed_at >= horizon:
                     self._route(event, work)
+            work.change.hosts = list(work.hosts.values())
             if work.change:
                 await self.ledger.append(work.change)    # durable before the batch is acknowledged
                 self._applied(work.change)
@@ -186,11 +187,11 @@ class Notify:
         return []
 
     def _fold_host(self, event: HostChanged, work: _Batch) -> None:
-        old = work.hosts.get(event.host_key) or self.state.hosts.get(event.host_key)
+        old = self._host(event.host_key, work)
         if old is not None and old.observed_at is not None and event.observed_at < old.observed_at:
             return      # an older record than the one kept
-        work.hosts[event.host_key] = facts = HostFacts.of(event)
-        work.change.hosts = [h for h in work.change.hosts if h.host_key != event.host_key] + [facts]
+        work.hosts.pop(event.host_key, None)    # the batch's hosts go to the ledger in order of last change
+        work.hosts[event.host_key] = HostFacts.of(event)
 
     def _fold_finding(self, event: Finding, work: _Batch) -> None:
         if event.state is FindingState.OPENED:
@@ -198,10 +199,8 @@ class Notify:
         else:
             work.change.resolved.append(event.finding_id)
         if event.host_key not in work.hosts and event.host_key not in self.state.hosts:
-            facts = HostFacts(host_key=event.host_key, ip=event.ip, mac=event.mac,
-                              observed_at=event.observed_at)
-            work.hosts[event.host_key] = facts
-            work.change.hosts.append(facts)
+            work.hosts[event.host_key] = HostFacts(host_key=event.host_key, ip=event.ip, mac=event.mac,
+                                                   observed_at=event.observed_at)
 
     def _host(self, key: str, work: _Batch) -> HostFacts | None:
         return work.hosts.get(key) or self.state.hosts.get(key)
