@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
-from lanscope.errors import storage_problem
 from lanscope.runtime.bus import Bus, BusError
 from lanscope.runtime.delivery import (
     UNDECODABLE,
@@ -247,22 +246,9 @@ class EnricherRunner(ConsumerRunner):
         """One message, holding one slot."""
         try:
             self.counters.events_received_total += 1
-            async def attempt() -> list[Event]:
-                outputs: list[Event] = await self.stage.handle(event)
-                fill_enricher_ids(outputs, event.id, self.spec.name, event.site)
-                await self.bus.publish_events(outputs)
-                return outputs
-
             try:
                 async with heartbeat([msg], self.ack_wait):
-                    try:
-                        outputs = await attempt()
-                    except Exception as exc:
-                        problem = storage_problem(exc)
-                        if problem is None:
-                            raise
-                        outputs = await self.hold.retry(attempt, problem, f"{msg.subject} seq "
-                                                        f"{msg.metadata.sequence.stream}")
+                    outputs = await self._outputs(msg, event)
             except (asyncio.CancelledError, HoldStopped):
                 await hand_back([msg])
                 return
@@ -278,6 +264,20 @@ class EnricherRunner(ConsumerRunner):
             self.log.error("cannot settle %s: %s: %s", msg.subject, type(exc).__name__, exc)
         finally:
             self._slots.release()
+
+    async def _outputs(self, msg: Msg, event: Event) -> list[Event]:
+        """Handle ``event`` and publish its outputs; a failure for want of storage is retried
+        until storage is back (HoldStopped on a stop)."""
+        async def attempt() -> list[Event]:
+            outputs: list[Event] = await self.stage.handle(event)
+            fill_enricher_ids(outputs, event.id, self.spec.name, event.site)
+            await self.bus.publish_events(outputs)
+            return outputs
+
+        try:
+            return await attempt()
+        except Exception as exc:
+            return await self.hold.recover(exc, attempt, f"{msg.subject} seq {msg.metadata.sequence.stream}")
 
     async def drain(self) -> None:
         if not self._inflight:

@@ -317,6 +317,14 @@ class StorageHold:
         resumed.cancel()
         stop.cancel()
 
+    async def recover(self, exc: Exception, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """``attempt`` failed with ``exc``: if for want of storage, retry it until it succeeds
+        (``retry``); otherwise raise ``exc``."""
+        problem = storage_problem(exc)
+        if problem is None:
+            raise exc
+        return await self.retry(attempt, problem, what)
+
     async def retry(self, attempt: Callable[[], Awaitable[T]], problem: str, what: str) -> T:
         """Call ``attempt`` again until it does not fail for want of storage; HoldStopped on a
         stop; any other error is raised."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from lanscope.errors import UnusableEvent, storage_problem
+from lanscope.errors import UnusableEvent
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.consume import ConsumerRunner, Item, SinkRunner
 from lanscope.runtime.delivery import HoldStopped, Reader, RunnerOptions, failed, hand_back, heartbeat
@@ -121,17 +121,16 @@ class SinkBatches:
                         continue
                     if not isinstance(result, Exception):
                         raise result
-                    problem = storage_problem(result)
-                    if problem is not None:
-                        # No fault of the events: the same write again until storage is back.
-                        try:
-                            await member.hold.retry(functools.partial(member.commit, share), problem,
-                                                    f"a batch of {len(share)}")
-                            continue
-                        except HoldStopped:
-                            raise
-                        except Exception as other:
-                            result = other
+                    try:
+                        # For want of storage, no fault of the events: the same write again
+                        # until storage is back. Otherwise (or failing otherwise) it is theirs.
+                        await member.hold.recover(result, functools.partial(member.commit, share),
+                                                  f"a batch of {len(share)}")
+                        continue
+                    except HoldStopped:
+                        raise
+                    except Exception as other:
+                        result = other
                     for item, error in await _retry(member, share, result):
                         failures.setdefault(id(item[0]), []).append((member, error))
         except (asyncio.CancelledError, HoldStopped) as stopped:
