@@ -31,7 +31,7 @@ import msgspec
 
 from enrichers._asking import Guard
 from lanscope.errors import UnusableEvent
-from lanscope.net.interfaces import Interface
+from lanscope.net.interfaces import Interface, arp_capable
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import IPAddress
 from lanscope.runtime.stage import StageContext
@@ -146,7 +146,7 @@ def _on_link(found: list[Interface], address: IPAddress) -> tuple[Interface, ipa
     if address.version != 4:
         return None
     for interface in found:
-        if not interface.is_up or interface.link_type not in ("ether", "") or not interface.mac:
+        if not arp_capable(interface):
             continue
         for own in interface.ipv4:
             if address in own.network and address != own.ip:

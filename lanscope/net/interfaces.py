@@ -53,6 +53,11 @@ class Interface:
         return self.state in ("up", "unknown")
 
 
+def arp_capable(interface: Interface) -> bool:
+    """Up, Ethernet-like and with a MAC: an interface ARP requests can go out of."""
+    return interface.is_up and interface.link_type in ("ether", "") and bool(interface.mac)
+
+
 def _ethtool_driver(name: str) -> str | None:
     """The driver name from the ETHTOOL_GDRVINFO ioctl (per network namespace, unlike /sys)."""
     request = bytearray(struct.pack("I", _ETHTOOL_GDRVINFO) + b"\0" * 192)

@@ -20,7 +20,7 @@ from typing import Annotated
 import msgspec
 
 from lanscope.net.coverage import covered_cidrs
-from lanscope.net.interfaces import Interface
+from lanscope.net.interfaces import Interface, arp_capable
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import Targets, parse_targets
 from lanscope.runtime.stage import StageContext
@@ -73,7 +73,7 @@ class ArpSweep:
         """(interface, own address, on-link targets) for every interface that has some."""
         plan = []
         for interface in found:
-            if not interface.is_up or interface.link_type not in ("ether", "") or not interface.mac:
+            if not arp_capable(interface):
                 continue
             if self.config.interfaces and interface.name not in self.config.interfaces:
                 continue
