@@ -271,23 +271,12 @@ class EmbeddedNats:
         return binary
 
     async def restart(self) -> None:
-        """Stop and start again on the same port and store, from the event loop's thread (the
-        main thread of `lanscope run`, which the server must die with)."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, 10.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait)
+        """Stop and start again on the same port and store. Stopping and waiting for it run in
+        worker threads; the spawn runs in the event loop's thread (the main thread of `lanscope
+        run`, which the server must die with)."""
+        await asyncio.to_thread(self.stop)
         self._spawn()
-        deadline = time.monotonic() + self.startup_timeout_secs
-        while not await asyncio.to_thread(self._answers):
-            assert self._process is not None
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise EmbeddedNatsError(f"nats-server did not come back: {self._log_tail()}")
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self._wait_ready)
 
     def _answers(self) -> bool:
         try:
@@ -323,11 +312,12 @@ class EmbeddedNats:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_secs
-        assert self._process is not None
+        process = self._process     # this one, even if stop() comes meanwhile (restart's thread)
+        assert process is not None
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise EmbeddedNatsError(
-                    f"nats-server exited with code {self._process.returncode}: {self._log_tail()}")
+                    f"nats-server exited with code {process.returncode}: {self._log_tail()}")
             if self._answers():
                 return
             time.sleep(0.05)
