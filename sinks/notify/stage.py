@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -216,6 +216,7 @@ class Notify:
                       else frozenset(),
                       severity=event.severity if isinstance(event, Finding) else None)
         served: set[str] = set()     # a target gets one notification per event: the first rule's
+        shared: tuple[dict[str, Any], msgspec.Raw] | None = None   # the same for every rule: made once
         for rule, matcher in self.rules:
             if not matcher.matches(facts):
                 continue
@@ -226,18 +227,21 @@ class Notify:
             served.update(targets)
             kind = "flapping" if "flapping" in kinds & matcher.kinds else min(kinds & matcher.kinds)
             renderer = self.renderers[rule.name]
-            host_view = renderer.host(host, event.host_key, known=known, tags=tags)
+            if shared is None:
+                shared = (renderer.host(host, event.host_key, known=known, tags=tags),
+                          msgspec.Raw(encode(event)))
+            host_view, raw = shared
             message = renderer.event(event, kind, host_view)
-            self._decide(rule, event, kind, targets, message, (renderer.when(event.observed_at),
-                                                               host_view["label"]), work)
+            self._decide(rule, event, raw, kind, targets, message, (renderer.when(event.observed_at),
+                                                                    host_view["label"]), work)
 
     def _decided(self, key: str, work: _Batch) -> bool:
         """Whether event id/target ``key`` was decided before (a redelivery): owed, held or done."""
         state = self.state
         return key in work.keys or key in state.pending or key in state.done or key in state.held
 
-    def _decide(self, rule: Rule, event: Event, kind: str, targets: list[str], message: tuple[str, str, str],
-                where: tuple[str, str], work: _Batch) -> None:
+    def _decide(self, rule: Rule, event: Event, raw: msgspec.Raw, kind: str, targets: list[str],
+                message: tuple[str, str, str], where: tuple[str, str], work: _Batch) -> None:
         now, change = work.now, work.change
         title, text, md = message
         quiet_end = rule.quiet_hours.ends_after(now) if rule.quiet_hours is not None else None
@@ -248,7 +252,6 @@ class Notify:
                 work.keys.add(f"{event.id}/{target}")
             log.info("notify: rule %s: %s dropped for %s (quiet hours)", rule.name, title, names)
             return
-        raw = msgspec.Raw(encode(event))
         held: list[str] = []
         for target in targets:
             key = f"{event.id}/{target}"
