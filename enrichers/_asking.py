@@ -14,17 +14,11 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
+from lanscope.net.scope import Guard
 from schemas import Event, HostSeen
 
 log = logging.getLogger(__name__)
-
-
-class Guard(Protocol):
-    """The scope check (lanscope.net.scope.ScopeGuard)."""
-
-    def refusal(self, address: str) -> str | None: ...
 
 
 class Recently:

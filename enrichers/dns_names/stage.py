@@ -92,4 +92,4 @@ def build(config: Config, ctx: StageContext) -> DnsNames:
     from ._io import make_reverse_lookup  # dnspython: only when the stage is built
 
     return DnsNames(config, lookup=make_reverse_lookup(ctx.dns.servers, ctx.dns.timeout_ms),
-                    scope=ScopeGuard.for_context(ctx))
+                    scope=ctx.scope_guard())

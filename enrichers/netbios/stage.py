@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from enrichers._asking import Guard, Recently, address_to_ask
+from enrichers._asking import Recently, address_to_ask
 from lanscope.net.netbios import NodeStatus
+from lanscope.net.scope import Guard
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen, host_key

@@ -490,4 +490,4 @@ def _claim_key(ip: str) -> str:
 
 
 def build(config: Config, ctx: StageContext) -> PortProbe:
-    return PortProbe(config, scope=ScopeGuard.for_context(ctx), claims=ctx.claims)
+    return PortProbe(config, scope=ctx.scope_guard(), claims=ctx.claims)

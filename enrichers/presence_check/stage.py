@@ -29,10 +29,10 @@ from typing import Any
 
 import msgspec
 
-from enrichers._asking import Guard
 from lanscope.errors import UnusableEvent
-from lanscope.net.interfaces import Interface, arp_capable
+from lanscope.net.interfaces import Interface, InterfaceList, arp_capable
 from lanscope.net.rawsweep import Reply
+from lanscope.net.scope import Guard
 from lanscope.net.targets import IPAddress
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveFloat, PositiveInt
@@ -47,7 +47,6 @@ ArpScan = Callable[..., Awaitable[dict[int, Reply]]]
 # (targets, *, retries, timeout_ms, quiet_ms) -> {address: Reply}
 IcmpScan = Callable[..., Awaitable[dict[IPAddress, Reply]]]
 TcpConnect = Callable[[IPAddress, int, int], Awaitable[tuple[str, float] | None]]
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

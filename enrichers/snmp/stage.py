@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from enrichers._asking import Guard, Recently, address_to_ask
+from enrichers._asking import Recently, address_to_ask
+from lanscope.net.scope import Guard
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveInt, Problems, Secret
 from schemas import Event, HostAnnotated, HostSeen, host_key

@@ -16,6 +16,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from lanscope.net import netlink
@@ -51,6 +52,10 @@ class Interface:
     def is_up(self) -> bool:
         # Loopback and many virtual links report "unknown" while working.
         return self.state in ("up", "unknown")
+
+
+# What a stage reads the interfaces with: interfaces_async, or a test's own list.
+InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 def arp_capable(interface: Interface) -> bool:

@@ -26,14 +26,11 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lanscope.errors import ScopeError, UsageError
 from lanscope.net.targets import IPNetwork, Targets, parse_targets
 from lanscope.settings import ScopeConfig
-
-if TYPE_CHECKING:
-    from lanscope.runtime.stage import StageContext
 
 # Ranges that are "private" for scope purposes: nobody else's network.
 PRIVATE_RANGES: tuple[str, ...] = (
@@ -118,6 +115,12 @@ def _lan_networks() -> list[IPNetwork]:
     return [n for n in attached_private_networks() if not n.is_loopback]
 
 
+class Guard(Protocol):
+    """What a stage needs of the scope check (ScopeGuard); tests pass their own."""
+
+    def refusal(self, address: str) -> str | None: ...
+
+
 class ScopeGuard:
     """The scope rules for one address at a time, for every stage that sends packets because
     of an event (port_probe, dns_names, presence checks ...): an event is not a licence to
@@ -151,11 +154,6 @@ class ScopeGuard:
         self._never: set[int] = set()
         self._read_at = -float("inf")
         self._answers: dict[str, str | None] = {}
-
-    @classmethod
-    def for_context(cls, ctx: StageContext) -> ScopeGuard:
-        """The guard of a stage built with ``ctx``: its scope, and a command's checked targets."""
-        return cls(ctx.scope, granted=ctx.sweep)
 
     def _refresh(self) -> None:
         now = self._clock()

@@ -79,7 +79,7 @@ class StageContext:
         without flags, and a one-shot command's checked targets (lanscope.net.scope.ScopeGuard)."""
         from lanscope.net.scope import ScopeGuard
 
-        return ScopeGuard.for_context(self)
+        return ScopeGuard(self.scope, granted=self.sweep)
 
 
 @runtime_checkable

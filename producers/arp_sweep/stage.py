@@ -20,7 +20,7 @@ from typing import Annotated
 import msgspec
 
 from lanscope.net.coverage import covered_cidrs
-from lanscope.net.interfaces import Interface, arp_capable
+from lanscope.net.interfaces import Interface, InterfaceList, arp_capable
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import Targets, parse_targets
 from lanscope.runtime.stage import StageContext
@@ -31,7 +31,6 @@ SOURCE = "arp"
 
 # (interface, src_mac, src_ip, targets, *, retries, timeout_ms, quiet_ms, packets_per_sec, progress)
 ArpScan = Callable[..., Awaitable[dict[int, Reply]]]
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -15,14 +15,14 @@ the attached segments): no unicast packet, so no scope check is needed.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface, segment_addresses
+from lanscope.net.interfaces import InterfaceList, segment_addresses
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, host_key
@@ -59,7 +59,6 @@ class MdnsBrowser(Protocol):
 
 
 OpenBrowser = Callable[[list[str]], MdnsBrowser]
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 def _text(raw: bytes | None) -> str | None:

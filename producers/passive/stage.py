@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface, segment_interfaces
+from lanscope.net.interfaces import InterfaceList, segment_interfaces
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, HostSeen, host_key
@@ -67,7 +67,6 @@ class FrameTap(Protocol):
 
 
 OpenTap = Callable[[list[str], bool], FrameTap]
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Limiter:

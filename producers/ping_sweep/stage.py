@@ -24,7 +24,7 @@ from typing import Annotated
 import msgspec
 
 from lanscope.net.coverage import covered_cidrs
-from lanscope.net.interfaces import Interface
+from lanscope.net.interfaces import InterfaceList
 from lanscope.net.rawsweep import Reply
 from lanscope.net.targets import IPAddress, Targets, parse_targets
 from lanscope.runtime.stage import StageContext
@@ -34,7 +34,6 @@ from schemas import Event, HostSeen, SweepCompleted, host_key
 
 IcmpScan = Callable[..., Awaitable[dict[IPAddress, Reply]]]
 TcpConnect = Callable[[IPAddress, int, int], Awaitable[tuple[str, float] | None]]
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

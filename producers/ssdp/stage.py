@@ -23,7 +23,8 @@ from typing import Protocol
 
 import msgspec
 
-from lanscope.net.interfaces import Interface, segment_addresses
+from lanscope.net.interfaces import InterfaceList, segment_addresses
+from lanscope.net.scope import Guard
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import PositiveFloat, PositiveInt
 from schemas import Advertised, Event, HostAnnotated, host_key
@@ -57,13 +58,8 @@ class SsdpSocket(Protocol):
     def close(self) -> None: ...
 
 
-class Guard(Protocol):
-    def refusal(self, address: str) -> str | None: ...
-
-
 OpenSsdp = Callable[[list[str]], SsdpSocket]
 Fetch = Callable[..., Awaitable[bytes]]           # (url, *, timeout_s, max_bytes)
-InterfaceList = Callable[[], Awaitable[list[Interface]]]
 
 
 class Ssdp:
