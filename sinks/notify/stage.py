@@ -117,6 +117,7 @@ class Notify:
         self.dead_letter = dead_letter
         self.clock = clock
         self.rules = [(rule, Matcher(rule)) for rule in config.rules]
+        self._rules_by_name = {rule.name: rule for rule in config.rules}
         self.state = State()
         self.queues = {name: TargetQueue(sender, config.retry, self._settle)
                        for name, sender in senders.items()}
@@ -328,17 +329,15 @@ class Notify:
         return at
 
     def _next_release(self) -> datetime | None:
-        rules = {rule.name: rule for rule, _ in self.rules}
-        times = [self._effective_release(rules.get(rule), items)
+        times = [self._effective_release(self._rules_by_name.get(rule), items)
                  for (rule, _), items in self._buffers().items()]
         return min(times) if times else None
 
     async def _release_due(self) -> None:
-        rules = {rule.name: rule for rule, _ in self.rules}
         now = self.clock()
         counted: set[str] = set()    # a rule's digests of one round are one message to its rate limit
         for (rule_name, target), items in self._buffers().items():
-            rule = rules.get(rule_name)
+            rule = self._rules_by_name.get(rule_name)
             if self._effective_release(rule, items) > now:
                 continue
             items.sort(key=lambda h: h.observed_at)
