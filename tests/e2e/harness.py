@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 import msgspec
@@ -32,6 +32,7 @@ from lanscope.runtime.bus import Bus
 from schemas import ChangeKind, HostChanged, decode
 from schemas import subjects as subj
 from tests.lab import Lab
+from tests.natsd import reset_streams
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,26 +40,27 @@ ROOT = Path(__file__).resolve().parents[2]
 class Lanscope:
     """One `lanscope run --stage ...` subprocess with its log file."""
 
-    def __init__(self, config: Path, stages: tuple[str, ...], log: Path) -> None:
-        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), "run"]
+    def __init__(self, config: Path, stages: tuple[str, ...], log: Path, *, verbose: bool = False) -> None:
+        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), *(["-v"] if verbose else []), "run"]
         for stage in stages:
             self.argv += ["--stage", stage]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self) -> Self:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return self
 
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
 
-    def terminate(self) -> int:
+    def terminate(self, timeout: float = 30.0) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
+        return self.process.wait(timeout)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -144,8 +146,7 @@ def started_pipeline(lab: Lab, url: str, tmp: Path, config: Callable[[Path, str]
 async def fresh_streams(url: str) -> None:
     """lanscope's streams, empty (a session's server holds earlier tests' messages)."""
     async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
-        for info in await bus.js.streams_info():
-            await bus.js.delete_stream(info.config.name)
+        await reset_streams(bus)
         await bus.provision([])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,27 +18,18 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.auth import client_config
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.locate import configured_url
+from tests.e2e.harness import Lanscope
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-class Running:
-    """One ``lanscope -c CONFIG run --stage ...`` with its log; stopped by ``stop()``."""
+class Running(Lanscope):
+    """One ``lanscope -c CONFIG run --stage ...`` with its embedded server in ``data_dir``;
+    ``stop()`` asks it to stop (SIGTERM) before it kills it."""
 
     def __init__(self, config: Path, data_dir: Path, stages: tuple[str, ...], log: Path,
                  *, verbose: bool = False) -> None:
+        super().__init__(config, stages, log, verbose=verbose)
         self.config = config
         self.data_dir = data_dir
-        self.argv = [sys.executable, "-m", "lanscope", "-c", str(config), *(["-v"] if verbose else []), "run"]
-        for stage in stages:
-            self.argv += ["--stage", stage]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Running:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        return self
 
     @property
     def url(self) -> str:
@@ -64,11 +54,6 @@ class Running:
     async def connect(self, role: str) -> Bus:
         config = client_config(NatsConfig(connect_timeout_secs=3), self.data_dir, role)
         return await Bus.connect(config, url=self.url, name=f"test-{role}", role=role)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

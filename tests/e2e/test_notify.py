@@ -27,10 +27,9 @@ from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, Event, Finding, FindingState, HostChanged, decode
 from schemas import subjects as subj
-from tests.e2e.harness import Lanscope
+from tests.e2e.harness import Lanscope, fresh_streams
 from tests.lab import Lab
 from tests.mqtt import Broker, collecting
-from tests.natsd import reset_streams
 from tests.runtime.stages import eventually
 from tests.sinks.notify.receiver import Receiver, receiver, verify
 
@@ -99,10 +98,7 @@ class Run:
 def run(lab: Lab, natsd: EmbeddedNats, receiver: Receiver, tmp_path: Path) -> Iterator[Run]:
     url = natsd.start()
 
-    async def clean() -> None:
-        async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-notify-reset") as bus:
-            await reset_streams(bus)
-    asyncio.run(clean())
+    asyncio.run(fresh_streams(url))
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "config.yaml"
     config.write_text(config_text(lab, tmp_path / "var", url, receiver, prefix))

@@ -23,10 +23,9 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged, decode
-from tests.e2e.harness import Lanscope, lab_config, sql
+from tests.e2e.harness import Lanscope, fresh_streams, lab_config, sql
 from tests.lab import Lab
 from tests.lab.join import join, leave
-from tests.natsd import reset_streams
 from tests.runtime.stages import eventually
 
 pytestmark = [pytest.mark.lab, pytest.mark.nats, pytest.mark.slow]
@@ -55,10 +54,7 @@ def running(lab: Lab, natsd: EmbeddedNats,
     config = tmp / "config.yaml"
     config.write_text(config_text(lab, tmp / "var", url))
 
-    async def clean() -> None:
-        async with await Bus.connect(NatsConfig(url=url), name="lanscope-e2e-reset") as bus:
-            await reset_streams(bus)
-    asyncio.run(clean())
+    asyncio.run(fresh_streams(url))
     process = Lanscope(config, STAGES, tmp / "lanscope.log")
     process.start()
     try:

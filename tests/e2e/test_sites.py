@@ -33,6 +33,7 @@ from schemas import HostSeen, decode
 from schemas import subjects as subj
 from tests.lab import netns
 from tests.lab.sites import LANSCOPE, LEAF_PORT, SHARED_MAC, SUBNET, SitesLab
+from tests.runtime.stages import eventually, subject_count
 
 CUT_SECS = 60
 SWEEP_SECS = 5
@@ -129,14 +130,9 @@ async def connect_in(ns: str, data_dir: Path) -> Bus:
                                  role=ADMIN)
 
 
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: float,
-                     logs: list[Process]) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            tails = "\n---\n".join(p.tail() for p in logs)
-            raise AssertionError(f"{what}: not within {timeout:g}s\n{tails}")
-        await asyncio.sleep(0.5)
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout: float, logs: list[Process]) -> None:
+    await eventually(check, timeout=timeout, what=what, interval=0.5,
+                     context=lambda: "\n---\n".join(p.tail() for p in logs))
 
 
 async def sightings(bus: Bus, stream: str, subject: str, upto: int | None = None) -> list[str]:
@@ -157,11 +153,6 @@ async def sightings(bus: Bus, stream: str, subject: str, upto: int | None = None
         ids.append(event.id)
         seq = raw.seq + 1
     return ids
-
-
-async def count(bus: Bus, stream: str, subject: str) -> int:
-    info = await bus.js.stream_info(stream, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
 
 
 def query(config: Path, ns: str, sql: str) -> list[dict[str, Any]]:
@@ -202,7 +193,7 @@ async def test_a_site_cut_off_for_60s_loses_nothing_doubles_nothing_and_is_not_c
         except AssertionError:       # the hub is still starting
             return False
         return len(rows) == 6
-    await eventually("both sites' hosts at the hub", six_hosts_active, 180, procs)
+    await until("both sites' hosts at the hub", six_hosts_active, 180, procs)
     rows = query(hub, ns, f"SELECT site, host_key, ip FROM hosts WHERE mac = '{SHARED_MAC}' ORDER BY site")
     assert [(r["site"], r["host_key"], r["ip"]) for r in rows] == [
         ("berlin", f"berlin/{SHARED_MAC}", "10.20.0.11"), ("paris", f"paris/{SHARED_MAC}", "10.20.0.11")]
@@ -215,16 +206,18 @@ async def test_a_site_cut_off_for_60s_loses_nothing_doubles_nothing_and_is_not_c
     cut_at = time.monotonic()
     try:
         async def berlin_host_gone() -> bool:
-            return await count(buses["hub"], subj.CHANGES.name, "lanscope.berlin.host.changed.gone") == 1
-        await eventually("berlin's vanished host called gone during the cut", berlin_host_gone, CUT_SECS - 5,
-                         procs)
-        hub_paris_during = await count(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>")
+            gone = await subject_count(buses["hub"], subj.CHANGES.name, "lanscope.berlin.host.changed.gone")
+            return gone == 1
+        await until("berlin's vanished host called gone during the cut", berlin_host_gone, CUT_SECS - 5,
+                    procs)
+        hub_paris_during = await subject_count(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>")
         await asyncio.sleep(max(0.0, CUT_SECS - (time.monotonic() - cut_at)))   # the cut itself: 60 s
         # Paris's sensor swept on and kept everything in its own JetStream meanwhile ...
         at_restore = (await paris.js.stream_info(paris_stream)).state.last_seq
         assert at_restore - before_cut >= 4 * (CUT_SECS // SWEEP_SECS) * 0.8
         # ... and the hub got none of it.
-        assert await count(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>") == hub_paris_during
+        paris_after = await subject_count(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>")
+        assert paris_after == hub_paris_during
     finally:
         sites_lab.set_uplink("paris", up=True)
     sent = await sightings(paris, paris_stream, "lanscope.paris.host.seen.>", upto=at_restore)
@@ -232,15 +225,15 @@ async def test_a_site_cut_off_for_60s_loses_nothing_doubles_nothing_and_is_not_c
     async def every_sighting_arrived() -> bool:
         received = set(await sightings(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>"))
         return set(sent) <= received
-    await eventually("paris's sightings at the hub after the cut", every_sighting_arrived, 180, procs)
+    await until("paris's sightings at the hub after the cut", every_sighting_arrived, 180, procs)
     received = await sightings(buses["hub"], subj.FACTS.name, "lanscope.paris.host.seen.>")
     assert len(received) == len(set(received)), "a sighting arrived twice"
 
     async def hub_caught_up() -> bool:
         info = await buses["hub"].js.consumer_info(subj.FACTS.name, "findings+host_state")
         return (info.num_pending or 0) + (info.num_ack_pending or 0) == 0
-    await eventually("the hub's sinks caught up", hub_caught_up, 60, procs)
-    assert await count(buses["hub"], subj.CHANGES.name, "lanscope.paris.host.changed.gone") == 0
+    await until("the hub's sinks caught up", hub_caught_up, 60, procs)
+    assert await subject_count(buses["hub"], subj.CHANGES.name, "lanscope.paris.host.changed.gone") == 0
     rows = query(hub, ns, "SELECT site, ip, active FROM hosts ORDER BY site, ip")
     assert [(r["site"], r["ip"], r["active"]) for r in rows] == [
         ("berlin", "10.20.0.11", True), ("berlin", "10.20.0.12", True), ("berlin", "10.20.0.13", False),

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.running import ROOT, Running
+from tests.e2e.harness import ROOT
+from tests.e2e.running import Running
 from tests.factories import host_seen, port, ports_probed
 from tests.runtime.stages import eventually
 
