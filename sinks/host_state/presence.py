@@ -35,8 +35,9 @@ import msgspec
 
 from lanscope.net.coverage import read_coverage
 from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from schemas import Event, FieldChange, HostCheckRequested, PortState, Protocol, SweepCompleted, site_key
+from schemas import Event, FieldChange, HostCheckRequested, Protocol, SweepCompleted, site_key
 
+from .ports import open_results
 from .records import STAGE, Folded, HostEntry, Pending
 
 _SWEEPS_KEPT = 4          # sweep ids remembered per host: enough for the sweeps in flight
@@ -145,8 +146,7 @@ class Presence:
     def _request_check(self, entry: HostEntry, event: SweepCompleted, reason: str) -> None:
         rec = entry.record
         assert rec.ip is not None
-        ports = sorted(row.result.port for row in entry.ports.values()
-                       if row.result.protocol is Protocol.TCP and row.result.state is PortState.OPEN)
+        ports = [p.port for p in open_results(entry.ports) if p.protocol is Protocol.TCP]
         request = HostCheckRequested(host_key=rec.host_key, observed_at=event.observed_at, source=STAGE,
                                      site=rec.site, ip=rec.ip, mac=rec.mac, open_ports=ports[:16],
                                      reason=reason[:_MAX_TEXT])
