@@ -175,12 +175,6 @@ class ScopeGuard:
             answer = self._answers[address] = self._judge(address)
         return answer
 
-    def check(self, address: str) -> None:
-        """Raise ScopeError when ``address`` is out of scope."""
-        refusal = self.refusal(address)
-        if refusal is not None:
-            raise ScopeError(refusal)
-
     def _judge(self, text: str) -> str | None:
         try:
             address = ipaddress.ip_address(text)
