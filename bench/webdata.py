@@ -19,7 +19,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from lanscope.runtime.ids import fill_producer_ids
 from schemas import (
+    Event,
     Finding,
     FindingState,
     HostAnnotated,
@@ -59,11 +61,11 @@ def mac_of(i: int) -> str:
     return "02:5e:" + ":".join(f"{(i >> shift) & 255:02x}" for shift in (24, 16, 8, 0))
 
 
-def host_events(i: int, now: datetime, days: int, rng: random.Random) -> list[object]:
+def host_events(i: int, now: datetime, days: int, rng: random.Random) -> list[Event]:
     ip, mac = address(i + 1), mac_of(i + 1)
     key = mac
     first = now - timedelta(days=rng.uniform(1, days), seconds=rng.uniform(0, 3600))
-    events: list[object] = [
+    events: list[Event] = [
         HostSeen(host_key=key, observed_at=first, source="arp", ip=ip, mac=mac, evidence="arp-reply"),
         HostAnnotated(host_key=key, observed_at=first + timedelta(seconds=1), source="dns", ip=ip, mac=mac,
                       hostname=f"host-{i:05d}.lan.example"),
@@ -97,14 +99,16 @@ async def build(path: Path, hosts: int, days: int, changes_per_day: float, seed:
     sink = HostState(Config(path=str(path), compact_secs=3600))
     await sink.open()
     started = time.monotonic()
-    batch: list[object] = []
+    batch: list[Event] = []
     for i in range(hosts):
         batch.extend(host_events(i, now, days, rng))
         if len(batch) >= 4000:
-            await sink.write(_ids(batch))     # type: ignore[arg-type]
+            fill_producer_ids(batch)
+            await sink.write(batch)
             batch = []
-    findings = [_finding(i, now, rng) for i in rng.sample(range(hosts), min(hosts // 20, 2000))]
-    await sink.write(_ids([*batch, *findings]))   # type: ignore[arg-type]
+    batch += [_finding(i, now, rng) for i in rng.sample(range(hosts), min(hosts // 20, 2000))]
+    fill_producer_ids(batch)
+    await sink.write(batch)
     await sink.close()
     print(f"{hosts} hosts through host_state in {time.monotonic() - started:.1f} s")
     started = time.monotonic()
@@ -113,7 +117,7 @@ async def build(path: Path, hosts: int, days: int, changes_per_day: float, seed:
         rows = int(hosts * days * changes_per_day)
         # Per change: a random host and time in the window; fields weighted like a real LAN.
         con.execute(f"""
-            INSERT INTO history
+            INSERT INTO history (host_key, field, old, new, source, observed_at, event_id, recorded_at)
             SELECT h.host_key, f.field, f.old, f.new, f.source, t.at, 'bench-' || g.i::VARCHAR, t.at
             FROM range({rows}) g(i)
             CROSS JOIN LATERAL (SELECT (hash(g.i) % {hosts})::BIGINT AS n) pick
@@ -154,14 +158,6 @@ def _finding(i: int, now: datetime, rng: random.Random) -> Finding:
                    state=FindingState.OPENED if rng.random() < 0.8 else FindingState.RESOLVED, rule=rule,
                    severity=severity, category="exposure", title=f"{rule} on {ip}:{port}", ip=ip, mac=mac,
                    port=port, first_seen=seen, last_seen=seen)
-
-
-def _ids(events: list[object]) -> list[object]:
-    from lanscope.runtime.ids import content_id
-
-    for event in events:
-        event.id = content_id(event)      # type: ignore[attr-defined]
-    return events
 
 
 def main() -> None:
