@@ -29,7 +29,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,11 +39,10 @@ from lanscope.config import NatsConfig
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.embedded import EmbeddedNats
 from schemas import ChangeKind, HostChanged, decode
-from tests.e2e.harness import lab_config, percentile
+from tests.e2e.harness import Lanscope, lab_config, percentile
 from tests.lab import Lab
 from tests.lab.join import join, leave, speak
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("passive", "mac_vendor", "dns_names", "host_state")
 FIRST = 2000          # join numbers used here (tests use < 1000)
 
@@ -57,11 +55,7 @@ def config_text(lab: Lab, data_dir: Path, url: str) -> str:
 async def run(args: argparse.Namespace, lab: Lab, url: str, work: Path) -> dict[str, list[float]]:
     config = work / "config.yaml"
     config.write_text(config_text(lab, work / "var", url))
-    argv = [sys.executable, "-m", "lanscope", "-c", str(config), "run"]
-    for stage in STAGES:
-        argv += ["--stage", stage]
-    log = (work / "lanscope.log").open("wb")
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    process = Lanscope(config, STAGES, work / "lanscope.log").start()
     arrived: dict[str, float] = {}
     results: dict[str, list[float]] = {kind: [] for kind in args.kinds}
     try:
@@ -91,8 +85,6 @@ async def run(args: argparse.Namespace, lab: Lab, url: str, work: Path) -> dict[
                     await asyncio.sleep(args.gap_ms / 1000)
     finally:
         process.terminate()
-        process.wait(30)
-        log.close()
     return results
 
 
