@@ -134,11 +134,6 @@ def sensor_streams(site: str) -> tuple[StreamSpec, ...]:
                  for base, patterns in _SENSOR_STREAMS)
 
 
-def sensor_bases() -> tuple[StreamSpec, ...]:
-    """The hub streams a sensor's streams are copied into (in sensor_streams' order)."""
-    return tuple(base for base, _ in _SENSOR_STREAMS)
-
-
 def site_of_stream(name: str) -> str | None:
     """The site whose sensor keeps the stream ``name``; None for any other stream."""
     for base, _ in _SENSOR_STREAMS:
