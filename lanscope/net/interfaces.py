@@ -77,8 +77,11 @@ def _ethtool_driver(name: str) -> str | None:
     return driver or None
 
 
-def interfaces() -> list[Interface]:
-    """Every interface of the current network namespace, ordered by index, with its addresses."""
+def interfaces(*, drivers: bool = True) -> list[Interface]:
+    """Every interface of the current network namespace, ordered by index, with its addresses.
+
+    ``drivers=False`` skips the ethtool ioctl (a socket per interface): ``driver`` is then only
+    the netlink link kind ("bridge", "veth" ...), for callers that look at addresses alone."""
     found: dict[int, Interface] = {}
     for link in netlink.links():
         mac = link.mac.hex(":") if link.mac and len(link.mac) == 6 and any(link.mac) else None
@@ -86,7 +89,8 @@ def interfaces() -> list[Interface]:
         found[link.index] = Interface(
             name=link.name, index=link.index, mac=mac, mtu=link.mtu, state=link.state,
             link_type=link_type,
-            driver=None if link_type == "loopback" else (_ethtool_driver(link.name) or link.kind),
+            driver=None if link_type == "loopback"
+            else ((_ethtool_driver(link.name) if drivers else None) or link.kind),
         )
     for record in netlink.addresses():
         interface = found.get(record.index)

@@ -109,10 +109,12 @@ _MAX_ANSWERS = 65536
 
 
 def _lan_networks() -> list[IPNetwork]:
-    """The attached networks an event may name: loopback is this machine, not the LAN."""
-    from lanscope.net.interfaces import attached_private_networks
+    """The attached networks an event may name: loopback is this machine, not the LAN.
+    Every guard reads them every refresh_secs, on the event loop: addresses only, no
+    ethtool ioctl per interface for a driver name nobody looks at."""
+    from lanscope.net.interfaces import attached_private_networks, interfaces
 
-    return [n for n in attached_private_networks() if not n.is_loopback]
+    return [n for n in attached_private_networks(interfaces(drivers=False)) if not n.is_loopback]
 
 
 class Guard(Protocol):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from lanscope.net.interfaces import (
     attached_private_networks,
     default_target_networks,
@@ -41,3 +43,19 @@ def test_interface_for_loopback_and_local_ip() -> None:
     assert match is not None and match[0].name == "lo"
     ipaddress.ip_address(local_ip())           # an address, whatever the routes
     assert local_ip("127.0.0.1") == "127.0.0.1"
+
+
+def test_without_drivers_no_ethtool_ioctl_and_the_same_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lanscope.net import interfaces as module
+    from lanscope.net.scope import _lan_networks
+
+    full = interfaces()
+
+    def no_ioctl(name: str) -> str | None:
+        raise AssertionError(f"ethtool ioctl for {name}")
+
+    monkeypatch.setattr(module, "_ethtool_driver", no_ioctl)
+    bare = interfaces(drivers=False)
+    assert [(i.name, i.state, i.addresses) for i in bare] == [(i.name, i.state, i.addresses) for i in full]
+    assert attached_private_networks(bare) == attached_private_networks(full)
+    assert _lan_networks() == [n for n in attached_private_networks(full) if not n.is_loopback]
