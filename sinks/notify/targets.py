@@ -67,6 +67,9 @@ class MqttTarget(Section):
                 yield key, f"{value!r} is not a topic prefix (no wildcards, no leading /)"
 
 
+_KINDS = ("apprise", "webhook", "mqtt")
+
+
 class Target(Section):
     """One named target: exactly one of its kinds."""
 
@@ -74,12 +77,8 @@ class Target(Section):
     webhook: WebhookTarget | None = None
     mqtt: MqttTarget | None = None
 
-    @property
-    def kind(self) -> str:
-        return next((k for k in ("apprise", "webhook", "mqtt") if getattr(self, k) is not None), "")
-
     def check(self) -> Problems:
-        kinds = [k for k in ("apprise", "webhook", "mqtt") if getattr(self, k) is not None]
+        kinds = [k for k in _KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             yield "", ("needs exactly one of apprise, webhook, mqtt" if not kinds
                        else f"has {' and '.join(kinds)}: one kind per target")
