@@ -70,12 +70,12 @@ class MqttSender:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._keep_connected(), name=f"notify:{self.name}:mqtt")
 
-    def changed(self, host_keys: set[str], *, stats: bool = True) -> None:
+    def changed(self, host_keys: set[str]) -> None:
+        """These hosts' states (and the counts) are to be published."""
         if self.view is None:
             return
-        """These hosts' states (and the counts) are to be published."""
         self._dirty |= host_keys
-        self._dirty_stats = self._dirty_stats or stats
+        self._dirty_stats = True
         self._wake.set()
 
     async def send(self, note: Note) -> None:
