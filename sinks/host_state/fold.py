@@ -191,7 +191,7 @@ class HostBook(Presence):
                 self.hosts[key] = entry
                 pending = self._touch(key, event)
                 pending.created = True
-                self._change(entry, pending, "mac", None, mac)
+                self._change(pending, "mac", None, mac)
         elif ip:
             owner = self.owner_of_ip(ip, site)
             key = owner if owner is not None else site_key(site, ip)
@@ -229,7 +229,7 @@ class HostBook(Presence):
                 pending.evidence = pending_old.evidence
                 pending.first_active = pending_old.first_active
                 pending.flap_started = pending_old.flap_started
-            self._change(ip_entry, pending, "mac", None, mac)
+            self._change(pending, "mac", None, mac)
             merged = ip_entry
         else:
             merged = mac_entry
@@ -242,7 +242,7 @@ class HostBook(Presence):
             for ip, when in ip_entry.ips_at.items():
                 merged.ips_at[ip] = max(when, merged.ips_at.get(ip, when))
             ips = sorted(merged.ips_at, key=lambda k: merged.ips_at[k], reverse=True)
-            self._change(merged, pending, "ips", sorted(rec.ips), sorted(ips))
+            self._change(pending, "ips", sorted(rec.ips), sorted(ips))
             rec.ips = ips
             for name, port_row in ip_entry.ports.items():
                 merged.ports.setdefault(name, port_row)
@@ -268,7 +268,7 @@ class HostBook(Presence):
 
     # ------------------------------------------------------------------ fields
 
-    def _change(self, entry: HostEntry, pending: Pending, name: str, old: Any, new: Any) -> None:
+    def _change(self, pending: Pending, name: str, old: Any, new: Any) -> None:
         """A fact changed: net over the batch, it is one FieldChange (first old, last new)."""
         if old == new:
             return
@@ -288,7 +288,7 @@ class HostBook(Presence):
         old = getattr(entry.record, name)
         if old != value:
             setattr(entry.record, name, value)
-            self._change(entry, pending, name, old, value)
+            self._change(pending, name, old, value)
 
     def _observe(self, entry: HostEntry, name: str, value: Any, event: Event) -> None:
         """Set an observation (same ordering rule as a fact, never a change)."""
@@ -314,7 +314,7 @@ class HostBook(Presence):
                 del ips_at[oldest]
             new_ips = sorted(ips_at, key=lambda k: ips_at[k], reverse=True)
             if set(new_ips) != set(ips):
-                self._change(entry, pending, "ips", sorted(ips), sorted(new_ips))
+                self._change(pending, "ips", sorted(ips), sorted(new_ips))
             rec.ips = new_ips
         self._index_ip(site_key(rec.site, ip), when, rec.host_key)
         current = rec.ip
@@ -348,7 +348,7 @@ class HostBook(Presence):
         if old != best:
             entry.record.hostname = best
             entry.field_at["hostname"] = event.observed_at
-            self._change(entry, pending, "hostname", old, best)
+            self._change(pending, "hostname", old, best)
 
     def _guest(self, entry: HostEntry, pending: Pending, guest: ProxmoxGuest | None,
                event: Event) -> None:
@@ -454,7 +454,7 @@ class HostBook(Presence):
         old, new = rec.device_type, describe.device_type(rec).type
         if old != new:
             rec.device_type = new
-            self._change(entry, pending, "device_type", old, new)
+            self._change(pending, "device_type", old, new)
 
 
 def _output_id(key: str, kind: ChangeKind, pending: Pending) -> str:

@@ -68,7 +68,7 @@ class Presence:
     def _touch(self, key: str, event: Event) -> Pending:
         raise NotImplementedError
 
-    def _change(self, entry: HostEntry, pending: Pending, name: str, old: object, new: object) -> None:
+    def _change(self, pending: Pending, name: str, old: object, new: object) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------- evidence
@@ -192,12 +192,12 @@ class Presence:
             entry.flap_reported_at = when
             pending.flap_started = True
             self._flapping.add(rec.host_key)
-            self._change(entry, pending, "flapping", False, True)
+            self._change(pending, "flapping", False, True)
 
     def _stop_flapping(self, entry: HostEntry, pending: Pending) -> None:
         entry.record.flapping = False
         self._flapping.discard(entry.record.host_key)
-        self._change(entry, pending, "flapping", True, False)
+        self._change(pending, "flapping", True, False)
 
     def _quiet(self, event: Event) -> None:
         """Hosts flapping with no transition for a whole window stop flapping (the sweeps are
