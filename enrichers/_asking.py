@@ -6,6 +6,10 @@ the scope check (then nothing is sent). ``Recently.due(ip)`` claims the
 address, so sightings of one host that arrive together ask once;
 ``answered(ip, ok)`` sets when to ask again: ``refresh_secs`` after an answer,
 ``negative_secs`` after silence.
+
+``act_on_request(...)``: the gate of an explicit request to send (port_probe's
+ProbeRequested, presence_check's HostCheckRequested): a stale one is dropped
+with a log line, one the scope refuses is unusable.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
+from lanscope.errors import UnusableEvent
 from lanscope.net.scope import Guard
 from schemas import Event, HostSeen
 
@@ -64,3 +70,21 @@ def address_to_ask(event: Event, asked: Recently, guard: Guard, *, ipv6: bool, s
         log.debug("%s: not asking %s: %s", stage, ip, refusal)
         return None
     return ip
+
+
+def act_on_request(guard: Guard, ip: str, *, observed_at: datetime, now: datetime, max_age_secs: float,
+                   log: logging.Logger, stale: str, stale_args: tuple[object, ...], refused: str) -> bool:
+    """Whether to act now on a request, made at ``observed_at``, to send to ``ip``.
+
+    False when it is more than ``max_age_secs`` old (a replay of the stream: what a host says
+    now says nothing about then), logged at info on the stage's ``log`` as ``stale`` with
+    ``stale_args`` then the age in seconds. UnusableEvent ``"<refused>: <the reason>"`` when
+    the scope refuses ``ip``: dead-lettered with the reason, nothing sent."""
+    age = (now - observed_at).total_seconds()
+    if age > max_age_secs:
+        log.info(stale, *stale_args, age)
+        return False
+    refusal = guard.refusal(ip)
+    if refusal is not None:
+        raise UnusableEvent(f"{refused}: {refusal}")
+    return True

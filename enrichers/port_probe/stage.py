@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from enrichers._asking import act_on_request
 from lanscope.errors import UnusableEvent
 from lanscope.net.ports import PortSpec, resolve
 from lanscope.net.scope import ScopeGuard
@@ -454,15 +455,13 @@ class PortProbe:
 
     async def _requested(self, event: ProbeRequested) -> list[Event]:
         """Probe now, whatever the re-probe interval; never out of scope, never a stale wish."""
-        age = (self.clock() - event.observed_at).total_seconds()
         who = event.requested_by or event.source
-        if age > self.config.request_max_age_secs:
-            log.info("port_probe: dropping a probe request for %s by %s: %.0f s old (more than "
-                     "request_max_age_secs)", event.ip, who, age)
+        if not act_on_request(self.scope, event.ip, observed_at=event.observed_at, now=self.clock(),
+                              max_age_secs=self.config.request_max_age_secs, log=log,
+                              stale="port_probe: dropping a probe request for %s by %s: %.0f s old "
+                                    "(more than request_max_age_secs)",
+                              stale_args=(event.ip, who), refused=f"probe request by {who}"):
             return []
-        refusal = self.scope.refusal(event.ip)
-        if refusal is not None:          # dead-lettered with the reason, nothing sent
-            raise UnusableEvent(f"probe request by {who}: {refusal}")
         log.info("port_probe: probing %s now, as %s asked", event.ip, who)
         return await self._probe(event.ip, event.host_key, event.mac)
 

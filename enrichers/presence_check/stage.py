@@ -24,12 +24,12 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from lanscope.errors import UnusableEvent
+from enrichers._asking import act_on_request
 from lanscope.net.interfaces import Interface, InterfaceList, arp_capable
 from lanscope.net.rawsweep import Reply
 from lanscope.net.scope import Guard
@@ -78,13 +78,11 @@ class PresenceCheck:
     async def handle(self, event: Event) -> list[Event]:
         if not isinstance(event, HostCheckRequested):
             return []
-        age = self._clock() - event.observed_at
-        if age > timedelta(seconds=self.config.max_age_secs):
-            log.info("presence_check: %s: request %.0f s old, dropped", event.ip, age.total_seconds())
+        if not act_on_request(self._guard, event.ip, observed_at=event.observed_at, now=self._clock(),
+                              max_age_secs=self.config.max_age_secs, log=log,
+                              stale="presence_check: %s: request %.0f s old, dropped",
+                              stale_args=(event.ip,), refused=f"presence check of {event.host_key}"):
             return []
-        refusal = self._guard.refusal(event.ip)
-        if refusal is not None:              # dead-lettered with the reason, nothing sent
-            raise UnusableEvent(f"presence check of {event.host_key}: {refusal}")
         address = ipaddress.ip_address(event.ip)
         found = await self._interfaces()
         started = self._clock()
