@@ -3,7 +3,8 @@
 One row per device: ``id``/``entry_id``, ``site``, ``hostname``, ``ip``, ``internal_ip``,
 ``mac``, ``owner``, ``notes`` and ``tags`` (a list, or comma-separated text in CSV).
 The registry seeds its entries from it; notify counts its devices as known and
-gives hosts its tags. Reads go through ``asyncio.to_thread`` here, once.
+gives hosts its tags; both match a row to a host by ``short_name``. Reads go through
+``asyncio.to_thread`` here, once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import yaml
 from sinks._statefile import StateFileError
 
 FIELDS = ("id", "entry_id", "site", "hostname", "ip", "internal_ip", "mac", "owner", "notes", "tags")
+
+
+def short_name(name: str | None) -> str:
+    """The name hosts and inventory rows are matched by: the first label, lower case ("" for none)."""
+    return name.split(".", 1)[0].lower() if name else ""
 
 
 class InventoryError(StateFileError):

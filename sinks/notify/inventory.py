@@ -12,15 +12,13 @@ import logging
 import time
 from pathlib import Path
 
+from sinks._inventory import short_name
+
 from . import _io
 from .model import HostFacts
 
 log = logging.getLogger(__name__)
 RECHECK_SECS = 30.0
-
-
-def _short(name: str | None) -> str:
-    return name.split(".", 1)[0].lower() if name else ""
 
 
 class Inventory:
@@ -50,14 +48,14 @@ class Inventory:
         for row in rows:
             tags = frozenset(str(t) for t in row.get("tags") or ())
             for key in (f"mac:{str(row.get('mac') or '').lower()}", f"ip:{row.get('ip') or ''}",
-                        f"ip:{row.get('internal_ip') or ''}", f"name:{_short(row.get('hostname'))}"):
+                        f"ip:{row.get('internal_ip') or ''}", f"name:{short_name(row.get('hostname'))}"):
                 if not key.endswith(":"):
                     index[key] = index.get(key, frozenset()) | tags
         self._by = index
         log.info("notify: inventory %s: %d entries", self.path, len(rows))
 
     def _keys(self, host: HostFacts) -> list[str]:
-        keys = [f"mac:{host.mac}", f"ip:{host.ip}", f"name:{_short(host.hostname)}"]
+        keys = [f"mac:{host.mac}", f"ip:{host.ip}", f"name:{short_name(host.hostname)}"]
         return [k for k in keys if not k.endswith((":", ":None"))]
 
     def has(self, host: HostFacts) -> bool:

@@ -32,6 +32,7 @@ import msgspec
 from lanscope.runtime.stage import StageContext
 from lanscope.settings import NonNegativeInt, PositiveInt
 from schemas import ChangeKind, Event, HostChanged, RegistryEntry, site_key
+from sinks._inventory import short_name
 from sinks._outbox import apply_batch, trim
 
 from . import _io
@@ -90,10 +91,6 @@ class _Delta(msgspec.Struct, kw_only=True):
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _short(name: str | None) -> str | None:
-    return name.split(".", 1)[0].lower() if name else None
 
 
 class Registry:
@@ -164,7 +161,7 @@ class Registry:
             if ip:
                 self._by_ip.setdefault(site_key(site, ip), set()).add(entry.entry_id)
         if entry.hostname:
-            self._by_name.setdefault(site_key(site, _short(entry.hostname) or ""), set()).add(entry.entry_id)
+            self._by_name.setdefault(site_key(site, short_name(entry.hostname)), set()).add(entry.entry_id)
         if entry.mac:
             self._by_mac.setdefault(site_key(site, entry.mac), set()).add(entry.entry_id)
 
@@ -256,7 +253,7 @@ class Registry:
             if ids:
                 found |= ids
         if not found and host.hostname:
-            found = self._by_name.get(site_key(site, _short(host.hostname) or ""), found)
+            found = self._by_name.get(site_key(site, short_name(host.hostname)), found)
         if not found and host.mac:
             found = self._by_mac.get(site_key(site, host.mac), found)
         return self._entries(found) if found else []
