@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from lanscope.commands.run import provisioning_config
 from lanscope.config import Config
 from lanscope.output import print_table
-from lanscope.runtime.auth import ADMIN
-from lanscope.runtime.bus import Bus, Provisioned
 from lanscope.runtime.datadir import private
 from lanscope.runtime.embedded import EmbeddedNats
 from lanscope.runtime.locate import configured_url
+from lanscope.runtime.provisioning import Provisioned, connect_admin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,10 +43,7 @@ def _provision_and_show(config: Config) -> int:
 
 
 async def _provision(config: Config, url: str) -> list[Provisioned]:
-    nats_config = provisioning_config(config)
-    async with await Bus.connect(nats_config, url=url, name="lanscope-provision", role=ADMIN) as bus:
-        bus.layout = config.layout()
-        results = await bus.provision(config.stage_specs().values())
-        if any(spec.uses_claims and bus.layout.runs(spec) for spec in config.stage_specs().values()):
-            await bus.claims()     # port_probe's bucket: its role may use it, not create it
-        return results
+    specs, layout = config.stage_specs().values(), config.layout()
+    claims = any(spec.uses_claims and layout.runs(spec) for spec in specs)
+    async with await connect_admin(config, url, claims=claims) as bus:
+        return await bus.provision(specs)

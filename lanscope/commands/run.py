@@ -18,19 +18,18 @@ import signal
 import socket
 from typing import Any
 
-import msgspec
-
-from lanscope.config import Config, NatsConfig
+from lanscope.config import Config
 from lanscope.errors import LanscopeError, UsageError
 from lanscope.output import print_line, print_table
-from lanscope.runtime.auth import ADMIN, can_act_as, client_config, role_for
+from lanscope.runtime.auth import CredentialsError, client_config, role_for
 from lanscope.runtime.bus import Bus
 from lanscope.runtime.datadir import StageLocks, private, starting
 from lanscope.runtime.delivery import dead_letters
-from lanscope.runtime.embedded import EmbeddedNats, embedded_stream_bytes, guard_store
+from lanscope.runtime.embedded import EmbeddedNats, guard_store
 from lanscope.runtime.layout import Layout
 from lanscope.runtime.leafnodes import server_role
 from lanscope.runtime.locate import configured_url
+from lanscope.runtime.provisioning import connect_admin
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
@@ -128,15 +127,6 @@ def _describe_site(config: Config) -> str:
     return site
 
 
-def provisioning_config(config: Config) -> NatsConfig:
-    """The admin role's settings; with the embedded server, streams fitted to its store."""
-    nats_config = client_config(config.nats, config.data_dir, ADMIN)
-    if not config.nats.url:
-        nats_config = msgspec.structs.replace(nats_config, max_bytes=embedded_stream_bytes(
-            config.nats, config.data_dir, len(config.layout().streams)))
-    return nats_config
-
-
 def _describe_targets(config: Config) -> str:
     """What the sweeps will cover, so an empty default is said, not silently swept."""
     if config.targets:
@@ -194,13 +184,11 @@ async def _run(config: Config, url: str, specs: list[StageSpec], *, once: bool,
     bus: Bus | None = None
     try:
         with starting():
-            if can_act_as(config.nats, config.data_dir, ADMIN):
-                admin = await Bus.connect(provisioning_config(config), url=url,
-                                          name=f"{config.nats.name}-provision", role=ADMIN)
-                admin.layout = layout
             uses_claims = any(spec.uses_claims for spec in specs)
-            if admin is not None and uses_claims:
-                await admin.claims()          # the bucket, created by the role that may
+            try:
+                admin = await connect_admin(config, url, claims=uses_claims)
+            except CredentialsError:
+                admin = None
             bus = await Bus.connect(client_config(config.nats, config.data_dir, role), url=url, role=role)
             bus.layout = layout
             ctx = config.stage_context(claims=await bus.claims() if uses_claims else None,

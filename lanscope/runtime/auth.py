@@ -284,17 +284,6 @@ def client_config(config: NatsConfig, data_dir: str | Path, role: str) -> NatsCo
     return msgspec.structs.replace(config, nkey_seed_file=str(path), creds_file=None)
 
 
-def can_act_as(config: NatsConfig, data_dir: str | Path, role: str) -> bool:
-    """Whether this process holds ``role``'s credentials (or has one identity for everything)."""
-    if config.url and not config.credentials_dir:
-        return True
-    try:
-        client_config(config, data_dir, role)
-    except CredentialsError:
-        return False
-    return True
-
-
 def main(argv: list[str]) -> int:
     """``python -m lanscope.runtime.auth DIR``: seeds for every role (kept if present) and
     ``DIR/auth.conf``, the authorization block for a nats-server config to include."""
@@ -310,7 +299,7 @@ def main(argv: list[str]) -> int:
 
 
 __all__ = ["ADMIN", "PIPELINE", "QUERY", "WATCH", "WEB", "Credentials", "CredentialsError", "Role",
-           "authorization", "can_act_as", "client_config", "embedded_authorization", "inbox_prefix",
+           "authorization", "client_config", "embedded_authorization", "inbox_prefix",
            "make_seed", "role_for", "roles", "site_forms", "stage_role"]
 
 

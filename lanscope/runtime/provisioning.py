@@ -9,7 +9,7 @@ The process's layout (lanscope.runtime.layout) says which streams it keeps (a
 sensor's are named after its site), what they copy from other JetStream domains
 (a hub's copies of its sensors' streams), and which stages it runs. A JetStream
 that cannot answer yet (a cluster electing a leader) is waited out for
-PATIENCE_SECS.
+PATIENCE_SECS. Both commands provision as the admin role (``connect_admin``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -34,11 +35,16 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from lanscope.config import NatsConfig
+from lanscope.config import Config, NatsConfig
 from lanscope.errors import LanscopeError, storage_problem
+from lanscope.runtime.auth import ADMIN, client_config
+from lanscope.runtime.embedded import embedded_stream_bytes
 from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.topology import Feed, StageSpec, consumer_bindings
 from schemas import StreamSpec
+
+if TYPE_CHECKING:
+    from lanscope.runtime.bus import Bus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +76,34 @@ class Provisioned:
     name: str       # LANSCOPE_FACTS | LANSCOPE_FACTS/port_probe
     action: str     # created | updated | unchanged
     detail: str = ""
+
+
+def provisioning_config(config: Config) -> NatsConfig:
+    """The admin role's settings; with the embedded server, streams fitted to its store.
+    CredentialsError without the admin's credentials."""
+    nats_config = client_config(config.nats, config.data_dir, ADMIN)
+    if not config.nats.url:
+        nats_config = msgspec.structs.replace(nats_config, max_bytes=embedded_stream_bytes(
+            config.nats, config.data_dir, len(config.layout().streams)))
+    return nats_config
+
+
+async def connect_admin(config: Config, url: str, *, claims: bool = False) -> Bus:
+    """A connection as the admin role (provisioning_config), on the config's layout, to
+    provision with (``Bus.provision``); ``claims``: port_probe's bucket created first (its
+    role may use it, not create it). CredentialsError without the admin's credentials."""
+    from lanscope.runtime.bus import Bus
+
+    admin = await Bus.connect(provisioning_config(config), url=url, name=f"{config.nats.name}-provision",
+                              role=ADMIN)
+    try:
+        admin.layout = config.layout()
+        if claims:
+            await admin.claims()
+    except BaseException:
+        await admin.close()
+        raise
+    return admin
 
 
 def stream_config(c: NatsConfig, spec: StreamSpec, layout: Layout = STANDALONE) -> StreamConfig:
