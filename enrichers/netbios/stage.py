@@ -11,7 +11,6 @@ most other devices stay silent.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from lanscope.settings import NonNegativeFloat, NonNegativeInt, PositiveInt
 from schemas import Event, HostAnnotated, HostSeen, host_key
 
 SOURCE = "netbios"
-log = logging.getLogger(__name__)
 
 NodeStatusQuery = Callable[..., Awaitable[NodeStatus | None]]   # (ip, *, timeout_s, retries)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyasn1.type.univ import Integer, ObjectIdentifier, OctetString
+from pyasn1.type.univ import ObjectIdentifier, OctetString
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -35,10 +35,10 @@ from pysnmp.hlapi.v3arch.asyncio import (
 
 from .mib import SYSTEM, TABLES
 
-_AUTH = {"none": usmNoAuthProtocol, "md5": usmHMACMD5AuthProtocol, "sha": usmHMACSHAAuthProtocol,
+# What V3User.auth_protocol / priv_protocol allow; without a key the protocol is "none".
+_AUTH = {"md5": usmHMACMD5AuthProtocol, "sha": usmHMACSHAAuthProtocol,
          "sha256": usmHMAC192SHA256AuthProtocol, "sha512": usmHMAC384SHA512AuthProtocol}
-_PRIV = {"none": usmNoPrivProtocol, "des": usmDESPrivProtocol, "aes": usmAesCfb128Protocol,
-         "aes256": usmAesCfb256Protocol}
+_PRIV = {"des": usmDESPrivProtocol, "aes": usmAesCfb128Protocol, "aes256": usmAesCfb256Protocol}
 
 
 def _value(value: Any) -> Any:
@@ -46,9 +46,7 @@ def _value(value: Any) -> Any:
         return bytes(value)
     if isinstance(value, ObjectIdentifier):
         return str(value)
-    if isinstance(value, Integer):
-        return int(value)
-    try:                       # Counter32, Gauge32, TimeTicks ...
+    try:                       # Integer, Counter32, Gauge32, TimeTicks ...
         return int(value)
     except (TypeError, ValueError):
         return None            # noSuchObject, noSuchInstance, endOfMibView
@@ -93,6 +91,3 @@ class Agent:
                 if rows >= max_rows * 8:      # lldpRemTable has 7 columns a row under one walk
                     break
         return values
-
-    def close(self) -> None:
-        self._engine.close_dispatcher()

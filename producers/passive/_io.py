@@ -95,9 +95,7 @@ class Tap:
         for _ in range(256):       # then let the loop run other work
             try:
                 frame, address = sock.recvfrom(_SNAPLEN)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:        # BlockingIOError (nothing left) included
                 return
             if address[2] == PACKET_OUTGOING:
                 continue

@@ -36,8 +36,8 @@ class Ssdp:
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
         self._queue: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue(4096)
-        self._transports: list[asyncio.DatagramTransport] = []
         self._senders: list[asyncio.DatagramTransport] = []
+        self._listener: asyncio.DatagramTransport | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -57,8 +57,8 @@ class Ssdp:
             for address in self.addresses:
                 listener.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                                     socket.inet_aton(GROUP) + socket.inet_aton(address))
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Queueing(self._queue), sock=listener)
-            self._transports = [*self._senders, transport]
+            self._listener, _ = await loop.create_datagram_endpoint(lambda: _Queueing(self._queue),
+                                                                    sock=listener)
         except BaseException:
             self.close()
             raise
@@ -72,9 +72,11 @@ class Ssdp:
         return await self._queue.get()
 
     def close(self) -> None:
-        for transport in [*self._senders, *self._transports]:
+        for transport in self._senders:
             transport.close()
-        self._senders, self._transports = [], []
+        if self._listener is not None:
+            self._listener.close()
+        self._senders, self._listener = [], None
 
 
 def open_ssdp(addresses: list[str]) -> Ssdp:

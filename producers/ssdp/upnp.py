@@ -44,10 +44,7 @@ def _cap(text: str | None) -> str | None:
 
 def parse_message(data: bytes) -> Message | None:
     """An SSDP search response or notification; None for anything else (M-SEARCH included)."""
-    try:
-        head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    except ValueError:
-        return None
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")    # never raises
     lines = head.split("\r\n")
     start = lines[0].upper()
     headers: dict[str, str] = {}
