@@ -50,6 +50,7 @@ from .subjects import (
     subject_for,
 )
 from .types import (
+    CANONICAL_MAC,
     ChangeKind,
     FindingState,
     PortState,
@@ -64,6 +65,7 @@ from .types import (
 )
 
 __all__ = [
+    "CANONICAL_MAC",
     "EVENT_TYPES",
     "STREAMS",
     "Advertised",

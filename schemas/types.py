@@ -77,7 +77,7 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
-_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")    # a MAC as normalize_mac writes it
 
 
 def normalize_mac(value: str) -> str:
@@ -87,7 +87,7 @@ def normalize_mac(value: str) -> str:
     ``aabbccddeeff``, and RouterOS/dnsmasq forms without zero padding
     (``0:0:5e:0:53:1``).
     """
-    if _CANONICAL_MAC.fullmatch(value):  # the common case on a hot path (host_state)
+    if CANONICAL_MAC.fullmatch(value):  # the common case on a hot path (host_state)
         return value
     text = value.strip().lower()
     if ":" in text or "-" in text:

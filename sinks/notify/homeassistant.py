@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from lanscope import __version__
+from schemas import CANONICAL_MAC
 
 from .model import HostFacts, Note, OpenFinding
 from .rules import KINDS
@@ -42,7 +43,7 @@ def node_id(topic_prefix: str) -> str:
 
 def object_id(host_key: str) -> str:
     """A host's id in topics: its MAC without colons, else ``ip-`` and its address."""
-    if re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", host_key):
+    if CANONICAL_MAC.fullmatch(host_key):
         return host_key.replace(":", "")
     return "ip-" + _UNSAFE.sub("-", host_key)
 
