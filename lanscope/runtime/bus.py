@@ -39,7 +39,7 @@ from lanscope.runtime.layout import STANDALONE, Layout
 from lanscope.runtime.provisioning import Provisioned
 from lanscope.runtime.puller import SUB_PENDING_BYTES
 from lanscope.runtime.topology import Feed, StageSpec
-from schemas import Event, StreamSpec, encode, subject_for
+from schemas import Event, encode, subject_for
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,10 @@ class Bus:
 
     # ------------------------------------------------------------------ provisioning
 
-    async def provision(self, specs: Iterable[StageSpec], streams: Iterable[StreamSpec] | None = None,
-                        *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-        """Create or update the streams (the layout's, by default) and one durable pull
-        consumer per consuming stage that the layout runs (lanscope.runtime.provisioning)."""
-        return await provisioning.provision(self.js, self.config, specs, streams, layout=self.layout,
-                                            feeds=feeds)
+    async def provision(self, specs: Iterable[StageSpec], *, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
+        """Create or update the layout's streams and one durable pull consumer per consuming
+        stage that the layout runs (lanscope.runtime.provisioning)."""
+        return await provisioning.provision(self.js, self.config, specs, layout=self.layout, feeds=feeds)
 
     # ------------------------------------------------------------------ publishing
 

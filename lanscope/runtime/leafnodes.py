@@ -74,12 +74,12 @@ def seed_path(config: Config) -> Path:
         else Path(config.data_dir) / CREDENTIALS_DIR / LEAF_SEED
 
 
-def sensor_seed(config: Config, *, create: bool = True) -> str:
+def sensor_seed(config: Config) -> str:
     """The sensor's NKEY seed: ``sensor.nkey_file``, else the generated one (made if missing)."""
     import nkeys
 
     path = seed_path(config)
-    if not path.exists() and create and not config.sensor.nkey_file:
+    if not path.exists() and not config.sensor.nkey_file:
         make_seed(path)
     try:
         text = path.read_text().strip()

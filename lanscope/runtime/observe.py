@@ -88,8 +88,8 @@ async def pipeline_health(bus: Bus) -> PipelineHealth:
                 error = source.error.get("description") if isinstance(source.error, dict) else None
                 health.sites.append(SiteCopy(spec.name, site, source.lag or 0, active, error))
         for consumer in await bus.js.consumers_info(spec.name):
-            name = consumer.config.durable_name or consumer.name
-            if not consumer.config.durable_name:
+            name = consumer.config.durable_name
+            if not name:
                 continue              # ordered/ephemeral followers (watch, this dashboard)
             health.consumers.append(ConsumerLag(
                 spec.name, name, consumer.num_pending or 0, consumer.num_ack_pending or 0,

@@ -131,16 +131,15 @@ def consumer_config(c: NatsConfig, spec: StageSpec, filters: list[str]) -> Consu
     )
 
 
-async def provision(js: JetStreamContext, config: NatsConfig, specs: Iterable[StageSpec],
-                    streams: Iterable[StreamSpec] | None = None, *, layout: Layout = STANDALONE,
-                    feeds: Iterable[Feed] = ()) -> list[Provisioned]:
-    """Create or update the streams (the layout's, by default) and one durable pull consumer
+async def provision(js: JetStreamContext, config: NatsConfig, specs: Iterable[StageSpec], *,
+                    layout: Layout = STANDALONE, feeds: Iterable[Feed] = ()) -> list[Provisioned]:
+    """Create or update the layout's streams and one durable pull consumer
     per consuming stage that the layout runs.
 
     ``feeds``: how this process's sinks read (sink_feeds); a feed shared by several
     sinks has one consumer in place of theirs on its stream."""
     results: list[Provisioned] = []
-    for stream in layout.streams if streams is None else streams:
+    for stream in layout.streams:
         results.append(await settled(_ensure_stream, js, stream_config(config, stream, layout)))
     shared = [feed for feed in feeds if feed.shared]
     fed = {(member, feed.stream) for feed in shared for member in feed.members}
