@@ -68,6 +68,8 @@ _STOP = frozenset({
     "www", "you", "your", "are", "connected", "please", "login", "user", "users", "number", "allowed",
     "ssh", "sshd", "localhost",
 })
+_OS_OR_NOISE = _OS_NAMES | _NOISE    # ends an SSH comment's product name
+_STOP_OR_NOISE = _STOP | _NOISE      # never an HTTP Server: name
 
 
 def generic(text: str, port: int) -> Identity | None:
@@ -94,7 +96,7 @@ def _ssh(text: str) -> Identity:
                         extra_info=extra, confidence=GENERIC_CONFIDENCE, method=_GUESS)
     if re.fullmatch(r"[A-Za-z][A-Za-z_.-]{1,40}", software) and software.lower() not in _STOP:
         cv = _SSH_COMMENT_VERSION.match((m.group(3) or "").strip())
-        more = list(itertools.takewhile(lambda w: w.lower() not in _OS_NAMES | _NOISE,
+        more = list(itertools.takewhile(lambda w: w.lower() not in _OS_OR_NOISE,
                                         cv.group(1).split() if cv else []))
         name = " ".join([software, *more])
         if cv and cv.group(2):
@@ -127,7 +129,7 @@ def _http(text: str) -> Identity:
         return Identity(service="http", product=clean(m.group(1)), version=clean(m.group(2)),
                         confidence=GENERIC_CONFIDENCE, method=_GUESS)
     m = _SERVER_NAME.match(value)
-    if m and m.group(1).lower() not in _STOP | _NOISE and not _HOSTLIKE.match(m.group(1)):
+    if m and m.group(1).lower() not in _STOP_OR_NOISE and not _HOSTLIKE.match(m.group(1)):
         return Identity(service="http", product=clean(m.group(1)), confidence=GENERIC_NAME_ONLY_CONFIDENCE,
                         method=_GUESS)
     return Identity(service="http", confidence=GENERIC_NAME_ONLY_CONFIDENCE, method=_GUESS)
