@@ -451,7 +451,7 @@ class PortProbe:
         last = await self.claims.last_done(key)
         if last is not None and (self.clock() - last).total_seconds() < self.config.reprobe_secs:
             return []
-        return await self._probe(event.ip, event.host_key, event.mac)
+        return await self._probe(event.ip, key, event.host_key, event.mac)
 
     async def _requested(self, event: ProbeRequested) -> list[Event]:
         """Probe now, whatever the re-probe interval; never out of scope, never a stale wish."""
@@ -463,10 +463,10 @@ class PortProbe:
                               stale_args=(event.ip, who), refused=f"probe request by {who}"):
             return []
         log.info("port_probe: probing %s now, as %s asked", event.ip, who)
-        return await self._probe(event.ip, event.host_key, event.mac)
+        return await self._probe(event.ip, _claim_key(event.ip), event.host_key, event.mac)
 
-    async def _probe(self, ip: str, host_key: str, mac: str | None) -> list[Event]:
-        key = _claim_key(ip)
+    async def _probe(self, ip: str, key: str, host_key: str, mac: str | None) -> list[Event]:
+        """Probe ``ip`` under its claim ``key`` (_claim_key(ip))."""
         if not await self.claims.claim(key, self.config.host_timeout_secs + 60):
             return []                      # another replica is probing it right now
         try:

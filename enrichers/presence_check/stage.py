@@ -84,12 +84,13 @@ class PresenceCheck:
                               stale_args=(event.ip,), refused=f"presence check of {event.host_key}"):
             return []
         address = ipaddress.ip_address(event.ip)
-        found = await self._interfaces()
+        link = None
+        if isinstance(address, ipaddress.IPv4Address):     # ARP is IPv4's: only then read the interfaces
+            link = _on_link(await self._interfaces(), address)
         started = self._clock()
         start = time.monotonic()
-        link = _on_link(found, address)
         if link is not None:
-            seen, tried = await self._by_arp(event, link[0], link[1])
+            seen, tried = await self._by_arp(event, address, *link)
         else:
             seen, tried = await self._by_icmp_and_tcp(event, address)
         answered = [s for s in seen if event.mac is None or s.mac in (None, event.mac)]
@@ -100,9 +101,9 @@ class PresenceCheck:
             request_id=event.id, tried=tried, started_at=started,
             duration_ms=round((time.monotonic() - start) * 1000, 1))]
 
-    async def _by_arp(self, event: HostCheckRequested, interface: Interface,
+    async def _by_arp(self, event: HostCheckRequested, address: IPAddress, interface: Interface,
                       own: ipaddress.IPv4Interface) -> tuple[list[HostSeen], list[str]]:
-        target = int(ipaddress.IPv4Address(event.ip))
+        target = int(address)
         c = self.config
         assert interface.mac is not None
         replies = await self._arp(interface.name, interface.mac, int(own.ip), [target],
@@ -138,10 +139,9 @@ class PresenceCheck:
                         ip=event.ip, mac=mac, evidence=evidence, rtt_ms=round(reply.rtt_ms, 3), **fields)
 
 
-def _on_link(found: list[Interface], address: IPAddress) -> tuple[Interface, ipaddress.IPv4Interface] | None:
+def _on_link(found: list[Interface],
+             address: ipaddress.IPv4Address) -> tuple[Interface, ipaddress.IPv4Interface] | None:
     """The up Ethernet interface and own address whose IPv4 subnet holds ``address``."""
-    if address.version != 4:
-        return None
     for interface in found:
         if not arp_capable(interface):
             continue
