@@ -28,12 +28,13 @@ from lanscope import __version__
 from schemas import CANONICAL_MAC
 
 from .model import HostFacts, Note, OpenFinding
-from .rules import KINDS
+from .rules import KINDS, SEVERITIES
 
 ORIGIN = {"name": "lanscope", "sw_version": __version__}
 EVENT_TYPES = [*KINDS, "digest"]
 MAX_FINDINGS = 50        # open findings listed in the sensor's attributes
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
+_SEVERITY_RANK = {s.value: i for i, s in enumerate(reversed(SEVERITIES))}   # critical 0 .. info 4
 
 
 def node_id(topic_prefix: str) -> str:
@@ -158,8 +159,7 @@ def stats(hosts: dict[str, HostFacts], findings: dict[str, OpenFinding]) -> byte
 
 
 def findings_attributes(findings: dict[str, OpenFinding]) -> bytes:
-    order = ["critical", "high", "medium", "low", "info"]
-    listed = sorted(findings.values(), key=lambda f: (order.index(f.severity) if f.severity in order else 9,
+    listed = sorted(findings.values(), key=lambda f: (_SEVERITY_RANK.get(f.severity, 9),
                                                       f.first_seen.isoformat() if f.first_seen else ""))
     return _json({"findings": [{"title": f.title, "severity": f.severity, "rule": f.rule, "ip": f.ip,
                                 "port": f.port, "id": f.finding_id} for f in listed[:MAX_FINDINGS]],
