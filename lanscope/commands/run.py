@@ -33,6 +33,7 @@ from lanscope.runtime.provisioning import connect_admin
 from lanscope.runtime.runner import Runner, RunnerOptions
 from lanscope.runtime.stage import StageContext, StageDisabled
 from lanscope.runtime.topology import STAGES, StageSpec, resolve, sink_feeds
+from lanscope.sites import site_domain
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def _web_socket(config: Config) -> socket.socket:
 def _describe_site(config: Config) -> str:
     site = config.site or "(default site)"
     if config.role == "sensor":
-        return f"{site}, sensor of {' '.join(config.sensor.hub)} (JetStream domain lanscope-{config.site})"
+        return (f"{site}, sensor of {' '.join(config.sensor.hub)} "
+                f"(JetStream domain {site_domain(config.site)})")
     if config.role == "hub":
         sites = ", ".join(sorted(config.hub.sites)) or "none yet (hub.sites)"
         return (f"hub: sensors connect to {config.hub.leaf_host}:{config.hub.leaf_port}; "

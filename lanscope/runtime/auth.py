@@ -202,6 +202,15 @@ def make_seed(path: Path) -> None:
         out.write(seed + b"\n")
 
 
+def public_key(seed: bytes | str) -> str:
+    """The public key of an NKEY seed."""
+    import nkeys
+
+    raw = seed.encode() if isinstance(seed, str) else seed
+    key: bytes = nkeys.from_seed(bytearray(raw)).public_key
+    return key.decode()
+
+
 class Credentials:
     """A directory of NKEY seed files, one per role (``<role>.nk``), created 0600 in 0700."""
 
@@ -217,13 +226,11 @@ class Credentials:
 
     def ensure(self, names: Iterable[str]) -> dict[str, str]:
         """Each role's public key, generating the seeds that are missing."""
-        import nkeys
-
         public: dict[str, str] = {}
         for name in names:
             path = self.seed_file(name)
             make_seed(path)
-            public[name] = nkeys.from_seed(bytearray(self._read(path))).public_key.decode()
+            public[name] = public_key(self._read(path))
         return public
 
     def _read(self, path: Path) -> bytes:
@@ -300,7 +307,7 @@ def main(argv: list[str]) -> int:
 
 __all__ = ["ADMIN", "PIPELINE", "QUERY", "WATCH", "WEB", "Credentials", "CredentialsError", "Role",
            "authorization", "client_config", "embedded_authorization", "inbox_prefix",
-           "make_seed", "role_for", "roles", "site_forms", "stage_role"]
+           "make_seed", "public_key", "role_for", "roles", "site_forms", "stage_role"]
 
 
 if __name__ == "__main__":

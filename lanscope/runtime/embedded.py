@@ -50,6 +50,8 @@ from schemas import STREAMS
 log = logging.getLogger(__name__)
 
 BINARY = "nats-server"
+STORE = "nats"                    # under data_dir: the server's store, config file and log
+CONFIG_FILE = "nats-server.conf"  # in the store directory
 STORE_SHARE = 0.5                 # of the file system's room (free + the store itself) for JetStream
 MIN_STREAM_BYTES = 1 << 20        # below this a stream is useless: refuse to start
 _LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ \[\w+\] ")   # "[pid] date time [ERR] "
@@ -134,6 +136,22 @@ class StoreBudget:
         return text
 
 
+def store_path(data_dir: str | Path) -> Path:
+    """The embedded server's directory of ``data_dir`` (its JetStream store, config, log)."""
+    return Path(data_dir) / STORE
+
+
+def config_path(data_dir: str | Path) -> Path:
+    """The config file the embedded server of ``data_dir`` was started with."""
+    return store_path(data_dir) / CONFIG_FILE
+
+
+def _stream_share(max_bytes: int, max_file_store: int, streams: int) -> int:
+    """Each stream's max_bytes: ``nats.max_bytes``, at most a fair share of the store limit
+    (one share more for the KV bucket)."""
+    return min(max_bytes, max_file_store // (streams + 1))
+
+
 def store_budget(store_dir: Path, max_bytes: int, streams: int = len(STREAMS)) -> StoreBudget:
     """Fit the ``streams`` (the process's: Layout.streams) to the disk the store is on, one share
     more for the KV bucket; EmbeddedNatsError when too small to run."""
@@ -142,7 +160,7 @@ def store_budget(store_dir: Path, max_bytes: int, streams: int = len(STREAMS)) -
         existing = existing.parent
     room = shutil.disk_usage(existing).free + (_tree_size(store_dir) if store_dir.exists() else 0)
     max_file_store = int(room * STORE_SHARE)
-    stream_bytes = min(max_bytes, max_file_store // (streams + 1))
+    stream_bytes = _stream_share(max_bytes, max_file_store, streams)
     if stream_bytes < MIN_STREAM_BYTES:
         raise EmbeddedNatsError(
             f"not enough disk space for the NATS store in {store_dir}: {_mib(room)} free, JetStream "
@@ -155,13 +173,13 @@ def embedded_stream_bytes(config: NatsConfig, data_dir: str | Path, streams: int
     """``nats.max_bytes`` as the embedded server of ``data_dir`` can hold it: lowered to the
     share its store limit (chosen when it started) gives each of its ``streams``."""
     try:
-        text = (Path(data_dir) / "nats" / "nats-server.conf").read_text()
+        text = config_path(data_dir).read_text()
     except OSError:
         return config.max_bytes
     limit = re.search(r"^\s*max_file_store:\s*(\d+)", text, re.MULTILINE)
     if limit is None:
         return config.max_bytes
-    return min(config.max_bytes, int(limit.group(1)) // (streams + 1))
+    return _stream_share(config.max_bytes, int(limit.group(1)), streams)
 
 
 class EmbeddedNats:
@@ -191,7 +209,7 @@ class EmbeddedNats:
         from lanscope.runtime.auth import embedded_authorization
 
         role = role or ServerRole()
-        store = Path(data_dir) / "nats"
+        store = store_path(data_dir)
         budget = store_budget(store, config.max_bytes, len(role.layout.streams))
         (log.warning if budget.lowered else log.info)("NATS store: %s", budget.describe(store))
         return cls(store, host=config.embedded_host, port=config.embedded_port,
@@ -202,6 +220,10 @@ class EmbeddedNats:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"nats://{host}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.store_dir / CONFIG_FILE
 
     @property
     def log_file(self) -> Path:
@@ -230,7 +252,7 @@ class EmbeddedNats:
         if self.max_file_store is not None:
             lines.append(f"  max_file_store: {self.max_file_store}")
         lines += ["}", *self.role.blocks, self.authorization, self.extra_config, ""]
-        path = self.store_dir / "nats-server.conf"
+        path = self.config_file
         # 0600: a sensor's config holds its leaf seed.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:

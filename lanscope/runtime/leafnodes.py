@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lanscope.errors import LanscopeError
-from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, make_seed, roles
+from lanscope.runtime.auth import CREDENTIALS_DIR, Credentials, authorization, make_seed, public_key, roles
 from lanscope.runtime.layout import (
     SITE_REQUESTS,
     STANDALONE,
@@ -76,8 +76,6 @@ def seed_path(config: Config) -> Path:
 
 def sensor_seed(config: Config) -> str:
     """The sensor's NKEY seed: ``sensor.nkey_file``, else the generated one (made if missing)."""
-    import nkeys
-
     path = seed_path(config)
     if not path.exists() and not config.sensor.nkey_file:
         make_seed(path)
@@ -86,17 +84,10 @@ def sensor_seed(config: Config) -> str:
     except OSError as exc:
         raise LeafError(f"cannot read the sensor's NKEY seed {path}: {exc.strerror}") from None
     try:
-        nkeys.from_seed(bytearray(text.encode()))
+        public_key(text)
     except Exception:                # nkeys raises its own error types for each flaw
         raise LeafError(f"{path} does not hold an NKEY user seed (SU...)") from None
     return text
-
-
-def public_key(seed: str) -> str:
-    import nkeys
-
-    key: bytes = nkeys.from_seed(bytearray(seed.encode())).public_key
-    return key.decode()
 
 
 # ----------------------------------------------------------------- permissions

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 from lanscope.config import NatsConfig
-from lanscope.runtime.embedded import BINARY
+from lanscope.runtime.embedded import BINARY, CONFIG_FILE, STORE, config_path
 
 _CLONE_NEWNET = 0x40000000
 
@@ -29,7 +29,7 @@ def configured_url(config: NatsConfig, data_dir: str | Path) -> str | None:
     """
     if config.url:
         return config.url
-    conf = Path(data_dir) / "nats" / "nats-server.conf"
+    conf = config_path(data_dir)
     try:
         text = conf.read_text()
     except OSError:
@@ -64,7 +64,7 @@ def running_servers() -> list[tuple[int, Path, str | None]]:
             if not argv[0].endswith(BINARY.encode()) or b"-c" not in argv:
                 continue
             conf = Path(os.fsdecode(argv[argv.index(b"-c") + 1]))
-            if conf.name != "nats-server.conf" or conf.parent.name != "nats":
+            if conf.name != CONFIG_FILE or conf.parent.name != STORE:
                 continue
             if not conf.is_absolute():
                 conf = Path(os.readlink(f"/proc/{entry}/cwd")) / conf
