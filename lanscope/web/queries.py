@@ -189,21 +189,25 @@ def host_address(key: str) -> tuple[str, list[QueryParam]]:
 
 def overview_queries(now: datetime, chart_hours: int) -> list[tuple[str, Sequence[QueryParam]]]:
     day = (now - timedelta(hours=24)).isoformat()
+    lately = (now - timedelta(hours=25)).isoformat()
     window = (now - timedelta(hours=chart_hours)).isoformat()
     bucket = "1 hour" if chart_hours <= 24 * 7 else "6 hours"
     return [
         ("SELECT count(*) AS hosts, count(*) FILTER (WHERE active) AS online, "
          "count(*) FILTER (WHERE first_seen >= ?::TIMESTAMPTZ) AS new_24h FROM hosts", [day]),
-        # A new host's first `active` row is false -> true too, and may be stamped after its
-        # first_seen (a later event of the batch that created it): back is what came up after
-        # having gone.
-        ("WITH moves AS (SELECT host_key, new::VARCHAR = 'true' AS up, observed_at FROM history "
+        # Back: came up in the window after having gone. A new host's first `active` row is
+        # false -> true too, stamped by the event of its first batch that brought it up, which
+        # can be later than its first_seen; so for hosts first seen lately (their first active
+        # row is among the rows read) back means a later rise than their first; older hosts'
+        # first rows are long past. Reads only the window's rows (history is in time order).
+        ("WITH moves AS (SELECT host_key, new::VARCHAR = 'true' AS up, observed_at, "
+         "  observed_at >= ?::TIMESTAMPTZ AS inside FROM history "
          "  WHERE field = 'active' AND observed_at >= ?::TIMESTAMPTZ), "
-         "came AS (SELECT host_key, max(observed_at) AS at FROM moves WHERE up GROUP BY host_key) "
-         "SELECT (SELECT count(DISTINCT host_key) FROM moves WHERE NOT up) AS gone_24h, "
-         "(SELECT count(*) FROM came WHERE EXISTS (SELECT 1 FROM history g WHERE g.host_key = came.host_key "
-         "  AND g.field = 'active' AND g.new::VARCHAR = 'false' AND g.observed_at < came.at)) AS back_24h",
-         [day]),
+         "per AS (SELECT host_key, max(observed_at) FILTER (WHERE up AND inside) AS came, "
+         "  min(observed_at) AS first_move, bool_or(inside AND NOT up) AS went FROM moves GROUP BY host_key) "
+         "SELECT count(*) FILTER (WHERE went) AS gone_24h, count(*) FILTER (WHERE came IS NOT NULL "
+         "  AND (h.first_seen < ?::TIMESTAMPTZ OR came > first_move)) AS back_24h "
+         "FROM per LEFT JOIN hosts h USING (host_key)", [day, lately, lately]),
         ("SELECT severity, count(*) AS n FROM findings WHERE state = 'opened' GROUP BY severity", []),
         # Hosts coming (+1) and going (-1) per bucket: walked back from the hosts online now.
         (f"SELECT time_bucket(INTERVAL '{bucket}', observed_at) AS bucket, sum(CASE "

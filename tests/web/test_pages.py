@@ -177,17 +177,21 @@ async def test_overview_counts_a_host_back_only_after_it_was_gone(tmp_path: Path
     try:
         first_seen = now - timedelta(hours=1)
         con.execute("UPDATE hosts_by_mac SET first_seen = ? WHERE mac = ?", [first_seen, SSH[1]])
+        con.execute("UPDATE hosts_by_mac SET first_seen = ? WHERE mac = ?", [now - timedelta(minutes=40),
+                                                                            ASLEEP[1]])
         con.executemany("INSERT INTO history (host_key, field, old, new, source, observed_at, event_id, "
                         "recorded_at) VALUES (?, ?, ?::JSON, ?::JSON, ?, ?, ?, ?)", [
             active(SSH[1], False, True, 59),                                  # new, a second after first_seen
             active(WEB[1], True, False, 30), active(WEB[1], False, True, 20),  # gone, back
             active(EVIL[1], True, False, 10),                                 # gone
+            active(ASLEEP[1], False, True, 39), active(ASLEEP[1], True, False, 20),
+            active(ASLEEP[1], False, True, 5),                                # new, gone, back
         ])
     finally:
         con.close()
     async with serving(web_config(tmp_path, store)) as (_, url), httpx.AsyncClient(base_url=url) as client:
         page = (await client.get("/")).text
-    gone = r'<span class="n">2</span><span class="l">gone</span><span class="s">last 24 h \(1 back\)'
+    gone = r'<span class="n">3</span><span class="l">gone</span><span class="s">last 24 h \(2 back\)'
     assert re.search(gone, page), page
 
 
