@@ -1,7 +1,7 @@
 """Message templates: a title, a plain-text body and a Markdown body per notification.
 
 Templates come from config (a rule's ``title``, ``text``, ``markdown``) and are
-Jinja2, rendered in its SandboxedEnvironment: the event's fields (hostnames,
+Jinja2, rendered in its ImmutableSandboxedEnvironment: the event's fields (hostnames,
 banners, lease comments, VM names) are attacker-controlled text. Every value a
 template prints goes through ``finalize``: control characters become spaces and
 long values are cut, and in Markdown the characters that start formatting or links
@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 import msgspec
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from schemas import Event, Finding, HostChanged
 
@@ -102,9 +102,9 @@ def markdown(value: Any) -> str:
     return _MARKDOWN.sub(r"\\\1", plain(value))
 
 
-def _environment(finalize: Callable[[Any], str]) -> SandboxedEnvironment:
-    return SandboxedEnvironment(finalize=finalize, undefined=jinja2.ChainableUndefined, autoescape=False,
-                                trim_blocks=False)
+def _environment(finalize: Callable[[Any], str]) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(finalize=finalize, undefined=jinja2.ChainableUndefined,
+                                         autoescape=False, trim_blocks=False)
 
 
 class Templates:
@@ -141,7 +141,7 @@ class Templates:
         title = " ".join(title.split())
         return (title[:MAX_TITLE], text.strip()[:MAX_BODY], md.strip()[:MAX_BODY])
 
-    def _one(self, template: jinja2.Template, default: str, env: SandboxedEnvironment,
+    def _one(self, template: jinja2.Template, default: str, env: ImmutableSandboxedEnvironment,
              context: Mapping[str, Any], key: str, is_default: bool) -> str:
         try:
             return template.render(context)

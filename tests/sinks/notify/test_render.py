@@ -61,6 +61,17 @@ def test_templates_run_sandboxed_and_fall_back_to_the_defaults() -> None:
     assert text.startswith("Host: 198.18.0.2")                 # a SecurityError: the default body
 
 
+def test_templates_cannot_change_the_host_view_the_next_rule_renders() -> None:
+    """Every matching rule of an event renders the one host view made for it."""
+    event = changed("new", hostname="cam-1")
+    facts = HostFacts.of(event)
+    meddling, plain = (Renderer(Rule(name=n, targets=["t"], **rule)) for n, rule in (
+        ("a", {"title": "{{ host.update({'name': 'spoofed'}) }}x"}), ("b", {})))
+    view = meddling.host(facts, event.host_key, known=False, tags=frozenset())
+    assert meddling.event(event, "new", view)[0].startswith("New host: cam-1")   # default title
+    assert plain.event(event, "new", view)[0] == "New host: cam-1 (198.18.0.2)"
+
+
 def test_custom_templates_see_the_documented_context() -> None:
     title, text, md = render(changed("new", hostname="cam-1", vendor="Axis"), "new",
                              title="{{ kind|upper }} {{ host.name }} via {{ rule }}",
